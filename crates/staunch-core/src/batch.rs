@@ -1,0 +1,805 @@
+//! A zero-copy view over Kafka's v2 record batch ("magic 2"), the unit Staunch stores.
+//!
+//! The bytes a producer sends are the bytes Staunch writes to disk and the bytes a consumer
+//! fetches. The broker touches only two fields, both of which lie *outside* the CRC: the base
+//! offset (assigned by the log) and the partition leader epoch (stamped by the leader). Everything
+//! else is validated and left alone.
+//!
+//! Layout (big-endian), as in Apache Kafka's `DefaultRecordBatch`:
+//!
+//! | offset | size | field |
+//! |---:|---:|---|
+//! | 0 | 8 | base offset |
+//! | 8 | 4 | batch length (bytes after this field) |
+//! | 12 | 4 | partition leader epoch |
+//! | 16 | 1 | magic (2) |
+//! | 17 | 4 | CRC-32C of bytes 21.. end |
+//! | 21 | 2 | attributes (compression, timestamp type, transactional, control) |
+//! | 23 | 4 | last offset delta |
+//! | 27 | 8 | base (first) timestamp |
+//! | 35 | 8 | max timestamp |
+//! | 43 | 8 | producer id |
+//! | 51 | 2 | producer epoch |
+//! | 53 | 4 | base sequence |
+//! | 57 | 4 | record count |
+//! | 61 | … | records |
+
+use crate::ids::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
+use crate::varint::{get_varint, get_varlong, put_varlong};
+
+const BASE_OFFSET: usize = 0;
+const BATCH_LENGTH: usize = BASE_OFFSET + 8;
+const PARTITION_LEADER_EPOCH: usize = BATCH_LENGTH + 4;
+const MAGIC: usize = PARTITION_LEADER_EPOCH + 4;
+const CRC: usize = MAGIC + 1;
+const ATTRIBUTES: usize = CRC + 4;
+const LAST_OFFSET_DELTA: usize = ATTRIBUTES + 2;
+const BASE_TIMESTAMP: usize = LAST_OFFSET_DELTA + 4;
+const MAX_TIMESTAMP: usize = BASE_TIMESTAMP + 8;
+const PRODUCER_ID: usize = MAX_TIMESTAMP + 8;
+const PRODUCER_EPOCH: usize = PRODUCER_ID + 8;
+const BASE_SEQUENCE: usize = PRODUCER_EPOCH + 2;
+const RECORD_COUNT: usize = BASE_SEQUENCE + 4;
+
+/// Size of the fixed batch header; the records start here.
+pub const HEADER_SIZE: usize = RECORD_COUNT + 4;
+/// Bytes before the batch-length field counts (base offset + batch length): a batch occupies
+/// `LOG_OVERHEAD + batch_length` bytes.
+pub const LOG_OVERHEAD: usize = BATCH_LENGTH + 4;
+/// The only record-batch format Staunch accepts.
+pub const MAGIC_V2: i8 = 2;
+
+/// Why some bytes are not a valid v2 record batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Fewer bytes than a batch header, or than the batch length claims.
+    #[error("record batch truncated: need {needed} bytes, have {available}")]
+    Truncated {
+        /// Bytes the header or length field requires.
+        needed: usize,
+        /// Bytes present.
+        available: usize,
+    },
+    /// The batch-length field is smaller than a header or negative.
+    #[error("record batch length {0} is invalid")]
+    InvalidLength(i32),
+    /// The batch is larger than the caller allows.
+    #[error("record batch of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the batch in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Not magic 2 (Staunch does not store the legacy v0/v1 message sets).
+    #[error("unsupported record batch magic {0} (only magic 2 is supported)")]
+    UnsupportedMagic(i8),
+    /// The CRC-32C over attributes..end does not match the stored one.
+    #[error("record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// CRC in the header.
+        stored: u32,
+        /// CRC computed over the bytes.
+        computed: u32,
+    },
+    /// Header fields contradict each other or the records (count, offset delta, record framing).
+    #[error("record batch is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// Compression codec of a batch (attributes bits 0–2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Uncompressed records.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy (Kafka's xerial framing).
+    Snappy,
+    /// LZ4 frame.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+/// A borrowed view over exactly one v2 record batch.
+///
+/// [`RecordBatch::parse`] checks only that the header is present and the length field fits;
+/// [`RecordBatch::validate`] checks everything else. Accessors never panic on a parsed view.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordBatch<'a> {
+    bytes: &'a [u8],
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(raw)
+}
+
+impl<'a> RecordBatch<'a> {
+    /// Reads the size of the batch at the front of `bytes` from its length field, without
+    /// checking anything else. `None` if fewer than [`LOG_OVERHEAD`] bytes are present.
+    pub fn peek_size(bytes: &[u8]) -> Option<Result<usize, BatchError>> {
+        if bytes.len() < LOG_OVERHEAD {
+            return None;
+        }
+        let length = be_i32(bytes, BATCH_LENGTH);
+        if length < (HEADER_SIZE - LOG_OVERHEAD) as i32 {
+            return Some(Err(BatchError::InvalidLength(length)));
+        }
+        Some(Ok(LOG_OVERHEAD + length as usize))
+    }
+
+    /// Views the batch at the front of `bytes`; the batch is `bytes[..view.size()]` and any bytes
+    /// after it are ignored. Fails if the header is incomplete, the length field is invalid, or
+    /// `bytes` is shorter than the length claims.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BatchError> {
+        let size = match Self::peek_size(bytes) {
+            None => {
+                return Err(BatchError::Truncated {
+                    needed: HEADER_SIZE,
+                    available: bytes.len(),
+                });
+            }
+            Some(size) => size?,
+        };
+        if bytes.len() < size {
+            return Err(BatchError::Truncated {
+                needed: size,
+                available: bytes.len(),
+            });
+        }
+        Ok(Self {
+            bytes: &bytes[..size],
+        })
+    }
+
+    /// The batch's bytes, exactly as stored.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Total size in bytes, header included.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Offset of the first record.
+    pub fn base_offset(&self) -> Offset {
+        be_i64(self.bytes, BASE_OFFSET)
+    }
+
+    /// The batch-length field: bytes after it.
+    pub fn batch_length(&self) -> i32 {
+        be_i32(self.bytes, BATCH_LENGTH)
+    }
+
+    /// Epoch of the leader that appended the batch (`-1` before a leader stamped it).
+    pub fn partition_leader_epoch(&self) -> LeaderEpoch {
+        be_i32(self.bytes, PARTITION_LEADER_EPOCH)
+    }
+
+    /// The format version; 2 for every batch Staunch accepts.
+    pub fn magic(&self) -> i8 {
+        self.bytes[MAGIC] as i8
+    }
+
+    /// The CRC-32C stored in the header.
+    pub fn crc(&self) -> u32 {
+        be_i32(self.bytes, CRC) as u32
+    }
+
+    /// The raw attributes field.
+    pub fn attributes(&self) -> i16 {
+        be_i16(self.bytes, ATTRIBUTES)
+    }
+
+    /// The compression codec, or `None` for an undefined codec value (5–7).
+    pub fn compression(&self) -> Option<Compression> {
+        match self.attributes() & 0x07 {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Gzip),
+            2 => Some(Compression::Snappy),
+            3 => Some(Compression::Lz4),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Whether timestamps are the broker's append time (true) or the producer's create time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes() & 0x08 != 0
+    }
+
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & 0x10 != 0
+    }
+
+    /// Whether the batch is a control batch (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes() & 0x20 != 0
+    }
+
+    /// Offset delta of the last record: the batch covers `base_offset ..= base_offset + delta`.
+    pub fn last_offset_delta(&self) -> i32 {
+        be_i32(self.bytes, LAST_OFFSET_DELTA)
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> Offset {
+        self.base_offset() + i64::from(self.last_offset_delta())
+    }
+
+    /// Offset after the last record: where the next batch starts.
+    pub fn next_offset(&self) -> Offset {
+        self.last_offset() + 1
+    }
+
+    /// Timestamp of the first record (ms since the epoch).
+    pub fn base_timestamp(&self) -> i64 {
+        be_i64(self.bytes, BASE_TIMESTAMP)
+    }
+
+    /// Largest record timestamp in the batch (ms since the epoch).
+    pub fn max_timestamp(&self) -> i64 {
+        be_i64(self.bytes, MAX_TIMESTAMP)
+    }
+
+    /// Producer id, `-1` for a non-idempotent producer.
+    pub fn producer_id(&self) -> ProducerId {
+        be_i64(self.bytes, PRODUCER_ID)
+    }
+
+    /// Producer epoch, `-1` for a non-idempotent producer.
+    pub fn producer_epoch(&self) -> ProducerEpoch {
+        be_i16(self.bytes, PRODUCER_EPOCH)
+    }
+
+    /// Sequence number of the first record, `-1` for a non-idempotent producer.
+    pub fn base_sequence(&self) -> i32 {
+        be_i32(self.bytes, BASE_SEQUENCE)
+    }
+
+    /// Number of records the header claims.
+    pub fn record_count(&self) -> i32 {
+        be_i32(self.bytes, RECORD_COUNT)
+    }
+
+    /// CRC-32C over attributes .. end, as the header's CRC should be.
+    pub fn compute_crc(&self) -> u32 {
+        crc32c::crc32c(&self.bytes[ATTRIBUTES..])
+    }
+
+    /// Checks everything a broker must check before storing or serving the batch: magic 2, a
+    /// CRC-32C that matches, a defined compression codec, a positive record count consistent with
+    /// the last offset delta, and — for uncompressed batches — records that are framed correctly,
+    /// number exactly `record_count` and fill the batch exactly.
+    pub fn validate(&self) -> Result<(), BatchError> {
+        if self.magic() != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic(self.magic()));
+        }
+        let computed = self.compute_crc();
+        if computed != self.crc() {
+            return Err(BatchError::CrcMismatch {
+                stored: self.crc(),
+                computed,
+            });
+        }
+        let Some(compression) = self.compression() else {
+            return Err(BatchError::Malformed("undefined compression codec"));
+        };
+        let count = self.record_count();
+        if count <= 0 {
+            return Err(BatchError::Malformed("record count must be positive"));
+        }
+        if self.last_offset_delta() != count - 1 {
+            return Err(BatchError::Malformed(
+                "last offset delta does not match record count",
+            ));
+        }
+        if compression == Compression::None {
+            let mut seen = 0i32;
+            for record in self.records()? {
+                record?;
+                seen += 1;
+            }
+            if seen != count {
+                return Err(BatchError::Malformed("record count does not match records"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Iterates the records of an uncompressed batch. Fails for compressed batches; each item
+    /// fails if a record's framing is broken.
+    pub fn records(&self) -> Result<Records<'a>, BatchError> {
+        if self.compression() != Some(Compression::None) {
+            return Err(BatchError::Malformed(
+                "records of a compressed batch cannot be read without decompressing",
+            ));
+        }
+        Ok(Records {
+            rest: &self.bytes[HEADER_SIZE..],
+            base_offset: self.base_offset(),
+            base_timestamp: self.base_timestamp(),
+            log_append_time: self.is_log_append_time().then(|| self.max_timestamp()),
+            remaining: self.record_count().max(0),
+            failed: false,
+        })
+    }
+
+    /// Writes `base_offset` into the batch at the front of `bytes`. The field lies outside the
+    /// CRC, so the batch stays valid.
+    pub fn set_base_offset(bytes: &mut [u8], base_offset: Offset) -> Result<(), BatchError> {
+        RecordBatch::parse(bytes)?;
+        bytes[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+        Ok(())
+    }
+
+    /// Writes the partition leader epoch into the batch at the front of `bytes`. The field lies
+    /// outside the CRC, so the batch stays valid.
+    pub fn set_partition_leader_epoch(
+        bytes: &mut [u8],
+        epoch: LeaderEpoch,
+    ) -> Result<(), BatchError> {
+        RecordBatch::parse(bytes)?;
+        bytes[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+            .copy_from_slice(&epoch.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Iterates over a concatenation of batches (a produce request's records, a fetched chunk, a
+/// segment file), yielding each batch or the first framing error, after which it stops.
+pub fn batches(bytes: &[u8]) -> Batches<'_> {
+    Batches { rest: bytes }
+}
+
+/// Iterator returned by [`batches`].
+#[derive(Debug, Clone)]
+pub struct Batches<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Batches<'a> {
+    type Item = Result<RecordBatch<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        match RecordBatch::parse(self.rest) {
+            Ok(batch) => {
+                self.rest = &self.rest[batch.size()..];
+                Some(Ok(batch))
+            }
+            Err(e) => {
+                self.rest = &[];
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// One record of an uncompressed batch, borrowed from the batch bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Absolute offset (batch base offset + offset delta).
+    pub offset: Offset,
+    /// Absolute timestamp in ms (the batch's max timestamp under log-append time).
+    pub timestamp: i64,
+    /// Key, `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// Value, `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Headers in order; a header value may be null.
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+/// Iterator over the records of an uncompressed batch; see [`RecordBatch::records`].
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    rest: &'a [u8],
+    base_offset: Offset,
+    base_timestamp: i64,
+    log_append_time: Option<i64>,
+    remaining: i32,
+    failed: bool,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn varint(&mut self) -> Result<i32, BatchError> {
+        let (v, n) = get_varint(self.buf).ok_or(BatchError::Malformed("bad varint in record"))?;
+        self.buf = &self.buf[n..];
+        Ok(v)
+    }
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        let (v, n) = get_varlong(self.buf).ok_or(BatchError::Malformed("bad varlong in record"))?;
+        self.buf = &self.buf[n..];
+        Ok(v)
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
+        if self.buf.len() < n {
+            return Err(BatchError::Malformed("record field runs past its record"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
+        let len = self.varint()?;
+        match len {
+            -1 => Ok(None),
+            n if n < 0 => Err(BatchError::Malformed("negative length in record")),
+            n => self.take(n as usize).map(Some),
+        }
+    }
+}
+
+impl<'a> Records<'a> {
+    fn next_record(&mut self) -> Result<Record<'a>, BatchError> {
+        let mut outer = Cursor { buf: self.rest };
+        let length = outer.varint()?;
+        if length < 0 {
+            return Err(BatchError::Malformed("negative record length"));
+        }
+        let body = outer.take(length as usize)?;
+        self.rest = outer.buf;
+        let mut c = Cursor { buf: body };
+        let _attributes = c.take(1)?;
+        let timestamp_delta = c.varlong()?;
+        let offset_delta = c.varint()?;
+        let key = c.nullable_bytes()?;
+        let value = c.nullable_bytes()?;
+        let header_count = c.varint()?;
+        if header_count < 0 {
+            return Err(BatchError::Malformed("negative header count"));
+        }
+        // Every header takes at least two bytes, which bounds the allocation by the record size.
+        if header_count as usize > c.buf.len() / 2 {
+            return Err(BatchError::Malformed("header count exceeds record size"));
+        }
+        let mut headers = Vec::with_capacity(header_count as usize);
+        for _ in 0..header_count {
+            let key = c
+                .nullable_bytes()?
+                .ok_or(BatchError::Malformed("null header key"))?;
+            let value = c.nullable_bytes()?;
+            headers.push((key, value));
+        }
+        if !c.buf.is_empty() {
+            return Err(BatchError::Malformed("record has trailing bytes"));
+        }
+        Ok(Record {
+            offset: self.base_offset + i64::from(offset_delta),
+            timestamp: self
+                .log_append_time
+                .unwrap_or(self.base_timestamp.wrapping_add(timestamp_delta)),
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if self.remaining == 0 {
+            if self.rest.is_empty() {
+                return None;
+            }
+            self.failed = true;
+            return Some(Err(BatchError::Malformed(
+                "bytes after the last record of the batch",
+            )));
+        }
+        self.remaining -= 1;
+        let item = self.next_record();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// Builds an uncompressed v2 batch, as a non-idempotent producer would send it (base offset 0,
+/// leader epoch -1). Used by tests, benchmarks and examples; producers with compression build
+/// batches through the `kafka-protocol` crate.
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer: (ProducerId, ProducerEpoch, i32),
+    records: Vec<u8>,
+    count: i32,
+}
+
+impl BatchBuilder {
+    /// An empty batch whose first record has timestamp `base_timestamp` (ms).
+    pub fn new(base_timestamp: i64) -> Self {
+        Self {
+            base_timestamp,
+            max_timestamp: base_timestamp,
+            producer: (-1, -1, -1),
+            records: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Marks the batch as sent by idempotent producer `id` / `epoch`, first sequence `base_sequence`.
+    pub fn producer(mut self, id: ProducerId, epoch: ProducerEpoch, base_sequence: i32) -> Self {
+        self.producer = (id, epoch, base_sequence);
+        self
+    }
+
+    /// Adds a record with the batch's base timestamp.
+    pub fn record(self, key: Option<&[u8]>, value: Option<&[u8]>) -> Self {
+        let ts = self.base_timestamp;
+        self.record_at(ts, key, value, &[])
+    }
+
+    /// Adds a record with its own timestamp and headers.
+    pub fn record_at(
+        mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> Self {
+        fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+            match b {
+                None => put_varlong(out, -1),
+                Some(b) => {
+                    put_varlong(out, b.len() as i64);
+                    out.extend_from_slice(b);
+                }
+            }
+        }
+        let mut body = Vec::with_capacity(
+            16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len),
+        );
+        body.push(0); // record attributes: unused
+        put_varlong(&mut body, timestamp - self.base_timestamp);
+        put_varlong(&mut body, i64::from(self.count));
+        put_bytes(&mut body, key);
+        put_bytes(&mut body, value);
+        put_varlong(&mut body, headers.len() as i64);
+        for (k, v) in headers {
+            put_bytes(&mut body, Some(k));
+            put_bytes(&mut body, *v);
+        }
+        put_varlong(&mut self.records, body.len() as i64);
+        self.records.extend_from_slice(&body);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
+        self
+    }
+
+    /// Number of records added so far.
+    pub fn len(&self) -> i32 {
+        self.count
+    }
+
+    /// Whether no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encodes the batch, CRC included. A batch with no records is encoded as such (and fails
+    /// validation), so tests can build one on purpose.
+    pub fn build(self) -> Vec<u8> {
+        let size = HEADER_SIZE + self.records.len();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&0i64.to_be_bytes());
+        out.extend_from_slice(&((size - LOG_OVERHEAD) as i32).to_be_bytes());
+        out.extend_from_slice(&(-1i32).to_be_bytes());
+        out.push(MAGIC_V2 as u8);
+        out.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled below
+        out.extend_from_slice(&0i16.to_be_bytes());
+        out.extend_from_slice(&(self.count - 1).max(0).to_be_bytes());
+        out.extend_from_slice(&self.base_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.max_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.producer.0.to_be_bytes());
+        out.extend_from_slice(&self.producer.1.to_be_bytes());
+        out.extend_from_slice(&self.producer.2.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.records);
+        let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+        out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Vec<u8> {
+        BatchBuilder::new(1_000)
+            .record(Some(b"k1"), Some(b"v1"))
+            .record_at(1_005, None, Some(b"v2"), &[(b"h", Some(b"x"))])
+            .record_at(1_002, Some(b"k3"), None, &[])
+            .build()
+    }
+
+    #[test]
+    fn header_fields_read_back() {
+        let bytes = sample();
+        let b = RecordBatch::parse(&bytes).unwrap();
+        b.validate().unwrap();
+        assert_eq!(b.size(), bytes.len());
+        assert_eq!(b.magic(), 2);
+        assert_eq!(b.record_count(), 3);
+        assert_eq!(b.last_offset_delta(), 2);
+        assert_eq!(b.base_timestamp(), 1_000);
+        assert_eq!(b.max_timestamp(), 1_005);
+        assert_eq!(b.producer_id(), -1);
+        assert_eq!(b.compression(), Some(Compression::None));
+        let records: Vec<_> = b.records().unwrap().map(Result::unwrap).collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[1].headers, vec![(&b"h"[..], Some(&b"x"[..]))]);
+        assert_eq!(records[2].value, None);
+        assert_eq!(records[2].timestamp, 1_002);
+    }
+
+    #[test]
+    fn rewriting_offset_and_epoch_keeps_the_crc_valid() {
+        let mut bytes = sample();
+        RecordBatch::set_base_offset(&mut bytes, 1 << 40).unwrap();
+        RecordBatch::set_partition_leader_epoch(&mut bytes, 7).unwrap();
+        let b = RecordBatch::parse(&bytes).unwrap();
+        b.validate().unwrap();
+        assert_eq!(b.base_offset(), 1 << 40);
+        assert_eq!(b.last_offset(), (1 << 40) + 2);
+        assert_eq!(b.partition_leader_epoch(), 7);
+        assert_eq!(b.records().unwrap().next().unwrap().unwrap().offset, 1 << 40);
+    }
+
+    #[test]
+    fn every_flipped_bit_in_the_crc_range_is_caught() {
+        let bytes = sample();
+        for byte in ATTRIBUTES..bytes.len() {
+            for bit in 0..8 {
+                let mut bad = bytes.clone();
+                bad[byte] ^= 1 << bit;
+                let verdict = RecordBatch::parse(&bad).and_then(|b| b.validate());
+                assert!(verdict.is_err(), "flip at {byte}:{bit} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_magic_length_and_truncation() {
+        let mut bytes = sample();
+        bytes[MAGIC] = 1;
+        assert_eq!(
+            RecordBatch::parse(&bytes).unwrap().validate(),
+            Err(BatchError::UnsupportedMagic(1))
+        );
+        let bytes = sample();
+        assert!(matches!(
+            RecordBatch::parse(&bytes[..bytes.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        let mut bytes = sample();
+        bytes[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&3i32.to_be_bytes());
+        assert_eq!(
+            RecordBatch::parse(&bytes).unwrap_err(),
+            BatchError::InvalidLength(3)
+        );
+        let empty = BatchBuilder::new(0).build();
+        assert!(RecordBatch::parse(&empty).unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn iterates_concatenated_batches_and_stops_at_garbage() {
+        let mut all = sample();
+        all.extend_from_slice(&sample());
+        all.extend_from_slice(&[0, 1, 2]);
+        let items: Vec<_> = batches(&all).collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok() && items[2].is_err());
+    }
+
+    /// Our builder's bytes decode with the `kafka-protocol` crate, and its encoder's bytes pass
+    /// our validation: the two agree on the format.
+    #[test]
+    fn agrees_with_the_kafka_protocol_crate() {
+        use kafka_protocol::records::{
+            Compression as KCompression, RecordBatchDecoder, RecordBatchEncoder,
+            RecordEncodeOptions, TimestampType,
+        };
+        let mut ours = bytes::Bytes::from(sample());
+        let decoded = RecordBatchDecoder::decode(&mut ours).unwrap();
+        assert_eq!(decoded.records.len(), 3);
+        assert_eq!(decoded.records[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(decoded.records[1].timestamp, 1_005);
+
+        let records: Vec<_> = (0..5)
+            .map(|i| kafka_protocol::records::Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: 9,
+                producer_epoch: 1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: 2_000 + i,
+                key: Some(bytes::Bytes::from(format!("key{i}"))),
+                value: Some(bytes::Bytes::from(vec![b'x'; 100])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut theirs = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut theirs,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: KCompression::None,
+            },
+        )
+        .unwrap();
+        let b = RecordBatch::parse(&theirs).unwrap();
+        b.validate().unwrap();
+        assert_eq!(b.record_count(), 5);
+        assert_eq!(b.producer_id(), 9);
+        assert_eq!(b.max_timestamp(), 2_004);
+        assert_eq!(b.records().unwrap().count(), 5);
+    }
+
+    proptest! {
+        #[test]
+        fn parse_and_validate_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            for item in batches(&bytes) {
+                if let Ok(b) = item {
+                    let _ = b.validate();
+                    let _ = b.records().map(|r| r.count());
+                }
+            }
+        }
+
+        #[test]
+        fn built_batches_round_trip(
+            records in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)),
+                 0i64..10_000),
+                1..20)
+        ) {
+            let mut builder = BatchBuilder::new(1_000_000);
+            for (k, v, dt) in &records {
+                builder = builder.record_at(1_000_000 + dt, k.as_deref(), v.as_deref(), &[]);
+            }
+            let bytes = builder.build();
+            let b = RecordBatch::parse(&bytes).unwrap();
+            prop_assert!(b.validate().is_ok());
+            let back: Vec<_> = b.records().unwrap().map(Result::unwrap).collect();
+            prop_assert_eq!(back.len(), records.len());
+            for (r, (k, v, dt)) in back.iter().zip(&records) {
+                prop_assert_eq!(r.key, k.as_deref());
+                prop_assert_eq!(r.value, v.as_deref());
+                prop_assert_eq!(r.timestamp, 1_000_000 + dt);
+            }
+        }
+    }
+}
