@@ -284,6 +284,25 @@ impl<'a> RecordBatch<'a> {
     /// the last offset delta, and — for uncompressed batches — records that are framed correctly,
     /// number exactly `record_count` and fill the batch exactly.
     pub fn validate(&self) -> Result<(), BatchError> {
+        self.verify_integrity()?;
+        let count = self.record_count();
+        if self.compression() == Some(Compression::None) {
+            let mut seen = 0i32;
+            for record in self.records()? {
+                record?;
+                seen += 1;
+            }
+            if seen != count {
+                return Err(BatchError::Malformed("record count does not match records"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks that need no record decoding: magic 2, a matching CRC-32C, a defined codec and
+    /// a record count consistent with the last offset delta. Recovery and reads use this; appends
+    /// use the full [`RecordBatch::validate`].
+    pub fn verify_integrity(&self) -> Result<(), BatchError> {
         if self.magic() != MAGIC_V2 {
             return Err(BatchError::UnsupportedMagic(self.magic()));
         }
@@ -294,27 +313,14 @@ impl<'a> RecordBatch<'a> {
                 computed,
             });
         }
-        let Some(compression) = self.compression() else {
+        if self.compression().is_none() {
             return Err(BatchError::Malformed("undefined compression codec"));
-        };
+        }
         let count = self.record_count();
-        if count <= 0 {
-            return Err(BatchError::Malformed("record count must be positive"));
-        }
-        if self.last_offset_delta() != count - 1 {
+        if count <= 0 || self.last_offset_delta() != count - 1 {
             return Err(BatchError::Malformed(
-                "last offset delta does not match record count",
+                "record count does not match the last offset delta",
             ));
-        }
-        if compression == Compression::None {
-            let mut seen = 0i32;
-            for record in self.records()? {
-                record?;
-                seen += 1;
-            }
-            if seen != count {
-                return Err(BatchError::Malformed("record count does not match records"));
-            }
         }
         Ok(())
     }

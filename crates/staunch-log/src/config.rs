@@ -1,0 +1,185 @@
+//! Per-log configuration: flush policy, segment size and age, retention, index density.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LogError;
+
+/// When appended data is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// `fdatasync` before an append is reported durable. Concurrent appends share one fsync
+    /// (group commit). The default: an acknowledged append survives power loss.
+    Always,
+    /// Appends return once in the page cache; a background flusher syncs at this interval, so a
+    /// power loss can lose at most about this much acknowledged data.
+    Interval(Duration),
+    /// Appends return once in the page cache and the OS decides when to write back. Survives a
+    /// crash of the process, not of the machine.
+    Os,
+}
+
+impl fmt::Display for FlushPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlushPolicy::Always => f.write_str("always"),
+            FlushPolicy::Os => f.write_str("os"),
+            FlushPolicy::Interval(d) => write!(f, "interval:{}", humantime_serde::re::humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl FromStr for FlushPolicy {
+    type Err = String;
+
+    /// Parses `always`, `os` or `interval:<duration>` (e.g. `interval:200ms`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "always" => Ok(FlushPolicy::Always),
+            "os" => Ok(FlushPolicy::Os),
+            other => {
+                let Some(d) = other.strip_prefix("interval:") else {
+                    return Err(format!(
+                        "unknown flush policy {other:?}: expected always, os or interval:<duration>"
+                    ));
+                };
+                let d = humantime_serde::re::humantime::parse_duration(d.trim())
+                    .map_err(|e| format!("bad flush interval {d:?}: {e}"))?;
+                if d.is_zero() {
+                    return Err("flush interval must be positive (use `always`)".into());
+                }
+                Ok(FlushPolicy::Interval(d))
+            }
+        }
+    }
+}
+
+impl Serialize for FlushPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FlushPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Configuration of one partition's log. Read from TOML with human durations:
+///
+/// ```toml
+/// flush = "always"            # or "os", or "interval:200ms"
+/// segment_bytes = 1073741824
+/// segment_age = "7d"
+/// retention_age = "7d"        # omit retention_age / retention_bytes for no limit
+/// retention_bytes = 10737418240
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// When appends are forced to disk. Default `always`.
+    pub flush: FlushPolicy,
+    /// Roll to a new segment when the active one would grow past this. Default 1 GiB, at most
+    /// 2 GiB (positions in the index are 32-bit, as in Kafka).
+    pub segment_bytes: u64,
+    /// Roll to a new segment at the first append after the active one is this old. Default 7 days.
+    #[serde(with = "humantime_serde")]
+    pub segment_age: Duration,
+    /// Delete closed segments whose newest record is older than this. Default 7 days; `None`
+    /// keeps data forever.
+    #[serde(with = "humantime_serde")]
+    pub retention_age: Option<Duration>,
+    /// Delete the oldest closed segments while the log is larger than this. Default `None`.
+    pub retention_bytes: Option<u64>,
+    /// One index entry per this many bytes of batches. Default 4 KiB.
+    pub index_interval_bytes: u32,
+    /// Largest batch accepted. Default 1 MiB + 12 bytes (Kafka's `message.max.bytes`).
+    pub max_batch_bytes: u32,
+}
+
+/// The defaults, in one place.
+const DEFAULTS: LogConfig = LogConfig {
+    flush: FlushPolicy::Always,
+    segment_bytes: 1 << 30,
+    segment_age: Duration::from_secs(7 * 24 * 3600),
+    retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
+    retention_bytes: None,
+    index_interval_bytes: 4096,
+    max_batch_bytes: 1_048_588,
+};
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        DEFAULTS
+    }
+}
+
+impl LogConfig {
+    /// Checks the numbers and returns the configuration.
+    pub fn validate(self) -> Result<Self, LogError> {
+        let bad = |m: String| Err(LogError::InvalidConfig(m));
+        if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
+            return bad(format!(
+                "segment_bytes must be between 1 KiB and 2 GiB, got {}",
+                self.segment_bytes
+            ));
+        }
+        if self.segment_age.is_zero() {
+            return bad("segment_age must be positive".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes must be positive".into());
+        }
+        if self.max_batch_bytes < 64 || u64::from(self.max_batch_bytes) > self.segment_bytes {
+            return bad(format!(
+                "max_batch_bytes must be between 64 bytes and segment_bytes, got {}",
+                self.max_batch_bytes
+            ));
+        }
+        if let FlushPolicy::Interval(d) = self.flush {
+            if d.is_zero() {
+                return bad("flush interval must be positive".into());
+            }
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_toml_with_defaults_and_rejects_unknown_fields() {
+        let c: LogConfig = toml::from_str("flush = \"interval:250ms\"\nretention_age = \"1h\"\n").unwrap();
+        assert_eq!(c.flush, FlushPolicy::Interval(Duration::from_millis(250)));
+        assert_eq!(c.retention_age, Some(Duration::from_secs(3600)));
+        assert_eq!(c.segment_bytes, 1 << 30);
+        assert!(toml::from_str::<LogConfig>("flushh = \"os\"").is_err());
+        assert!(toml::from_str::<LogConfig>("flush = \"sometimes\"").is_err());
+        let c: LogConfig = toml::from_str("").unwrap();
+        assert_eq!(c, LogConfig::default());
+        assert_eq!(c.flush, FlushPolicy::Always);
+    }
+
+    #[test]
+    fn flush_policy_round_trips_as_text() {
+        for p in [FlushPolicy::Always, FlushPolicy::Os, FlushPolicy::Interval(Duration::from_millis(1500))] {
+            assert_eq!(p.to_string().parse::<FlushPolicy>().unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn validation_rejects_nonsense() {
+        let c = LogConfig { segment_bytes: 10, ..LogConfig::default() };
+        assert!(c.validate().is_err());
+        let c = LogConfig { max_batch_bytes: 1 << 30, segment_bytes: 1 << 20, ..LogConfig::default() };
+        assert!(c.validate().is_err());
+        assert!(LogConfig::default().validate().is_ok());
+    }
+}

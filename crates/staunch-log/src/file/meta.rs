@@ -1,0 +1,179 @@
+//! Small files beside the segments: the persisted index of a closed segment and the
+//! clean-shutdown marker. Each is written atomically (temp file, fsync, rename, fsync dir) and
+//! carries a CRC-32C, so a torn or stale one is detected and ignored — the log then falls back
+//! to scanning, never to trusting bad metadata.
+//!
+//! Index file (`<base>.index`), big-endian:
+//! `"STIX" | version u8 | base i64 | size u64 | next_offset i64 | max_timestamp i64 |
+//!  count u32 | count × (rel_offset u32, position u32, max_ts_before i64) | crc32c u32`
+//!
+//! Clean-shutdown marker (`clean-shutdown`):
+//! `"STCS" | version u8 | log_end i64 | active_base i64 | active_size u64 | crc32c u32`
+
+use super::segment::{IndexEntry, Segment};
+use staunch_core::Offset;
+
+const INDEX_MAGIC: &[u8; 4] = b"STIX";
+const MARKER_MAGIC: &[u8; 4] = b"STCS";
+const VERSION: u8 = 1;
+
+/// File name of the clean-shutdown marker.
+pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+
+/// A segment's extent and index as persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexFile {
+    pub(crate) base: Offset,
+    pub(crate) size: u64,
+    pub(crate) next_offset: Offset,
+    pub(crate) max_timestamp: i64,
+    pub(crate) entries: Vec<IndexEntry>,
+}
+
+/// What the clean-shutdown marker records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CleanShutdown {
+    pub(crate) log_end: Offset,
+    pub(crate) active_base: Offset,
+    pub(crate) active_size: u64,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        if self.buf.len() < N {
+            return None;
+        }
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[..N]);
+        self.buf = &self.buf[N..];
+        Some(out)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take::<8>().map(i64::from_be_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take::<8>().map(u64::from_be_bytes)
+    }
+}
+
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The body of `bytes` if its trailing CRC matches and it starts with `magic` + version.
+fn unseal<'a>(bytes: &'a [u8], magic: &[u8; 4]) -> Option<&'a [u8]> {
+    if bytes.len() < 9 {
+        return None;
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body).to_be_bytes() != crc {
+        return None;
+    }
+    if &body[..4] != magic || body[4] != VERSION {
+        return None;
+    }
+    Some(&body[5..])
+}
+
+pub(crate) fn encode_index(segment: &Segment) -> Vec<u8> {
+    let mut out = Vec::with_capacity(45 + segment.index.len() * 16);
+    out.extend_from_slice(INDEX_MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&segment.base.to_be_bytes());
+    out.extend_from_slice(&segment.size.to_be_bytes());
+    out.extend_from_slice(&segment.next_offset.to_be_bytes());
+    out.extend_from_slice(&segment.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&(segment.index.len() as u32).to_be_bytes());
+    for e in &segment.index {
+        out.extend_from_slice(&e.rel_offset.to_be_bytes());
+        out.extend_from_slice(&e.position.to_be_bytes());
+        out.extend_from_slice(&e.max_ts_before.to_be_bytes());
+    }
+    seal(out)
+}
+
+pub(crate) fn decode_index(bytes: &[u8]) -> Option<IndexFile> {
+    let mut r = Reader {
+        buf: unseal(bytes, INDEX_MAGIC)?,
+    };
+    let base = r.i64()?;
+    let size = r.u64()?;
+    let next_offset = r.i64()?;
+    let max_timestamp = r.i64()?;
+    let count = r.u32()? as usize;
+    if r.buf.len() != count.checked_mul(16)? {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        entries.push(IndexEntry {
+            rel_offset: r.u32()?,
+            position: r.u32()?,
+            max_ts_before: r.i64()?,
+        });
+    }
+    let sorted = entries
+        .windows(2)
+        .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
+    let in_bounds = entries.iter().all(|e| u64::from(e.position) < size.max(1));
+    (sorted && in_bounds && next_offset >= base).then_some(IndexFile {
+        base,
+        size,
+        next_offset,
+        max_timestamp,
+        entries,
+    })
+}
+
+pub(crate) fn encode_clean_shutdown(m: &CleanShutdown) -> Vec<u8> {
+    let mut out = Vec::with_capacity(33);
+    out.extend_from_slice(MARKER_MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&m.log_end.to_be_bytes());
+    out.extend_from_slice(&m.active_base.to_be_bytes());
+    out.extend_from_slice(&m.active_size.to_be_bytes());
+    seal(out)
+}
+
+pub(crate) fn decode_clean_shutdown(bytes: &[u8]) -> Option<CleanShutdown> {
+    let mut r = Reader {
+        buf: unseal(bytes, MARKER_MAGIC)?,
+    };
+    let m = CleanShutdown {
+        log_end: r.i64()?,
+        active_base: r.i64()?,
+        active_size: r.u64()?,
+    };
+    r.buf.is_empty().then_some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_round_trips_and_rejects_any_flipped_bit() {
+        let m = CleanShutdown {
+            log_end: 77,
+            active_base: 50,
+            active_size: 4096,
+        };
+        let bytes = encode_clean_shutdown(&m);
+        assert_eq!(decode_clean_shutdown(&bytes), Some(m));
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert_eq!(decode_clean_shutdown(&bad), None);
+        }
+        assert_eq!(decode_clean_shutdown(&bytes[..bytes.len() - 1]), None);
+    }
+}

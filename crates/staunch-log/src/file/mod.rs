@@ -1,0 +1,819 @@
+//! [`FileLog`]: the durable `LogStore`, a directory of segment files.
+//!
+//! # Layout
+//! `<dir>/<base offset, 20 digits>.log` holds v2 batches exactly as producers sent them (base
+//! offset and leader epoch stamped). A closed segment also has `<base>.index`. A clean shutdown
+//! leaves `clean-shutdown`. See `docs/design.md` for the byte layouts.
+//!
+//! # Writes and group commit
+//! Appends are serialized by the state lock: validate (outside the lock), assign offsets, write
+//! at the segment's end, update the index. With [`FlushPolicy::Always`] the appender then waits
+//! until the durable end passes its records. The first waiter becomes the syncer: it notes the
+//! log end, releases every lock and calls `fdatasync`; appends that arrive meanwhile write and
+//! queue behind it, and the next sync covers all of them. So N concurrent appenders share about
+//! one fsync per round, and no append is reported durable before an fsync that started after its
+//! write.
+//!
+//! # Failures
+//! A failed fsync (or a write failing with anything but "disk full") poisons the log: every
+//! waiting and later append fails with [`LogError::Failed`]. Linux may drop dirty pages after a
+//! failed fsync and report success on the next one, so retrying is never safe; reopening runs
+//! recovery from what is really on disk. "Disk full" rolls the partial write back and fails only
+//! that append.
+//!
+//! # Recovery
+//! Closed segments were fsynced before the next one was created, and their index files say how
+//! long they are; they are trusted when the index matches the file. The last segment — the only
+//! one that can hold unsynced bytes — is the checkpoint boundary: it is scanned batch by batch
+//! (framing, magic, CRC-32C, contiguous offsets) and cut at the first torn or invalid batch,
+//! unless a valid clean-shutdown marker says exactly how long it is.
+
+mod meta;
+mod segment;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use staunch_core::{Clock, LeaderEpoch, Offset, RecordBatch, SystemClock};
+
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::is_out_of_space;
+use crate::io::{FsSegmentIo, SegmentIo, read_exact_at, read_file, replace_file, write_all_at};
+use crate::store::{AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset};
+use crate::validate::{check_append, first_record_at_or_after, stamp};
+use crate::LogError;
+use meta::{CLEAN_SHUTDOWN, CleanShutdown};
+use segment::{Segment, index_name, log_name, parse_log_name, peek_header, scan};
+
+/// How an open found the log; for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// A valid clean-shutdown marker was found, so nothing was scanned.
+    pub clean: bool,
+    /// Segments scanned batch by batch.
+    pub segments_scanned: usize,
+    /// Bytes cut from the tail because they were torn or invalid.
+    pub bytes_truncated: u64,
+    /// Why the tail was cut, if it was.
+    pub truncation_reason: Option<String>,
+}
+
+/// One partition's durable log in a directory. See the [module docs](self).
+pub struct FileLog {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    recovery: Recovery,
+}
+
+impl fmt::Debug for FileLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileLog")
+            .field("io", &self.inner.io)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    io: Arc<dyn SegmentIo>,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    state: RwLock<State>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    failure: OnceLock<String>,
+    stop: Mutex<bool>,
+    stop_signal: Condvar,
+}
+
+struct State {
+    /// Ordered by base offset; the last is the active segment. Never empty.
+    segments: BTreeMap<Offset, Segment>,
+    log_end: Offset,
+    /// Bumped by every truncation, so a sync that started before it cannot mark
+    /// since-rewritten offsets durable.
+    generation: u64,
+    closed: bool,
+}
+
+struct SyncState {
+    durable_end: Offset,
+    syncing: bool,
+    generation: u64,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has a segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has a segment")
+    }
+    fn earliest(&self) -> Offset {
+        *self.segments.keys().next().expect("a log always has a segment")
+    }
+    fn check_range(&self, requested: Offset) -> Result<(), LogError> {
+        if requested < self.earliest() || requested > self.log_end {
+            return Err(LogError::OffsetOutOfRange {
+                requested,
+                earliest: self.earliest(),
+                log_end: self.log_end,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FileLog {
+    /// Opens (creating if needed) the log in directory `dir` with the system clock, running
+    /// crash recovery if the last shutdown was not clean. On return everything in the log is on
+    /// disk and [`LogStore::durable_end`] equals [`LogStore::log_end`].
+    pub fn open(dir: impl AsRef<std::path::Path>, config: LogConfig) -> Result<Self, LogError> {
+        let dir = dir.as_ref();
+        let io = FsSegmentIo::open(dir)
+            .map_err(|e| LogError::io(format!("opening log directory {}", dir.display()), e))?;
+        Self::open_with(Arc::new(io), config, Arc::new(SystemClock))
+    }
+
+    /// Opens the log over any [`SegmentIo`] and [`Clock`] (tests inject faults and time here).
+    pub fn open_with(
+        io: Arc<dyn SegmentIo>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LogError> {
+        let config = config.validate()?;
+        let (state, recovery) = recover(&*io, &config, clock.now_ms())?;
+        let log_end = state.log_end;
+        let inner = Arc::new(Inner {
+            io,
+            config,
+            clock,
+            state: RwLock::new(state),
+            sync: Mutex::new(SyncState {
+                durable_end: log_end,
+                syncing: false,
+                generation: 0,
+            }),
+            synced: Condvar::new(),
+            failure: OnceLock::new(),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+        });
+        let flusher = match inner.config.flush {
+            FlushPolicy::Interval(every) => Some(spawn_flusher(Arc::downgrade(&inner), every)),
+            _ => None,
+        };
+        Ok(Self {
+            inner,
+            flusher: Mutex::new(flusher),
+            recovery,
+        })
+    }
+
+    /// What the open found: a clean shutdown, or what recovery scanned and cut.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.inner.read_state().segments.len()
+    }
+
+    /// Total bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.read_state().segments.values().map(|s| s.size).sum()
+    }
+
+    /// The log's configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    fn stop_flusher(&self) {
+        *self.inner.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.inner.stop_signal.notify_all();
+        if let Some(handle) = self.flusher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for FileLog {
+    /// Stops the background flusher. Dropping without [`LogStore::close`] leaves no clean-shutdown
+    /// marker, so the next open runs recovery.
+    fn drop(&mut self) {
+        self.stop_flusher();
+    }
+}
+
+/// Shrinks `segment`'s extent and index to the batches that end before `offset` and returns the
+/// new size. Reads batch headers from the nearest index entry only.
+fn cut_position(segment: &mut Segment, offset: Offset, name: &str) -> Result<u64, LogError> {
+    let base = segment.base;
+    let mut entries = segment.index.partition_point(|e| base + i64::from(e.rel_offset) < offset);
+    let from = entries.checked_sub(1).map(|i| segment.index[i]);
+    let (mut position, mut next, mut max_ts) = from.map_or((0, base, i64::MIN), |e| {
+        (u64::from(e.position), base + i64::from(e.rel_offset), e.max_ts_before)
+    });
+    let start = position;
+    while position < segment.size {
+        let header = peek_header(&*segment.file, name, position, segment.size)?;
+        if header.next_offset > offset {
+            break;
+        }
+        position += header.size;
+        next = header.next_offset;
+        max_ts = max_ts.max(header.max_timestamp);
+    }
+    if position == start && entries > 0 {
+        entries -= 1; // the indexed batch itself straddles `offset`
+    }
+    segment.index.truncate(entries);
+    segment.size = position;
+    segment.next_offset = next;
+    segment.max_timestamp = max_ts;
+    segment.bytes_since_index = segment
+        .index
+        .last()
+        .map_or(0, |e| position - u64::from(e.position));
+    Ok(position)
+}
+
+fn spawn_flusher(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("staunch-log-flush".into())
+        .spawn(move || {
+            loop {
+                let Some(log) = inner.upgrade() else { return };
+                {
+                    let stop = log.stop.lock().unwrap_or_else(|p| p.into_inner());
+                    let (stop, _) = log
+                        .stop_signal
+                        .wait_timeout_while(stop, every, |stop| !*stop)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *stop {
+                        return;
+                    }
+                }
+                let target = log.read_state().log_end;
+                if log.durable_end() < target {
+                    if let Err(e) = log.sync_through(target) {
+                        tracing::error!(error = %e, "interval flush failed; log refuses appends");
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("spawning the log flusher thread")
+}
+
+/// Opens every segment, trusting closed ones with a matching index and scanning the rest.
+fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State, Recovery), LogError> {
+    let names = io.list().map_err(|e| LogError::io("listing the log directory", e))?;
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        io.remove(name).map_err(|e| LogError::io(format!("removing {name}"), e))?;
+    }
+    let mut bases: Vec<Offset> = names.iter().filter_map(|n| parse_log_name(n)).collect();
+    bases.sort_unstable();
+
+    let marker = read_file(io, CLEAN_SHUTDOWN)
+        .map_err(|e| LogError::io("reading the clean-shutdown marker", e))?
+        .and_then(|b| meta::decode_clean_shutdown(&b));
+    let mut recovery = Recovery {
+        clean: marker.is_some(),
+        segments_scanned: 0,
+        bytes_truncated: 0,
+        truncation_reason: None,
+    };
+    let interval = u64::from(config.index_interval_bytes);
+
+    let mut segments = BTreeMap::new();
+    if bases.is_empty() {
+        let file = io
+            .open(&log_name(0), true)
+            .map_err(|e| LogError::io("creating the first segment", e))?;
+        io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
+        segments.insert(0, Segment::empty(0, file, now_ms));
+    }
+    for (i, &base) in bases.iter().enumerate() {
+        let last = i + 1 == bases.len();
+        let name = log_name(base);
+        let file = io.open(&name, false).map_err(|e| LogError::io(format!("opening {name}"), e))?;
+        let file_len = file.len().map_err(|e| LogError::io(format!("reading length of {name}"), e))?;
+        let mut segment = Segment::empty(base, file, now_ms);
+
+        let trusted = read_file(io, &index_name(base))
+            .ok()
+            .flatten()
+            .and_then(|b| meta::decode_index(&b))
+            .filter(|idx| idx.base == base && idx.size == file_len)
+            .filter(|_| !last || marker.is_some_and(|m| m.active_base == base && m.active_size == file_len));
+        if let Some(idx) = trusted {
+            segment.size = idx.size;
+            segment.next_offset = idx.next_offset;
+            segment.max_timestamp = idx.max_timestamp;
+            segment.index = idx.entries;
+            segment.bytes_since_index = idx.size - segment.index.last().map_or(0, |e| u64::from(e.position));
+        } else {
+            recovery.segments_scanned += 1;
+            let found = scan(&mut segment, file_len, interval)?;
+            if let Some(reason) = found.stopped {
+                if !last {
+                    return Err(LogError::Corrupt {
+                        file: name,
+                        position: found.valid_bytes,
+                        reason: format!(
+                            "closed segment is damaged ({reason}); refusing to drop the \
+                             acknowledged data after it — move the damaged segment aside to proceed"
+                        ),
+                    });
+                }
+                let cut = file_len - found.valid_bytes;
+                tracing::warn!(segment = %name, bytes = cut, %reason, "truncating torn or invalid log tail");
+                segment
+                    .file
+                    .set_len(found.valid_bytes)
+                    .and_then(|()| segment.file.sync_data())
+                    .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
+                recovery.bytes_truncated += cut;
+                recovery.truncation_reason = Some(reason);
+            }
+        }
+        if let Some((_, prev)) = segments.last_key_value() {
+            let prev: &Segment = prev;
+            if prev.next_offset != base {
+                return Err(LogError::Corrupt {
+                    file: name,
+                    position: 0,
+                    reason: format!(
+                        "segment starts at offset {base} but the previous one ends at {}",
+                        prev.next_offset
+                    ),
+                });
+            }
+        }
+        segments.insert(base, segment);
+    }
+
+    let mut state = State {
+        log_end: 0,
+        segments,
+        generation: 0,
+        closed: false,
+    };
+    state.log_end = state.active().next_offset;
+    // The recovered tail may sit only in the page cache (after kill -9): make it durable so
+    // durable_end can start at log_end. Then forget the marker, so a crash from here on is
+    // noticed at the next open.
+    let active = state.active();
+    active
+        .file
+        .sync_data()
+        .map_err(|e| LogError::io(format!("syncing {}", active.name()), e))?;
+    if marker.is_some() {
+        io.remove(CLEAN_SHUTDOWN)
+            .and_then(|()| io.sync_dir())
+            .map_err(|e| LogError::io("removing the clean-shutdown marker", e))?;
+    }
+    if recovery.bytes_truncated > 0 || !recovery.clean {
+        tracing::info!(
+            log_end = state.log_end,
+            scanned = recovery.segments_scanned,
+            truncated = recovery.bytes_truncated,
+            "log recovered after an unclean shutdown"
+        );
+    }
+    Ok((state, recovery))
+}
+
+impl Inner {
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_sync(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_usable(&self, st: &State) -> Result<(), LogError> {
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        if let Some(reason) = self.failure.get() {
+            return Err(LogError::Failed {
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Poisons the log: every later append and every waiter fails with `reason`.
+    fn fail(&self, reason: String) -> LogError {
+        tracing::error!(%reason, "log failed; refusing further appends");
+        let _ = self.failure.set(reason);
+        self.synced.notify_all();
+        LogError::Failed {
+            reason: self.failure.get().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn durable_end(&self) -> Offset {
+        self.lock_sync().durable_end
+    }
+
+    /// Blocks until everything below `target` is durable, joining or starting a group sync.
+    fn sync_through(&self, target: Offset) -> Result<Offset, LogError> {
+        let mut sync = self.lock_sync();
+        loop {
+            if let Some(reason) = self.failure.get() {
+                return Err(LogError::Failed {
+                    reason: reason.clone(),
+                });
+            }
+            if sync.durable_end >= target {
+                return Ok(sync.durable_end);
+            }
+            if sync.syncing {
+                sync = self.synced.wait(sync).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            sync.syncing = true;
+            drop(sync);
+
+            // Everything written so far is below `goal`: writes happen under the state lock.
+            let (goal, generation, file, name) = {
+                let st = self.read_state();
+                let active = st.active();
+                (st.log_end, st.generation, active.file.clone(), active.name())
+            };
+            let result = file.sync_data();
+
+            sync = self.lock_sync();
+            sync.syncing = false;
+            match result {
+                Ok(()) if sync.generation == generation => {
+                    sync.durable_end = sync.durable_end.max(goal);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    drop(sync);
+                    let err = self.fail(format!("fdatasync of {name} failed: {e}"));
+                    self.synced.notify_all();
+                    return Err(err);
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// Closes the active segment (fsync, persist its index) and starts a new one at the log end.
+    fn roll(&self, st: &mut State, now_ms: i64) -> Result<(), LogError> {
+        let active = st.active();
+        let name = active.name();
+        if let Err(e) = active.file.sync_data() {
+            return Err(self.fail(format!("fdatasync of {name} while rolling failed: {e}")));
+        }
+        let closed_end = active.next_offset;
+        if let Err(e) = replace_file(&*self.io, &index_name(active.base), &meta::encode_index(active)) {
+            // Not fatal: the next open scans a segment whose index is missing.
+            tracing::warn!(segment = %name, error = %e, "could not persist segment index");
+        }
+        let base = st.log_end;
+        let new_name = log_name(base);
+        let file = self.io.open(&new_name, true).map_err(|e| {
+            if is_out_of_space(&e) {
+                LogError::DiskFull { file: new_name.clone(), source: e }
+            } else {
+                LogError::io(format!("creating {new_name}"), e)
+            }
+        })?;
+        if let Err(e) = self.io.sync_dir() {
+            return Err(self.fail(format!("fsync of the log directory after creating {new_name} failed: {e}")));
+        }
+        st.segments.insert(base, Segment::empty(base, file, now_ms));
+        let mut sync = self.lock_sync();
+        if sync.generation == st.generation {
+            sync.durable_end = sync.durable_end.max(closed_end);
+        }
+        Ok(())
+    }
+
+    fn append(&self, bytes: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, LogError> {
+        let spans = check_append(bytes, self.config.max_batch_bytes as usize)?;
+        let records: i64 = spans.iter().map(|s| s.records).sum();
+        let max_timestamp = spans.iter().map(|s| s.max_timestamp).max().unwrap_or(i64::MIN);
+        let now = self.clock.now_ms();
+        let mut st = self.write_state();
+        self.check_usable(&st)?;
+
+        let active = st.active();
+        let full = active.size + bytes.len() as u64 > self.config.segment_bytes;
+        let old = now.saturating_sub(active.created_ms) >= self.config.segment_age.as_millis() as i64;
+        let overflow = active.offsets_would_overflow(st.log_end, records);
+        if !active.is_empty() && (full || old || overflow) {
+            self.roll(&mut st, now)?;
+        }
+
+        let base = st.log_end;
+        let end = stamp(bytes, &spans, base, leader_epoch);
+        let active = st.active_mut();
+        let position = active.size;
+        if let Err(e) = write_all_at(&*active.file, bytes, position) {
+            let name = active.name();
+            // Cut off whatever part of the write landed; later writes go to `position` anyway.
+            let _ = active.file.set_len(position);
+            return Err(if is_out_of_space(&e) {
+                LogError::DiskFull { file: name, source: e }
+            } else {
+                self.fail(format!("write to {name} failed: {e}"))
+            });
+        }
+        let interval = u64::from(self.config.index_interval_bytes);
+        let mut next = base;
+        for span in &spans {
+            active.note_batch(
+                position + span.start as u64,
+                span.len as u64,
+                next,
+                next + span.records,
+                span.max_timestamp,
+                interval,
+            );
+            next += span.records;
+        }
+        debug_assert_eq!(next, end);
+        active.max_timestamp = active.max_timestamp.max(max_timestamp);
+        st.log_end = end;
+        drop(st);
+
+        let durability = match self.config.flush {
+            FlushPolicy::Always => {
+                self.sync_through(end)?;
+                Durability::OnDisk
+            }
+            FlushPolicy::Interval(_) | FlushPolicy::Os => Durability::PageCache,
+        };
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: end - 1,
+            append_time_ms: now,
+            durability,
+        })
+    }
+
+    fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
+        let (file, name, mut position, end) = {
+            let st = self.read_state();
+            if st.closed {
+                return Err(LogError::Closed);
+            }
+            st.check_range(from)?;
+            if from == st.log_end {
+                return Ok(ReadBatches { bytes: Vec::new(), next_offset: from });
+            }
+            let (_, segment) = st.segments.range(..=from).next_back().expect("from >= earliest");
+            (segment.file.clone(), segment.name(), segment.position_for_offset(from), segment.size)
+        };
+        // Walk batch headers from the index position to the batch that holds `from`.
+        let first = loop {
+            let header = peek_header(&*file, &name, position, end)?;
+            if header.next_offset > from {
+                break header;
+            }
+            position += header.size;
+        };
+        let want = (first.size.max(max_bytes as u64)).min(end - position) as usize;
+        let mut bytes = vec![0u8; want];
+        read_exact_at(&*file, &mut bytes, position)
+            .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
+
+        let mut kept = 0;
+        let mut next_offset = from;
+        while kept < bytes.len() {
+            let Ok(batch) = RecordBatch::parse(&bytes[kept..]) else { break };
+            if let Err(e) = batch.verify_integrity() {
+                if kept == 0 {
+                    return Err(LogError::Corrupt { file: name, position, reason: e.to_string() });
+                }
+                break;
+            }
+            next_offset = batch.next_offset();
+            kept += batch.size();
+        }
+        bytes.truncate(kept);
+        Ok(ReadBatches { bytes, next_offset })
+    }
+
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
+        let (file, name, mut position, end) = {
+            let st = self.read_state();
+            if st.closed {
+                return Err(LogError::Closed);
+            }
+            let Some(segment) = st.segments.values().find(|s| s.max_timestamp >= timestamp) else {
+                return Ok(None);
+            };
+            (segment.file.clone(), segment.name(), segment.position_for_timestamp(timestamp), segment.size)
+        };
+        while position < end {
+            let header = peek_header(&*file, &name, position, end)?;
+            if header.max_timestamp >= timestamp {
+                let mut bytes = vec![0u8; header.size as usize];
+                read_exact_at(&*file, &mut bytes, position)
+                    .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
+                let batch = RecordBatch::parse(&bytes)
+                    .and_then(|b| b.verify_integrity().map(|()| b))
+                    .map_err(|e| LogError::Corrupt { file: name.clone(), position, reason: e.to_string() })?;
+                return Ok(first_record_at_or_after(&batch, timestamp)
+                    .map(|(offset, timestamp)| TimestampOffset { offset, timestamp }));
+            }
+            position += header.size;
+        }
+        Ok(None)
+    }
+
+    fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
+        let now = self.clock.now_ms();
+        let mut st = self.write_state();
+        self.check_usable(&st)?;
+        if offset >= st.log_end {
+            return Ok(st.log_end);
+        }
+        st.generation += 1;
+        let removed: Vec<Offset>;
+        if offset <= st.earliest() {
+            // Everything goes; the log restarts at `offset` in a fresh segment.
+            let new_name = log_name(offset);
+            removed = st.segments.keys().copied().filter(|&b| b != offset).collect();
+            let file = self
+                .io
+                .open(&new_name, true)
+                .map_err(|e| LogError::io(format!("creating {new_name}"), e))?;
+            file.set_len(0)
+                .map_err(|e| self.fail(format!("truncating {new_name}: {e}")))?;
+            st.segments.clear();
+            st.segments.insert(offset, Segment::empty(offset, file, now));
+        } else {
+            // The segment holding `offset - 1` becomes the active one; later ones go.
+            let keep = *st.segments.range(..offset).next_back().expect("offset > earliest").0;
+            removed = st.segments.range(keep + 1..).map(|(b, _)| *b).collect();
+            for base in &removed {
+                st.segments.remove(base);
+            }
+            let active = st.active_mut();
+            let name = active.name();
+            let size = cut_position(active, offset, &name)?;
+            active
+                .file
+                .set_len(size)
+                .map_err(|e| self.fail(format!("truncating {name}: {e}")))?;
+        }
+        let active = st.active();
+        if let Err(e) = active.file.sync_data() {
+            return Err(self.fail(format!("fdatasync of {} after truncation failed: {e}", active.name())));
+        }
+        for base in &removed {
+            let _ = self.io.remove(&index_name(*base));
+            self.io
+                .remove(&log_name(*base))
+                .map_err(|e| self.fail(format!("removing {}: {e}", log_name(*base))))?;
+        }
+        // The active segment may have been a closed one: its index file is stale now.
+        let _ = self.io.remove(&index_name(active.base));
+        if let Err(e) = self.io.sync_dir() {
+            return Err(self.fail(format!("fsync of the log directory after truncation failed: {e}")));
+        }
+        st.log_end = st.active().next_offset;
+        let mut sync = self.lock_sync();
+        sync.generation = st.generation;
+        sync.durable_end = sync.durable_end.min(st.log_end);
+        Ok(st.log_end)
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        let mut st = self.write_state();
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        let mut total: u64 = st.segments.values().map(|s| s.size).sum();
+        let mut doomed = Vec::new();
+        for segment in st.segments.values().take(st.segments.len() - 1) {
+            let too_old = self
+                .config
+                .retention_age
+                .is_some_and(|age| segment.max_timestamp < now_ms.saturating_sub(age.as_millis() as i64));
+            let too_big = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| total - segment.size >= limit);
+            if !(too_old || too_big) {
+                break;
+            }
+            total -= segment.size;
+            doomed.push(segment.base);
+        }
+        let mut outcome = RetentionOutcome::default();
+        for base in &doomed {
+            if let Some(segment) = st.segments.remove(base) {
+                outcome.segments_deleted += 1;
+                outcome.bytes_deleted += segment.size;
+            }
+        }
+        outcome.earliest = st.earliest();
+        drop(st);
+        for base in &doomed {
+            for name in [index_name(*base), log_name(*base)] {
+                self.io.remove(&name).map_err(|e| LogError::io(format!("removing {name}"), e))?;
+            }
+        }
+        if !doomed.is_empty() {
+            self.io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
+            tracing::info!(segments = outcome.segments_deleted, bytes = outcome.bytes_deleted, earliest = outcome.earliest, "retention deleted segments");
+        }
+        Ok(outcome)
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        if self.read_state().closed {
+            return Ok(());
+        }
+        let target = self.read_state().log_end;
+        self.sync_through(target)?;
+        let mut st = self.write_state();
+        if st.closed {
+            return Ok(());
+        }
+        self.check_usable(&st)?;
+        let active = st.active();
+        active
+            .file
+            .sync_data()
+            .map_err(|e| self.fail(format!("fdatasync of {} at close failed: {e}", active.name())))?;
+        replace_file(&*self.io, &index_name(active.base), &meta::encode_index(active))
+            .map_err(|e| LogError::io(format!("writing {}", index_name(active.base)), e))?;
+        let marker = CleanShutdown {
+            log_end: st.log_end,
+            active_base: active.base,
+            active_size: active.size,
+        };
+        replace_file(&*self.io, CLEAN_SHUTDOWN, &meta::encode_clean_shutdown(&marker))
+            .map_err(|e| LogError::io("writing the clean-shutdown marker", e))?;
+        st.closed = true;
+        Ok(())
+    }
+}
+
+impl LogStore for FileLog {
+    fn append(&self, batches: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, LogError> {
+        self.inner.append(batches, leader_epoch)
+    }
+
+    fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
+        self.inner.read(from, max_bytes)
+    }
+
+    fn earliest(&self) -> Offset {
+        self.inner.read_state().earliest()
+    }
+
+    fn log_end(&self) -> Offset {
+        self.inner.read_state().log_end
+    }
+
+    fn durable_end(&self) -> Offset {
+        self.inner.durable_end()
+    }
+
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
+        self.inner.offset_for_timestamp(timestamp)
+    }
+
+    fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
+        self.inner.truncate_to(offset)
+    }
+
+    fn flush(&self) -> Result<Offset, LogError> {
+        let st = self.inner.read_state();
+        self.inner.check_usable(&st)?;
+        let target = st.log_end;
+        drop(st);
+        self.inner.sync_through(target)
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        self.inner.apply_retention(now_ms)
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        self.stop_flusher();
+        self.inner.close()
+    }
+}

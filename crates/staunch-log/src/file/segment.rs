@@ -1,0 +1,269 @@
+//! One segment: a file of batches named by its base offset, with a sparse in-memory index.
+//!
+//! The index holds one entry per `index_interval_bytes` of batches: the entry's batch offset,
+//! its byte position, and the largest timestamp of every batch *before* it. The first serves
+//! offset lookups, the last serves timestamp lookups (all batches before an entry are older than
+//! its `max_ts_before`, so a search for timestamp `t` may start at the last entry whose
+//! `max_ts_before < t`). One structure, two lookups.
+
+use std::sync::Arc;
+
+use staunch_core::batch::{HEADER_SIZE, LOG_OVERHEAD};
+use staunch_core::{Offset, RecordBatch};
+
+use crate::LogError;
+use crate::io::{SegmentFile, read_exact_at};
+
+/// One index entry; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub(crate) rel_offset: u32,
+    pub(crate) position: u32,
+    pub(crate) max_ts_before: i64,
+}
+
+/// A segment's file handle, extent and index.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base: Offset,
+    pub(crate) file: Arc<dyn SegmentFile>,
+    /// Bytes of valid batches; the file is never read past this.
+    pub(crate) size: u64,
+    /// Offset after the last record in the segment.
+    pub(crate) next_offset: Offset,
+    /// Largest batch max-timestamp, `i64::MIN` when empty.
+    pub(crate) max_timestamp: i64,
+    /// When the segment was created or reopened (ms), for rolling by age.
+    pub(crate) created_ms: i64,
+    pub(crate) index: Vec<IndexEntry>,
+    pub(crate) bytes_since_index: u64,
+}
+
+/// File name of the segment data for `base`.
+pub(crate) fn log_name(base: Offset) -> String {
+    format!("{base:020}.log")
+}
+
+/// File name of the persisted index for `base`.
+pub(crate) fn index_name(base: Offset) -> String {
+    format!("{base:020}.index")
+}
+
+/// The base offset a segment file name encodes, if it is one.
+pub(crate) fn parse_log_name(name: &str) -> Option<Offset> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Segment {
+    /// An empty segment.
+    pub(crate) fn empty(base: Offset, file: Arc<dyn SegmentFile>, now_ms: i64) -> Self {
+        Self {
+            base,
+            file,
+            size: 0,
+            next_offset: base,
+            max_timestamp: i64::MIN,
+            created_ms: now_ms,
+            index: Vec::new(),
+            bytes_since_index: 0,
+        }
+    }
+
+    pub(crate) fn name(&self) -> String {
+        log_name(self.base)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Accounts for a batch written at `position`.
+    pub(crate) fn note_batch(
+        &mut self,
+        position: u64,
+        size: u64,
+        base_offset: Offset,
+        next_offset: Offset,
+        max_timestamp: i64,
+        index_interval: u64,
+    ) {
+        if self.index.is_empty() || self.bytes_since_index >= index_interval {
+            self.index.push(IndexEntry {
+                rel_offset: (base_offset - self.base) as u32,
+                position: position as u32,
+                max_ts_before: self.max_timestamp,
+            });
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += size;
+        self.size = position + size;
+        self.next_offset = next_offset;
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+    }
+
+    /// Byte position of a batch at or before the one containing `offset`.
+    pub(crate) fn position_for_offset(&self, offset: Offset) -> u64 {
+        let rel = (offset - self.base).clamp(0, i64::from(u32::MAX)) as u32;
+        let i = self.index.partition_point(|e| e.rel_offset <= rel);
+        if i == 0 { 0 } else { u64::from(self.index[i - 1].position) }
+    }
+
+    /// Byte position of a batch at or before the first one with a record at or after `timestamp`.
+    pub(crate) fn position_for_timestamp(&self, timestamp: i64) -> u64 {
+        let i = self.index.partition_point(|e| e.max_ts_before < timestamp);
+        if i == 0 { 0 } else { u64::from(self.index[i - 1].position) }
+    }
+
+    /// Whether appending `offsets` more offsets would overflow the 32-bit relative offsets.
+    pub(crate) fn offsets_would_overflow(&self, next: Offset, records: i64) -> bool {
+        next + records - self.base > i64::from(u32::MAX)
+    }
+}
+
+/// The fixed header of the batch at `position`, read and sanity-checked (not CRC-checked).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderPeek {
+    pub(crate) next_offset: Offset,
+    pub(crate) size: u64,
+    pub(crate) max_timestamp: i64,
+}
+
+/// Reads the header of the batch at `position` of a segment whose valid bytes end at `end`.
+pub(crate) fn peek_header(
+    file: &dyn SegmentFile,
+    name: &str,
+    position: u64,
+    end: u64,
+) -> Result<HeaderPeek, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        file: name.to_owned(),
+        position,
+        reason,
+    };
+    if position + HEADER_SIZE as u64 > end {
+        return Err(corrupt("batch header runs past the segment end".into()));
+    }
+    let mut header = [0u8; HEADER_SIZE];
+    read_exact_at(file, &mut header, position)
+        .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
+    let size = match RecordBatch::peek_size(&header) {
+        Some(Ok(size)) => size as u64,
+        Some(Err(e)) => return Err(corrupt(e.to_string())),
+        None => return Err(corrupt("short header".into())),
+    };
+    if position + size > end {
+        return Err(corrupt("batch runs past the segment end".into()));
+    }
+    // A fake size of exactly the header lets us use the accessors on the header alone.
+    let mut view = header;
+    view[8..12].copy_from_slice(&((HEADER_SIZE - LOG_OVERHEAD) as i32).to_be_bytes());
+    let batch = RecordBatch::parse(&view).map_err(|e| corrupt(e.to_string()))?;
+    if batch.last_offset_delta() < 0 {
+        return Err(corrupt("negative last offset delta".into()));
+    }
+    Ok(HeaderPeek {
+        next_offset: batch.next_offset(),
+        size,
+        max_timestamp: batch.max_timestamp(),
+    })
+}
+
+/// What a full scan of a segment found.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// Bytes of valid, contiguous batches from the start.
+    pub(crate) valid_bytes: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub(crate) stopped: Option<String>,
+}
+
+/// Reads a segment from the start, checking every batch (framing, magic, CRC-32C, offsets
+/// contiguous from `segment.base`), and rebuilds its size, offsets and index from what is valid.
+pub(crate) fn scan(segment: &mut Segment, file_len: u64, index_interval: u64) -> Result<Scan, LogError> {
+    const CHUNK: usize = 8 << 20;
+    let name = segment.name();
+    segment.size = 0;
+    segment.next_offset = segment.base;
+    segment.max_timestamp = i64::MIN;
+    segment.index.clear();
+    segment.bytes_since_index = 0;
+
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start: u64 = 0; // file position of buf[0]
+    let mut pos: u64 = 0;
+    loop {
+        if pos >= file_len {
+            return Ok(Scan { valid_bytes: pos, stopped: None });
+        }
+        let in_buf = (pos - buf_start) as usize;
+        let available = &buf[in_buf.min(buf.len())..];
+        let needed = match RecordBatch::peek_size(available) {
+            Some(Ok(size)) if available.len() >= size => None,
+            Some(Ok(size)) => Some(size),
+            Some(Err(e)) => return Ok(stop(pos, &name, e.to_string())),
+            None => Some(HEADER_SIZE),
+        };
+        if let Some(needed) = needed {
+            if pos + needed as u64 > file_len {
+                return Ok(stop(pos, &name, "torn batch at the end of the segment".into()));
+            }
+            let want = (CHUNK.max(needed) as u64).min(file_len - pos) as usize;
+            buf.resize(want, 0);
+            read_exact_at(&*segment.file, &mut buf, pos)
+                .map_err(|e| LogError::io(format!("reading {name} at {pos}"), e))?;
+            buf_start = pos;
+            continue;
+        }
+        let batch = match RecordBatch::parse(available) {
+            Ok(b) => b,
+            Err(e) => return Ok(stop(pos, &name, e.to_string())),
+        };
+        if let Err(e) = batch.verify_integrity() {
+            return Ok(stop(pos, &name, e.to_string()));
+        }
+        if batch.base_offset() != segment.next_offset {
+            return Ok(stop(
+                pos,
+                &name,
+                format!(
+                    "batch base offset {} where {} was expected",
+                    batch.base_offset(),
+                    segment.next_offset
+                ),
+            ));
+        }
+        segment.note_batch(
+            pos,
+            batch.size() as u64,
+            batch.base_offset(),
+            batch.next_offset(),
+            batch.max_timestamp(),
+            index_interval,
+        );
+        pos += batch.size() as u64;
+    }
+}
+
+fn stop(pos: u64, name: &str, reason: String) -> Scan {
+    Scan {
+        valid_bytes: pos,
+        stopped: Some(format!("{name} at byte {pos}: {reason}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(log_name(42), "00000000000000000042.log");
+        assert_eq!(parse_log_name(&log_name(42)), Some(42));
+        assert_eq!(parse_log_name("42.log"), None);
+        assert_eq!(parse_log_name("00000000000000000042.index"), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! The narrow, synchronous seam between the log and the file system.
+//!
+//! Everything the log does to bytes on disk goes through [`SegmentIo`] (a directory) and
+//! [`SegmentFile`] (one file). The real implementation is [`FsSegmentIo`]; `staunch-testkit`
+//! provides one that keeps "written" and "durable" bytes apart, so tests can crash the log at any
+//! point, tear writes, flip bits, fail an fsync or fill the disk. The traits are sync and return
+//! plain `io::Error`: the log adds the context.
+
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One file of a log directory.
+pub trait SegmentFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads into `buf` from byte `pos`; returns the bytes read (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Writes `buf` at byte `pos`; returns the bytes written, which may be fewer than asked.
+    /// Written bytes are readable at once and durable only after [`SegmentFile::sync_data`].
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize>;
+    /// Truncates or extends the file. Durable only after [`SegmentFile::sync_data`].
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes every write and length change so far durable (`fdatasync`). An error means the
+    /// state on disk is unknown; callers must not retry and assume success.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// A directory of log files.
+pub trait SegmentIo: Send + Sync + Debug {
+    /// Opens `name`, creating it empty if `create` is set and it does not exist. A newly
+    /// created name is durable only after [`SegmentIo::sync_dir`].
+    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn SegmentFile>>;
+    /// Names of the files in the directory.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Removes `name`; durable after [`SegmentIo::sync_dir`].
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Atomically replaces `to` with `from`; durable after [`SegmentIo::sync_dir`].
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes creations, removals and renames durable (fsync of the directory).
+    fn sync_dir(&self) -> io::Result<()>;
+}
+
+/// Writes `bytes` fully at `pos`, looping over short writes. On error some prefix may have been
+/// written.
+pub(crate) fn write_all_at(file: &dyn SegmentFile, mut bytes: &[u8], mut pos: u64) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match file.write_at(bytes, pos) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes")),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
+pub(crate) fn read_exact_at(file: &dyn SegmentFile, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, pos) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ends early")),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `name` with `bytes` atomically and durably: write a temporary file, fsync it,
+/// rename it over `name`, fsync the directory.
+pub(crate) fn replace_file(io: &dyn SegmentIo, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = format!("{name}.tmp");
+    let file = io.open(&tmp, true)?;
+    file.set_len(0)?;
+    write_all_at(&*file, bytes, 0)?;
+    file.sync_data()?;
+    io.rename(&tmp, name)?;
+    io.sync_dir()
+}
+
+/// Reads a whole file, or `None` if it does not exist.
+pub(crate) fn read_file(io: &dyn SegmentIo, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let file = match io.open(name, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.len()?;
+    let mut buf = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+    read_exact_at(&*file, &mut buf, 0)?;
+    Ok(Some(buf))
+}
+
+/// A log directory on the real file system.
+///
+/// Holds an exclusive advisory lock on `<dir>/.lock` for its lifetime, so two processes cannot
+/// open the same log (the kernel releases it when the process dies, even by kill -9).
+#[derive(Debug)]
+pub struct FsSegmentIo {
+    dir: PathBuf,
+    dir_handle: File,
+    _lock: File,
+}
+
+impl FsSegmentIo {
+    /// Opens (creating if needed) the directory `dir` and locks it.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("log directory {} is in use by another process", dir.display()),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let dir_handle = File::open(&dir)?;
+        Ok(Self {
+            dir,
+            dir_handle,
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[derive(Debug)]
+struct FsFile(File);
+
+impl SegmentFile for FsFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.0.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
+        self.0.write_at(buf, pos)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl SegmentIo for FsSegmentIo {
+    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(self.dir.join(name))?;
+        Ok(Arc::new(FsFile(file)))
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.dir_handle.sync_all()
+    }
+}

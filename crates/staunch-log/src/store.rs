@@ -1,0 +1,128 @@
+//! The [`LogStore`] trait: what any implementation of one partition's log promises.
+
+use std::fmt::Debug;
+
+use staunch_core::{LeaderEpoch, Offset};
+
+use crate::LogError;
+
+/// How durable an append was when it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// Forced to stable storage (`fdatasync` returned): survives kill -9 and power loss.
+    OnDisk,
+    /// Written to the operating system's page cache: survives kill -9 of the process, not a
+    /// power loss or kernel crash until the next flush.
+    PageCache,
+    /// Held only in this process's memory: lost when the process exits.
+    Memory,
+}
+
+/// What [`LogStore::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: Offset,
+    /// Offset assigned to the last record.
+    pub last_offset: Offset,
+    /// The broker's clock when the batch was appended (ms since the epoch).
+    pub append_time_ms: i64,
+    /// How durable the records are now.
+    pub durability: Durability,
+}
+
+/// Whole batches returned by [`LogStore::read`], exactly as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadBatches {
+    /// Concatenated v2 batches. The first one contains the requested offset (it may start
+    /// before it); empty if the request was at the log end.
+    pub bytes: Vec<u8>,
+    /// Offset after the last returned record: where the next read continues.
+    pub next_offset: Offset,
+}
+
+/// A record found by [`LogStore::offset_for_timestamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// Offset of the first record whose timestamp is at or after the one asked for.
+    pub offset: Offset,
+    /// That record's timestamp.
+    pub timestamp: i64,
+}
+
+/// What [`LogStore::apply_retention`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Whole segments deleted.
+    pub segments_deleted: usize,
+    /// Bytes freed.
+    pub bytes_deleted: u64,
+    /// The earliest offset after retention.
+    pub earliest: Offset,
+}
+
+/// One partition's log: an append-only sequence of Kafka v2 record batches with contiguous
+/// offsets.
+///
+/// Implementations are shared between threads (`&self` everywhere). Every method is required,
+/// not defaulted: a default that pretended to flush or truncate would hide a durability bug.
+///
+/// # Durability
+/// - After [`append`](LogStore::append) returns, its records are readable, and they are as
+///   durable as the returned [`AppendInfo::durability`] says.
+/// - [`durable_end`](LogStore::durable_end) is the offset below which everything is durable to
+///   the log's strongest level (on disk for a file log); consumers that must never see data that
+///   could vanish in a crash read only below it.
+/// - After [`flush`](LogStore::flush) returns `Ok`, everything appended before the call is
+///   durable.
+/// - After [`truncate_to`](LogStore::truncate_to) returns, the truncation is durable: the removed
+///   records do not come back after a crash.
+pub trait LogStore: Send + Sync + Debug {
+    /// Validates `batches` (one or more v2 batches: magic, CRC-32C, lengths, record counts,
+    /// size limit), assigns them the next offsets and stamps `leader_epoch` — both rewritten in
+    /// place in `batches`, outside the CRC — then stores the bytes unchanged.
+    ///
+    /// On error nothing of this call is stored and no offset is used.
+    fn append(&self, batches: &mut [u8], leader_epoch: LeaderEpoch)
+    -> Result<AppendInfo, LogError>;
+
+    /// Returns whole batches starting with the one that contains `from`, up to about
+    /// `max_bytes` — but always at least one whole batch if `from` is below the log end, so a
+    /// reader makes progress (Kafka's KIP-74). Stays within one segment. Every returned batch has
+    /// passed its CRC check; a stored batch that fails it is never returned.
+    ///
+    /// Fails with [`LogError::OffsetOutOfRange`] outside `earliest ..= log_end`.
+    fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError>;
+
+    /// The first offset in the log (moves up with retention).
+    fn earliest(&self) -> Offset;
+
+    /// The offset the next appended record will get.
+    fn log_end(&self) -> Offset;
+
+    /// Everything below this offset is durable to the log's strongest level.
+    fn durable_end(&self) -> Offset;
+
+    /// The first record whose timestamp is `>= timestamp` (for a compressed batch, its first
+    /// record), or `None` if every record is older.
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError>;
+
+    /// Removes every batch that ends at or after `offset` (a batch straddling `offset` goes
+    /// whole), durably, and returns the new log end (`<= offset`). If `offset` is below the
+    /// earliest offset the log is emptied and restarts at `offset`. Replication uses this to cut a
+    /// follower back to where it agrees with the leader.
+    fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError>;
+
+    /// Makes everything appended so far durable; returns the new durable end.
+    fn flush(&self) -> Result<Offset, LogError>;
+
+    /// Deletes whole closed segments past the retention limits (age of their newest record
+    /// relative to `now_ms`, total size). Never deletes the active segment.
+    fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError>;
+
+    /// Flushes, records a clean shutdown so the next open is fast, and refuses further calls.
+    fn close(&self) -> Result<(), LogError>;
+}
+
+/// Compile-time check that `LogStore` stays usable as `Box<dyn LogStore>`.
+fn _obj_safe(_: Box<dyn LogStore>) {}
