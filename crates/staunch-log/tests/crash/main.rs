@@ -1,1 +1,379 @@
+//! Crash and fault tests: the log is broken on purpose — power loss mid-load, torn writes,
+//! flipped bits, failed fsyncs, a full disk, kill -9 of a real process — and every test checks
+//! the one promise: what the log acknowledged as durable is still there, and nothing invalid is
+//! ever served.
 
+mod kill9;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use staunch_core::{ManualClock, Offset, RecordBatch};
+use staunch_log::{Durability, FileLog, FlushPolicy, LogConfig, LogError, LogStore};
+use staunch_testkit::log_store_suite::{batch, read_all};
+use staunch_testkit::{CrashMode, FaultyIo};
+
+fn config(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        flush,
+        segment_bytes: 2 * 1024,
+        max_batch_bytes: 2 * 1024,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+fn open(io: &FaultyIo, flush: FlushPolicy) -> Result<FileLog, LogError> {
+    FileLog::open_with(Arc::new(io.clone()), config(flush), Arc::new(ManualClock::new(1_000)))
+}
+
+/// The value of every record, keyed by offset.
+fn values(log: &dyn LogStore) -> Vec<(Offset, Vec<u8>)> {
+    read_all(log, log.earliest())
+}
+
+/// Appends from several threads while the "power" is cut at a random moment; every append
+/// acknowledged before the cut is in the recovered log, byte for byte.
+#[test]
+fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
+    for seed in 0..20u64 {
+        let io = FaultyIo::new();
+        let log = Arc::new(open(&io, FlushPolicy::Always).unwrap());
+        let acked: Arc<Mutex<Vec<(Offset, Vec<u8>)>>> = Arc::default();
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (log, acked) = (log.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    for i in 0..200u32 {
+                        let mut bytes = batch(t * 10_000 + i, 1 + i % 5, 1_000);
+                        let Ok(info) = log.append(&mut bytes, 0) else { return };
+                        assert_eq!(info.durability, Durability::OnDisk);
+                        let mut acked = acked.lock().unwrap();
+                        for (k, r) in staunch_testkit::log_store_suite::records_of(&bytes).into_iter().enumerate() {
+                            assert_eq!(r.0, info.base_offset + k as i64);
+                            acked.push(r);
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_micros(fastrand::u64(0..20_000)));
+        // Everything acknowledged before the image is taken must be in it.
+        let acknowledged = acked.lock().unwrap().clone();
+        let mode = if seed % 2 == 0 { CrashMode::DropUnsynced } else { CrashMode::TornTail { seed } };
+        let image = io.crash(mode);
+        for w in writers {
+            w.join().unwrap();
+        }
+        let recovered = open(&image, FlushPolicy::Always).unwrap();
+        let found: std::collections::HashMap<_, _> = values(&recovered).into_iter().collect();
+        for (offset, value) in &acknowledged {
+            assert_eq!(found.get(offset), Some(value), "seed {seed}: acknowledged offset {offset} lost");
+        }
+        let end = recovered.log_end();
+        assert_eq!(recovered.durable_end(), end);
+        let info = recovered.append(&mut batch(9, 1, 1_000), 0).unwrap();
+        assert_eq!(info.base_offset, end, "appends continue after recovery");
+    }
+}
+
+/// With flush `os`, unsynced data may be lost in a power loss — but only whole batches from the
+/// tail, never a torn one, and never what `flush()` made durable.
+#[test]
+fn torn_tail_is_cut_at_the_last_whole_batch() {
+    for seed in 0..50u64 {
+        let io = FaultyIo::new();
+        let log = open(&io, FlushPolicy::Os).unwrap();
+        for i in 0..10 {
+            log.append(&mut batch(i, 3, 1_000), 0).unwrap();
+        }
+        let durable = log.flush().unwrap();
+        for i in 10..14 {
+            let info = log.append(&mut batch(i, 3, 1_000), 0).unwrap();
+            assert_eq!(info.durability, Durability::PageCache);
+        }
+        let before = values(&log);
+        let image = io.crash(CrashMode::TornTail { seed });
+        let recovered = open(&image, FlushPolicy::Os).unwrap();
+        let after = values(&recovered);
+        assert!(recovered.log_end() >= durable, "seed {seed}: flushed data lost");
+        assert_eq!(after[..], before[..after.len()], "seed {seed}: recovered log is not a prefix");
+        assert_eq!(recovered.log_end() % 3, 0, "seed {seed}: a partial batch survived");
+    }
+}
+
+/// A bit flipped in the last batch of the active segment: recovery cuts that batch and says why;
+/// earlier batches are intact.
+#[test]
+fn flipped_bit_in_the_tail_is_cut_and_never_served() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    for i in 0..5 {
+        log.append(&mut batch(i, 2, 1_000), 0).unwrap();
+    }
+    let before = values(&log);
+    drop(log);
+    let segment = "00000000000000000000.log";
+    let len = io.live_bytes(segment).unwrap().len();
+    io.flip_bit(segment, len - 5, 3);
+
+    let recovered = open(&io, FlushPolicy::Always).unwrap();
+    assert_eq!(recovered.log_end(), 8, "only the damaged last batch is cut");
+    assert!(recovered.recovery().truncation_reason.as_deref().unwrap().contains("CRC"));
+    assert_eq!(values(&recovered), before[..8]);
+}
+
+/// A bit flipped under a running log: the read that reaches it fails with `Corrupt` instead of
+/// serving the bad batch; reads before it still work.
+#[test]
+fn corrupt_batch_is_never_served_by_read() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    let mut sizes = Vec::new();
+    for i in 0..4 {
+        let mut b = batch(i, 2, 1_000);
+        log.append(&mut b, 0).unwrap();
+        sizes.push(b.len());
+    }
+    io.flip_bit("00000000000000000000.log", sizes[0] + sizes[1] + 70, 0);
+    let read = log.read(0, 1 << 20).unwrap();
+    assert_eq!(read.next_offset, 4, "the read stops before the corrupt batch");
+    for b in staunch_core::batch::batches(&read.bytes) {
+        b.unwrap().validate().unwrap();
+    }
+    assert!(matches!(log.read(4, 1 << 20), Err(LogError::Corrupt { .. })));
+}
+
+/// Corruption inside a closed segment is not "a torn tail": the log refuses to open rather than
+/// silently dropping the acknowledged segments after it.
+#[test]
+fn damaged_closed_segment_refuses_to_open() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    for i in 0..40 {
+        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    drop(log);
+    let first = "00000000000000000000.log";
+    io.flip_bit(first, 100, 1);
+    io.flip_bit("00000000000000000000.index", 10, 1);
+    let err = open(&io, FlushPolicy::Always).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { .. }), "got {err}");
+}
+
+/// An fsync that fails poisons the log: that append fails, every later one fails, nothing is
+/// retried; what was durable before stays readable and survives a crash.
+#[test]
+fn failed_fsync_fails_the_append_and_every_later_one() {
+    let io = FaultyIo::new();
+    let log = Arc::new(open(&io, FlushPolicy::Always).unwrap());
+    for i in 0..3 {
+        log.append(&mut batch(i, 2, 1_000), 0).unwrap();
+    }
+    let acknowledged = values(&*log);
+    io.fail_sync_after(1);
+    let syncs_before = io.file_syncs();
+    let waiters: Vec<_> = (0..4)
+        .map(|i| {
+            let log = log.clone();
+            std::thread::spawn(move || log.append(&mut batch(100 + i, 2, 1_000), 0))
+        })
+        .collect();
+    for w in waiters {
+        let result = w.join().unwrap();
+        assert!(matches!(result, Err(LogError::Failed { .. })), "got {result:?}");
+    }
+    assert_eq!(io.file_syncs() - syncs_before, 1, "a failed fsync is not retried");
+    let err = log.append(&mut batch(200, 1, 1_000), 0).unwrap_err();
+    assert!(err.to_string().contains("fdatasync"), "the error says why: {err}");
+    assert!(log.flush().is_err());
+    assert!(log.close().is_err(), "a failed log does not claim a clean shutdown");
+    assert_eq!(values(&*log)[..acknowledged.len()], acknowledged[..]);
+
+    let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
+    assert!(!recovered.recovery().clean);
+    assert_eq!(values(&recovered)[..acknowledged.len()], acknowledged[..]);
+}
+
+/// A full disk fails the append cleanly (no partial batch left, no offset used), keeps what was
+/// acknowledged, and appends work again once space is freed — also across a segment roll.
+#[test]
+fn full_disk_fails_the_append_and_recovers_when_space_is_freed() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    for i in 0..3 {
+        log.append(&mut batch(i, 2, 1_000), 0).unwrap();
+    }
+    let acknowledged = values(&log);
+    io.set_capacity(Some(io.used_bytes() + 50));
+    let err = log.append(&mut batch(10, 4, 1_000), 0).unwrap_err();
+    assert!(matches!(err, LogError::DiskFull { .. }), "got {err}");
+    assert!(err.to_string().contains("disk full"));
+    assert_eq!(log.log_end(), 6, "no offset used by the failed append");
+    assert_eq!(values(&log), acknowledged);
+
+    io.set_capacity(None);
+    let info = log.append(&mut batch(11, 4, 1_000), 0).unwrap();
+    assert_eq!(info.base_offset, 6);
+    // Fill until a roll, with the disk full exactly when the new segment must be written.
+    while log.segment_count() == 1 {
+        log.append(&mut batch(12, 8, 1_000), 0).unwrap();
+    }
+    io.set_capacity(Some(io.used_bytes()));
+    assert!(matches!(log.append(&mut batch(13, 8, 1_000), 0), Err(LogError::DiskFull { .. })));
+    io.set_capacity(None);
+    log.append(&mut batch(14, 8, 1_000), 0).unwrap();
+    let all = values(&log);
+    let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
+    assert_eq!(values(&recovered), all);
+}
+
+/// Stale or damaged metadata (index files, the clean-shutdown marker) is detected and ignored:
+/// the log scans instead of trusting it.
+#[test]
+fn damaged_metadata_falls_back_to_scanning() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    for i in 0..30 {
+        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+    }
+    let before = values(&log);
+    log.close().unwrap();
+    drop(log);
+    let marker = io.live_bytes("clean-shutdown").unwrap();
+    io.flip_bit("clean-shutdown", marker.len() / 2, 0);
+    for name in io.names().iter().filter(|n| n.ends_with(".index")) {
+        io.put_file(name, b"garbage");
+    }
+    let reopened = open(&io, FlushPolicy::Always).unwrap();
+    assert!(!reopened.recovery().clean);
+    assert!(reopened.recovery().segments_scanned > 1);
+    assert_eq!(values(&reopened), before);
+}
+
+/// A clean close makes the next open trust the metadata and scan nothing.
+#[test]
+fn clean_shutdown_reopens_without_scanning() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    for i in 0..30 {
+        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+    }
+    let before = values(&log);
+    log.close().unwrap();
+    drop(log);
+    let reopened = open(&io, FlushPolicy::Always).unwrap();
+    assert!(reopened.recovery().clean);
+    assert_eq!(reopened.recovery().segments_scanned, 0);
+    assert_eq!(values(&reopened), before);
+    // The marker is consumed: a crash now is noticed.
+    drop(reopened);
+    let again = open(&io, FlushPolicy::Always).unwrap();
+    assert!(!again.recovery().clean);
+    assert_eq!(values(&again), before);
+}
+
+/// Retention deletes whole closed segments by age and by size, never the active one, and the
+/// log keeps working from the new earliest offset.
+#[test]
+fn retention_deletes_whole_closed_segments_only() {
+    let io = FaultyIo::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let cfg = LogConfig {
+        retention_age: Some(Duration::from_secs(60)),
+        retention_bytes: None,
+        ..config(FlushPolicy::Always)
+    };
+    let log = FileLog::open_with(Arc::new(io.clone()), cfg.clone(), clock.clone()).unwrap();
+    for i in 0..40 {
+        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments >= 3);
+    // Nothing is old enough yet.
+    assert_eq!(log.apply_retention(1_000 + 59_000).unwrap().segments_deleted, 0);
+    // Everything is old: all closed segments go, the active one stays.
+    let outcome = log.apply_retention(1_000_000).unwrap();
+    assert_eq!(outcome.segments_deleted, segments - 1);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.earliest(), outcome.earliest);
+    assert!(log.earliest() > 0);
+    assert!(matches!(log.read(0, 100), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(values(&log).first().map(|r| r.0), Some(log.earliest()));
+    let logs = io.names().into_iter().filter(|n| n.ends_with(".log")).count();
+    assert_eq!(logs, 1, "deleted segments' files are gone");
+
+    // By size: keep at most ~2 segments' worth.
+    let cfg = LogConfig {
+        retention_age: None,
+        retention_bytes: Some(4 * 1024),
+        ..config(FlushPolicy::Always)
+    };
+    let io = FaultyIo::new();
+    let log = FileLog::open_with(Arc::new(io.clone()), cfg, clock).unwrap();
+    for i in 0..100 {
+        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+    }
+    log.apply_retention(0).unwrap();
+    let size = log.size_bytes();
+    assert!((2 * 1024..=6 * 1024).contains(&size), "size after retention: {size}");
+    let reopened_end = log.log_end();
+    drop(log);
+    let reopened = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
+    assert_eq!(reopened.log_end(), reopened_end);
+}
+
+/// Segments roll by age at the first append after `segment_age`.
+#[test]
+fn segments_roll_by_age() {
+    let io = FaultyIo::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let cfg = LogConfig {
+        segment_age: Duration::from_secs(10),
+        ..config(FlushPolicy::Always)
+    };
+    let log = FileLog::open_with(Arc::new(io), cfg, clock.clone()).unwrap();
+    log.append(&mut batch(0, 1, 1_000), 0).unwrap();
+    log.append(&mut batch(1, 1, 1_000), 0).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    clock.advance(10_000);
+    log.append(&mut batch(2, 1, 1_000), 0).unwrap();
+    assert_eq!(log.segment_count(), 2);
+}
+
+/// The interval policy reports page-cache durability and its background flusher makes data
+/// durable without any call.
+#[test]
+fn interval_flusher_makes_data_durable_in_the_background() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Interval(Duration::from_millis(5))).unwrap();
+    let info = log.append(&mut batch(0, 3, 1_000), 0).unwrap();
+    assert_eq!(info.durability, Durability::PageCache);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.durable_end() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the flusher never ran");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Os).unwrap();
+    assert_eq!(recovered.log_end(), 3);
+}
+
+/// Truncation is durable: the removed records do not come back after a power loss, and the
+/// leader epoch stamped on later appends is the new one.
+#[test]
+fn truncation_survives_a_crash() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    for i in 0..60 {
+        log.append(&mut batch(i, 4, 1_000), 1).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.truncate_to(22).unwrap(), 20);
+    log.append(&mut batch(99, 4, 1_000), 2).unwrap();
+    let expected = values(&log);
+    let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
+    assert_eq!(values(&recovered), expected);
+    let last = recovered.read(20, 1 << 20).unwrap();
+    assert_eq!(RecordBatch::parse(&last.bytes).unwrap().partition_leader_epoch(), 2);
+}
