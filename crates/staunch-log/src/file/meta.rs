@@ -9,16 +9,23 @@
 //!
 //! Clean-shutdown marker (`clean-shutdown`):
 //! `"STCS" | version u8 | log_end i64 | active_base i64 | active_size u64 | crc32c u32`
+//!
+//! Truncation intent (`truncate-intent`), present only while a truncation is in progress:
+//! `"STTI" | version u8 | target offset i64 | crc32c u32`
 
 use super::segment::{IndexEntry, Segment};
 use staunch_core::Offset;
 
 const INDEX_MAGIC: &[u8; 4] = b"STIX";
 const MARKER_MAGIC: &[u8; 4] = b"STCS";
+const INTENT_MAGIC: &[u8; 4] = b"STTI";
 const VERSION: u8 = 1;
 
 /// File name of the clean-shutdown marker.
 pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+
+/// File name of the truncation intent.
+pub(crate) const TRUNCATE_INTENT: &str = "truncate-intent";
 
 /// A segment's extent and index as persisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +163,22 @@ pub(crate) fn decode_clean_shutdown(bytes: &[u8]) -> Option<CleanShutdown> {
     r.buf.is_empty().then_some(m)
 }
 
+pub(crate) fn encode_truncate_intent(target: Offset) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.extend_from_slice(INTENT_MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&target.to_be_bytes());
+    seal(out)
+}
+
+pub(crate) fn decode_truncate_intent(bytes: &[u8]) -> Option<Offset> {
+    let mut r = Reader {
+        buf: unseal(bytes, INTENT_MAGIC)?,
+    };
+    let target = r.i64()?;
+    r.buf.is_empty().then_some(target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +198,12 @@ mod tests {
             assert_eq!(decode_clean_shutdown(&bad), None);
         }
         assert_eq!(decode_clean_shutdown(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn truncate_intent_round_trips() {
+        assert_eq!(decode_truncate_intent(&encode_truncate_intent(-3)), Some(-3));
+        assert_eq!(decode_truncate_intent(&encode_truncate_intent(1 << 40)), Some(1 << 40));
+        assert_eq!(decode_truncate_intent(b"STTI"), None);
     }
 }

@@ -45,7 +45,7 @@ use crate::io::{FsSegmentIo, SegmentIo, read_exact_at, read_file, replace_file, 
 use crate::store::{AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset};
 use crate::validate::{check_append, first_record_at_or_after, stamp};
 use crate::LogError;
-use meta::{CLEAN_SHUTDOWN, CleanShutdown};
+use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
 use segment::{Segment, index_name, log_name, parse_log_name, peek_header, scan};
 
 /// How an open found the log; for logs and tests.
@@ -280,6 +280,21 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
     let mut bases: Vec<Offset> = names.iter().filter_map(|n| parse_log_name(n)).collect();
     bases.sort_unstable();
 
+    // A truncation interrupted by a crash is finished first: its intent names the target.
+    let intent = read_file(io, TRUNCATE_INTENT)
+        .map_err(|e| LogError::io("reading the truncation intent", e))?
+        .and_then(|b| meta::decode_truncate_intent(&b));
+    if let Some(target) = intent {
+        tracing::warn!(target, "finishing a truncation interrupted by a crash");
+        for base in bases.iter().filter(|&&b| b >= target) {
+            for name in [index_name(*base), log_name(*base)] {
+                io.remove(&name).map_err(|e| LogError::io(format!("removing {name}"), e))?;
+            }
+        }
+        bases.retain(|&b| b < target);
+        io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
+    }
+
     let marker = read_file(io, CLEAN_SHUTDOWN)
         .map_err(|e| LogError::io("reading the clean-shutdown marker", e))?
         .and_then(|b| meta::decode_clean_shutdown(&b));
@@ -293,11 +308,12 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
 
     let mut segments = BTreeMap::new();
     if bases.is_empty() {
+        let base = intent.unwrap_or(0);
         let file = io
-            .open(&log_name(0), true)
+            .open(&log_name(base), true)
             .map_err(|e| LogError::io("creating the first segment", e))?;
         io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
-        segments.insert(0, Segment::empty(0, file, now_ms));
+        segments.insert(base, Segment::empty(base, file, now_ms));
     }
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
@@ -365,6 +381,21 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
         generation: 0,
         closed: false,
     };
+    if let Some(target) = intent {
+        let active = state.active_mut();
+        if active.next_offset > target {
+            let name = active.name();
+            let size = cut_position(active, target, &name)?;
+            active
+                .file
+                .set_len(size)
+                .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
+        }
+        let stale_index = index_name(state.active().base);
+        io.remove(&stale_index)
+            .and_then(|()| io.remove(TRUNCATE_INTENT))
+            .map_err(|e| LogError::io("finishing the interrupted truncation", e))?;
+    }
     state.log_end = state.active().next_offset;
     // The recovered tail may sit only in the page cache (after kill -9): make it durable so
     // durable_end can start at log_end. Then forget the marker, so a crash from here on is
@@ -376,8 +407,10 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
         .map_err(|e| LogError::io(format!("syncing {}", active.name()), e))?;
     if marker.is_some() {
         io.remove(CLEAN_SHUTDOWN)
-            .and_then(|()| io.sync_dir())
             .map_err(|e| LogError::io("removing the clean-shutdown marker", e))?;
+    }
+    if marker.is_some() || intent.is_some() {
+        io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
     }
     if recovery.bytes_truncated > 0 || !recovery.clean {
         tracing::info!(
@@ -648,6 +681,24 @@ impl Inner {
             return Ok(st.log_end);
         }
         st.generation += 1;
+        // Crash safety: the steps below can be interrupted anywhere; the durable intent makes
+        // the next open finish the truncation instead of finding half of it.
+        replace_file(&*self.io, TRUNCATE_INTENT, &meta::encode_truncate_intent(offset))
+            .map_err(|e| LogError::io("writing the truncation intent", e))?;
+        if let Err(e) = self.truncate_segments(&mut st, offset, now) {
+            // The intent is on disk: a log that went on appending would lose those appends
+            // when the next open finishes the truncation. Refuse everything instead.
+            return Err(self.fail(format!("truncation to offset {offset} failed: {e}")));
+        }
+        st.log_end = st.active().next_offset;
+        let mut sync = self.lock_sync();
+        sync.generation = st.generation;
+        sync.durable_end = sync.durable_end.min(st.log_end);
+        Ok(st.log_end)
+    }
+
+    /// The steps of a truncation after its intent is durable; see [`Inner::truncate_to`].
+    fn truncate_segments(&self, st: &mut State, offset: Offset, now: i64) -> Result<(), LogError> {
         let removed: Vec<Offset>;
         if offset <= st.earliest() {
             // Everything goes; the log restarts at `offset` in a fresh segment.
@@ -658,7 +709,7 @@ impl Inner {
                 .open(&new_name, true)
                 .map_err(|e| LogError::io(format!("creating {new_name}"), e))?;
             file.set_len(0)
-                .map_err(|e| self.fail(format!("truncating {new_name}: {e}")))?;
+                .map_err(|e| LogError::io(format!("truncating {new_name}"), e))?;
             st.segments.clear();
             st.segments.insert(offset, Segment::empty(offset, file, now));
         } else {
@@ -674,28 +725,28 @@ impl Inner {
             active
                 .file
                 .set_len(size)
-                .map_err(|e| self.fail(format!("truncating {name}: {e}")))?;
+                .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
         }
         let active = st.active();
-        if let Err(e) = active.file.sync_data() {
-            return Err(self.fail(format!("fdatasync of {} after truncation failed: {e}", active.name())));
-        }
+        active
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("fdatasync of {} after truncation", active.name()), e))?;
         for base in &removed {
             let _ = self.io.remove(&index_name(*base));
             self.io
                 .remove(&log_name(*base))
-                .map_err(|e| self.fail(format!("removing {}: {e}", log_name(*base))))?;
+                .map_err(|e| LogError::io(format!("removing {}", log_name(*base)), e))?;
         }
         // The active segment may have been a closed one: its index file is stale now.
         let _ = self.io.remove(&index_name(active.base));
-        if let Err(e) = self.io.sync_dir() {
-            return Err(self.fail(format!("fsync of the log directory after truncation failed: {e}")));
-        }
-        st.log_end = st.active().next_offset;
-        let mut sync = self.lock_sync();
-        sync.generation = st.generation;
-        sync.durable_end = sync.durable_end.min(st.log_end);
-        Ok(st.log_end)
+        // The intent goes only once everything it describes is durable.
+        self.io
+            .sync_dir()
+            .and_then(|()| self.io.remove(TRUNCATE_INTENT))
+            .and_then(|()| self.io.sync_dir())
+            .map_err(|e| LogError::io("syncing the log directory after truncation", e))?;
+        Ok(())
     }
 
     fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {

@@ -377,3 +377,37 @@ fn truncation_survives_a_crash() {
     let last = recovered.read(20, 1 << 20).unwrap();
     assert_eq!(RecordBatch::parse(&last.bytes).unwrap().partition_leader_epoch(), 2);
 }
+
+/// A truncation cut short (here: by a failing fsync, then a power loss) is finished by the next
+/// open, so the log is never left with a gap or half a truncation — and the log that failed
+/// mid-truncation accepts no appends that the finished truncation would then delete.
+#[test]
+fn interrupted_truncation_is_finished_on_open() {
+    for failing_sync in 1..=2 {
+        let io = FaultyIo::new();
+        let log = open(&io, FlushPolicy::Always).unwrap();
+        for i in 0..60 {
+            log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+        }
+        assert!(log.segment_count() > 2);
+        let before = values(&log);
+        io.fail_sync_after(failing_sync);
+        let result = log.truncate_to(22);
+        assert!(result.is_err(), "sync {failing_sync}: the truncation saw the failed fsync");
+        assert!(log.append(&mut batch(99, 1, 1_000), 0).is_err());
+
+        let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
+        let after = values(&recovered);
+        assert!(
+            recovered.log_end() == 20 || recovered.log_end() == 240,
+            "sync {failing_sync}: log end {} is neither before nor after the truncation",
+            recovered.log_end()
+        );
+        assert_eq!(after[..], before[..after.len()]);
+        if failing_sync > 1 {
+            assert_eq!(recovered.log_end(), 20, "the durable intent was carried out");
+        }
+        let info = recovered.append(&mut batch(100, 1, 1_000), 0).unwrap();
+        assert_eq!(info.base_offset, recovered.log_end() - 1);
+    }
+}
