@@ -26,7 +26,9 @@ const RECORDS_PER_BATCH: u32 = 16;
 const VALUE_BYTES: usize = 1024;
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The value of record `i` of batch `tag`: recognisable and checkable after recovery.
@@ -59,7 +61,11 @@ fn child(dir: PathBuf) -> ExitCode {
                     match log.append(&mut bytes, 0) {
                         Ok(info) => {
                             let mut out = std::io::stdout().lock();
-                            let _ = writeln!(out, "ACK {} {} {tag}", info.base_offset, info.last_offset);
+                            let _ = writeln!(
+                                out,
+                                "ACK {} {} {tag}",
+                                info.base_offset, info.last_offset
+                            );
                             let _ = out.flush();
                         }
                         Err(e) => {
@@ -124,7 +130,8 @@ fn parent(dir: PathBuf) -> Result<(), String> {
     );
 
     let opened = Instant::now();
-    let log = FileLog::open(&dir, LogConfig::default()).map_err(|e| format!("reopen failed: {e}"))?;
+    let log =
+        FileLog::open(&dir, LogConfig::default()).map_err(|e| format!("reopen failed: {e}"))?;
     let recovery = log.recovery().clone();
     println!(
         "reopened in {:.1} ms: clean shutdown = {}, segments scanned = {}, torn bytes cut = {}",
@@ -144,10 +151,14 @@ fn parent(dir: PathBuf) -> Result<(), String> {
     let mut next = low;
     let mut verified = 0usize;
     while next < log.log_end() {
-        let read = log.read(next, 4 << 20).map_err(|e| format!("read failed: {e}"))?;
+        let read = log
+            .read(next, 4 << 20)
+            .map_err(|e| format!("read failed: {e}"))?;
         for batch in batches(&read.bytes) {
             let batch = batch.map_err(|e| e.to_string())?;
-            batch.validate().map_err(|e| format!("invalid batch served: {e}"))?;
+            batch
+                .validate()
+                .map_err(|e| format!("invalid batch served: {e}"))?;
             for record in batch.records().map_err(|e| e.to_string())? {
                 let record = record.map_err(|e| e.to_string())?;
                 if let Some((tag, i)) = wanted.remove(&record.offset) {
@@ -161,7 +172,10 @@ fn parent(dir: PathBuf) -> Result<(), String> {
         next = read.next_offset;
     }
     if let Some(missing) = wanted.keys().min() {
-        return Err(format!("LOST: acknowledged offset {missing} (and {} more) is gone", wanted.len() - 1));
+        return Err(format!(
+            "LOST: acknowledged offset {missing} (and {} more) is gone",
+            wanted.len() - 1
+        ));
     }
     println!(
         "verified: all {verified} acknowledged records are present and byte-identical; log end is {} (the child may have written a few unacknowledged records too)",
@@ -176,7 +190,9 @@ fn parent(dir: PathBuf) -> Result<(), String> {
         reopened.recovery().segments_scanned
     );
     reopened.close().map_err(|e| e.to_string())?;
-    println!("proved: an acknowledged append survives kill -9; recovery never serves a torn or invalid batch");
+    println!(
+        "proved: an acknowledged append survives kill -9; recovery never serves a torn or invalid batch"
+    );
     Ok(())
 }
 
@@ -188,7 +204,8 @@ fn main() -> ExitCode {
             None => ExitCode::FAILURE,
         },
         other => {
-            let dir = other.map_or_else(|| PathBuf::from("staunch-data/embedded-log"), PathBuf::from);
+            let dir =
+                other.map_or_else(|| PathBuf::from("staunch-data/embedded-log"), PathBuf::from);
             match parent(dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

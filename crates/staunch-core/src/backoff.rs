@@ -237,7 +237,9 @@ impl BackOff {
             let index = (retry as usize - 1).min(self.levels.len() - 1);
             return Some(self.levels[index]);
         }
-        let factor = self.multiplier.powi((retry - 1).min(i32::MAX as u32) as i32);
+        let factor = self
+            .multiplier
+            .powi((retry - 1).min(i32::MAX as u32) as i32);
         let millis = self.initial.as_secs_f64() * factor;
         let capped = if millis.is_finite() {
             Duration::from_secs_f64(millis.min(self.max_interval.as_secs_f64()))
@@ -248,7 +250,12 @@ impl BackOff {
     }
 
     /// [`BackOff::delay`] with jitter applied from `random`, a number in `0.0..1.0`.
-    pub fn delay_with_jitter(&self, retry: u32, elapsed: Duration, random: f64) -> Option<Duration> {
+    pub fn delay_with_jitter(
+        &self,
+        retry: u32,
+        elapsed: Duration,
+        random: f64,
+    ) -> Option<Duration> {
         let base = self.delay(retry, elapsed)?;
         if self.jitter == 0.0 {
             return Some(base);
@@ -323,7 +330,9 @@ mod tests {
     #[test]
     fn exponential_grows_and_caps() {
         let p = BackOff::exponential(100 * MS, 2.0, 500 * MS);
-        let delays: Vec<_> = (1..=5).map(|n| p.delay(n, Duration::ZERO).unwrap()).collect();
+        let delays: Vec<_> = (1..=5)
+            .map(|n| p.delay(n, Duration::ZERO).unwrap())
+            .collect();
         assert_eq!(delays, [100 * MS, 200 * MS, 400 * MS, 500 * MS, 500 * MS]);
         assert_eq!(p.delay(1_000_000, Duration::ZERO), Some(500 * MS));
     }
@@ -356,11 +365,7 @@ mod tests {
 
     #[test]
     fn validation_rejects_nonsense() {
-        assert!(
-            BackOff::exponential(MS, 0.5, MS)
-                .validate()
-                .is_err()
-        );
+        assert!(BackOff::exponential(MS, 0.5, MS).validate().is_err());
         assert!(BackOff::fixed(MS, 1).with_jitter(1.5).validate().is_err());
         assert!(
             BackOff::exponential(Duration::from_secs(2), 2.0, MS)

@@ -27,7 +27,11 @@ impl fmt::Display for FlushPolicy {
         match self {
             FlushPolicy::Always => f.write_str("always"),
             FlushPolicy::Os => f.write_str("os"),
-            FlushPolicy::Interval(d) => write!(f, "interval:{}", humantime_serde::re::humantime::format_duration(*d)),
+            FlushPolicy::Interval(d) => write!(
+                f,
+                "interval:{}",
+                humantime_serde::re::humantime::format_duration(*d)
+            ),
         }
     }
 }
@@ -141,10 +145,10 @@ impl LogConfig {
                 self.max_batch_bytes
             ));
         }
-        if let FlushPolicy::Interval(d) = self.flush {
-            if d.is_zero() {
-                return bad("flush interval must be positive".into());
-            }
+        if let FlushPolicy::Interval(d) = self.flush
+            && d.is_zero()
+        {
+            return bad("flush interval must be positive".into());
         }
         Ok(self)
     }
@@ -156,7 +160,8 @@ mod tests {
 
     #[test]
     fn parses_toml_with_defaults_and_rejects_unknown_fields() {
-        let c: LogConfig = toml::from_str("flush = \"interval:250ms\"\nretention_age = \"1h\"\n").unwrap();
+        let c: LogConfig =
+            toml::from_str("flush = \"interval:250ms\"\nretention_age = \"1h\"\n").unwrap();
         assert_eq!(c.flush, FlushPolicy::Interval(Duration::from_millis(250)));
         assert_eq!(c.retention_age, Some(Duration::from_secs(3600)));
         assert_eq!(c.segment_bytes, 1 << 30);
@@ -169,16 +174,27 @@ mod tests {
 
     #[test]
     fn flush_policy_round_trips_as_text() {
-        for p in [FlushPolicy::Always, FlushPolicy::Os, FlushPolicy::Interval(Duration::from_millis(1500))] {
+        for p in [
+            FlushPolicy::Always,
+            FlushPolicy::Os,
+            FlushPolicy::Interval(Duration::from_millis(1500)),
+        ] {
             assert_eq!(p.to_string().parse::<FlushPolicy>().unwrap(), p);
         }
     }
 
     #[test]
     fn validation_rejects_nonsense() {
-        let c = LogConfig { segment_bytes: 10, ..LogConfig::default() };
+        let c = LogConfig {
+            segment_bytes: 10,
+            ..LogConfig::default()
+        };
         assert!(c.validate().is_err());
-        let c = LogConfig { max_batch_bytes: 1 << 30, segment_bytes: 1 << 20, ..LogConfig::default() };
+        let c = LogConfig {
+            max_batch_bytes: 1 << 30,
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
         assert!(c.validate().is_err());
         assert!(LogConfig::default().validate().is_ok());
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// One file of a log directory.
 pub trait SegmentFile: Send + Sync + Debug {
     /// Current length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Reads into `buf` from byte `pos`; returns the bytes read (0 at end of file).
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
     /// Writes `buf` at byte `pos`; returns the bytes written, which may be fewer than asked.
@@ -46,10 +46,19 @@ pub trait SegmentIo: Send + Sync + Debug {
 
 /// Writes `bytes` fully at `pos`, looping over short writes. On error some prefix may have been
 /// written.
-pub(crate) fn write_all_at(file: &dyn SegmentFile, mut bytes: &[u8], mut pos: u64) -> io::Result<()> {
+pub(crate) fn write_all_at(
+    file: &dyn SegmentFile,
+    mut bytes: &[u8],
+    mut pos: u64,
+) -> io::Result<()> {
     while !bytes.is_empty() {
         match file.write_at(bytes, pos) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "write returned 0 bytes",
+                ));
+            }
             Ok(n) => {
                 bytes = &bytes[n..];
                 pos += n as u64;
@@ -62,10 +71,19 @@ pub(crate) fn write_all_at(file: &dyn SegmentFile, mut bytes: &[u8], mut pos: u6
 }
 
 /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
-pub(crate) fn read_exact_at(file: &dyn SegmentFile, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+pub(crate) fn read_exact_at(
+    file: &dyn SegmentFile,
+    mut buf: &mut [u8],
+    mut pos: u64,
+) -> io::Result<()> {
     while !buf.is_empty() {
         match file.read_at(buf, pos) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ends early")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ends early",
+                ));
+            }
             Ok(n) => {
                 buf = &mut buf[n..];
                 pos += n as u64;
@@ -96,7 +114,7 @@ pub(crate) fn read_file(io: &dyn SegmentIo, name: &str) -> io::Result<Option<Vec
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.len()?;
+    let len = file.size()?;
     let mut buf = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
     read_exact_at(&*file, &mut buf, 0)?;
     Ok(Some(buf))
@@ -128,7 +146,10 @@ impl FsSegmentIo {
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(io::Error::new(
                     io::ErrorKind::ResourceBusy,
-                    format!("log directory {} is in use by another process", dir.display()),
+                    format!(
+                        "log directory {} is in use by another process",
+                        dir.display()
+                    ),
                 ));
             }
             Err(fs::TryLockError::Error(e)) => return Err(e),
@@ -151,7 +172,7 @@ impl FsSegmentIo {
 struct FsFile(File);
 
 impl SegmentFile for FsFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
@@ -183,10 +204,10 @@ impl SegmentIo for FsSegmentIo {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
-                if let Some(name) = entry.file_name().to_str() {
-                    names.push(name.to_owned());
-                }
+            if entry.file_type()?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                names.push(name.to_owned());
             }
         }
         Ok(names)

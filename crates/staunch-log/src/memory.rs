@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use staunch_core::{Clock, LeaderEpoch, Offset, RecordBatch, SystemClock};
 
-use crate::store::{AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset};
+use crate::store::{
+    AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
+};
 use crate::validate::{check_append, first_record_at_or_after, stamp};
 use crate::{LogConfig, LogError};
 

@@ -15,7 +15,10 @@ pub(crate) struct BatchSpan {
 }
 
 /// Validates every batch in `bytes` (full check, including the CRC) and the size limit.
-pub(crate) fn check_append(bytes: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchSpan>, LogError> {
+pub(crate) fn check_append(
+    bytes: &[u8],
+    max_batch_bytes: usize,
+) -> Result<Vec<BatchSpan>, LogError> {
     let mut spans = Vec::new();
     let mut start = 0;
     for batch in batches(bytes) {
@@ -44,7 +47,12 @@ pub(crate) fn check_append(bytes: &[u8], max_batch_bytes: usize) -> Result<Vec<B
 
 /// Writes base offsets from `next` on and the leader epoch into each span; returns the offset
 /// after the last record.
-pub(crate) fn stamp(bytes: &mut [u8], spans: &[BatchSpan], mut next: Offset, epoch: LeaderEpoch) -> Offset {
+pub(crate) fn stamp(
+    bytes: &mut [u8],
+    spans: &[BatchSpan],
+    mut next: Offset,
+    epoch: LeaderEpoch,
+) -> Offset {
     for span in spans {
         let batch = &mut bytes[span.start..span.start + span.len];
         // Both fields lie outside the CRC, and the spans were parsed from these very bytes.
@@ -56,7 +64,10 @@ pub(crate) fn stamp(bytes: &mut [u8], spans: &[BatchSpan], mut next: Offset, epo
 }
 
 /// The first record of `batch` at or after `timestamp`, if any.
-pub(crate) fn first_record_at_or_after(batch: &RecordBatch<'_>, timestamp: i64) -> Option<(Offset, i64)> {
+pub(crate) fn first_record_at_or_after(
+    batch: &RecordBatch<'_>,
+    timestamp: i64,
+) -> Option<(Offset, i64)> {
     if batch.max_timestamp() < timestamp {
         return None;
     }

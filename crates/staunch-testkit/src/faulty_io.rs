@@ -83,8 +83,8 @@ fn enospc() -> io::Error {
     io::Error::from_raw_os_error(28) // ENOSPC
 }
 
-fn eio(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("injected EIO on {what}"))
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5) // EIO, as a failing disk reports it
 }
 
 impl FaultyIo {
@@ -110,7 +110,9 @@ impl FaultyIo {
         };
         let mut out = Disk::default();
         for (name, id) in names {
-            let Some(c) = disk.contents.get(id) else { continue };
+            let Some(c) = disk.contents.get(id) else {
+                continue;
+            };
             let bytes = match mode {
                 CrashMode::KeepPageCache => c.live.clone(),
                 CrashMode::DropUnsynced => c.durable.clone(),
@@ -230,7 +232,7 @@ impl FaultyFile {
 }
 
 impl SegmentFile for FaultyFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.lock().contents[&self.id].live.len() as u64)
     }
 
@@ -274,10 +276,11 @@ impl SegmentFile for FaultyFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut disk = self.lock();
         let current = disk.contents[&self.id].live.len() as u64;
-        if let Some(cap) = disk.capacity {
-            if len > current && len - current > cap.saturating_sub(disk.used()) {
-                return Err(enospc());
-            }
+        if let Some(cap) = disk.capacity
+            && len > current
+            && len - current > cap.saturating_sub(disk.used())
+        {
+            return Err(enospc());
         }
         disk.contents
             .get_mut(&self.id)
@@ -291,12 +294,12 @@ impl SegmentFile for FaultyFile {
         let mut disk = self.lock();
         disk.file_syncs += 1;
         if disk.sync_failed {
-            return Err(eio("fsync"));
+            return Err(eio());
         }
         match disk.syncs_before_failure {
             Some(0) => {
                 disk.sync_failed = true;
-                return Err(eio("fsync"));
+                return Err(eio());
             }
             Some(n) => disk.syncs_before_failure = Some(n - 1),
             None => {}
@@ -343,10 +346,9 @@ impl SegmentIo for FaultyIo {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        let id = disk
-            .live_names
-            .remove(from)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{from}: no such file")))?;
+        let id = disk.live_names.remove(from).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{from}: no such file"))
+        })?;
         disk.live_names.insert(to.to_owned(), id);
         Ok(())
     }

@@ -43,7 +43,12 @@ pub fn batch(tag: u32, n: u32, ts: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new(ts);
     for i in 0..n {
         let value = format!("{tag}:{i}");
-        b = b.record_at(ts + i64::from(i), Some(&tag.to_be_bytes()), Some(value.as_bytes()), &[]);
+        b = b.record_at(
+            ts + i64::from(i),
+            Some(&tag.to_be_bytes()),
+            Some(value.as_bytes()),
+            &[],
+        );
     }
     b.build()
 }
@@ -69,7 +74,11 @@ pub fn read_all(log: &dyn LogStore, from: i64) -> Vec<(i64, Vec<u8>)> {
     while next < log.log_end() {
         let read = log.read(next, 64 * 1024).expect("read within range");
         assert!(read.next_offset > next, "read made no progress at {next}");
-        out.extend(records_of(&read.bytes).into_iter().filter(|(o, _)| *o >= next));
+        out.extend(
+            records_of(&read.bytes)
+                .into_iter()
+                .filter(|(o, _)| *o >= next),
+        );
         next = read.next_offset;
     }
     out
@@ -79,8 +88,13 @@ fn empty_log<B: LogStoreBuilder>(b: &B) {
     let (log, _g) = b.build();
     assert_eq!(log.earliest(), 0, "a new log starts at offset 0");
     assert_eq!(log.log_end(), 0, "a new log is empty");
-    let read = log.read(0, 1024).expect("reading at the log end is allowed");
-    assert!(read.bytes.is_empty(), "reading at the log end returns nothing");
+    let read = log
+        .read(0, 1024)
+        .expect("reading at the log end is allowed");
+    assert!(
+        read.bytes.is_empty(),
+        "reading at the log end returns nothing"
+    );
     assert_eq!(read.next_offset, 0);
     assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
 }
@@ -91,15 +105,28 @@ fn append_assigns_contiguous_offsets_and_stamps_epoch<B: LogStoreBuilder>(b: &B)
     let info = log.append(&mut first, 5).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (0, 2));
     let view = RecordBatch::parse(&first).unwrap();
-    assert_eq!(view.base_offset(), 0, "append rewrites the base offset in place");
-    assert_eq!(view.partition_leader_epoch(), 5, "append stamps the leader epoch");
+    assert_eq!(
+        view.base_offset(),
+        0,
+        "append rewrites the base offset in place"
+    );
+    assert_eq!(
+        view.partition_leader_epoch(),
+        5,
+        "append stamps the leader epoch"
+    );
     let mut second = batch(2, 2, 2_000);
     let info = log.append(&mut second, 6).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (3, 4));
     assert_eq!(log.log_end(), 5);
     let read = log.read(3, 1 << 20).unwrap();
     assert_eq!(read.bytes, second, "stored bytes are served unchanged");
-    assert_eq!(RecordBatch::parse(&read.bytes).unwrap().partition_leader_epoch(), 6);
+    assert_eq!(
+        RecordBatch::parse(&read.bytes)
+            .unwrap()
+            .partition_leader_epoch(),
+        6
+    );
 }
 
 fn append_of_several_batches_at_once<B: LogStoreBuilder>(b: &B) {
@@ -119,7 +146,11 @@ fn read_returns_whole_stored_batches<B: LogStoreBuilder>(b: &B) {
     }
     let read = log.read(13, 1 << 20).unwrap();
     let first = RecordBatch::parse(&read.bytes).unwrap();
-    assert_eq!(first.base_offset(), 12, "read starts with the batch containing the offset");
+    assert_eq!(
+        first.base_offset(),
+        12,
+        "read starts with the batch containing the offset"
+    );
     assert_eq!(read.next_offset, 40);
     let all = read_all(&log, 0);
     assert_eq!(all.len(), 40);
@@ -136,10 +167,18 @@ fn read_respects_max_bytes_but_always_progresses<B: LogStoreBuilder>(b: &B) {
         log.append(&mut batch(tag, 4, 1_000), 0).unwrap();
     }
     let read = log.read(0, 1).unwrap();
-    assert_eq!(read.bytes.len(), one.len(), "at least one whole batch, even over max_bytes");
+    assert_eq!(
+        read.bytes.len(),
+        one.len(),
+        "at least one whole batch, even over max_bytes"
+    );
     assert_eq!(read.next_offset, 4);
     let read = log.read(0, one.len() * 2 + 1).unwrap();
-    assert_eq!(read.bytes.len(), one.len() * 2, "only whole batches that fit");
+    assert_eq!(
+        read.bytes.len(),
+        one.len() * 2,
+        "only whole batches that fit"
+    );
     assert_eq!(read.next_offset, 8);
 }
 
@@ -148,9 +187,16 @@ fn read_out_of_range_is_an_error<B: LogStoreBuilder>(b: &B) {
     log.append(&mut batch(0, 2, 1_000), 0).unwrap();
     assert!(matches!(
         log.read(3, 1024),
-        Err(LogError::OffsetOutOfRange { requested: 3, earliest: 0, log_end: 2 })
+        Err(LogError::OffsetOutOfRange {
+            requested: 3,
+            earliest: 0,
+            log_end: 2
+        })
     ));
-    assert!(matches!(log.read(-1, 1024), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(-1, 1024),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 fn invalid_batches_are_rejected_and_store_nothing<B: LogStoreBuilder>(b: &B) {
@@ -173,7 +219,10 @@ fn invalid_batches_are_rejected_and_store_nothing<B: LogStoreBuilder>(b: &B) {
     for (what, bytes) in [
         ("a CRC mismatch", &mut bad_crc),
         ("magic 1", &mut bad_magic),
-        ("a valid batch followed by a corrupt one", &mut good_then_bad),
+        (
+            "a valid batch followed by a corrupt one",
+            &mut good_then_bad,
+        ),
         ("a truncated batch", &mut truncated),
         ("a batch with no records", &mut empty_batch),
         ("a batch over the size limit", &mut too_large),
@@ -183,7 +232,11 @@ fn invalid_batches_are_rejected_and_store_nothing<B: LogStoreBuilder>(b: &B) {
         assert!(result.is_err(), "append accepted {what}");
         assert_eq!(log.log_end(), 2, "a rejected append ({what}) used offsets");
     }
-    assert_eq!(read_all(&log, 0).len(), 2, "rejected appends stored nothing");
+    assert_eq!(
+        read_all(&log, 0).len(),
+        2,
+        "rejected appends stored nothing"
+    );
     let info = log.append(&mut good.clone(), 0).unwrap();
     assert_eq!(info.base_offset, 2, "offsets continue after rejections");
 }
@@ -192,7 +245,11 @@ fn offset_for_timestamp_finds_the_first_record<B: LogStoreBuilder>(b: &B) {
     let (log, _g) = b.build();
     log.append(&mut batch(0, 3, 1_000), 0).unwrap(); // ts 1000..1002, offsets 0..2
     log.append(&mut batch(1, 3, 2_000), 0).unwrap(); // ts 2000..2002, offsets 3..5
-    let at = |ts| log.offset_for_timestamp(ts).unwrap().map(|t| (t.offset, t.timestamp));
+    let at = |ts| {
+        log.offset_for_timestamp(ts)
+            .unwrap()
+            .map(|t| (t.offset, t.timestamp))
+    };
     assert_eq!(at(0), Some((0, 1_000)));
     assert_eq!(at(1_001), Some((1, 1_001)));
     assert_eq!(at(1_003), Some((3, 2_000)));
@@ -203,20 +260,39 @@ fn offset_for_timestamp_finds_the_first_record<B: LogStoreBuilder>(b: &B) {
 fn truncate_removes_the_tail<B: LogStoreBuilder>(b: &B) {
     let (log, _g) = b.build();
     for tag in 0..6 {
-        log.append(&mut batch(tag, 4, 1_000 + i64::from(tag)), 0).unwrap();
+        log.append(&mut batch(tag, 4, 1_000 + i64::from(tag)), 0)
+            .unwrap();
     }
-    assert_eq!(log.truncate_to(30).unwrap(), 24, "truncating past the end changes nothing");
-    assert_eq!(log.truncate_to(16).unwrap(), 16, "truncating at a batch boundary");
+    assert_eq!(
+        log.truncate_to(30).unwrap(),
+        24,
+        "truncating past the end changes nothing"
+    );
+    assert_eq!(
+        log.truncate_to(16).unwrap(),
+        16,
+        "truncating at a batch boundary"
+    );
     assert_eq!(log.log_end(), 16);
-    assert_eq!(log.truncate_to(10).unwrap(), 8, "a batch straddling the offset goes whole");
+    assert_eq!(
+        log.truncate_to(10).unwrap(),
+        8,
+        "a batch straddling the offset goes whole"
+    );
     assert_eq!(log.log_end(), 8);
     assert_eq!(read_all(&log, 0).len(), 8);
-    assert!(log.read(9, 100).is_err(), "truncated offsets are out of range");
+    assert!(
+        log.read(9, 100).is_err(),
+        "truncated offsets are out of range"
+    );
     let info = log.append(&mut batch(9, 2, 5_000), 0).unwrap();
     assert_eq!(info.base_offset, 8, "appends continue at the new end");
     let values: Vec<_> = read_all(&log, 8).into_iter().map(|(_, v)| v).collect();
     assert_eq!(values, vec![b"9:0".to_vec(), b"9:1".to_vec()]);
-    assert_eq!(log.offset_for_timestamp(1_005).unwrap().map(|t| t.offset), Some(8));
+    assert_eq!(
+        log.offset_for_timestamp(1_005).unwrap().map(|t| t.offset),
+        Some(8)
+    );
 }
 
 fn truncate_below_earliest_restarts_the_log<B: LogStoreBuilder>(b: &B) {
@@ -224,7 +300,10 @@ fn truncate_below_earliest_restarts_the_log<B: LogStoreBuilder>(b: &B) {
     log.append(&mut batch(0, 4, 1_000), 0).unwrap();
     assert_eq!(log.truncate_to(0).unwrap(), 0);
     assert_eq!((log.earliest(), log.log_end()), (0, 0));
-    assert_eq!(log.append(&mut batch(1, 1, 1_000), 0).unwrap().base_offset, 0);
+    assert_eq!(
+        log.append(&mut batch(1, 1, 1_000), 0).unwrap().base_offset,
+        0
+    );
 }
 
 fn flush_makes_everything_durable<B: LogStoreBuilder>(b: &B) {
@@ -259,7 +338,10 @@ fn concurrent_appends_get_distinct_contiguous_offsets<B: LogStoreBuilder>(b: &B)
             }
         }
     }
-    assert_eq!(offsets.into_iter().collect::<Vec<_>>(), (0..600).collect::<Vec<_>>());
+    assert_eq!(
+        offsets.into_iter().collect::<Vec<_>>(),
+        (0..600).collect::<Vec<_>>()
+    );
     assert_eq!(read_all(&*log, 0).len(), 600);
     assert!(log.durable_end() <= log.log_end());
 }
@@ -268,6 +350,9 @@ fn closed_log_refuses_calls<B: LogStoreBuilder>(b: &B) {
     let (log, _g) = b.build();
     log.append(&mut batch(0, 1, 1_000), 0).unwrap();
     log.close().unwrap();
-    assert!(matches!(log.append(&mut batch(1, 1, 1_000), 0), Err(LogError::Closed)));
+    assert!(matches!(
+        log.append(&mut batch(1, 1, 1_000), 0),
+        Err(LogError::Closed)
+    ));
     assert!(matches!(log.read(0, 100), Err(LogError::Closed)));
 }

@@ -24,11 +24,21 @@ const LAYERS: &[(&str, u8)] = &[
 #[test]
 fn crates_depend_only_on_lower_layers() {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let layers: HashMap<&str, u8> = LAYERS.iter().copied().collect();
     let mut checked = 0;
@@ -46,19 +56,33 @@ fn crates_depend_only_on_lower_layers() {
             checked += 1;
             let dev_only = dep["kind"].as_str() == Some("dev");
             if dep_name == "staunch-testkit" && !dev_only && name != "staunch-benches" {
-                violations.push(format!("{name} depends on staunch-testkit outside [dev-dependencies]"));
+                violations.push(format!(
+                    "{name} depends on staunch-testkit outside [dev-dependencies]"
+                ));
             }
             let (Some(&own), Some(&theirs)) = (layers.get(name), layers.get(dep_name)) else {
                 continue;
             };
             if theirs >= own {
-                violations.push(format!("{name} (layer {own}) depends on {dep_name} (layer {theirs})"));
+                violations.push(format!(
+                    "{name} (layer {own}) depends on {dep_name} (layer {theirs})"
+                ));
             }
         }
         if name != "staunch-benches" && name != "staunch-examples" && name != "staunch-testkit" {
-            assert!(layers.contains_key(name), "{name} has no layer in DESIGN.md: add it here");
+            assert!(
+                layers.contains_key(name),
+                "{name} has no layer in DESIGN.md: add it here"
+            );
         }
     }
-    assert!(checked > 0, "no internal dependencies found: is this the workspace?");
-    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+    assert!(
+        checked > 0,
+        "no internal dependencies found: is this the workspace?"
+    );
+    assert!(
+        violations.is_empty(),
+        "layering violations:\n{}",
+        violations.join("\n")
+    );
 }

@@ -202,8 +202,14 @@ mod tests {
 
     #[test]
     fn truncate_intent_round_trips() {
-        assert_eq!(decode_truncate_intent(&encode_truncate_intent(-3)), Some(-3));
-        assert_eq!(decode_truncate_intent(&encode_truncate_intent(1 << 40)), Some(1 << 40));
+        assert_eq!(
+            decode_truncate_intent(&encode_truncate_intent(-3)),
+            Some(-3)
+        );
+        assert_eq!(
+            decode_truncate_intent(&encode_truncate_intent(1 << 40)),
+            Some(1 << 40)
+        );
         assert_eq!(decode_truncate_intent(b"STTI"), None);
     }
 }

@@ -39,12 +39,14 @@ use std::time::Duration;
 
 use staunch_core::{Clock, LeaderEpoch, Offset, RecordBatch, SystemClock};
 
+use crate::LogError;
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::is_out_of_space;
 use crate::io::{FsSegmentIo, SegmentIo, read_exact_at, read_file, replace_file, write_all_at};
-use crate::store::{AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset};
+use crate::store::{
+    AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
+};
 use crate::validate::{check_append, first_record_at_or_after, stamp};
-use crate::LogError;
 use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
 use segment::{Segment, index_name, log_name, parse_log_name, peek_header, scan};
 
@@ -107,13 +109,23 @@ struct SyncState {
 
 impl State {
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has a segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
     }
     fn earliest(&self) -> Offset {
-        *self.segments.keys().next().expect("a log always has a segment")
+        *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment")
     }
     fn check_range(&self, requested: Offset) -> Result<(), LogError> {
         if requested < self.earliest() || requested > self.log_end {
@@ -185,7 +197,12 @@ impl FileLog {
 
     /// Total bytes of batches in all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.read_state().segments.values().map(|s| s.size).sum()
+        self.inner
+            .read_state()
+            .segments
+            .values()
+            .map(|s| s.size)
+            .sum()
     }
 
     /// The log's configuration.
@@ -196,7 +213,12 @@ impl FileLog {
     fn stop_flusher(&self) {
         *self.inner.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.inner.stop_signal.notify_all();
-        if let Some(handle) = self.flusher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(handle) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = handle.join();
         }
     }
@@ -214,10 +236,16 @@ impl Drop for FileLog {
 /// new size. Reads batch headers from the nearest index entry only.
 fn cut_position(segment: &mut Segment, offset: Offset, name: &str) -> Result<u64, LogError> {
     let base = segment.base;
-    let mut entries = segment.index.partition_point(|e| base + i64::from(e.rel_offset) < offset);
+    let mut entries = segment
+        .index
+        .partition_point(|e| base + i64::from(e.rel_offset) < offset);
     let from = entries.checked_sub(1).map(|i| segment.index[i]);
     let (mut position, mut next, mut max_ts) = from.map_or((0, base, i64::MIN), |e| {
-        (u64::from(e.position), base + i64::from(e.rel_offset), e.max_ts_before)
+        (
+            u64::from(e.position),
+            base + i64::from(e.rel_offset),
+            e.max_ts_before,
+        )
     });
     let start = position;
     while position < segment.size {
@@ -260,11 +288,11 @@ fn spawn_flusher(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
                     }
                 }
                 let target = log.read_state().log_end;
-                if log.durable_end() < target {
-                    if let Err(e) = log.sync_through(target) {
-                        tracing::error!(error = %e, "interval flush failed; log refuses appends");
-                        return;
-                    }
+                if log.durable_end() < target
+                    && let Err(e) = log.sync_through(target)
+                {
+                    tracing::error!(error = %e, "interval flush failed; log refuses appends");
+                    return;
                 }
             }
         })
@@ -272,10 +300,17 @@ fn spawn_flusher(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
 }
 
 /// Opens every segment, trusting closed ones with a matching index and scanning the rest.
-fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State, Recovery), LogError> {
-    let names = io.list().map_err(|e| LogError::io("listing the log directory", e))?;
+fn recover(
+    io: &dyn SegmentIo,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<(State, Recovery), LogError> {
+    let names = io
+        .list()
+        .map_err(|e| LogError::io("listing the log directory", e))?;
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
-        io.remove(name).map_err(|e| LogError::io(format!("removing {name}"), e))?;
+        io.remove(name)
+            .map_err(|e| LogError::io(format!("removing {name}"), e))?;
     }
     let mut bases: Vec<Offset> = names.iter().filter_map(|n| parse_log_name(n)).collect();
     bases.sort_unstable();
@@ -288,11 +323,13 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
         tracing::warn!(target, "finishing a truncation interrupted by a crash");
         for base in bases.iter().filter(|&&b| b >= target) {
             for name in [index_name(*base), log_name(*base)] {
-                io.remove(&name).map_err(|e| LogError::io(format!("removing {name}"), e))?;
+                io.remove(&name)
+                    .map_err(|e| LogError::io(format!("removing {name}"), e))?;
             }
         }
         bases.retain(|&b| b < target);
-        io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
+        io.sync_dir()
+            .map_err(|e| LogError::io("syncing the log directory", e))?;
     }
 
     let marker = read_file(io, CLEAN_SHUTDOWN)
@@ -312,14 +349,19 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
         let file = io
             .open(&log_name(base), true)
             .map_err(|e| LogError::io("creating the first segment", e))?;
-        io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
+        io.sync_dir()
+            .map_err(|e| LogError::io("syncing the log directory", e))?;
         segments.insert(base, Segment::empty(base, file, now_ms));
     }
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let name = log_name(base);
-        let file = io.open(&name, false).map_err(|e| LogError::io(format!("opening {name}"), e))?;
-        let file_len = file.len().map_err(|e| LogError::io(format!("reading length of {name}"), e))?;
+        let file = io
+            .open(&name, false)
+            .map_err(|e| LogError::io(format!("opening {name}"), e))?;
+        let file_len = file
+            .size()
+            .map_err(|e| LogError::io(format!("reading length of {name}"), e))?;
         let mut segment = Segment::empty(base, file, now_ms);
 
         let trusted = read_file(io, &index_name(base))
@@ -327,13 +369,16 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
             .flatten()
             .and_then(|b| meta::decode_index(&b))
             .filter(|idx| idx.base == base && idx.size == file_len)
-            .filter(|_| !last || marker.is_some_and(|m| m.active_base == base && m.active_size == file_len));
+            .filter(|_| {
+                !last || marker.is_some_and(|m| m.active_base == base && m.active_size == file_len)
+            });
         if let Some(idx) = trusted {
             segment.size = idx.size;
             segment.next_offset = idx.next_offset;
             segment.max_timestamp = idx.max_timestamp;
             segment.index = idx.entries;
-            segment.bytes_since_index = idx.size - segment.index.last().map_or(0, |e| u64::from(e.position));
+            segment.bytes_since_index =
+                idx.size - segment.index.last().map_or(0, |e| u64::from(e.position));
         } else {
             recovery.segments_scanned += 1;
             let found = scan(&mut segment, file_len, interval)?;
@@ -410,7 +455,8 @@ fn recover(io: &dyn SegmentIo, config: &LogConfig, now_ms: i64) -> Result<(State
             .map_err(|e| LogError::io("removing the clean-shutdown marker", e))?;
     }
     if marker.is_some() || intent.is_some() {
-        io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
+        io.sync_dir()
+            .map_err(|e| LogError::io("syncing the log directory", e))?;
     }
     if recovery.bytes_truncated > 0 || !recovery.clean {
         tracing::info!(
@@ -485,7 +531,12 @@ impl Inner {
             let (goal, generation, file, name) = {
                 let st = self.read_state();
                 let active = st.active();
-                (st.log_end, st.generation, active.file.clone(), active.name())
+                (
+                    st.log_end,
+                    st.generation,
+                    active.file.clone(),
+                    active.name(),
+                )
             };
             let result = file.sync_data();
 
@@ -515,7 +566,11 @@ impl Inner {
             return Err(self.fail(format!("fdatasync of {name} while rolling failed: {e}")));
         }
         let closed_end = active.next_offset;
-        if let Err(e) = replace_file(&*self.io, &index_name(active.base), &meta::encode_index(active)) {
+        if let Err(e) = replace_file(
+            &*self.io,
+            &index_name(active.base),
+            &meta::encode_index(active),
+        ) {
             // Not fatal: the next open scans a segment whose index is missing.
             tracing::warn!(segment = %name, error = %e, "could not persist segment index");
         }
@@ -523,13 +578,18 @@ impl Inner {
         let new_name = log_name(base);
         let file = self.io.open(&new_name, true).map_err(|e| {
             if is_out_of_space(&e) {
-                LogError::DiskFull { file: new_name.clone(), source: e }
+                LogError::DiskFull {
+                    file: new_name.clone(),
+                    source: e,
+                }
             } else {
                 LogError::io(format!("creating {new_name}"), e)
             }
         })?;
         if let Err(e) = self.io.sync_dir() {
-            return Err(self.fail(format!("fsync of the log directory after creating {new_name} failed: {e}")));
+            return Err(self.fail(format!(
+                "fsync of the log directory after creating {new_name} failed: {e}"
+            )));
         }
         st.segments.insert(base, Segment::empty(base, file, now_ms));
         let mut sync = self.lock_sync();
@@ -542,14 +602,19 @@ impl Inner {
     fn append(&self, bytes: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, LogError> {
         let spans = check_append(bytes, self.config.max_batch_bytes as usize)?;
         let records: i64 = spans.iter().map(|s| s.records).sum();
-        let max_timestamp = spans.iter().map(|s| s.max_timestamp).max().unwrap_or(i64::MIN);
+        let max_timestamp = spans
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(i64::MIN);
         let now = self.clock.now_ms();
         let mut st = self.write_state();
         self.check_usable(&st)?;
 
         let active = st.active();
         let full = active.size + bytes.len() as u64 > self.config.segment_bytes;
-        let old = now.saturating_sub(active.created_ms) >= self.config.segment_age.as_millis() as i64;
+        let old =
+            now.saturating_sub(active.created_ms) >= self.config.segment_age.as_millis() as i64;
         let overflow = active.offsets_would_overflow(st.log_end, records);
         if !active.is_empty() && (full || old || overflow) {
             self.roll(&mut st, now)?;
@@ -564,7 +629,10 @@ impl Inner {
             // Cut off whatever part of the write landed; later writes go to `position` anyway.
             let _ = active.file.set_len(position);
             return Err(if is_out_of_space(&e) {
-                LogError::DiskFull { file: name, source: e }
+                LogError::DiskFull {
+                    file: name,
+                    source: e,
+                }
             } else {
                 self.fail(format!("write to {name} failed: {e}"))
             });
@@ -610,10 +678,22 @@ impl Inner {
             }
             st.check_range(from)?;
             if from == st.log_end {
-                return Ok(ReadBatches { bytes: Vec::new(), next_offset: from });
+                return Ok(ReadBatches {
+                    bytes: Vec::new(),
+                    next_offset: from,
+                });
             }
-            let (_, segment) = st.segments.range(..=from).next_back().expect("from >= earliest");
-            (segment.file.clone(), segment.name(), segment.position_for_offset(from), segment.size)
+            let (_, segment) = st
+                .segments
+                .range(..=from)
+                .next_back()
+                .expect("from >= earliest");
+            (
+                segment.file.clone(),
+                segment.name(),
+                segment.position_for_offset(from),
+                segment.size,
+            )
         };
         // Walk batch headers from the index position to the batch that holds `from`.
         let first = loop {
@@ -631,10 +711,16 @@ impl Inner {
         let mut kept = 0;
         let mut next_offset = from;
         while kept < bytes.len() {
-            let Ok(batch) = RecordBatch::parse(&bytes[kept..]) else { break };
+            let Ok(batch) = RecordBatch::parse(&bytes[kept..]) else {
+                break;
+            };
             if let Err(e) = batch.verify_integrity() {
                 if kept == 0 {
-                    return Err(LogError::Corrupt { file: name, position, reason: e.to_string() });
+                    return Err(LogError::Corrupt {
+                        file: name,
+                        position,
+                        reason: e.to_string(),
+                    });
                 }
                 break;
             }
@@ -654,7 +740,12 @@ impl Inner {
             let Some(segment) = st.segments.values().find(|s| s.max_timestamp >= timestamp) else {
                 return Ok(None);
             };
-            (segment.file.clone(), segment.name(), segment.position_for_timestamp(timestamp), segment.size)
+            (
+                segment.file.clone(),
+                segment.name(),
+                segment.position_for_timestamp(timestamp),
+                segment.size,
+            )
         };
         while position < end {
             let header = peek_header(&*file, &name, position, end)?;
@@ -664,7 +755,11 @@ impl Inner {
                     .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
                 let batch = RecordBatch::parse(&bytes)
                     .and_then(|b| b.verify_integrity().map(|()| b))
-                    .map_err(|e| LogError::Corrupt { file: name.clone(), position, reason: e.to_string() })?;
+                    .map_err(|e| LogError::Corrupt {
+                        file: name.clone(),
+                        position,
+                        reason: e.to_string(),
+                    })?;
                 return Ok(first_record_at_or_after(&batch, timestamp)
                     .map(|(offset, timestamp)| TimestampOffset { offset, timestamp }));
             }
@@ -683,8 +778,12 @@ impl Inner {
         st.generation += 1;
         // Crash safety: the steps below can be interrupted anywhere; the durable intent makes
         // the next open finish the truncation instead of finding half of it.
-        replace_file(&*self.io, TRUNCATE_INTENT, &meta::encode_truncate_intent(offset))
-            .map_err(|e| LogError::io("writing the truncation intent", e))?;
+        replace_file(
+            &*self.io,
+            TRUNCATE_INTENT,
+            &meta::encode_truncate_intent(offset),
+        )
+        .map_err(|e| LogError::io("writing the truncation intent", e))?;
         if let Err(e) = self.truncate_segments(&mut st, offset, now) {
             // The intent is on disk: a log that went on appending would lose those appends
             // when the next open finishes the truncation. Refuse everything instead.
@@ -703,7 +802,12 @@ impl Inner {
         if offset <= st.earliest() {
             // Everything goes; the log restarts at `offset` in a fresh segment.
             let new_name = log_name(offset);
-            removed = st.segments.keys().copied().filter(|&b| b != offset).collect();
+            removed = st
+                .segments
+                .keys()
+                .copied()
+                .filter(|&b| b != offset)
+                .collect();
             let file = self
                 .io
                 .open(&new_name, true)
@@ -711,10 +815,16 @@ impl Inner {
             file.set_len(0)
                 .map_err(|e| LogError::io(format!("truncating {new_name}"), e))?;
             st.segments.clear();
-            st.segments.insert(offset, Segment::empty(offset, file, now));
+            st.segments
+                .insert(offset, Segment::empty(offset, file, now));
         } else {
             // The segment holding `offset - 1` becomes the active one; later ones go.
-            let keep = *st.segments.range(..offset).next_back().expect("offset > earliest").0;
+            let keep = *st
+                .segments
+                .range(..offset)
+                .next_back()
+                .expect("offset > earliest")
+                .0;
             removed = st.segments.range(keep + 1..).map(|(b, _)| *b).collect();
             for base in &removed {
                 st.segments.remove(base);
@@ -728,10 +838,12 @@ impl Inner {
                 .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
         }
         let active = st.active();
-        active
-            .file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("fdatasync of {} after truncation", active.name()), e))?;
+        active.file.sync_data().map_err(|e| {
+            LogError::io(
+                format!("fdatasync of {} after truncation", active.name()),
+                e,
+            )
+        })?;
         for base in &removed {
             let _ = self.io.remove(&index_name(*base));
             self.io
@@ -757,10 +869,9 @@ impl Inner {
         let mut total: u64 = st.segments.values().map(|s| s.size).sum();
         let mut doomed = Vec::new();
         for segment in st.segments.values().take(st.segments.len() - 1) {
-            let too_old = self
-                .config
-                .retention_age
-                .is_some_and(|age| segment.max_timestamp < now_ms.saturating_sub(age.as_millis() as i64));
+            let too_old = self.config.retention_age.is_some_and(|age| {
+                segment.max_timestamp < now_ms.saturating_sub(age.as_millis() as i64)
+            });
             let too_big = self
                 .config
                 .retention_bytes
@@ -782,12 +893,21 @@ impl Inner {
         drop(st);
         for base in &doomed {
             for name in [index_name(*base), log_name(*base)] {
-                self.io.remove(&name).map_err(|e| LogError::io(format!("removing {name}"), e))?;
+                self.io
+                    .remove(&name)
+                    .map_err(|e| LogError::io(format!("removing {name}"), e))?;
             }
         }
         if !doomed.is_empty() {
-            self.io.sync_dir().map_err(|e| LogError::io("syncing the log directory", e))?;
-            tracing::info!(segments = outcome.segments_deleted, bytes = outcome.bytes_deleted, earliest = outcome.earliest, "retention deleted segments");
+            self.io
+                .sync_dir()
+                .map_err(|e| LogError::io("syncing the log directory", e))?;
+            tracing::info!(
+                segments = outcome.segments_deleted,
+                bytes = outcome.bytes_deleted,
+                earliest = outcome.earliest,
+                "retention deleted segments"
+            );
         }
         Ok(outcome)
     }
@@ -804,26 +924,40 @@ impl Inner {
         }
         self.check_usable(&st)?;
         let active = st.active();
-        active
-            .file
-            .sync_data()
-            .map_err(|e| self.fail(format!("fdatasync of {} at close failed: {e}", active.name())))?;
-        replace_file(&*self.io, &index_name(active.base), &meta::encode_index(active))
-            .map_err(|e| LogError::io(format!("writing {}", index_name(active.base)), e))?;
+        active.file.sync_data().map_err(|e| {
+            self.fail(format!(
+                "fdatasync of {} at close failed: {e}",
+                active.name()
+            ))
+        })?;
+        replace_file(
+            &*self.io,
+            &index_name(active.base),
+            &meta::encode_index(active),
+        )
+        .map_err(|e| LogError::io(format!("writing {}", index_name(active.base)), e))?;
         let marker = CleanShutdown {
             log_end: st.log_end,
             active_base: active.base,
             active_size: active.size,
         };
-        replace_file(&*self.io, CLEAN_SHUTDOWN, &meta::encode_clean_shutdown(&marker))
-            .map_err(|e| LogError::io("writing the clean-shutdown marker", e))?;
+        replace_file(
+            &*self.io,
+            CLEAN_SHUTDOWN,
+            &meta::encode_clean_shutdown(&marker),
+        )
+        .map_err(|e| LogError::io("writing the clean-shutdown marker", e))?;
         st.closed = true;
         Ok(())
     }
 }
 
 impl LogStore for FileLog {
-    fn append(&self, batches: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, LogError> {
+    fn append(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, LogError> {
         self.inner.append(batches, leader_epoch)
     }
 

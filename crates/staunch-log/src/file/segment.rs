@@ -109,13 +109,21 @@ impl Segment {
     pub(crate) fn position_for_offset(&self, offset: Offset) -> u64 {
         let rel = (offset - self.base).clamp(0, i64::from(u32::MAX)) as u32;
         let i = self.index.partition_point(|e| e.rel_offset <= rel);
-        if i == 0 { 0 } else { u64::from(self.index[i - 1].position) }
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.index[i - 1].position)
+        }
     }
 
     /// Byte position of a batch at or before the first one with a record at or after `timestamp`.
     pub(crate) fn position_for_timestamp(&self, timestamp: i64) -> u64 {
         let i = self.index.partition_point(|e| e.max_ts_before < timestamp);
-        if i == 0 { 0 } else { u64::from(self.index[i - 1].position) }
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.index[i - 1].position)
+        }
     }
 
     /// Whether appending `offsets` more offsets would overflow the 32-bit relative offsets.
@@ -183,7 +191,11 @@ pub(crate) struct Scan {
 
 /// Reads a segment from the start, checking every batch (framing, magic, CRC-32C, offsets
 /// contiguous from `segment.base`), and rebuilds its size, offsets and index from what is valid.
-pub(crate) fn scan(segment: &mut Segment, file_len: u64, index_interval: u64) -> Result<Scan, LogError> {
+pub(crate) fn scan(
+    segment: &mut Segment,
+    file_len: u64,
+    index_interval: u64,
+) -> Result<Scan, LogError> {
     const CHUNK: usize = 8 << 20;
     let name = segment.name();
     segment.size = 0;
@@ -197,7 +209,10 @@ pub(crate) fn scan(segment: &mut Segment, file_len: u64, index_interval: u64) ->
     let mut pos: u64 = 0;
     loop {
         if pos >= file_len {
-            return Ok(Scan { valid_bytes: pos, stopped: None });
+            return Ok(Scan {
+                valid_bytes: pos,
+                stopped: None,
+            });
         }
         let in_buf = (pos - buf_start) as usize;
         let available = &buf[in_buf.min(buf.len())..];
@@ -209,7 +224,11 @@ pub(crate) fn scan(segment: &mut Segment, file_len: u64, index_interval: u64) ->
         };
         if let Some(needed) = needed {
             if pos + needed as u64 > file_len {
-                return Ok(stop(pos, &name, "torn batch at the end of the segment".into()));
+                return Ok(stop(
+                    pos,
+                    &name,
+                    "torn batch at the end of the segment".into(),
+                ));
             }
             let want = (CHUNK.max(needed) as u64).min(file_len - pos) as usize;
             buf.resize(want, 0);

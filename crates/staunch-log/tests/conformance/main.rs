@@ -69,7 +69,9 @@ fn file_log_conforms_with_flush_always() {
 
 #[test]
 fn file_log_conforms_with_flush_interval() {
-    test_all(&OnDisk(FlushPolicy::Interval(std::time::Duration::from_millis(5))));
+    test_all(&OnDisk(FlushPolicy::Interval(
+        std::time::Duration::from_millis(5),
+    )));
 }
 
 #[test]

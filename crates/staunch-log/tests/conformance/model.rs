@@ -43,12 +43,18 @@ struct Model {
 
 impl Model {
     fn end(&self) -> Offset {
-        self.batches.last().map_or(self.start, |(b, v)| b + v.len() as i64)
+        self.batches
+            .last()
+            .map_or(self.start, |(b, v)| b + v.len() as i64)
     }
     fn records(&self) -> Vec<(Offset, Vec<u8>)> {
         self.batches
             .iter()
-            .flat_map(|(b, vs)| vs.iter().enumerate().map(move |(i, v)| (b + i as i64, v.clone())))
+            .flat_map(|(b, vs)| {
+                vs.iter()
+                    .enumerate()
+                    .map(move |(i, v)| (b + i as i64, v.clone()))
+            })
             .collect()
     }
     fn truncate(&mut self, to: Offset) {
@@ -71,7 +77,8 @@ fn config() -> LogConfig {
 }
 
 fn open(io: &FaultyIo, clock: &Arc<ManualClock>) -> FileLog {
-    FileLog::open_with(Arc::new(io.clone()), config(), clock.clone()).expect("reopen after crash or close")
+    FileLog::open_with(Arc::new(io.clone()), config(), clock.clone())
+        .expect("reopen after crash or close")
 }
 
 fn encode(values: &[usize], seq: &mut u64) -> (Vec<u8>, Vec<Vec<u8>>) {

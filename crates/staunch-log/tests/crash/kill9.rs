@@ -18,7 +18,9 @@ const DIR_VAR: &str = "STAUNCH_KILL9_DIR";
 #[test]
 #[ignore = "child process of acknowledged_offsets_survive_kill_9"]
 fn child_appender() {
-    let Ok(dir) = std::env::var(DIR_VAR) else { return };
+    let Ok(dir) = std::env::var(DIR_VAR) else {
+        return;
+    };
     let config = LogConfig {
         segment_bytes: 2 * 1024 * 1024,
         ..LogConfig::default()
@@ -50,7 +52,13 @@ fn acknowledged_offsets_survive_kill_9() {
     let mut total_acked = 0;
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "kill9::child_appender", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "kill9::child_appender",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_VAR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -73,11 +81,18 @@ fn acknowledged_offsets_survive_kill_9() {
         reader.join().unwrap();
         let mut lines: Vec<String> = first.into_iter().collect();
         lines.extend(rx.try_iter());
-        assert!(!lines.is_empty(), "round {round}: the child acknowledged nothing");
+        assert!(
+            !lines.is_empty(),
+            "round {round}: the child acknowledged nothing"
+        );
 
         let log = FileLog::open(dir.path(), LogConfig::default()).unwrap();
-        assert!(!log.recovery().clean, "a killed process leaves no clean-shutdown marker");
-        let records: std::collections::HashMap<i64, Vec<u8>> = read_all(&log, 0).into_iter().collect();
+        assert!(
+            !log.recovery().clean,
+            "a killed process leaves no clean-shutdown marker"
+        );
+        let records: std::collections::HashMap<i64, Vec<u8>> =
+            read_all(&log, 0).into_iter().collect();
         for line in &lines {
             let fields: Vec<i64> = line[4..].split(' ').map(|f| f.parse().unwrap()).collect();
             let (base, last, tag) = (fields[0], fields[1], fields[2]);

@@ -24,11 +24,18 @@ fn config(flush: FlushPolicy) -> LogConfig {
 }
 
 fn open(io: &FaultyIo, flush: FlushPolicy) -> Result<FileLog, LogError> {
-    FileLog::open_with(Arc::new(io.clone()), config(flush), Arc::new(ManualClock::new(1_000)))
+    FileLog::open_with(
+        Arc::new(io.clone()),
+        config(flush),
+        Arc::new(ManualClock::new(1_000)),
+    )
 }
 
+/// A record's offset and value.
+type Record = (Offset, Vec<u8>);
+
 /// The value of every record, keyed by offset.
-fn values(log: &dyn LogStore) -> Vec<(Offset, Vec<u8>)> {
+fn values(log: &dyn LogStore) -> Vec<Record> {
     read_all(log, log.earliest())
 }
 
@@ -39,17 +46,22 @@ fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
     for seed in 0..20u64 {
         let io = FaultyIo::new();
         let log = Arc::new(open(&io, FlushPolicy::Always).unwrap());
-        let acked: Arc<Mutex<Vec<(Offset, Vec<u8>)>>> = Arc::default();
+        let acked: Arc<Mutex<Vec<Record>>> = Arc::default();
         let writers: Vec<_> = (0..4u32)
             .map(|t| {
                 let (log, acked) = (log.clone(), acked.clone());
                 std::thread::spawn(move || {
                     for i in 0..200u32 {
                         let mut bytes = batch(t * 10_000 + i, 1 + i % 5, 1_000);
-                        let Ok(info) = log.append(&mut bytes, 0) else { return };
+                        let Ok(info) = log.append(&mut bytes, 0) else {
+                            return;
+                        };
                         assert_eq!(info.durability, Durability::OnDisk);
                         let mut acked = acked.lock().unwrap();
-                        for (k, r) in staunch_testkit::log_store_suite::records_of(&bytes).into_iter().enumerate() {
+                        for (k, r) in staunch_testkit::log_store_suite::records_of(&bytes)
+                            .into_iter()
+                            .enumerate()
+                        {
                             assert_eq!(r.0, info.base_offset + k as i64);
                             acked.push(r);
                         }
@@ -60,7 +72,11 @@ fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_micros(fastrand::u64(0..20_000)));
         // Everything acknowledged before the image is taken must be in it.
         let acknowledged = acked.lock().unwrap().clone();
-        let mode = if seed % 2 == 0 { CrashMode::DropUnsynced } else { CrashMode::TornTail { seed } };
+        let mode = if seed % 2 == 0 {
+            CrashMode::DropUnsynced
+        } else {
+            CrashMode::TornTail { seed }
+        };
         let image = io.crash(mode);
         for w in writers {
             w.join().unwrap();
@@ -68,7 +84,11 @@ fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
         let recovered = open(&image, FlushPolicy::Always).unwrap();
         let found: std::collections::HashMap<_, _> = values(&recovered).into_iter().collect();
         for (offset, value) in &acknowledged {
-            assert_eq!(found.get(offset), Some(value), "seed {seed}: acknowledged offset {offset} lost");
+            assert_eq!(
+                found.get(offset),
+                Some(value),
+                "seed {seed}: acknowledged offset {offset} lost"
+            );
         }
         let end = recovered.log_end();
         assert_eq!(recovered.durable_end(), end);
@@ -96,9 +116,20 @@ fn torn_tail_is_cut_at_the_last_whole_batch() {
         let image = io.crash(CrashMode::TornTail { seed });
         let recovered = open(&image, FlushPolicy::Os).unwrap();
         let after = values(&recovered);
-        assert!(recovered.log_end() >= durable, "seed {seed}: flushed data lost");
-        assert_eq!(after[..], before[..after.len()], "seed {seed}: recovered log is not a prefix");
-        assert_eq!(recovered.log_end() % 3, 0, "seed {seed}: a partial batch survived");
+        assert!(
+            recovered.log_end() >= durable,
+            "seed {seed}: flushed data lost"
+        );
+        assert_eq!(
+            after[..],
+            before[..after.len()],
+            "seed {seed}: recovered log is not a prefix"
+        );
+        assert_eq!(
+            recovered.log_end() % 3,
+            0,
+            "seed {seed}: a partial batch survived"
+        );
     }
 }
 
@@ -119,7 +150,14 @@ fn flipped_bit_in_the_tail_is_cut_and_never_served() {
 
     let recovered = open(&io, FlushPolicy::Always).unwrap();
     assert_eq!(recovered.log_end(), 8, "only the damaged last batch is cut");
-    assert!(recovered.recovery().truncation_reason.as_deref().unwrap().contains("CRC"));
+    assert!(
+        recovered
+            .recovery()
+            .truncation_reason
+            .as_deref()
+            .unwrap()
+            .contains("CRC")
+    );
     assert_eq!(values(&recovered), before[..8]);
 }
 
@@ -137,11 +175,17 @@ fn corrupt_batch_is_never_served_by_read() {
     }
     io.flip_bit("00000000000000000000.log", sizes[0] + sizes[1] + 70, 0);
     let read = log.read(0, 1 << 20).unwrap();
-    assert_eq!(read.next_offset, 4, "the read stops before the corrupt batch");
+    assert_eq!(
+        read.next_offset, 4,
+        "the read stops before the corrupt batch"
+    );
     for b in staunch_core::batch::batches(&read.bytes) {
         b.unwrap().validate().unwrap();
     }
-    assert!(matches!(log.read(4, 1 << 20), Err(LogError::Corrupt { .. })));
+    assert!(matches!(
+        log.read(4, 1 << 20),
+        Err(LogError::Corrupt { .. })
+    ));
 }
 
 /// Corruption inside a closed segment is not "a torn tail": the log refuses to open rather than
@@ -182,13 +226,26 @@ fn failed_fsync_fails_the_append_and_every_later_one() {
         .collect();
     for w in waiters {
         let result = w.join().unwrap();
-        assert!(matches!(result, Err(LogError::Failed { .. })), "got {result:?}");
+        assert!(
+            matches!(result, Err(LogError::Failed { .. })),
+            "got {result:?}"
+        );
     }
-    assert_eq!(io.file_syncs() - syncs_before, 1, "a failed fsync is not retried");
+    assert_eq!(
+        io.file_syncs() - syncs_before,
+        1,
+        "a failed fsync is not retried"
+    );
     let err = log.append(&mut batch(200, 1, 1_000), 0).unwrap_err();
-    assert!(err.to_string().contains("fdatasync"), "the error says why: {err}");
+    assert!(
+        err.to_string().contains("fdatasync"),
+        "the error says why: {err}"
+    );
     assert!(log.flush().is_err());
-    assert!(log.close().is_err(), "a failed log does not claim a clean shutdown");
+    assert!(
+        log.close().is_err(),
+        "a failed log does not claim a clean shutdown"
+    );
     assert_eq!(values(&*log)[..acknowledged.len()], acknowledged[..]);
 
     let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
@@ -221,7 +278,10 @@ fn full_disk_fails_the_append_and_recovers_when_space_is_freed() {
         log.append(&mut batch(12, 8, 1_000), 0).unwrap();
     }
     io.set_capacity(Some(io.used_bytes()));
-    assert!(matches!(log.append(&mut batch(13, 8, 1_000), 0), Err(LogError::DiskFull { .. })));
+    assert!(matches!(
+        log.append(&mut batch(13, 8, 1_000), 0),
+        Err(LogError::DiskFull { .. })
+    ));
     io.set_capacity(None);
     log.append(&mut batch(14, 8, 1_000), 0).unwrap();
     let all = values(&log);
@@ -292,16 +352,28 @@ fn retention_deletes_whole_closed_segments_only() {
     let segments = log.segment_count();
     assert!(segments >= 3);
     // Nothing is old enough yet.
-    assert_eq!(log.apply_retention(1_000 + 59_000).unwrap().segments_deleted, 0);
+    assert_eq!(
+        log.apply_retention(1_000 + 59_000)
+            .unwrap()
+            .segments_deleted,
+        0
+    );
     // Everything is old: all closed segments go, the active one stays.
     let outcome = log.apply_retention(1_000_000).unwrap();
     assert_eq!(outcome.segments_deleted, segments - 1);
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.earliest(), outcome.earliest);
     assert!(log.earliest() > 0);
-    assert!(matches!(log.read(0, 100), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(values(&log).first().map(|r| r.0), Some(log.earliest()));
-    let logs = io.names().into_iter().filter(|n| n.ends_with(".log")).count();
+    let logs = io
+        .names()
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .count();
     assert_eq!(logs, 1, "deleted segments' files are gone");
 
     // By size: keep at most ~2 segments' worth.
@@ -317,7 +389,10 @@ fn retention_deletes_whole_closed_segments_only() {
     }
     log.apply_retention(0).unwrap();
     let size = log.size_bytes();
-    assert!((2 * 1024..=6 * 1024).contains(&size), "size after retention: {size}");
+    assert!(
+        (2 * 1024..=6 * 1024).contains(&size),
+        "size after retention: {size}"
+    );
     let reopened_end = log.log_end();
     drop(log);
     let reopened = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
@@ -352,7 +427,10 @@ fn interval_flusher_makes_data_durable_in_the_background() {
     assert_eq!(info.durability, Durability::PageCache);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while log.durable_end() < 3 {
-        assert!(std::time::Instant::now() < deadline, "the flusher never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flusher never ran"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Os).unwrap();
@@ -375,7 +453,12 @@ fn truncation_survives_a_crash() {
     let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
     assert_eq!(values(&recovered), expected);
     let last = recovered.read(20, 1 << 20).unwrap();
-    assert_eq!(RecordBatch::parse(&last.bytes).unwrap().partition_leader_epoch(), 2);
+    assert_eq!(
+        RecordBatch::parse(&last.bytes)
+            .unwrap()
+            .partition_leader_epoch(),
+        2
+    );
 }
 
 /// A truncation cut short (here: by a failing fsync, then a power loss) is finished by the next
@@ -393,7 +476,10 @@ fn interrupted_truncation_is_finished_on_open() {
         let before = values(&log);
         io.fail_sync_after(failing_sync);
         let result = log.truncate_to(22);
-        assert!(result.is_err(), "sync {failing_sync}: the truncation saw the failed fsync");
+        assert!(
+            result.is_err(),
+            "sync {failing_sync}: the truncation saw the failed fsync"
+        );
         assert!(log.append(&mut batch(99, 1, 1_000), 0).is_err());
 
         let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
@@ -405,7 +491,11 @@ fn interrupted_truncation_is_finished_on_open() {
         );
         assert_eq!(after[..], before[..after.len()]);
         if failing_sync > 1 {
-            assert_eq!(recovered.log_end(), 20, "the durable intent was carried out");
+            assert_eq!(
+                recovered.log_end(),
+                20,
+                "the durable intent was carried out"
+            );
         }
         let info = recovered.append(&mut batch(100, 1, 1_000), 0).unwrap();
         assert_eq!(info.base_offset, recovered.log_end() - 1);
