@@ -117,7 +117,9 @@ pub trait LogStore: Send + Sync + Debug {
     fn flush(&self) -> Result<Offset, LogError>;
 
     /// Deletes whole closed segments past the retention limits (age of their newest record
-    /// relative to `now_ms`, total size). Never deletes the active segment.
+    /// relative to `now_ms`, total size). Never deletes the active segment. The file log also
+    /// applies retention whenever it rolls a segment; an owner calls this periodically so idle
+    /// logs expire too.
     fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError>;
 
     /// Flushes, records a clean shutdown so the next open is fast, and refuses further calls.

@@ -616,7 +616,8 @@ impl Inner {
         let old =
             now.saturating_sub(active.created_ms) >= self.config.segment_age.as_millis() as i64;
         let overflow = active.offsets_would_overflow(st.log_end, records);
-        if !active.is_empty() && (full || old || overflow) {
+        let rolled = !active.is_empty() && (full || old || overflow);
+        if rolled {
             self.roll(&mut st, now)?;
         }
 
@@ -662,6 +663,12 @@ impl Inner {
             }
             FlushPolicy::Interval(_) | FlushPolicy::Os => Durability::PageCache,
         };
+        if rolled {
+            // A roll closes a segment, which is when retention can have something to delete.
+            if let Err(e) = self.apply_retention(now) {
+                tracing::warn!(error = %e, "retention after a segment roll failed");
+            }
+        }
         Ok(AppendInfo {
             base_offset: base,
             last_offset: end - 1,
