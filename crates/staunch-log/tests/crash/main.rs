@@ -388,10 +388,12 @@ fn retention_deletes_whole_closed_segments_only() {
         log.append(&mut batch(i, 4, 1_000), 0).unwrap();
     }
     let size = log.size_bytes();
+    // Closed segments are kept while they fit the limit; the active one grows on top.
     assert!(
-        (2 * 1024..=6 * 1024).contains(&size),
+        (2 * 1024..=8 * 1024).contains(&size),
         "size after retention: {size}"
     );
+    assert!(log.earliest() > 0, "retention ran without being called");
     let reopened_end = log.log_end();
     drop(log);
     let reopened = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
