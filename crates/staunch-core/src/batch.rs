@@ -234,14 +234,16 @@ impl<'a> RecordBatch<'a> {
         be_i32(self.bytes, LAST_OFFSET_DELTA)
     }
 
-    /// Offset of the last record.
+    /// Offset of the last record. The base offset is not covered by the CRC and may hold
+    /// anything before the log stamps it, so the sum wraps instead of panicking.
     pub fn last_offset(&self) -> Offset {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset()
+            .wrapping_add(i64::from(self.last_offset_delta()))
     }
 
-    /// Offset after the last record: where the next batch starts.
+    /// Offset after the last record: where the next batch starts (wrapping, as `last_offset`).
     pub fn next_offset(&self) -> Offset {
-        self.last_offset() + 1
+        self.last_offset().wrapping_add(1)
     }
 
     /// Timestamp of the first record (ms since the epoch).
@@ -490,7 +492,7 @@ impl<'a> Records<'a> {
             return Err(BatchError::Malformed("record has trailing bytes"));
         }
         Ok(Record {
-            offset: self.base_offset + i64::from(offset_delta),
+            offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
             timestamp: self
                 .log_append_time
                 .unwrap_or(self.base_timestamp.wrapping_add(timestamp_delta)),
@@ -714,6 +716,19 @@ mod tests {
         );
         let empty = BatchBuilder::new(0).build();
         assert!(RecordBatch::parse(&empty).unwrap().validate().is_err());
+    }
+
+    /// Found by fuzzing: offset sums near the ends of `i64` must not panic.
+    #[test]
+    fn extreme_base_offsets_do_not_panic() {
+        for base in [i64::MAX, i64::MAX - 1, i64::MIN] {
+            let mut bytes = sample();
+            RecordBatch::set_base_offset(&mut bytes, base).unwrap();
+            let b = RecordBatch::parse(&bytes).unwrap();
+            b.validate().unwrap();
+            let _ = (b.last_offset(), b.next_offset());
+            assert_eq!(b.records().unwrap().count(), 3);
+        }
     }
 
     #[test]

@@ -94,8 +94,10 @@ pub struct LogConfig {
     /// Roll to a new segment at the first append after the active one is this old. Default 7 days.
     #[serde(with = "humantime_serde")]
     pub segment_age: Duration,
-    /// Delete closed segments whose newest record is older than this. Default 7 days; `None`
-    /// keeps data forever.
+    /// Delete closed segments whose newest batch was appended longer ago than this. Default 7
+    /// days; `None` keeps data forever. Counted from the broker's append time, not from producer
+    /// timestamps (as Kafka does), so a producer's skewed clock can neither expire data early nor
+    /// pin it forever.
     #[serde(with = "humantime_serde")]
     pub retention_age: Option<Duration>,
     /// Delete the oldest closed segments while the log is larger than this. Default `None`.

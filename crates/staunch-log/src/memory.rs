@@ -16,7 +16,7 @@ use crate::{LogConfig, LogError};
 struct StoredBatch {
     base: Offset,
     next: Offset,
-    max_timestamp: i64,
+    append_ms: i64,
     bytes: Vec<u8>,
 }
 
@@ -83,7 +83,7 @@ impl LogStore for MemoryLog {
             st.batches.push(StoredBatch {
                 base: next,
                 next: next + span.records,
-                max_timestamp: span.max_timestamp,
+                append_ms: now,
                 bytes: bytes[span.start..span.start + span.len].to_vec(),
             });
             next += span.records;
@@ -172,7 +172,7 @@ impl LogStore for MemoryLog {
             let too_old = self
                 .config
                 .retention_age
-                .is_some_and(|age| b.max_timestamp < now_ms - age.as_millis() as i64);
+                .is_some_and(|age| b.append_ms < now_ms - age.as_millis() as i64);
             let too_big = self
                 .config
                 .retention_bytes

@@ -116,8 +116,8 @@ pub trait LogStore: Send + Sync + Debug {
     /// Makes everything appended so far durable; returns the new durable end.
     fn flush(&self) -> Result<Offset, LogError>;
 
-    /// Deletes whole closed segments past the retention limits (age of their newest record
-    /// relative to `now_ms`, total size). Never deletes the active segment. The file log also
+    /// Deletes whole closed segments past the retention limits (total size, and age: the time
+    /// since the broker appended the segment's newest batch, relative to `now_ms`). Never deletes the active segment. The file log also
     /// applies retention whenever it rolls a segment; an owner calls this periodically so idle
     /// logs expire too.
     fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError>;

@@ -5,7 +5,8 @@
 //!
 //! Index file (`<base>.index`), big-endian:
 //! `"STIX" | version u8 | base i64 | size u64 | next_offset i64 | max_timestamp i64 |
-//!  count u32 | count × (rel_offset u32, position u32, max_ts_before i64) | crc32c u32`
+//!  last_append_ms i64 |
+//!  count u32 | count × (offset i64, position u32, max_ts_before i64) | crc32c u32`
 //!
 //! Clean-shutdown marker (`clean-shutdown`):
 //! `"STCS" | version u8 | log_end i64 | active_base i64 | active_size u64 | crc32c u32`
@@ -34,6 +35,7 @@ pub(crate) struct IndexFile {
     pub(crate) size: u64,
     pub(crate) next_offset: Offset,
     pub(crate) max_timestamp: i64,
+    pub(crate) last_append_ms: i64,
     pub(crate) entries: Vec<IndexEntry>,
 }
 
@@ -92,16 +94,17 @@ fn unseal<'a>(bytes: &'a [u8], magic: &[u8; 4]) -> Option<&'a [u8]> {
 }
 
 pub(crate) fn encode_index(segment: &Segment) -> Vec<u8> {
-    let mut out = Vec::with_capacity(45 + segment.index.len() * 16);
+    let mut out = Vec::with_capacity(53 + segment.index.len() * 20);
     out.extend_from_slice(INDEX_MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&segment.base.to_be_bytes());
     out.extend_from_slice(&segment.size.to_be_bytes());
     out.extend_from_slice(&segment.next_offset.to_be_bytes());
     out.extend_from_slice(&segment.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&segment.last_append_ms.to_be_bytes());
     out.extend_from_slice(&(segment.index.len() as u32).to_be_bytes());
     for e in &segment.index {
-        out.extend_from_slice(&e.rel_offset.to_be_bytes());
+        out.extend_from_slice(&e.offset.to_be_bytes());
         out.extend_from_slice(&e.position.to_be_bytes());
         out.extend_from_slice(&e.max_ts_before.to_be_bytes());
     }
@@ -116,27 +119,31 @@ pub(crate) fn decode_index(bytes: &[u8]) -> Option<IndexFile> {
     let size = r.u64()?;
     let next_offset = r.i64()?;
     let max_timestamp = r.i64()?;
+    let last_append_ms = r.i64()?;
     let count = r.u32()? as usize;
-    if r.buf.len() != count.checked_mul(16)? {
+    if r.buf.len() != count.checked_mul(20)? {
         return None;
     }
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
         entries.push(IndexEntry {
-            rel_offset: r.u32()?,
+            offset: r.i64()?,
             position: r.u32()?,
             max_ts_before: r.i64()?,
         });
     }
     let sorted = entries
         .windows(2)
-        .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
-    let in_bounds = entries.iter().all(|e| u64::from(e.position) < size.max(1));
+        .all(|w| w[0].offset < w[1].offset && w[0].position < w[1].position);
+    let in_bounds = entries
+        .iter()
+        .all(|e| u64::from(e.position) < size.max(1) && e.offset >= base && e.offset < next_offset);
     (sorted && in_bounds && next_offset >= base).then_some(IndexFile {
         base,
         size,
         next_offset,
         max_timestamp,
+        last_append_ms,
         entries,
     })
 }

@@ -238,12 +238,12 @@ fn cut_position(segment: &mut Segment, offset: Offset, name: &str) -> Result<u64
     let base = segment.base;
     let mut entries = segment
         .index
-        .partition_point(|e| base + i64::from(e.rel_offset) < offset);
+        .partition_point(|e| e.offset < offset);
     let from = entries.checked_sub(1).map(|i| segment.index[i]);
     let (mut position, mut next, mut max_ts) = from.map_or((0, base, i64::MIN), |e| {
         (
             u64::from(e.position),
-            base + i64::from(e.rel_offset),
+            e.offset,
             e.max_ts_before,
         )
     });
@@ -376,6 +376,7 @@ fn recover(
             segment.size = idx.size;
             segment.next_offset = idx.next_offset;
             segment.max_timestamp = idx.max_timestamp;
+            segment.last_append_ms = idx.last_append_ms;
             segment.index = idx.entries;
             segment.bytes_since_index =
                 idx.size - segment.index.last().map_or(0, |e| u64::from(e.position));
@@ -601,7 +602,6 @@ impl Inner {
 
     fn append(&self, bytes: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, LogError> {
         let spans = check_append(bytes, self.config.max_batch_bytes as usize)?;
-        let records: i64 = spans.iter().map(|s| s.records).sum();
         let max_timestamp = spans
             .iter()
             .map(|s| s.max_timestamp)
@@ -615,8 +615,7 @@ impl Inner {
         let full = active.size + bytes.len() as u64 > self.config.segment_bytes;
         let old =
             now.saturating_sub(active.created_ms) >= self.config.segment_age.as_millis() as i64;
-        let overflow = active.offsets_would_overflow(st.log_end, records);
-        let rolled = !active.is_empty() && (full || old || overflow);
+        let rolled = !active.is_empty() && (full || old);
         if rolled {
             self.roll(&mut st, now)?;
         }
@@ -653,6 +652,7 @@ impl Inner {
         }
         debug_assert_eq!(next, end);
         active.max_timestamp = active.max_timestamp.max(max_timestamp);
+        active.last_append_ms = now;
         st.log_end = end;
         drop(st);
 
@@ -877,7 +877,7 @@ impl Inner {
         let mut doomed = Vec::new();
         for segment in st.segments.values().take(st.segments.len() - 1) {
             let too_old = self.config.retention_age.is_some_and(|age| {
-                segment.max_timestamp < now_ms.saturating_sub(age.as_millis() as i64)
+                segment.last_append_ms < now_ms.saturating_sub(age.as_millis() as i64)
             });
             let too_big = self
                 .config

@@ -1,6 +1,7 @@
 //! One segment: a file of batches named by its base offset, with a sparse in-memory index.
 //!
-//! The index holds one entry per `index_interval_bytes` of batches: the entry's batch offset,
+//! The index holds one entry per `index_interval_bytes` of batches: the entry's batch offset
+//! (absolute, so a segment may span any number of offsets),
 //! its byte position, and the largest timestamp of every batch *before* it. The first serves
 //! offset lookups, the last serves timestamp lookups (all batches before an entry are older than
 //! its `max_ts_before`, so a search for timestamp `t` may start at the last entry whose
@@ -17,7 +18,7 @@ use crate::io::{SegmentFile, read_exact_at};
 /// One index entry; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IndexEntry {
-    pub(crate) rel_offset: u32,
+    pub(crate) offset: Offset,
     pub(crate) position: u32,
     pub(crate) max_ts_before: i64,
 }
@@ -35,6 +36,9 @@ pub(crate) struct Segment {
     pub(crate) max_timestamp: i64,
     /// When the segment was created or reopened (ms), for rolling by age.
     pub(crate) created_ms: i64,
+    /// Broker time (ms) of the newest append, for retention by age. For a segment recovered by
+    /// scanning it is the open time: retention may keep data longer, never shorter.
+    pub(crate) last_append_ms: i64,
     pub(crate) index: Vec<IndexEntry>,
     pub(crate) bytes_since_index: u64,
 }
@@ -68,6 +72,7 @@ impl Segment {
             next_offset: base,
             max_timestamp: i64::MIN,
             created_ms: now_ms,
+            last_append_ms: now_ms,
             index: Vec::new(),
             bytes_since_index: 0,
         }
@@ -93,7 +98,7 @@ impl Segment {
     ) {
         if self.index.is_empty() || self.bytes_since_index >= index_interval {
             self.index.push(IndexEntry {
-                rel_offset: (base_offset - self.base) as u32,
+                offset: base_offset,
                 position: position as u32,
                 max_ts_before: self.max_timestamp,
             });
@@ -107,8 +112,7 @@ impl Segment {
 
     /// Byte position of a batch at or before the one containing `offset`.
     pub(crate) fn position_for_offset(&self, offset: Offset) -> u64 {
-        let rel = (offset - self.base).clamp(0, i64::from(u32::MAX)) as u32;
-        let i = self.index.partition_point(|e| e.rel_offset <= rel);
+        let i = self.index.partition_point(|e| e.offset <= offset);
         if i == 0 {
             0
         } else {
@@ -124,11 +128,6 @@ impl Segment {
         } else {
             u64::from(self.index[i - 1].position)
         }
-    }
-
-    /// Whether appending `offsets` more offsets would overflow the 32-bit relative offsets.
-    pub(crate) fn offsets_would_overflow(&self, next: Offset, records: i64) -> bool {
-        next + records - self.base > i64::from(u32::MAX)
     }
 }
 

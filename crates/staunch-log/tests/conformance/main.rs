@@ -83,3 +83,58 @@ fn file_log_conforms_with_flush_os() {
 fn file_log_conforms_with_tiny_segments() {
     test_all(&OnFaultyIo);
 }
+
+/// Found by fuzzing: a compressed batch may claim up to 2^31 records (its records are not
+/// decoded by the log), so one segment can span more than 2^32 offsets. Reads must still find
+/// every batch by offset, also after a reopen rebuilt the index from the file.
+#[test]
+fn file_log_reads_exactly_when_a_segment_spans_more_than_u32_offsets() {
+    use staunch_core::RecordBatch;
+    use staunch_log::LogStore;
+
+    /// A CRC-valid "gzip" batch claiming `i32::MAX` records.
+    fn huge_batch() -> Vec<u8> {
+        let mut b = staunch_core::BatchBuilder::new(1_000)
+            .record(None, Some(b"x"))
+            .build();
+        b[21..23].copy_from_slice(&1i16.to_be_bytes()); // attributes: gzip
+        b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes()); // last offset delta
+        b[57..61].copy_from_slice(&i32::MAX.to_be_bytes()); // record count
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::Os,
+        index_interval_bytes: 64,
+        ..LogConfig::default()
+    };
+    let mut bases = Vec::new();
+    {
+        let log = FileLog::open(dir.path(), config.clone()).unwrap();
+        for i in 0..6u32 {
+            let mut bytes = if i % 2 == 0 {
+                huge_batch()
+            } else {
+                staunch_testkit::log_store_suite::batch(i, 2, 1_000)
+            };
+            bases.push(log.append(&mut bytes, 0).unwrap().base_offset);
+        }
+        assert!(log.log_end() > i64::from(u32::MAX));
+        for &base in &bases {
+            let read = log.read(base, 1).unwrap();
+            assert_eq!(RecordBatch::parse(&read.bytes).unwrap().base_offset(), base);
+        }
+        // Dropped without close: the reopen scans and rebuilds the index.
+    }
+    let log = FileLog::open(dir.path(), config).unwrap();
+    assert_eq!(log.recovery().segments_scanned, 1);
+    for &base in &bases {
+        let read = log.read(base, 1).unwrap();
+        assert_eq!(RecordBatch::parse(&read.bytes).unwrap().base_offset(), base);
+        let middle = log.read(base + 1, 1).unwrap();
+        assert!(RecordBatch::parse(&middle.bytes).unwrap().base_offset() <= base + 1);
+    }
+}

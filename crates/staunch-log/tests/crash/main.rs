@@ -8,7 +8,7 @@ mod kill9;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use staunch_core::{ManualClock, Offset, RecordBatch};
+use staunch_core::{Clock, ManualClock, Offset, RecordBatch};
 use staunch_log::{Durability, FileLog, FlushPolicy, LogConfig, LogError, LogStore};
 use staunch_testkit::log_store_suite::{batch, read_all};
 use staunch_testkit::{CrashMode, FaultyIo};
@@ -501,4 +501,27 @@ fn interrupted_truncation_is_finished_on_open() {
         let info = recovered.append(&mut batch(100, 1, 1_000), 0).unwrap();
         assert_eq!(info.base_offset, recovered.log_end() - 1);
     }
+}
+
+/// Retention by age counts from when the log appended a segment's newest batch, not from the
+/// producer's timestamps: records stamped in 1970 by a skewed producer clock are kept the full
+/// retention period instead of being deleted at the next roll.
+#[test]
+fn retention_counts_from_append_time_not_producer_timestamps() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let clock = Arc::new(ManualClock::new(100 * DAY));
+    let cfg = LogConfig {
+        retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
+        ..config(FlushPolicy::Always)
+    };
+    let log = FileLog::open_with(Arc::new(FaultyIo::new()), cfg, clock.clone()).unwrap();
+    for i in 0..60 {
+        log.append(&mut batch(i, 4, 1_000), 0).unwrap(); // timestamps from 1970
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.earliest(), 0, "nothing expired at the rolls");
+    assert_eq!(log.apply_retention(clock.now_ms() + 6 * DAY).unwrap().segments_deleted, 0);
+    let outcome = log.apply_retention(clock.now_ms() + 8 * DAY).unwrap();
+    assert_eq!(outcome.segments_deleted, log.segment_count() + outcome.segments_deleted - 1);
+    assert_eq!(log.segment_count(), 1);
 }
