@@ -49,6 +49,7 @@ struct Disk {
     durable_names: HashMap<String, u64>,
     capacity: Option<u64>,
     syncs_before_failure: Option<u64>,
+    sync_failure_sticky: bool,
     sync_failed: bool,
     file_syncs: u64,
 }
@@ -157,7 +158,18 @@ impl FaultyIo {
 
     /// Makes the `n`-th file fsync from now fail (1 = the next one), and every one after it.
     pub fn fail_sync_after(&self, n: u64) {
-        self.lock().syncs_before_failure = Some(n.saturating_sub(1));
+        let mut disk = self.lock();
+        disk.syncs_before_failure = Some(n.saturating_sub(1));
+        disk.sync_failure_sticky = true;
+    }
+
+    /// Makes only the `n`-th file fsync from now fail; later ones succeed again — as Linux
+    /// reports a writeback error once, after which the unwritten pages may simply be gone. A log
+    /// that retried would then see success for data that never reached the disk.
+    pub fn fail_one_sync_after(&self, n: u64) {
+        let mut disk = self.lock();
+        disk.syncs_before_failure = Some(n.saturating_sub(1));
+        disk.sync_failure_sticky = false;
     }
 
     /// Limits the total live bytes of all files; `None` removes the limit ("space freed").
@@ -298,7 +310,8 @@ impl SegmentFile for FaultyFile {
         }
         match disk.syncs_before_failure {
             Some(0) => {
-                disk.sync_failed = true;
+                disk.syncs_before_failure = None;
+                disk.sync_failed = disk.sync_failure_sticky;
                 return Err(eio());
             }
             Some(n) => disk.syncs_before_failure = Some(n - 1),

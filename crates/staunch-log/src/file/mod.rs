@@ -236,16 +236,10 @@ impl Drop for FileLog {
 /// new size. Reads batch headers from the nearest index entry only.
 fn cut_position(segment: &mut Segment, offset: Offset, name: &str) -> Result<u64, LogError> {
     let base = segment.base;
-    let mut entries = segment
-        .index
-        .partition_point(|e| e.offset < offset);
+    let mut entries = segment.index.partition_point(|e| e.offset < offset);
     let from = entries.checked_sub(1).map(|i| segment.index[i]);
     let (mut position, mut next, mut max_ts) = from.map_or((0, base, i64::MIN), |e| {
-        (
-            u64::from(e.position),
-            e.offset,
-            e.max_ts_before,
-        )
+        (u64::from(e.position), e.offset, e.max_ts_before)
     });
     let start = position;
     while position < segment.size {
@@ -496,9 +490,15 @@ impl Inner {
     }
 
     /// Poisons the log: every later append and every waiter fails with `reason`.
+    ///
+    /// Must not be called with the sync lock held; it takes it, so that no waiter sits between
+    /// checking for a failure and waiting (which would lose this wake-up).
     fn fail(&self, reason: String) -> LogError {
         tracing::error!(%reason, "log failed; refusing further appends");
-        let _ = self.failure.set(reason);
+        {
+            let _sync = self.lock_sync();
+            let _ = self.failure.set(reason);
+        }
         self.synced.notify_all();
         LogError::Failed {
             reason: self.failure.get().cloned().unwrap_or_default(),
@@ -549,10 +549,16 @@ impl Inner {
                 }
                 Ok(()) => {}
                 Err(e) => {
+                    // Set while still holding the lock: no other thread may start a new fsync
+                    // now, which Linux could report as successful after dropping dirty pages.
+                    let reason = format!("fdatasync of {name} failed: {e}");
+                    let _ = self.failure.set(reason.clone());
                     drop(sync);
-                    let err = self.fail(format!("fdatasync of {name} failed: {e}"));
+                    tracing::error!(%reason, "log failed; refusing further appends");
                     self.synced.notify_all();
-                    return Err(err);
+                    return Err(LogError::Failed {
+                        reason: self.failure.get().cloned().unwrap_or(reason),
+                    });
                 }
             }
             self.synced.notify_all();

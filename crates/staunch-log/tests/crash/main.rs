@@ -520,8 +520,56 @@ fn retention_counts_from_append_time_not_producer_timestamps() {
     }
     assert!(log.segment_count() > 2);
     assert_eq!(log.earliest(), 0, "nothing expired at the rolls");
-    assert_eq!(log.apply_retention(clock.now_ms() + 6 * DAY).unwrap().segments_deleted, 0);
+    assert_eq!(
+        log.apply_retention(clock.now_ms() + 6 * DAY)
+            .unwrap()
+            .segments_deleted,
+        0
+    );
     let outcome = log.apply_retention(clock.now_ms() + 8 * DAY).unwrap();
-    assert_eq!(outcome.segments_deleted, log.segment_count() + outcome.segments_deleted - 1);
+    assert_eq!(
+        outcome.segments_deleted,
+        log.segment_count() + outcome.segments_deleted - 1
+    );
     assert_eq!(log.segment_count(), 1);
+}
+
+/// Linux reports a writeback error to one fsync and may then report success for pages it
+/// dropped. So after one failed fsync, no append may ever be reported durable again — even
+/// though the next fsync would "succeed".
+#[test]
+fn one_failed_fsync_is_never_papered_over_by_a_later_one() {
+    for round in 0..20 {
+        let io = FaultyIo::new();
+        let log = Arc::new(open(&io, FlushPolicy::Always).unwrap());
+        log.append(&mut batch(0, 1, 1_000), 0).unwrap();
+        io.fail_one_sync_after(1 + round % 3);
+        let appenders: Vec<_> = (0..8u32)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    (0..20u32)
+                        .map(|i| log.append(&mut batch(t * 100 + i, 1, 1_000), 0).is_ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for a in appenders {
+            results.push(a.join().unwrap());
+        }
+        // Each thread's appends: some successes (before the failure), then only failures.
+        for r in &results {
+            let first_failure = r.iter().position(|ok| !ok).unwrap_or(r.len());
+            assert!(
+                r[first_failure..].iter().all(|ok| !ok),
+                "round {round}: an append succeeded after the failed fsync: {r:?}"
+            );
+        }
+        assert!(
+            results.iter().flatten().any(|ok| !ok),
+            "round {round}: the failure was never seen"
+        );
+        assert!(log.flush().is_err());
+    }
 }
