@@ -31,11 +31,11 @@
 mod meta;
 mod segment;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use staunch_core::{Clock, LeaderEpoch, Offset, RecordBatch, SystemClock};
 
@@ -57,8 +57,10 @@ pub struct Recovery {
     pub clean: bool,
     /// Segments scanned batch by batch.
     pub segments_scanned: usize,
-    /// Bytes cut from the tail because they were torn or invalid.
+    /// Bytes cut from the tail because they were torn or invalid (dropped segments included).
     pub bytes_truncated: u64,
+    /// Closed but unsealed segments dropped because an earlier one lost its unsynced tail.
+    pub segments_dropped: usize,
     /// Why the tail was cut, if it was.
     pub truncation_reason: Option<String>,
 }
@@ -66,7 +68,7 @@ pub struct Recovery {
 /// One partition's durable log in a directory. See the [module docs](self).
 pub struct FileLog {
     inner: Arc<Inner>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    background: Mutex<Option<JoinHandle<()>>>,
     recovery: Recovery,
 }
 
@@ -87,14 +89,25 @@ struct Inner {
     sync: Mutex<SyncState>,
     synced: Condvar,
     failure: OnceLock<String>,
-    stop: Mutex<bool>,
-    stop_signal: Condvar,
+    background: Mutex<Background>,
+    background_signal: Condvar,
+}
+
+/// Requests for the background thread (flush policies `interval` and `os`).
+#[derive(Default)]
+struct Background {
+    stop: bool,
+    seal_requested: bool,
 }
 
 struct State {
     /// Ordered by base offset; the last is the active segment. Never empty.
     segments: BTreeMap<Offset, Segment>,
     log_end: Offset,
+    /// Closed segments not yet fsynced and indexed, oldest first. Under `interval` and `os` a
+    /// roll only queues the closed segment here and the background thread seals it, so no append
+    /// or read waits for a whole segment's writeback. Sealing is strictly in order.
+    unsealed: VecDeque<Offset>,
     /// Bumped by every truncation, so a sync that started before it cannot mark
     /// since-rewritten offsets durable.
     generation: u64,
@@ -171,16 +184,19 @@ impl FileLog {
             }),
             synced: Condvar::new(),
             failure: OnceLock::new(),
-            stop: Mutex::new(false),
-            stop_signal: Condvar::new(),
+            background: Mutex::new(Background::default()),
+            background_signal: Condvar::new(),
         });
-        let flusher = match inner.config.flush {
-            FlushPolicy::Interval(every) => Some(spawn_flusher(Arc::downgrade(&inner), every)),
-            _ => None,
+        let background = match inner.config.flush {
+            FlushPolicy::Always => None,
+            FlushPolicy::Interval(every) => {
+                Some(spawn_background(Arc::downgrade(&inner), Some(every)))
+            }
+            FlushPolicy::Os => Some(spawn_background(Arc::downgrade(&inner), None)),
         };
         Ok(Self {
             inner,
-            flusher: Mutex::new(flusher),
+            background: Mutex::new(background),
             recovery,
         })
     }
@@ -210,11 +226,11 @@ impl FileLog {
         &self.inner.config
     }
 
-    fn stop_flusher(&self) {
-        *self.inner.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.inner.stop_signal.notify_all();
+    fn stop_background(&self) {
+        self.inner.lock_background().stop = true;
+        self.inner.background_signal.notify_all();
         if let Some(handle) = self
-            .flusher
+            .background
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
@@ -225,10 +241,10 @@ impl FileLog {
 }
 
 impl Drop for FileLog {
-    /// Stops the background flusher. Dropping without [`LogStore::close`] leaves no clean-shutdown
+    /// Stops the background thread. Dropping without [`LogStore::close`] leaves no clean-shutdown
     /// marker, so the next open runs recovery.
     fn drop(&mut self) {
-        self.stop_flusher();
+        self.stop_background();
     }
 }
 
@@ -265,32 +281,102 @@ fn cut_position(segment: &mut Segment, offset: Offset, name: &str) -> Result<u64
     Ok(position)
 }
 
-fn spawn_flusher(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
+/// The background thread of an `interval` or `os` log: seals closed segments as soon as a roll
+/// queues them, and under `interval` syncs the log every `interval`.
+fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -> JoinHandle<()> {
     std::thread::Builder::new()
-        .name("staunch-log-flush".into())
+        .name("staunch-log-bg".into())
         .spawn(move || {
+            let mut next_flush = interval.map(|every| Instant::now() + every);
             loop {
                 let Some(log) = inner.upgrade() else { return };
                 {
-                    let stop = log.stop.lock().unwrap_or_else(|p| p.into_inner());
-                    let (stop, _) = log
-                        .stop_signal
-                        .wait_timeout_while(stop, every, |stop| !*stop)
-                        .unwrap_or_else(|p| p.into_inner());
-                    if *stop {
+                    let mut bg = log.lock_background();
+                    loop {
+                        if bg.stop {
+                            return;
+                        }
+                        if bg.seal_requested {
+                            break;
+                        }
+                        let now = Instant::now();
+                        bg = match next_flush {
+                            Some(at) if at <= now => break,
+                            Some(at) => {
+                                log.background_signal
+                                    .wait_timeout(bg, at - now)
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .0
+                            }
+                            None => log
+                                .background_signal
+                                .wait(bg)
+                                .unwrap_or_else(|p| p.into_inner()),
+                        };
+                    }
+                    bg.seal_requested = false;
+                }
+                if let Err(e) = log.seal_closed_segments() {
+                    tracing::error!(error = %e, "sealing a closed segment failed");
+                    return;
+                }
+                if let (Some(at), Some(every)) = (next_flush, interval)
+                    && at <= Instant::now()
+                {
+                    next_flush = Some(Instant::now() + every);
+                    let target = log.read_state().log_end;
+                    if log.durable_end() < target
+                        && let Err(e) = log.sync_through(target)
+                    {
+                        tracing::error!(error = %e, "interval flush failed; log refuses appends");
                         return;
                     }
                 }
-                let target = log.read_state().log_end;
-                if log.durable_end() < target
-                    && let Err(e) = log.sync_through(target)
-                {
-                    tracing::error!(error = %e, "interval flush failed; log refuses appends");
-                    return;
-                }
             }
         })
-        .expect("spawning the log flusher thread")
+        .expect("spawning the log background thread")
+}
+
+/// Deletes the unsealed segments `bases` (and any index files), durably, and counts them.
+fn drop_segments(
+    io: &dyn SegmentIo,
+    bases: &[Offset],
+    recovery: &mut Recovery,
+) -> Result<(), LogError> {
+    for &b in bases {
+        let name = log_name(b);
+        if let Ok(f) = io.open(&name, false) {
+            recovery.bytes_truncated += f.size().unwrap_or(0);
+        }
+        io.remove(&index_name(b))
+            .and_then(|()| io.remove(&name))
+            .map_err(|e| LogError::io(format!("removing {name}"), e))?;
+        recovery.segments_dropped += 1;
+    }
+    io.sync_dir()
+        .map_err(|e| LogError::io("syncing the log directory", e))?;
+    if !bases.is_empty() {
+        tracing::error!(
+            dropped = bases.len(),
+            "unsealed segments lost data in a machine crash under flush interval/os; \
+             dropping them from the first gap on"
+        );
+    }
+    Ok(())
+}
+
+/// Whether segment `base` has a valid index file recording exactly its file's length, i.e. it
+/// was sealed (fsynced, then indexed).
+fn sealed_on_disk(io: &dyn SegmentIo, base: Offset) -> bool {
+    let Ok(file) = io.open(&log_name(base), false) else {
+        return false;
+    };
+    let Ok(len) = file.size() else { return false };
+    read_file(io, &index_name(base))
+        .ok()
+        .flatten()
+        .and_then(|b| meta::decode_index(&b))
+        .is_some_and(|idx| idx.base == base && idx.size == len)
 }
 
 /// Opens every segment, trusting closed ones with a matching index and scanning the rest.
@@ -333,6 +419,7 @@ fn recover(
         clean: marker.is_some(),
         segments_scanned: 0,
         bytes_truncated: 0,
+        segments_dropped: 0,
         truncation_reason: None,
     };
     let interval = u64::from(config.index_interval_bytes);
@@ -347,9 +434,33 @@ fn recover(
             .map_err(|e| LogError::io("syncing the log directory", e))?;
         segments.insert(base, Segment::empty(base, file, now_ms));
     }
+    let mut scanned_closed = Vec::new();
+    let mut stop_after = false;
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let name = log_name(base);
+        if let Some((_, prev)) = segments.last_key_value() {
+            let prev: &Segment = prev;
+            if prev.next_offset != base {
+                // An unsealed closed segment may have lost whole batches at its end; the
+                // segments after it were unsealed too and go with them. A gap before a sealed
+                // segment is damage to data that was on disk.
+                let rest = &bases[i..];
+                if rest.iter().any(|&b| sealed_on_disk(io, b)) {
+                    return Err(LogError::Corrupt {
+                        file: name,
+                        position: 0,
+                        reason: format!(
+                            "segment starts at offset {base} but the previous one ends at {}",
+                            prev.next_offset
+                        ),
+                    });
+                }
+                drop_segments(io, rest, &mut recovery)?;
+                scanned_closed.retain(|&b| b != prev.base);
+                break;
+            }
+        }
         let file = io
             .open(&name, false)
             .map_err(|e| LogError::io(format!("opening {name}"), e))?;
@@ -379,14 +490,24 @@ fn recover(
             let found = scan(&mut segment, file_len, interval)?;
             if let Some(reason) = found.stopped {
                 if !last {
-                    return Err(LogError::Corrupt {
-                        file: name,
-                        position: found.valid_bytes,
-                        reason: format!(
-                            "closed segment is damaged ({reason}); refusing to drop the \
-                             acknowledged data after it — move the damaged segment aside to proceed"
-                        ),
-                    });
+                    // A closed segment not yet sealed (flush `interval` / `os`) may lose its
+                    // unsynced tail in a power loss, and then so do the segments after it,
+                    // which were not sealed either (sealing is in order). But damage before a
+                    // *sealed* segment hit data that was on disk: refuse to guess.
+                    let later = &bases[i + 1..];
+                    if later.iter().any(|&b| sealed_on_disk(io, b)) {
+                        return Err(LogError::Corrupt {
+                            file: name,
+                            position: found.valid_bytes,
+                            reason: format!(
+                                "closed segment is damaged ({reason}); refusing to drop the \
+                                 acknowledged data after it — move the damaged segment aside to \
+                                 proceed"
+                            ),
+                        });
+                    }
+                    drop_segments(io, later, &mut recovery)?;
+                    stop_after = true;
                 }
                 let cut = file_len - found.valid_bytes;
                 tracing::warn!(segment = %name, bytes = cut, %reason, "truncating torn or invalid log tail");
@@ -397,27 +518,30 @@ fn recover(
                     .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
                 recovery.bytes_truncated += cut;
                 recovery.truncation_reason = Some(reason);
-            }
-        }
-        if let Some((_, prev)) = segments.last_key_value() {
-            let prev: &Segment = prev;
-            if prev.next_offset != base {
-                return Err(LogError::Corrupt {
-                    file: name,
-                    position: 0,
-                    reason: format!(
-                        "segment starts at offset {base} but the previous one ends at {}",
-                        prev.next_offset
-                    ),
-                });
+            } else if !last {
+                scanned_closed.push(base);
             }
         }
         segments.insert(base, segment);
+        if stop_after {
+            break;
+        }
+    }
+    // Closed segments that had to be scanned (never sealed before the crash) are sealed now.
+    for base in scanned_closed {
+        let segment = &segments[&base];
+        segment
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("syncing {}", segment.name()), e))?;
+        replace_file(io, &index_name(base), &meta::encode_index(segment))
+            .map_err(|e| LogError::io(format!("writing {}", index_name(base)), e))?;
     }
 
     let mut state = State {
         log_end: 0,
         segments,
+        unsealed: VecDeque::new(),
         generation: 0,
         closed: false,
     };
@@ -477,6 +601,44 @@ impl Inner {
         self.sync.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_background(&self) -> std::sync::MutexGuard<'_, Background> {
+        self.background.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seals queued closed segments, oldest first: fsync (no lock held), then persist the index
+    /// and advance the durable end (under the state lock, so a truncation cannot interleave).
+    fn seal_closed_segments(&self) -> Result<(), LogError> {
+        loop {
+            let (base, file, name, generation) = {
+                let st = self.read_state();
+                let Some(&base) = st.unsealed.front() else {
+                    return Ok(());
+                };
+                let segment = &st.segments[&base];
+                (base, segment.file.clone(), segment.name(), st.generation)
+            };
+            if let Err(e) = file.sync_data() {
+                return Err(self.fail(format!("fdatasync of closed segment {name} failed: {e}")));
+            }
+            let mut st = self.write_state();
+            if st.generation != generation || st.unsealed.front() != Some(&base) {
+                continue; // truncated meanwhile; look again
+            }
+            let segment = &st.segments[&base];
+            let end = segment.next_offset;
+            if let Err(e) = replace_file(&*self.io, &index_name(base), &meta::encode_index(segment))
+            {
+                // Not fatal: the next open scans a segment whose index is missing.
+                tracing::warn!(segment = %name, error = %e, "could not persist segment index");
+            }
+            st.unsealed.pop_front();
+            let mut sync = self.lock_sync();
+            if sync.generation == st.generation {
+                sync.durable_end = sync.durable_end.max(end);
+            }
+        }
+    }
+
     fn check_usable(&self, st: &State) -> Result<(), LogError> {
         if st.closed {
             return Err(LogError::Closed);
@@ -529,17 +691,27 @@ impl Inner {
             drop(sync);
 
             // Everything written so far is below `goal`: writes happen under the state lock.
-            let (goal, generation, file, name) = {
+            // Closed segments still waiting to be sealed are synced too, oldest first.
+            let (goal, generation, files) = {
                 let st = self.read_state();
-                let active = st.active();
-                (
-                    st.log_end,
-                    st.generation,
-                    active.file.clone(),
-                    active.name(),
-                )
+                let files: Vec<_> = st
+                    .unsealed
+                    .iter()
+                    .map(|base| &st.segments[base])
+                    .chain(std::iter::once(st.active()))
+                    .map(|segment| (segment.file.clone(), segment.name()))
+                    .collect();
+                (st.log_end, st.generation, files)
             };
-            let result = file.sync_data();
+            let mut result = Ok(());
+            let mut name = String::new();
+            for (file, file_name) in files {
+                name = file_name;
+                result = file.sync_data();
+                if result.is_err() {
+                    break;
+                }
+            }
 
             sync = self.lock_sync();
             sync.syncing = false;
@@ -565,21 +737,27 @@ impl Inner {
         }
     }
 
-    /// Closes the active segment (fsync, persist its index) and starts a new one at the log end.
+    /// Closes the active segment and starts a new one at the log end. Under `always` the closed
+    /// segment is sealed (fsync — at most one group commit's worth of data — and index) right
+    /// here; under `interval` and `os` it is queued for the background thread.
     fn roll(&self, st: &mut State, now_ms: i64) -> Result<(), LogError> {
+        let seal_now = self.config.flush == FlushPolicy::Always;
         let active = st.active();
         let name = active.name();
-        if let Err(e) = active.file.sync_data() {
-            return Err(self.fail(format!("fdatasync of {name} while rolling failed: {e}")));
-        }
+        let closed_base = active.base;
         let closed_end = active.next_offset;
-        if let Err(e) = replace_file(
-            &*self.io,
-            &index_name(active.base),
-            &meta::encode_index(active),
-        ) {
-            // Not fatal: the next open scans a segment whose index is missing.
-            tracing::warn!(segment = %name, error = %e, "could not persist segment index");
+        if seal_now {
+            if let Err(e) = active.file.sync_data() {
+                return Err(self.fail(format!("fdatasync of {name} while rolling failed: {e}")));
+            }
+            if let Err(e) = replace_file(
+                &*self.io,
+                &index_name(active.base),
+                &meta::encode_index(active),
+            ) {
+                // Not fatal: the next open scans a segment whose index is missing.
+                tracing::warn!(segment = %name, error = %e, "could not persist segment index");
+            }
         }
         let base = st.log_end;
         let new_name = log_name(base);
@@ -599,9 +777,15 @@ impl Inner {
             )));
         }
         st.segments.insert(base, Segment::empty(base, file, now_ms));
-        let mut sync = self.lock_sync();
-        if sync.generation == st.generation {
-            sync.durable_end = sync.durable_end.max(closed_end);
+        if seal_now {
+            let mut sync = self.lock_sync();
+            if sync.generation == st.generation {
+                sync.durable_end = sync.durable_end.max(closed_end);
+            }
+        } else {
+            st.unsealed.push_back(closed_base);
+            self.lock_background().seal_requested = true;
+            self.background_signal.notify_all();
         }
         Ok(())
     }
@@ -865,6 +1049,10 @@ impl Inner {
         }
         // The active segment may have been a closed one: its index file is stale now.
         let _ = self.io.remove(&index_name(active.base));
+        let active_base = active.base;
+        let segments = &st.segments;
+        st.unsealed
+            .retain(|b| *b != active_base && segments.contains_key(b));
         // The intent goes only once everything it describes is durable.
         self.io
             .sync_dir()
@@ -902,6 +1090,7 @@ impl Inner {
                 outcome.bytes_deleted += segment.size;
             }
         }
+        st.unsealed.retain(|b| !doomed.contains(b));
         outcome.earliest = st.earliest();
         drop(st);
         for base in &doomed {
@@ -931,6 +1120,7 @@ impl Inner {
         }
         let target = self.read_state().log_end;
         self.sync_through(target)?;
+        self.seal_closed_segments()?;
         let mut st = self.write_state();
         if st.closed {
             return Ok(());
@@ -1011,7 +1201,7 @@ impl LogStore for FileLog {
     }
 
     fn close(&self) -> Result<(), LogError> {
-        self.stop_flusher();
+        self.stop_background();
         self.inner.close()
     }
 }

@@ -1,12 +1,14 @@
-//! Property test: random appends, truncations, reads, clean reopens and crashes (kill -9 and
-//! power loss) against a model that is a plain list of batches. With flush `always`, a crash
-//! of either kind must lose nothing the log acknowledged.
+//! Property test: random appends, truncations, reads, flushes, clean reopens and crashes
+//! (kill -9 and power loss, with and without torn tails) against a model that is a plain list of
+//! batches. With flush `always`, no crash may lose anything the log acknowledged. With flush `os`,
+//! a power loss may lose a suffix — never more than what was not yet durable, never a batch in
+//! the middle — and kill -9 loses nothing.
 
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use staunch_core::{BatchBuilder, ManualClock, Offset};
-use staunch_log::{FileLog, LogConfig, LogStore, MemoryLog};
+use staunch_log::{FileLog, FlushPolicy, LogConfig, LogStore, MemoryLog};
 use staunch_testkit::log_store_suite::read_all;
 use staunch_testkit::{CrashMode, FaultyIo};
 
@@ -18,9 +20,10 @@ enum Op {
     Truncate(u16),
     /// Read from this fraction (per mille) of the log, with this max_bytes.
     Read(u16, usize),
+    Flush,
     ReopenClean,
     CrashKill9,
-    CrashPowerLoss,
+    CrashPowerLoss(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -28,9 +31,10 @@ fn op() -> impl Strategy<Value = Op> {
         6 => proptest::collection::vec(proptest::collection::vec(0usize..400, 1..6), 1..3).prop_map(Op::Append),
         1 => (0u16..=1000).prop_map(Op::Truncate),
         2 => ((0u16..=1000), (1usize..5000)).prop_map(|(f, m)| Op::Read(f, m)),
+        1 => Just(Op::Flush),
         1 => Just(Op::ReopenClean),
         1 => Just(Op::CrashKill9),
-        1 => Just(Op::CrashPowerLoss),
+        1 => any::<u64>().prop_map(Op::CrashPowerLoss),
     ]
 }
 
@@ -67,8 +71,9 @@ impl Model {
     }
 }
 
-fn config() -> LogConfig {
+fn config(flush: FlushPolicy) -> LogConfig {
     LogConfig {
+        flush,
         segment_bytes: 4096,
         max_batch_bytes: 4096,
         index_interval_bytes: 200,
@@ -76,8 +81,8 @@ fn config() -> LogConfig {
     }
 }
 
-fn open(io: &FaultyIo, clock: &Arc<ManualClock>) -> FileLog {
-    FileLog::open_with(Arc::new(io.clone()), config(), clock.clone())
+fn open(io: &FaultyIo, clock: &Arc<ManualClock>, flush: FlushPolicy) -> FileLog {
+    FileLog::open_with(Arc::new(io.clone()), config(flush), clock.clone())
         .expect("reopen after crash or close")
 }
 
@@ -94,13 +99,15 @@ fn encode(values: &[usize], seq: &mut u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     (builder.build(), stored)
 }
 
-fn run(ops: Vec<Op>, with_file: bool) -> Result<(), TestCaseError> {
+/// Runs `ops` on a file log with `flush` (or on a memory log for `None`).
+fn run(ops: Vec<Op>, flush: Option<FlushPolicy>) -> Result<(), TestCaseError> {
     let clock = Arc::new(ManualClock::new(1_000));
     let mut io = FaultyIo::new();
-    let mut log: Box<dyn LogStore> = if with_file {
-        Box::new(open(&io, &clock))
-    } else {
-        Box::new(MemoryLog::new(config()))
+    let with_file = flush.is_some();
+    let policy = flush.unwrap_or(FlushPolicy::Always);
+    let mut log: Box<dyn LogStore> = match flush {
+        Some(policy) => Box::new(open(&io, &clock, policy)),
+        None => Box::new(MemoryLog::new(config(policy))),
     };
     let mut model = Model::default();
     let mut seq = 0u64;
@@ -143,22 +150,42 @@ fn run(ops: Vec<Op>, with_file: bool) -> Result<(), TestCaseError> {
                     prop_assert!(read.bytes.is_empty());
                 }
             }
+            Op::Flush => {
+                prop_assert_eq!(log.flush().unwrap(), model.end());
+            }
             Op::ReopenClean if with_file => {
                 log.close().unwrap();
                 drop(log);
-                let reopened = open(&io, &clock);
+                let reopened = open(&io, &clock, policy);
                 prop_assert!(reopened.recovery().clean, "a closed log reopens clean");
                 log = Box::new(reopened);
             }
-            Op::CrashKill9 | Op::CrashPowerLoss if with_file => {
-                let mode = if matches!(op, Op::CrashKill9) {
-                    CrashMode::KeepPageCache
-                } else {
+            Op::CrashKill9 if with_file => {
+                io = io.crash(CrashMode::KeepPageCache);
+                drop(log);
+                log = Box::new(open(&io, &clock, policy));
+            }
+            Op::CrashPowerLoss(seed) if with_file => {
+                let durable = log.durable_end();
+                let mode = if seed % 2 == 0 {
                     CrashMode::DropUnsynced
+                } else {
+                    CrashMode::TornTail { seed }
                 };
                 io = io.crash(mode);
                 drop(log);
-                log = Box::new(open(&io, &clock));
+                log = Box::new(open(&io, &clock, policy));
+                let end = log.log_end();
+                prop_assert!(
+                    end >= durable,
+                    "durable offsets below {durable} lost: end {end}"
+                );
+                if policy == FlushPolicy::Always {
+                    prop_assert_eq!(end, model.end(), "flush=always lost acknowledged data");
+                }
+                // What survives is a prefix of whole batches.
+                prop_assert!(model.batches.iter().any(|(b, _)| *b == end) || end == model.end());
+                model.truncate(end);
             }
             _ => {}
         }
@@ -174,11 +201,16 @@ proptest! {
 
     #[test]
     fn file_log_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops, true)?;
+        run(ops, Some(FlushPolicy::Always))?;
+    }
+
+    #[test]
+    fn file_log_with_flush_os_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(ops, Some(FlushPolicy::Os))?;
     }
 
     #[test]
     fn memory_log_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops, false)?;
+        run(ops, None)?;
     }
 }

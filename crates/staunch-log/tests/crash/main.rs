@@ -573,3 +573,36 @@ fn one_failed_fsync_is_never_papered_over_by_a_later_one() {
         assert!(log.flush().is_err());
     }
 }
+
+/// Under `os`, a roll only queues the closed segment; the background thread seals it (fsync,
+/// then index), which advances the durable end without any flush call, and the sealed segments
+/// survive a power loss.
+#[test]
+fn os_policy_seals_closed_segments_in_the_background() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Os).unwrap();
+    for i in 0..60 {
+        let info = log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+        assert_eq!(info.durability, Durability::PageCache);
+    }
+    let segments = log.segment_count();
+    assert!(segments > 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let index_files = || io.names().iter().filter(|n| n.ends_with(".index")).count();
+    while index_files() < segments - 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed segments were never sealed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(log.durable_end() > 0, "sealing advanced the durable end");
+    assert!(
+        log.durable_end() < log.log_end(),
+        "the active segment was not synced"
+    );
+    let sealed = log.durable_end();
+    let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Os).unwrap();
+    assert!(recovered.log_end() >= sealed);
+    assert_eq!(recovered.recovery().segments_dropped, 0);
+}
