@@ -12,8 +12,12 @@
 //!   same byte size to a plain file with `write_all` + `sync_data` (`fdatasync`), i.e. what
 //!   `always` would cost without group commit.
 //!
-//! Each batch size's baseline runs right before its `always` cases, then `interval:100ms` and
-//! `os` follow. After criterion's report a table prints records/s and MB/s (batch bytes, 10^6 B) of every
+//! - `baseline_write_pagecache/batch_<records>/writers_1`: one thread appending the same buffer
+//!   with plain `write_all` and no fsync: what `os` would cost with no log at all, i.e. the
+//!   page-cache bandwidth of the machine.
+//!
+//! Each batch size's fsync baseline runs right before its `always` cases, then `interval:100ms`
+//! follows, then each page-cache baseline right before its `os` cases. After criterion's report a table prints records/s and MB/s (batch bytes, 10^6 B) of every
 //! case, and the ratio of `always` throughput to the baseline per batch size.
 
 use std::fs::File;
@@ -54,6 +58,10 @@ fn baseline_id(records: usize) -> String {
     format!("baseline_write_fdatasync/batch_{records}/writers_1")
 }
 
+fn pagecache_id(records: usize) -> String {
+    format!("baseline_write_pagecache/batch_{records}/writers_1")
+}
+
 fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     group
         .sampling_mode(SamplingMode::Flat)
@@ -62,14 +70,18 @@ fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
         .measurement_time(MEASUREMENT);
 }
 
-/// Plain `write` + `fdatasync` of one batch-sized buffer per iteration, one thread.
-fn bench_baseline(c: &mut Criterion, timings: &Timings, records: usize) {
-    let mut group = c.benchmark_group("baseline_write_fdatasync");
+/// Plain `write` (+ `fdatasync` if `sync`) of one batch-sized buffer per iteration, one thread.
+fn bench_baseline(c: &mut Criterion, timings: &Timings, records: usize, sync: bool) {
+    let (group_name, key) = if sync {
+        ("baseline_write_fdatasync", baseline_id(records))
+    } else {
+        ("baseline_write_pagecache", pagecache_id(records))
+    };
+    let mut group = c.benchmark_group(group_name);
     configure(&mut group);
     let bytes = batch(records);
     let dir = bench_dir(env!("CARGO_TARGET_TMPDIR"));
     let file = File::create(dir.path().join("baseline.log")).expect("creating the baseline file");
-    let key = baseline_id(records);
     group.throughput(Throughput::Elements(records as u64));
     group.bench_function(
         BenchmarkId::new(format!("batch_{records}"), "writers_1"),
@@ -78,7 +90,9 @@ fn bench_baseline(c: &mut Criterion, timings: &Timings, records: usize) {
                 let start = Instant::now();
                 for _ in 0..iters {
                     (&file).write_all(&bytes).expect("baseline write");
-                    file.sync_data().expect("baseline fdatasync");
+                    if sync {
+                        file.sync_data().expect("baseline fdatasync");
+                    }
                 }
                 let elapsed = start.elapsed();
                 timings.record(&key, iters, elapsed);
@@ -246,15 +260,29 @@ fn print_summary(timings: &Timings) {
     }
 
     println!();
-    let big = BATCH_RECORDS[BATCH_RECORDS.len() - 1];
-    let big_bytes = batch_bytes[batch_bytes.len() - 1];
-    for appenders in APPENDERS {
-        let mb = timings
-            .per_iter(&append_id("os", big, appenders), SAMPLES)
-            .map(|t| mb_per_second(big_bytes as f64, t));
+    println!("=== flush os against plain buffered writes (page-cache bandwidth) ===");
+    println!(
+        "{:>6} {:>16} {:>13} {:>13} {:>11} {:>11}",
+        "batch", "plain write MB/s", "os 1 MB/s", "os 8 MB/s", "ratio 1", "ratio 8"
+    );
+    for (&records, &bytes) in BATCH_RECORDS.iter().zip(&batch_bytes) {
+        let mb = |id: &str| {
+            timings
+                .per_iter(id, SAMPLES)
+                .map(|t| mb_per_second(bytes as f64, t))
+        };
+        let plain = mb(&pagecache_id(records));
+        let one = mb(&append_id("os", records, 1));
+        let eight = mb(&append_id("os", records, 8));
+        let ratio = |v: Option<f64>| Some(v? / plain?);
         println!(
-            "flush os, {big}-record batches, {appenders} appender(s): {} MB/s",
-            fmt_opt(mb, 0, 1)
+            "{:>6} {} {} {} {} {}",
+            records,
+            fmt_opt(plain, 16, 1),
+            fmt_opt(one, 13, 1),
+            fmt_opt(eight, 13, 1),
+            fmt_opt(ratio(one), 10, 2) + "x",
+            fmt_opt(ratio(eight), 10, 2) + "x",
         );
     }
 }
@@ -266,15 +294,18 @@ fn main() {
     // can make it ten times slower), so each batch size's baseline runs right before its
     // `always` cases: the ratio compares runs made under the same conditions.
     for records in BATCH_RECORDS {
-        bench_baseline(&mut c, &timings, records);
+        bench_baseline(&mut c, &timings, records, true);
         bench_policy(&mut c, &timings, "always", FlushPolicy::Always, records);
     }
-    for (name, policy) in policies() {
-        if policy != FlushPolicy::Always {
-            for records in BATCH_RECORDS {
-                bench_policy(&mut c, &timings, name, policy, records);
-            }
-        }
+    let interval = FlushPolicy::Interval(Duration::from_millis(100));
+    for records in BATCH_RECORDS {
+        bench_policy(&mut c, &timings, "interval_100ms", interval, records);
+    }
+    // Page-cache bandwidth drifts with the kernel's writeback of earlier cases, so the plain
+    // write baseline runs right before the `os` cases it is compared with.
+    for records in BATCH_RECORDS {
+        bench_baseline(&mut c, &timings, records, false);
+        bench_policy(&mut c, &timings, "os", FlushPolicy::Os, records);
     }
     c.final_summary();
     print_summary(&timings);
