@@ -31,6 +31,15 @@ fn open(io: &FaultyIo, flush: FlushPolicy) -> Result<FileLog, LogError> {
     )
 }
 
+/// A log over `io` with flush `always`, holding `batches` four-record batches.
+fn filled(io: &FaultyIo, batches: u32) -> FileLog {
+    let log = open(io, FlushPolicy::Always).unwrap();
+    for i in 0..batches {
+        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
+    }
+    log
+}
+
 /// A record's offset and value.
 type Record = (Offset, Vec<u8>);
 
@@ -193,10 +202,7 @@ fn corrupt_batch_is_never_served_by_read() {
 #[test]
 fn damaged_closed_segment_refuses_to_open() {
     let io = FaultyIo::new();
-    let log = open(&io, FlushPolicy::Always).unwrap();
-    for i in 0..40 {
-        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
-    }
+    let log = filled(&io, 40);
     assert!(log.segment_count() > 2);
     drop(log);
     let first = "00000000000000000000.log";
@@ -294,10 +300,7 @@ fn full_disk_fails_the_append_and_recovers_when_space_is_freed() {
 #[test]
 fn damaged_metadata_falls_back_to_scanning() {
     let io = FaultyIo::new();
-    let log = open(&io, FlushPolicy::Always).unwrap();
-    for i in 0..30 {
-        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
-    }
+    let log = filled(&io, 30);
     let before = values(&log);
     log.close().unwrap();
     drop(log);
@@ -316,10 +319,7 @@ fn damaged_metadata_falls_back_to_scanning() {
 #[test]
 fn clean_shutdown_reopens_without_scanning() {
     let io = FaultyIo::new();
-    let log = open(&io, FlushPolicy::Always).unwrap();
-    for i in 0..30 {
-        log.append(&mut batch(i, 4, 1_000), 0).unwrap();
-    }
+    let log = filled(&io, 30);
     let before = values(&log);
     log.close().unwrap();
     drop(log);
