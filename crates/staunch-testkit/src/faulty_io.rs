@@ -302,6 +302,13 @@ impl SegmentFile for FaultyFile {
         Ok(())
     }
 
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        if len > self.size()? {
+            self.set_len(len)?;
+        }
+        Ok(())
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         let mut disk = self.lock();
         disk.file_syncs += 1;

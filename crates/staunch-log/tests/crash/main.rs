@@ -152,9 +152,9 @@ fn flipped_bit_in_the_tail_is_cut_and_never_served() {
         log.append(&mut batch(i, 2, 1_000), 0).unwrap();
     }
     let before = values(&log);
+    let len = log.size_bytes() as usize; // the data, without blocks reserved ahead
     drop(log);
     let segment = "00000000000000000000.log";
-    let len = io.live_bytes(segment).unwrap().len();
     io.flip_bit(segment, len - 5, 3);
 
     let recovered = open(&io, FlushPolicy::Always).unwrap();
@@ -268,28 +268,45 @@ fn full_disk_fails_the_append_and_recovers_when_space_is_freed() {
     for i in 0..3 {
         log.append(&mut batch(i, 2, 1_000), 0).unwrap();
     }
-    let acknowledged = values(&log);
-    io.set_capacity(Some(io.used_bytes() + 50));
-    let err = log.append(&mut batch(10, 4, 1_000), 0).unwrap_err();
+    // Not one byte more: appends can use only the blocks the segment reserved ahead, then the
+    // roll to a new segment finds no space.
+    io.set_capacity(Some(io.used_bytes()));
+    let mut acknowledged = values(&log);
+    let mut appended = 0;
+    let err = loop {
+        let end = log.log_end();
+        match log.append(&mut batch(10 + appended, 4, 1_000), 0) {
+            Ok(_) => {
+                acknowledged = values(&log);
+                appended += 1;
+                assert!(appended < 100, "the disk never filled up");
+            }
+            Err(e) => {
+                assert_eq!(log.log_end(), end, "no offset used by the failed append");
+                break e;
+            }
+        }
+    };
     assert!(matches!(err, LogError::DiskFull { .. }), "got {err}");
     assert!(err.to_string().contains("disk full"));
-    assert_eq!(log.log_end(), 6, "no offset used by the failed append");
-    assert_eq!(values(&log), acknowledged);
-
-    io.set_capacity(None);
-    let info = log.append(&mut batch(11, 4, 1_000), 0).unwrap();
-    assert_eq!(info.base_offset, 6);
-    // Fill until a roll, with the disk full exactly when the new segment must be written.
-    while log.segment_count() == 1 {
-        log.append(&mut batch(12, 8, 1_000), 0).unwrap();
-    }
-    io.set_capacity(Some(io.used_bytes()));
+    assert_eq!(
+        values(&log),
+        acknowledged,
+        "what was acknowledged is intact"
+    );
+    // Still full: still refused, still nothing lost.
     assert!(matches!(
-        log.append(&mut batch(13, 8, 1_000), 0),
+        log.append(&mut batch(200, 8, 1_000), 0),
         Err(LogError::DiskFull { .. })
     ));
+
     io.set_capacity(None);
-    log.append(&mut batch(14, 8, 1_000), 0).unwrap();
+    let end = log.log_end();
+    let info = log.append(&mut batch(201, 4, 1_000), 0).unwrap();
+    assert_eq!(
+        info.base_offset, end,
+        "appends work again once space is freed"
+    );
     let all = values(&log);
     let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
     assert_eq!(values(&recovered), all);
@@ -605,4 +622,20 @@ fn os_policy_seals_closed_segments_in_the_background() {
     let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Os).unwrap();
     assert!(recovered.log_end() >= sealed);
     assert_eq!(recovered.recovery().segments_dropped, 0);
+}
+
+/// Blocks reserved ahead of the data read as zeros after a crash; recovery trims them without
+/// calling it damage, and keeps every batch.
+#[test]
+fn reserved_blocks_are_not_mistaken_for_a_torn_tail() {
+    let io = FaultyIo::new();
+    let log = filled(&io, 3);
+    let before = values(&log);
+    let data = log.size_bytes() as usize;
+    assert!(io.live_bytes("00000000000000000000.log").unwrap().len() > data);
+    drop(log);
+    let recovered = open(&io.crash(CrashMode::KeepPageCache), FlushPolicy::Always).unwrap();
+    assert_eq!(recovered.recovery().bytes_truncated, 0);
+    assert_eq!(recovered.recovery().truncation_reason, None);
+    assert_eq!(values(&recovered), before);
 }
