@@ -27,10 +27,12 @@
 pub mod backoff;
 pub mod batch;
 pub mod clock;
+pub mod error_code;
 pub mod ids;
 mod varint;
 
 pub use backoff::{BackOff, BackOffError, BackOffSchedule};
 pub use batch::{BatchBuilder, BatchError, RecordBatch};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use error_code::ErrorCode;
 pub use ids::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TopicPartition};

@@ -1,0 +1,167 @@
+//! Kafka's error codes, the subset Staunch produces or must understand, with whether a client
+//! may retry the request that got them.
+//!
+//! The numbers are the wire values of Apache Kafka's `Errors` enum; a code Staunch does not
+//! know is kept as [`ErrorCode::Other`] rather than guessed at.
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $name:ident = $code:literal, $retriable:literal, $text:literal; )*) => {
+        /// A Kafka protocol error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $name, )*
+            /// A code this table does not list, kept as received.
+            Other(i16),
+        }
+
+        impl ErrorCode {
+            /// The wire value.
+            pub fn code(self) -> i16 {
+                match self {
+                    $( ErrorCode::$name => $code, )*
+                    ErrorCode::Other(code) => code,
+                }
+            }
+
+            /// The code for a wire value; unknown values become [`ErrorCode::Other`].
+            pub fn from_code(code: i16) -> Self {
+                match code {
+                    $( $code => ErrorCode::$name, )*
+                    other => ErrorCode::Other(other),
+                }
+            }
+
+            /// Whether Kafka classifies the error as retriable: the same request may succeed
+            /// later without any change by the caller.
+            pub fn is_retriable(self) -> bool {
+                match self {
+                    $( ErrorCode::$name => $retriable, )*
+                    ErrorCode::Other(_) => false,
+                }
+            }
+
+            /// Kafka's name for the error, e.g. `NOT_LEADER_OR_FOLLOWER`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( ErrorCode::$name => $text, )*
+                    ErrorCode::Other(_) => "UNKNOWN_ERROR_CODE",
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// An unexpected server error.
+    UnknownServerError = -1, false, "UNKNOWN_SERVER_ERROR";
+    /// No error.
+    None = 0, false, "NONE";
+    /// The requested offset is outside the range the server has for the partition.
+    OffsetOutOfRange = 1, false, "OFFSET_OUT_OF_RANGE";
+    /// A record batch failed its CRC or is otherwise corrupt.
+    CorruptMessage = 2, true, "CORRUPT_MESSAGE";
+    /// The server does not host this topic-partition.
+    UnknownTopicOrPartition = 3, true, "UNKNOWN_TOPIC_OR_PARTITION";
+    /// The requested fetch size is invalid.
+    InvalidFetchSize = 4, false, "INVALID_FETCH_SIZE";
+    /// The partition has no leader right now (e.g. during a leader election).
+    LeaderNotAvailable = 5, true, "LEADER_NOT_AVAILABLE";
+    /// This broker is not the partition's leader.
+    NotLeaderOrFollower = 6, true, "NOT_LEADER_OR_FOLLOWER";
+    /// The request timed out.
+    RequestTimedOut = 7, true, "REQUEST_TIMED_OUT";
+    /// A batch is larger than the server accepts.
+    MessageTooLarge = 10, false, "MESSAGE_TOO_LARGE";
+    /// The coordinator is loading its state.
+    CoordinatorLoadInProgress = 14, true, "COORDINATOR_LOAD_IN_PROGRESS";
+    /// The coordinator is not available.
+    CoordinatorNotAvailable = 15, true, "COORDINATOR_NOT_AVAILABLE";
+    /// This broker is not the coordinator for the group.
+    NotCoordinator = 16, true, "NOT_COORDINATOR";
+    /// The topic name is invalid.
+    InvalidTopicException = 17, false, "INVALID_TOPIC_EXCEPTION";
+    /// The request's record data is larger than the maximum.
+    RecordListTooLarge = 18, false, "RECORD_LIST_TOO_LARGE";
+    /// Fewer in-sync replicas than `min.insync.replicas`.
+    NotEnoughReplicas = 19, true, "NOT_ENOUGH_REPLICAS";
+    /// Written, but fewer in-sync replicas than required acknowledged it.
+    NotEnoughReplicasAfterAppend = 20, true, "NOT_ENOUGH_REPLICAS_AFTER_APPEND";
+    /// `acks` is not -1, 0 or 1.
+    InvalidRequiredAcks = 21, false, "INVALID_REQUIRED_ACKS";
+    /// The group generation is not the current one.
+    IllegalGeneration = 22, false, "ILLEGAL_GENERATION";
+    /// The member's protocols do not match the group's.
+    InconsistentGroupProtocol = 23, false, "INCONSISTENT_GROUP_PROTOCOL";
+    /// The group id is empty or invalid.
+    InvalidGroupId = 24, false, "INVALID_GROUP_ID";
+    /// The member id is not known to the coordinator.
+    UnknownMemberId = 25, false, "UNKNOWN_MEMBER_ID";
+    /// The session timeout is outside the broker's allowed range.
+    InvalidSessionTimeout = 26, false, "INVALID_SESSION_TIMEOUT";
+    /// The group is rebalancing; rejoin.
+    RebalanceInProgress = 27, false, "REBALANCE_IN_PROGRESS";
+    /// The committed metadata string is too large.
+    InvalidCommitOffsetSize = 28, false, "INVALID_COMMIT_OFFSET_SIZE";
+    /// A timestamp is out of the acceptable range.
+    InvalidTimestamp = 32, false, "INVALID_TIMESTAMP";
+    /// The API version is not supported.
+    UnsupportedVersion = 35, false, "UNSUPPORTED_VERSION";
+    /// The topic already exists.
+    TopicAlreadyExists = 36, false, "TOPIC_ALREADY_EXISTS";
+    /// The partition count is invalid.
+    InvalidPartitions = 37, false, "INVALID_PARTITIONS";
+    /// The replication factor is invalid.
+    InvalidReplicationFactor = 38, false, "INVALID_REPLICATION_FACTOR";
+    /// A configuration value is invalid.
+    InvalidConfig = 40, false, "INVALID_CONFIG";
+    /// The request is malformed or inconsistent.
+    InvalidRequest = 42, false, "INVALID_REQUEST";
+    /// The request violates a broker policy.
+    PolicyViolation = 44, false, "POLICY_VIOLATION";
+    /// The producer's sequence number is not the next one expected.
+    OutOfOrderSequenceNumber = 45, false, "OUT_OF_ORDER_SEQUENCE_NUMBER";
+    /// The batch is a duplicate of one already written.
+    DuplicateSequenceNumber = 46, false, "DUPLICATE_SEQUENCE_NUMBER";
+    /// The producer's epoch is older than the current one: it was fenced.
+    InvalidProducerEpoch = 47, false, "INVALID_PRODUCER_EPOCH";
+    /// The producer id is not known to the broker.
+    UnknownProducerId = 59, false, "UNKNOWN_PRODUCER_ID";
+    /// The disk holding the partition failed.
+    KafkaStorageError = 56, true, "KAFKA_STORAGE_ERROR";
+    /// The group still has members.
+    NonEmptyGroup = 68, false, "NON_EMPTY_GROUP";
+    /// The group does not exist.
+    GroupIdNotFound = 69, false, "GROUP_ID_NOT_FOUND";
+    /// The leader epoch is older than the broker's.
+    FencedLeaderEpoch = 74, true, "FENCED_LEADER_EPOCH";
+    /// The leader epoch is newer than the broker's.
+    UnknownLeaderEpoch = 75, true, "UNKNOWN_LEADER_EPOCH";
+    /// The join needs a member id: rejoin with the one given.
+    MemberIdRequired = 79, false, "MEMBER_ID_REQUIRED";
+    /// Another member with the same `group.instance.id` took over.
+    FencedInstanceId = 82, false, "FENCED_INSTANCE_ID";
+    /// A record in the batch is invalid.
+    InvalidRecord = 87, false, "INVALID_RECORD";
+    /// A newer producer with the same transactional id fenced this one.
+    ProducerFenced = 90, false, "PRODUCER_FENCED";
+    /// The topic id is not known.
+    UnknownTopicId = 100, true, "UNKNOWN_TOPIC_ID";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_are_kept() {
+        for code in -1..=120 {
+            assert_eq!(ErrorCode::from_code(code).code(), code);
+        }
+        assert_eq!(ErrorCode::from_code(6), ErrorCode::NotLeaderOrFollower);
+        assert!(ErrorCode::NotLeaderOrFollower.is_retriable());
+        assert!(!ErrorCode::MessageTooLarge.is_retriable());
+        assert_eq!(ErrorCode::from_code(999), ErrorCode::Other(999));
+        assert_eq!(ErrorCode::CorruptMessage.name(), "CORRUPT_MESSAGE");
+    }
+}
