@@ -73,6 +73,8 @@ error_codes! {
     RequestTimedOut = 7, true, "REQUEST_TIMED_OUT";
     /// A batch is larger than the server accepts.
     MessageTooLarge = 10, false, "MESSAGE_TOO_LARGE";
+    /// The metadata string of a committed offset is too large.
+    OffsetMetadataTooLarge = 12, false, "OFFSET_METADATA_TOO_LARGE";
     /// The coordinator is loading its state.
     CoordinatorLoadInProgress = 14, true, "COORDINATOR_LOAD_IN_PROGRESS";
     /// The coordinator is not available.
@@ -105,6 +107,8 @@ error_codes! {
     InvalidCommitOffsetSize = 28, false, "INVALID_COMMIT_OFFSET_SIZE";
     /// A timestamp is out of the acceptable range.
     InvalidTimestamp = 32, false, "INVALID_TIMESTAMP";
+    /// The group has reached its maximum size.
+    GroupMaxSizeReached = 81, false, "GROUP_MAX_SIZE_REACHED";
     /// The API version is not supported.
     UnsupportedVersion = 35, false, "UNSUPPORTED_VERSION";
     /// The topic already exists.

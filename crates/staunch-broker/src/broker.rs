@@ -1,0 +1,795 @@
+//! [`Broker`]: topics, produce, fetch, offsets and admin, as one embeddable object.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use staunch_core::{ErrorCode, Offset};
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::durable_file::write_atomic;
+use crate::offsets::{CommittedOffset, OffsetStore};
+use crate::producer_ids::ProducerIdAllocator;
+use crate::topic_config::{ConfigEntry, TopicConfig};
+use crate::topics::{Topic, TopicError, Topics};
+use crate::types::*;
+
+/// Why a broker could not open.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the broker: {0}")]
+pub struct OpenError(pub String);
+
+/// A single-node broker: every topic's partitions, committed offsets, producer ids.
+///
+/// Cheap to clone; clones share one broker. All durable state lives under
+/// [`BrokerConfig::data_dir`]. Methods that store data say what is durable when they return.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<BrokerConfig>,
+    cluster_id: String,
+    topics: Topics,
+    offsets: OffsetStore,
+    producer_ids: ProducerIdAllocator,
+    /// Bumped whenever a high watermark moves, waking long-polling fetches.
+    data_version: watch::Sender<u64>,
+    /// Set at shutdown so long polls return at once.
+    closing: watch::Sender<bool>,
+}
+
+/// Runs blocking work (disk I/O, fsync) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ErrorCode> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ErrorCode::UnknownServerError)
+}
+
+fn topic_error(name: &str, e: TopicError) -> TopicOutcome {
+    TopicOutcome {
+        name: name.to_owned(),
+        error: e.code,
+        error_message: Some(e.message),
+    }
+}
+
+fn topic_ok(name: &str) -> TopicOutcome {
+    TopicOutcome {
+        name: name.to_owned(),
+        error: ErrorCode::None,
+        error_message: None,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn load_cluster_id(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join("cluster-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => Ok(id.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            write_atomic(&path, id.as_bytes())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
+impl Broker {
+    /// Opens (or creates) the broker's data directory: recovers every partition log, reloads
+    /// committed offsets and producer-id reservations. Blocks on disk I/O; call it from a
+    /// blocking context or accept the stall at startup.
+    pub fn open(config: BrokerConfig) -> Result<Broker, OpenError> {
+        let config = Arc::new(config);
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OpenError(format!("creating {}: {e}", dir.display())))?;
+        let cluster_id = load_cluster_id(dir).map_err(OpenError)?;
+        let topics = Topics::open(config.clone()).map_err(OpenError)?;
+        let offsets = OffsetStore::open(&dir.join("consumer-offsets")).map_err(OpenError)?;
+        let producer_ids = ProducerIdAllocator::open(dir).map_err(OpenError)?;
+        tracing::info!(
+            data_dir = %dir.display(),
+            topics = topics.list().len(),
+            "broker opened"
+        );
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                config,
+                cluster_id,
+                topics,
+                offsets,
+                producer_ids,
+                data_version: watch::channel(0).0,
+                closing: watch::channel(false).0,
+            }),
+        })
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// The cluster id, stable for the life of the data directory.
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    /// The host and port clients are told to connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        (
+            self.inner.config.advertised_host.clone(),
+            i32::from(self.inner.config.advertised_port),
+        )
+    }
+
+    /// The topic `name`, creating it with the default partition count if auto-creation is on.
+    async fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>, ErrorCode> {
+        if let Some(topic) = self.inner.topics.get(name) {
+            return Ok(topic);
+        }
+        if !self.inner.config.auto_create_topics {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        let broker = self.clone();
+        let name = name.to_owned();
+        let partitions = self.inner.config.default_partitions;
+        blocking(move || {
+            match broker
+                .inner
+                .topics
+                .create(&name, partitions, TopicConfig::default(), false)
+            {
+                Ok(topic) => Ok(topic),
+                // Another request created it first.
+                Err(e) if e.code == ErrorCode::TopicAlreadyExists => {
+                    broker.inner.topics.get(&name).ok_or(e.code)
+                }
+                Err(e) => Err(e.code),
+            }
+        })
+        .await?
+    }
+
+    /// Appends each partition's records. With `acks` 1 or -1 each result is returned once the
+    /// records are as durable as the topic's flush policy promises (after fdatasync under
+    /// `always`, the default); with `acks` 0 the caller sends no answer but the records are still
+    /// appended. Retried duplicates from idempotent producers get their original offsets.
+    pub async fn produce(
+        &self,
+        acks: i16,
+        partitions: Vec<ProducePartition>,
+    ) -> Vec<ProduceResult> {
+        let mut results = Vec::with_capacity(partitions.len());
+        let mut pending = Vec::new();
+        for p in partitions {
+            let fail = |error: ErrorCode, message: Option<String>| ProduceResult {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                error,
+                error_message: message,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            };
+            if !matches!(acks, -1..=1) {
+                results.push(Some(fail(ErrorCode::InvalidRequiredAcks, None)));
+                continue;
+            }
+            let topic = match self.topic_or_create(&p.topic).await {
+                Ok(topic) => topic,
+                Err(code) => {
+                    results.push(Some(fail(code, None)));
+                    continue;
+                }
+            };
+            let Some(partition) = usize::try_from(p.partition)
+                .ok()
+                .and_then(|i| topic.partitions.get(i))
+                .cloned()
+            else {
+                results.push(Some(fail(ErrorCode::UnknownTopicOrPartition, None)));
+                continue;
+            };
+            let min_isr = topic.config.min_insync_replicas(&self.inner.config);
+            if acks == -1 && min_isr > 1 {
+                results.push(Some(fail(
+                    ErrorCode::NotEnoughReplicas,
+                    Some(format!(
+                        "topic requires {min_isr} in-sync replicas; this single node has 1"
+                    )),
+                )));
+                continue;
+            }
+            let index = results.len();
+            results.push(None);
+            let mut records = p.records;
+            let (topic_name, partition_index) = (p.topic, p.partition);
+            pending.push((
+                index,
+                topic_name,
+                partition_index,
+                tokio::task::spawn_blocking(move || partition.append(&mut records)),
+            ));
+        }
+        let mut appended_any = false;
+        for (index, topic, partition, task) in pending {
+            let outcome = task.await.unwrap_or(Err(ErrorCode::UnknownServerError));
+            results[index] = Some(match outcome {
+                Ok(appended) => {
+                    appended_any = true;
+                    ProduceResult {
+                        topic,
+                        partition,
+                        error: ErrorCode::None,
+                        error_message: None,
+                        base_offset: appended.base_offset,
+                        log_append_time_ms: appended.log_append_time_ms,
+                        log_start_offset: appended.log_start_offset,
+                    }
+                }
+                Err(error) => ProduceResult {
+                    topic,
+                    partition,
+                    error,
+                    error_message: None,
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                },
+            });
+        }
+        if appended_any {
+            self.inner.data_version.send_modify(|v| *v += 1);
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    /// Reads from each partition, only below its high watermark — so a consumer never sees a
+    /// record that could vanish in a crash. Waits up to `max_wait` for at least `min_bytes` in
+    /// all, but answers as soon as that much is there.
+    pub async fn fetch(
+        &self,
+        max_wait: Duration,
+        min_bytes: i32,
+        max_bytes: i32,
+        partitions: Vec<FetchPartition>,
+    ) -> Vec<FetchResult> {
+        let deadline = Instant::now() + max_wait;
+        let mut version = self.inner.data_version.subscribe();
+        let mut closing = self.inner.closing.subscribe();
+        let partitions = Arc::new(partitions);
+        loop {
+            version.mark_unchanged();
+            let broker = self.clone();
+            let wanted = partitions.clone();
+            let results = blocking(move || broker.read_partitions(&wanted, max_bytes))
+                .await
+                .unwrap_or_default();
+            let total: usize = results.iter().map(|r| r.records.len()).sum();
+            let has_error = results.iter().any(|r| r.error != ErrorCode::None);
+            let now = Instant::now();
+            if total >= min_bytes.max(1) as usize
+                || has_error
+                || now >= deadline
+                || *closing.borrow()
+            {
+                return results;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until((deadline).into()) => {}
+                _ = version.changed() => {}
+                _ = closing.changed() => {}
+            }
+        }
+    }
+
+    fn read_partitions(&self, wanted: &[FetchPartition], max_bytes: i32) -> Vec<FetchResult> {
+        let mut budget = max_bytes.max(0) as usize;
+        wanted
+            .iter()
+            .map(|want| {
+                let result = |error, hw, start, records| FetchResult {
+                    topic: want.topic.clone(),
+                    partition: want.partition,
+                    error,
+                    high_watermark: hw,
+                    log_start_offset: start,
+                    records,
+                };
+                if want.current_leader_epoch > 0 {
+                    return result(ErrorCode::UnknownLeaderEpoch, -1, -1, Bytes::new());
+                }
+                let Some(partition) = self.partition(&want.topic, want.partition) else {
+                    return result(ErrorCode::UnknownTopicOrPartition, -1, -1, Bytes::new());
+                };
+                // Kafka's rule: the first partition with data may exceed the request budget by
+                // one batch so a consumer always makes progress.
+                let limit = (want.max_bytes.max(0) as usize).min(budget.max(1));
+                match partition.read(want.fetch_offset, limit) {
+                    Ok(fetched) => {
+                        budget = budget.saturating_sub(fetched.records.len());
+                        result(
+                            ErrorCode::None,
+                            fetched.high_watermark,
+                            fetched.log_start_offset,
+                            fetched.records,
+                        )
+                    }
+                    Err(error) => result(
+                        error,
+                        partition.high_watermark(),
+                        partition.log_start_offset(),
+                        Bytes::new(),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    fn partition(&self, topic: &str, index: i32) -> Option<Arc<crate::partition::Partition>> {
+        let topic = self.inner.topics.get(topic)?;
+        topic.partitions.get(usize::try_from(index).ok()?).cloned()
+    }
+
+    /// Kafka's ListOffsets for one partition: `timestamp` -1 is the latest visible offset (the
+    /// high watermark), -2 the earliest, anything else the first offset with a timestamp at or
+    /// after it. Returns (offset, timestamp); (-1, -1) when no record is that recent.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(Offset, i64), ErrorCode> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        match timestamp {
+            -1 => Ok((p.high_watermark(), -1)),
+            -2 => Ok((p.log_start_offset(), -1)),
+            ts if ts >= 0 => {
+                let found = blocking(move || p.offset_for_timestamp(ts)).await??;
+                Ok(found.unwrap_or((-1, -1)))
+            }
+            _ => Err(ErrorCode::UnsupportedVersion),
+        }
+    }
+
+    /// The end offset of `leader_epoch` on a partition (Kafka's OffsetForLeaderEpoch). Staunch
+    /// is single-node so every batch carries epoch 0: epoch 0 ends at the high watermark and
+    /// any other epoch is unknown, answered as (-1, -1).
+    pub fn epoch_end_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<(i32, Offset), ErrorCode> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        if current_leader_epoch > 0 {
+            return Err(ErrorCode::UnknownLeaderEpoch);
+        }
+        Ok(if leader_epoch == 0 {
+            (0, p.high_watermark())
+        } else {
+            (-1, -1)
+        })
+    }
+
+    /// Metadata for `topics` (all topics when `None`). Unknown topics are created when
+    /// `allow_auto_create` and the broker's auto-creation are both on.
+    pub async fn metadata(
+        &self,
+        topics: Option<Vec<String>>,
+        allow_auto_create: bool,
+    ) -> ClusterMetadata {
+        let (host, port) = self.advertised();
+        let node = self.inner.config.node_id;
+        let wanted: Vec<(String, Option<Arc<Topic>>)> = match topics {
+            None => self
+                .inner
+                .topics
+                .list()
+                .into_iter()
+                .map(|t| (t.name.clone(), Some(t)))
+                .collect(),
+            Some(names) => {
+                let mut found = Vec::with_capacity(names.len());
+                for name in names {
+                    let topic = match self.inner.topics.get(&name) {
+                        Some(topic) => Some(topic),
+                        None if allow_auto_create => self.topic_or_create(&name).await.ok(),
+                        None => None,
+                    };
+                    found.push((name, topic));
+                }
+                found
+            }
+        };
+        let topics = wanted
+            .into_iter()
+            .map(|(name, topic)| match topic {
+                Some(topic) => TopicMetadata {
+                    name,
+                    id: topic.id,
+                    error: ErrorCode::None,
+                    partitions: (0..topic.partitions.len() as i32)
+                        .map(|index| PartitionMetadata {
+                            index,
+                            leader: node,
+                            leader_epoch: 0,
+                            replicas: vec![node],
+                            isr: vec![node],
+                        })
+                        .collect(),
+                },
+                None => TopicMetadata {
+                    error: match crate::topics::validate_topic_name(&name) {
+                        Ok(()) => ErrorCode::UnknownTopicOrPartition,
+                        Err(e) => e.code,
+                    },
+                    name,
+                    id: uuid::Uuid::nil(),
+                    partitions: Vec::new(),
+                },
+            })
+            .collect();
+        ClusterMetadata {
+            cluster_id: self.inner.cluster_id.clone(),
+            controller_id: node,
+            brokers: vec![(node, host, port)],
+            topics,
+        }
+    }
+
+    /// Creates topics. Each is durable when its outcome is `None`.
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let broker = self.clone();
+        blocking(move || {
+            topics
+                .into_iter()
+                .map(|t| {
+                    if t.replication_factor > 1 {
+                        return topic_error(
+                            &t.name,
+                            TopicError {
+                                code: ErrorCode::InvalidReplicationFactor,
+                                message: format!(
+                                    "replication factor {} is larger than the 1 available broker",
+                                    t.replication_factor
+                                ),
+                            },
+                        );
+                    }
+                    let partitions = if t.partitions == -1 {
+                        broker.inner.config.default_partitions
+                    } else {
+                        t.partitions
+                    };
+                    let config = match TopicConfig::from_pairs(
+                        t.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        &broker.inner.config,
+                    ) {
+                        Ok(config) => config,
+                        Err(message) => {
+                            return topic_error(
+                                &t.name,
+                                TopicError {
+                                    code: ErrorCode::InvalidConfig,
+                                    message,
+                                },
+                            );
+                        }
+                    };
+                    match broker
+                        .inner
+                        .topics
+                        .create(&t.name, partitions, config, validate_only)
+                    {
+                        Ok(_) => topic_ok(&t.name),
+                        Err(e) => topic_error(&t.name, e),
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Deletes topics and their data, and every group's committed offsets for them. Durable
+    /// when each outcome is `None`.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<TopicOutcome> {
+        let broker = self.clone();
+        blocking(move || {
+            names
+                .into_iter()
+                .map(|name| match broker.inner.topics.delete(&name) {
+                    Ok(_) => {
+                        if let Err(e) = broker.inner.offsets.delete_topic(&name) {
+                            tracing::error!(topic = %name, error = %e, "deleting committed offsets of a deleted topic");
+                        }
+                        topic_ok(&name)
+                    }
+                    Err(e) => topic_error(&name, e),
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Raises partition counts: `(topic, new total)`.
+    pub async fn create_partitions(
+        &self,
+        changes: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let broker = self.clone();
+        blocking(move || {
+            changes
+                .into_iter()
+                .map(|(name, total)| {
+                    match broker
+                        .inner
+                        .topics
+                        .add_partitions(&name, total, validate_only)
+                    {
+                        Ok(()) => topic_ok(&name),
+                        Err(e) => topic_error(&name, e),
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// A topic's settings with their effective values (`names` filters; `None` for all).
+    pub fn describe_topic_config(
+        &self,
+        topic: &str,
+        names: Option<&[String]>,
+    ) -> Result<Vec<ConfigEntry>, TopicOutcome> {
+        let t = self.inner.topics.get(topic).ok_or_else(|| TopicOutcome {
+            name: topic.to_owned(),
+            error: ErrorCode::UnknownTopicOrPartition,
+            error_message: Some(format!("topic '{topic}' does not exist")),
+        })?;
+        Ok(t.config
+            .describe(&self.inner.config)
+            .into_iter()
+            .filter(|e| names.is_none_or(|n| n.iter().any(|n| *n == e.name)))
+            .collect())
+    }
+
+    /// Replaces a topic's overrides with `entries` (AlterConfigs: unlisted ones return to their
+    /// defaults), or, with `incremental`, applies each `(name, op, value)` to the current ones.
+    /// Durable when the outcome is `None`.
+    pub async fn alter_topic_config(
+        &self,
+        topic: String,
+        entries: Vec<(String, ConfigOp, String)>,
+        incremental: bool,
+        validate_only: bool,
+    ) -> TopicOutcome {
+        let broker = self.clone();
+        blocking(move || {
+            let Some(current) = broker.inner.topics.get(&topic) else {
+                return TopicOutcome {
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    error_message: Some(format!("topic '{topic}' does not exist")),
+                    name: topic,
+                };
+            };
+            let mut config = if incremental {
+                current.config.clone()
+            } else {
+                TopicConfig::default()
+            };
+            for (name, op, value) in &entries {
+                let applied = match op {
+                    ConfigOp::Set => config.set(name, value),
+                    ConfigOp::Delete => config.remove(name),
+                };
+                if let Err(message) = applied {
+                    return TopicOutcome {
+                        name: topic,
+                        error: ErrorCode::InvalidConfig,
+                        error_message: Some(message),
+                    };
+                }
+            }
+            match broker
+                .inner
+                .topics
+                .set_config(&topic, config, validate_only)
+            {
+                Ok(()) => topic_ok(&topic),
+                Err(e) => topic_error(&topic, e),
+            }
+        })
+        .await
+        .unwrap_or_else(|code| TopicOutcome {
+            name: String::new(),
+            error: code,
+            error_message: None,
+        })
+    }
+
+    /// A producer id never handed out before by this data directory, durably reserved.
+    pub async fn init_producer_id(&self) -> Result<i64, ErrorCode> {
+        let broker = self.clone();
+        blocking(move || broker.inner.producer_ids.next())
+            .await?
+            .map_err(|e| {
+                tracing::error!(error = %e, "allocating a producer id");
+                ErrorCode::KafkaStorageError
+            })
+    }
+
+    /// Stores committed offsets for `group`. Durable when it returns `Ok`: the commits survive
+    /// a crash. Each entry's error is `None` or why that partition's commit was refused.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Vec<(String, i32, ErrorCode)> {
+        let mut results = Vec::with_capacity(entries.len());
+        let mut accepted = Vec::new();
+        for (topic, partition, committed) in entries {
+            let code = if committed.metadata.len() > self.inner.config.offset_metadata_max_bytes {
+                ErrorCode::OffsetMetadataTooLarge
+            } else if self.partition(&topic, partition).is_none() {
+                ErrorCode::UnknownTopicOrPartition
+            } else {
+                accepted.push((topic.clone(), partition, Some(committed)));
+                ErrorCode::None
+            };
+            results.push((topic, partition, code));
+        }
+        if !accepted.is_empty() {
+            let broker = self.clone();
+            let group = group.to_owned();
+            let written = blocking(move || broker.inner.offsets.write(&group, &accepted)).await;
+            let failed = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "storing committed offsets");
+                    Some(ErrorCode::KafkaStorageError)
+                }
+                Err(code) => Some(code),
+            };
+            if let Some(code) = failed {
+                for result in results.iter_mut().filter(|r| r.2 == ErrorCode::None) {
+                    result.2 = code;
+                }
+            }
+        }
+        results
+    }
+
+    /// The committed offset of one partition for `group`.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<CommittedOffset> {
+        self.inner.offsets.get(group, topic, partition)
+    }
+
+    /// Every committed offset of `group`.
+    pub fn committed_offsets(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
+        self.inner.offsets.all(group)
+    }
+
+    /// Groups that have committed offsets.
+    pub fn groups_with_offsets(&self) -> Vec<String> {
+        self.inner.offsets.groups()
+    }
+
+    /// Deletes a group's committed offsets. Durable when it returns `Ok`.
+    pub async fn delete_group_offsets(&self, group: &str) -> Result<(), ErrorCode> {
+        let broker = self.clone();
+        let group = group.to_owned();
+        blocking(move || broker.inner.offsets.delete_group(&group))
+            .await?
+            .map_err(|e| {
+                tracing::error!(error = %e, "deleting committed offsets");
+                ErrorCode::KafkaStorageError
+            })
+    }
+
+    /// A topic's id and partition count, if it exists.
+    pub fn topic_summary(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        let topic = self.inner.topics.get(name)?;
+        Some((topic.id, topic.partitions.len() as i32))
+    }
+
+    /// The name of the topic with id `id`, if any.
+    pub fn topic_name_by_id(&self, id: uuid::Uuid) -> Option<String> {
+        self.inner
+            .topics
+            .list()
+            .into_iter()
+            .find(|t| t.id == id)
+            .map(|t| t.name.clone())
+    }
+
+    /// Names of all topics.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.inner
+            .topics
+            .list()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    /// Applies retention to every partition now.
+    pub async fn apply_retention(&self) {
+        let broker = self.clone();
+        let _ = blocking(move || {
+            let now = now_ms();
+            for topic in broker.inner.topics.list() {
+                for (index, partition) in topic.partitions.iter().enumerate() {
+                    if let Err(e) = partition.apply_retention(now) {
+                        tracing::warn!(topic = %topic.name, index, error = %e, "retention failed");
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Starts the periodic work: retention over every partition at
+    /// [`BrokerConfig::retention_check_interval`]. Stops at [`Broker::shutdown`].
+    pub fn start_background_tasks(&self) {
+        let broker = self.clone();
+        let mut closing = self.inner.closing.subscribe();
+        let period = self.inner.config.retention_check_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => broker.apply_retention().await,
+                    _ = closing.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Wakes long polls so they answer now, then flushes and closes every log, marking each
+    /// cleanly shut down. Call after the server stopped taking requests.
+    pub async fn shutdown(&self) {
+        self.inner.closing.send_replace(true);
+        let broker = self.clone();
+        let _ = blocking(move || {
+            broker.inner.topics.close_all();
+            if let Err(e) = broker.inner.offsets.close() {
+                tracing::error!(error = %e, "closing the offsets log");
+            }
+        })
+        .await;
+        tracing::info!("broker closed");
+    }
+}

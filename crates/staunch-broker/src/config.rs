@@ -1,0 +1,69 @@
+//! The broker's configuration: where data lives, what clients are told, and the defaults every
+//! topic starts from.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use staunch_log::LogConfig;
+
+/// Broker settings. Every field has a safe default: a single node, data in `./staunch-data`,
+/// flush `always` (every acknowledgement after fsync), topics auto-created like Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in metadata responses. Default 1.
+    pub node_id: i32,
+    /// The directory holding topics, committed offsets and producer-id state.
+    pub data_dir: PathBuf,
+    /// The host clients are told to connect to. Default `127.0.0.1`.
+    pub advertised_host: String,
+    /// The port clients are told to connect to; the server sets it to the port it bound when
+    /// left at 0. Default 0.
+    pub advertised_port: u16,
+    /// Create a topic when a client asks for its metadata or produces to it. Default `true`,
+    /// as in Kafka (`auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic (`num.partitions`). Default 1.
+    pub default_partitions: i32,
+    /// `min.insync.replicas` of topics that do not set it. Default 1.
+    pub min_insync_replicas: i32,
+    /// The log settings of topics that do not override them.
+    pub log: LogConfig,
+    /// Largest metadata string stored with a committed offset (`offset.metadata.max.bytes`).
+    /// Default 4096.
+    pub offset_metadata_max_bytes: usize,
+    /// Smallest session timeout a group member may ask for. Default 6 s.
+    #[serde(with = "humantime_serde")]
+    pub group_min_session_timeout: Duration,
+    /// Largest session timeout a group member may ask for. Default 30 min.
+    #[serde(with = "humantime_serde")]
+    pub group_max_session_timeout: Duration,
+    /// How long a new group waits for more members before its first rebalance completes
+    /// (`group.initial.rebalance.delay.ms`). Default 3 s.
+    #[serde(with = "humantime_serde")]
+    pub group_initial_rebalance_delay: Duration,
+    /// How often retention runs over every partition. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("staunch-data"),
+            advertised_host: "127.0.0.1".to_owned(),
+            advertised_port: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            min_insync_replicas: 1,
+            log: LogConfig::default(),
+            offset_metadata_max_bytes: 4096,
+            group_min_session_timeout: Duration::from_secs(6),
+            group_max_session_timeout: Duration::from_secs(30 * 60),
+            group_initial_rebalance_delay: Duration::from_secs(3),
+            retention_check_interval: Duration::from_secs(300),
+        }
+    }
+}

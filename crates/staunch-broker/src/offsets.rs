@@ -1,0 +1,323 @@
+//! Committed consumer offsets, stored durably in an internal log and reloaded on open.
+//!
+//! Each commit is one record batch in `<data_dir>/consumer-offsets/`, a log with flush `always`
+//! and no retention: a commit is on disk before it is acknowledged, and a group that commits
+//! rarely never loses its position to retention. Each record's key names (group, topic,
+//! partition); its value holds the offset, the leader epoch, the commit time and the client's
+//! metadata string (the consumer retry layer keeps attempt counts there). A deletion is a record
+//! with a null value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use staunch_core::batch::batches;
+use staunch_core::{BatchBuilder, Offset};
+use staunch_log::{FileLog, FlushPolicy, LogConfig, LogStore};
+
+/// One committed position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The next offset the group will consume.
+    pub offset: Offset,
+    /// The leader epoch of the last consumed record, or -1.
+    pub leader_epoch: i32,
+    /// The client's metadata string, stored verbatim.
+    pub metadata: String,
+    /// When the commit was made (ms since the epoch).
+    pub commit_time_ms: i64,
+}
+
+type Key = (String, i32);
+
+/// The committed offsets of every group.
+#[derive(Debug)]
+pub struct OffsetStore {
+    log: FileLog,
+    groups: Mutex<HashMap<String, BTreeMap<Key, CommittedOffset>>>,
+}
+
+fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group.len() + topic.len() + 10);
+    for part in [group, topic] {
+        key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        key.extend_from_slice(part.as_bytes());
+    }
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if buf.len() < n {
+        return None;
+    }
+    let (head, tail) = buf.split_at(n);
+    *buf = tail;
+    Some(head)
+}
+
+fn take_str(buf: &mut &[u8]) -> Option<String> {
+    let len = u32::from_be_bytes(take(buf, 4)?.try_into().ok()?) as usize;
+    String::from_utf8(take(buf, len)?.to_vec()).ok()
+}
+
+fn decode_key(mut key: &[u8]) -> Option<(String, String, i32)> {
+    let group = take_str(&mut key)?;
+    let topic = take_str(&mut key)?;
+    let partition = i32::from_be_bytes(take(&mut key, 4)?.try_into().ok()?);
+    Some((group, topic, partition))
+}
+
+fn encode_value(c: &CommittedOffset) -> Vec<u8> {
+    let mut value = Vec::with_capacity(24 + c.metadata.len());
+    value.extend_from_slice(&c.offset.to_be_bytes());
+    value.extend_from_slice(&c.leader_epoch.to_be_bytes());
+    value.extend_from_slice(&c.commit_time_ms.to_be_bytes());
+    value.extend_from_slice(&(c.metadata.len() as u32).to_be_bytes());
+    value.extend_from_slice(c.metadata.as_bytes());
+    value
+}
+
+fn decode_value(mut value: &[u8]) -> Option<CommittedOffset> {
+    let offset = i64::from_be_bytes(take(&mut value, 8)?.try_into().ok()?);
+    let leader_epoch = i32::from_be_bytes(take(&mut value, 4)?.try_into().ok()?);
+    let commit_time_ms = i64::from_be_bytes(take(&mut value, 8)?.try_into().ok()?);
+    let metadata = take_str(&mut value)?;
+    Some(CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_time_ms,
+    })
+}
+
+impl OffsetStore {
+    /// Opens the store in `dir`, recovering the log and replaying every commit.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let config = LogConfig {
+            flush: FlushPolicy::Always,
+            segment_bytes: 64 << 20,
+            retention_age: None,
+            retention_bytes: None,
+            ..LogConfig::default()
+        };
+        let log =
+            FileLog::open(dir, config).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let end = log.flush().map_err(|e| e.to_string())?;
+        let mut groups: HashMap<String, BTreeMap<Key, CommittedOffset>> = HashMap::new();
+        let mut from = log.earliest();
+        while from < end {
+            let read = log.read(from, 1 << 20).map_err(|e| e.to_string())?;
+            for batch in batches(&read.bytes) {
+                let batch = batch.map_err(|e| e.to_string())?;
+                for record in batch.records().map_err(|e| e.to_string())? {
+                    let record = record.map_err(|e| e.to_string())?;
+                    let Some((group, topic, partition)) = record.key.and_then(decode_key) else {
+                        return Err(format!(
+                            "offset record {} has a malformed key",
+                            record.offset
+                        ));
+                    };
+                    match record.value {
+                        Some(value) => {
+                            let committed = decode_value(value).ok_or_else(|| {
+                                format!("offset record {} has a malformed value", record.offset)
+                            })?;
+                            groups
+                                .entry(group)
+                                .or_default()
+                                .insert((topic, partition), committed);
+                        }
+                        None => {
+                            if let Some(offsets) = groups.get_mut(&group) {
+                                offsets.remove(&(topic, partition));
+                                if offsets.is_empty() {
+                                    groups.remove(&group);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if read.next_offset <= from {
+                break;
+            }
+            from = read.next_offset;
+        }
+        Ok(OffsetStore {
+            log,
+            groups: Mutex::new(groups),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<Key, CommittedOffset>>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores commits for `group`, or deletions where the value is `None`. Durable when it
+    /// returns `Ok`: the commits survive a crash. Blocks on fdatasync.
+    pub fn write(
+        &self,
+        group: &str,
+        entries: &[(String, i32, Option<CommittedOffset>)],
+    ) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64;
+        let mut builder = BatchBuilder::new(now);
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries
+            .iter()
+            .map(|(topic, partition, value)| {
+                (
+                    encode_key(group, topic, *partition),
+                    value.as_ref().map(encode_value),
+                )
+            })
+            .collect();
+        for (key, value) in &encoded {
+            builder = builder.record(Some(key), value.as_deref());
+        }
+        let mut bytes = builder.build();
+        // Hold the map while appending so the map changes in the same order as the log.
+        let mut groups = self.lock();
+        self.log.append(&mut bytes, 0).map_err(|e| e.to_string())?;
+        for (topic, partition, value) in entries {
+            let key = (topic.clone(), *partition);
+            match value {
+                Some(committed) => {
+                    groups
+                        .entry(group.to_owned())
+                        .or_default()
+                        .insert(key, committed.clone());
+                }
+                None => {
+                    if let Some(offsets) = groups.get_mut(group) {
+                        offsets.remove(&key);
+                        if offsets.is_empty() {
+                            groups.remove(group);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The committed offset of one partition for `group`.
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
+        self.lock()
+            .get(group)?
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// Every committed offset of `group`, by topic and partition.
+    pub fn all(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
+        self.lock()
+            .get(group)
+            .map(|offsets| {
+                offsets
+                    .iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every group with at least one committed offset.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<_> = self.lock().keys().cloned().collect();
+        groups.sort();
+        groups
+    }
+
+    /// Deletes every committed offset of `group`. Durable when it returns `Ok`.
+    pub fn delete_group(&self, group: &str) -> Result<(), String> {
+        let entries: Vec<_> = self
+            .all(group)
+            .into_iter()
+            .map(|(t, p, _)| (t, p, None))
+            .collect();
+        self.write(group, &entries)
+    }
+
+    /// Deletes every group's committed offsets for `topic` (the topic was deleted).
+    pub fn delete_topic(&self, topic: &str) -> Result<(), String> {
+        let doomed: Vec<(String, Vec<(String, i32, Option<CommittedOffset>)>)> = self
+            .lock()
+            .iter()
+            .map(|(group, offsets)| {
+                let entries = offsets
+                    .keys()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(t, p)| (t.clone(), *p, None))
+                    .collect::<Vec<_>>();
+                (group.clone(), entries)
+            })
+            .filter(|(_, entries)| !entries.is_empty())
+            .collect();
+        for (group, entries) in doomed {
+            self.write(&group, &entries)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes the log.
+    pub fn close(&self) -> Result<(), String> {
+        self.log.close().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(offset: Offset, metadata: &str) -> Option<CommittedOffset> {
+        Some(CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: metadata.to_owned(),
+            commit_time_ms: 1,
+        })
+    }
+
+    #[test]
+    fn commits_and_deletions_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = OffsetStore::open(dir.path()).unwrap();
+            store
+                .write(
+                    "g",
+                    &[
+                        ("t".into(), 0, committed(5, "attempt=2")),
+                        ("t".into(), 1, committed(7, "")),
+                    ],
+                )
+                .unwrap();
+            store
+                .write("g", &[("t".into(), 0, committed(6, "attempt=3"))])
+                .unwrap();
+            store
+                .write("h", &[("u".into(), 0, committed(1, ""))])
+                .unwrap();
+            store.delete_group("h").unwrap();
+            store
+                .write("k", &[("doomed".into(), 0, committed(3, ""))])
+                .unwrap();
+            store.delete_topic("doomed").unwrap();
+            // No close: reopening must work from what was fsynced.
+        }
+        let store = OffsetStore::open(dir.path()).unwrap();
+        let got = store.get("g", "t", 0).unwrap();
+        assert_eq!((got.offset, got.metadata.as_str()), (6, "attempt=3"));
+        assert_eq!(store.get("g", "t", 1).unwrap().offset, 7);
+        assert_eq!(store.groups(), vec!["g".to_owned()]);
+        assert!(store.get("h", "u", 0).is_none());
+    }
+}

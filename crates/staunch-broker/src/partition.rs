@@ -1,0 +1,268 @@
+//! One partition on this broker: its log, its high watermark and its idempotent-producer state.
+//!
+//! Every method here is synchronous and may block on disk I/O (an append under flush `always`
+//! waits for fdatasync); the async broker calls them from blocking threads.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use staunch_core::batch::batches;
+use staunch_core::{BatchError, ErrorCode, Offset};
+use staunch_log::{FileLog, LogConfig, LogError, LogStore};
+
+use crate::producer_state::{BatchSeq, ProducerTable, SeqCheck};
+
+/// Where an appended (or de-duplicated) batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: Offset,
+    /// Broker append time (ms), or -1 when the batch keeps producer timestamps.
+    pub log_append_time_ms: i64,
+    /// The log start offset after the append.
+    pub log_start_offset: Offset,
+}
+
+/// Batches read for a consumer, only below the high watermark.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Whole v2 batches exactly as stored; empty when nothing new is visible.
+    pub records: bytes::Bytes,
+    /// The high watermark when the read was made.
+    pub high_watermark: Offset,
+    /// The first offset still in the log.
+    pub log_start_offset: Offset,
+}
+
+/// A partition hosted by this broker.
+#[derive(Debug)]
+pub struct Partition {
+    log: Arc<FileLog>,
+    /// Everything below it is acknowledged and as durable as the flush policy promises; the
+    /// only offsets consumers see.
+    high_watermark: AtomicI64,
+    producers: Mutex<ProducerTable>,
+}
+
+/// Maps a log error to the Kafka error a producer or consumer gets, logging what is not the
+/// client's fault.
+pub fn log_error_code(error: &LogError) -> ErrorCode {
+    match error {
+        LogError::InvalidBatch(BatchError::TooLarge { .. }) => ErrorCode::MessageTooLarge,
+        LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => ErrorCode::CorruptMessage,
+        LogError::InvalidBatch(_) | LogError::EmptyAppend => ErrorCode::CorruptMessage,
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::DiskFull { .. } | LogError::Failed { .. } | LogError::Corrupt { .. } => {
+            ErrorCode::KafkaStorageError
+        }
+        LogError::Closed => ErrorCode::NotLeaderOrFollower,
+        _ => ErrorCode::KafkaStorageError,
+    }
+}
+
+impl Partition {
+    /// Opens the partition's log in `dir` (running crash recovery), makes everything recovered
+    /// durable, and rebuilds the producer state from the stored batches.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Self, LogError> {
+        let log = FileLog::open(dir, config)?;
+        // What recovery kept may still be only in the page cache; make it durable before it
+        // becomes visible to consumers.
+        let end = log.flush()?;
+        let mut producers = ProducerTable::default();
+        let mut from = log.earliest();
+        while from < end {
+            let read = log.read(from, 1 << 20)?;
+            for batch in batches(&read.bytes) {
+                let batch = batch?;
+                producers.observe(&batch, batch.max_timestamp());
+            }
+            if read.next_offset <= from {
+                break;
+            }
+            from = read.next_offset;
+        }
+        Ok(Partition {
+            log: Arc::new(log),
+            high_watermark: AtomicI64::new(end),
+            producers: Mutex::new(producers),
+        })
+    }
+
+    /// The offset below which records are acknowledged and visible to consumers.
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> Offset {
+        self.log.earliest()
+    }
+
+    /// The next offset the log assigns.
+    pub fn log_end_offset(&self) -> Offset {
+        self.log.log_end()
+    }
+
+    /// The underlying log.
+    pub fn log(&self) -> &FileLog {
+        &self.log
+    }
+
+    /// Appends the batches of one produce request for this partition. Returns once the log
+    /// reports them as durable as its flush policy promises (after fdatasync under `always`),
+    /// then raises the high watermark over them.
+    ///
+    /// Batches from an idempotent producer are checked first: a retry of a stored batch returns
+    /// the stored batch's offset without writing, a gap or a fenced epoch is refused, and an
+    /// idempotent request must hold exactly one batch (as in Kafka).
+    pub fn append(&self, records: &mut [u8]) -> Result<Appended, ErrorCode> {
+        let mut count = 0;
+        let mut producer = None;
+        for batch in batches(records) {
+            let batch = batch.map_err(|e| log_error_code(&LogError::InvalidBatch(e)))?;
+            batch
+                .verify_integrity()
+                .map_err(|e| log_error_code(&LogError::InvalidBatch(e)))?;
+            count += 1;
+            if batch.is_transactional() || batch.is_control() {
+                // Transactions are not implemented; storing such a batch without markers would
+                // show uncommitted data to read_committed consumers.
+                return Err(ErrorCode::InvalidRecord);
+            }
+            if batch.producer_id() >= 0 {
+                producer = Some(batch);
+            }
+        }
+        if count == 0 {
+            return Err(ErrorCode::CorruptMessage);
+        }
+        let Some(batch) = producer else {
+            return self.append_checked(records, None);
+        };
+        if count > 1 {
+            return Err(ErrorCode::InvalidRecord);
+        }
+        let verdict = self.producers().check(&batch);
+        match verdict {
+            SeqCheck::Reject(code) => Err(code),
+            SeqCheck::Duplicate(stored) => Ok(Appended {
+                base_offset: stored.base_offset,
+                log_append_time_ms: -1,
+                log_start_offset: self.log.earliest(),
+            }),
+            SeqCheck::Append => {
+                let key = (batch.producer_id(), batch.producer_epoch());
+                let (first_seq, count) = (batch.base_sequence(), batch.record_count());
+                self.append_checked(records, Some((key, first_seq, count)))
+            }
+        }
+    }
+
+    fn producers(&self) -> std::sync::MutexGuard<'_, ProducerTable> {
+        self.producers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append_checked(
+        &self,
+        records: &mut [u8],
+        producer: Option<((i64, i16), i32, i32)>,
+    ) -> Result<Appended, ErrorCode> {
+        match self.log.append(records, 0) {
+            Ok(info) => {
+                if let Some((key, first_seq, count)) = producer {
+                    let last_seq = ((i64::from(first_seq) + i64::from(count) - 1)
+                        % (i64::from(i32::MAX) + 1)) as i32;
+                    self.producers().complete(
+                        key,
+                        BatchSeq {
+                            first_seq,
+                            last_seq,
+                            base_offset: info.base_offset,
+                            last_offset: info.last_offset,
+                            append_time_ms: info.append_time_ms,
+                        },
+                    );
+                }
+                self.high_watermark
+                    .fetch_max(info.last_offset + 1, Ordering::AcqRel);
+                Ok(Appended {
+                    base_offset: info.base_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log.earliest(),
+                })
+            }
+            Err(error) => {
+                if let Some(((id, _), _, _)) = producer {
+                    self.producers().abort(id);
+                }
+                let code = log_error_code(&error);
+                if code == ErrorCode::KafkaStorageError {
+                    tracing::error!(%error, "append failed");
+                }
+                Err(code)
+            }
+        }
+    }
+
+    /// Reads whole batches from `from`, up to about `max_bytes` (at least one batch if any is
+    /// visible), never at or beyond the high watermark.
+    pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Fetched, ErrorCode> {
+        let high_watermark = self.high_watermark();
+        let log_start_offset = self.log.earliest();
+        if from < log_start_offset || from > self.log.log_end() {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        let mut out = Vec::new();
+        let mut next = from;
+        while next < high_watermark && (out.is_empty() || out.len() < max_bytes) {
+            let budget = max_bytes.saturating_sub(out.len()).max(1);
+            let read = self
+                .log
+                .read(next, budget)
+                .map_err(|e| log_error_code(&e))?;
+            let mut kept = 0;
+            for batch in batches(&read.bytes) {
+                let Ok(batch) = batch else { break };
+                if batch.base_offset() >= high_watermark
+                    || (!out.is_empty() && out.len() + kept + batch.size() > max_bytes)
+                {
+                    break;
+                }
+                kept += batch.size();
+                next = batch.next_offset();
+            }
+            if kept == 0 {
+                break;
+            }
+            out.extend_from_slice(&read.bytes[..kept]);
+        }
+        Ok(Fetched {
+            records: bytes::Bytes::from(out),
+            high_watermark,
+            log_start_offset,
+        })
+    }
+
+    /// The offset of the first record with a timestamp at or after `timestamp` that is visible
+    /// to consumers, with that record's timestamp; `None` if there is none.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(Offset, i64)>, ErrorCode> {
+        let found = self
+            .log
+            .offset_for_timestamp(timestamp)
+            .map_err(|e| log_error_code(&e))?;
+        Ok(found
+            .filter(|t| t.offset < self.high_watermark())
+            .map(|t| (t.offset, t.timestamp)))
+    }
+
+    /// Deletes closed segments past the retention limits.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<(), LogError> {
+        self.log.apply_retention(now_ms).map(|_| ())
+    }
+
+    /// Flushes and closes the log, marking it cleanly shut down.
+    pub fn close(&self) -> Result<(), LogError> {
+        self.log.close()
+    }
+}

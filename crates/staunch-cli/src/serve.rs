@@ -1,0 +1,219 @@
+//! `staunch serve`: configuration from file, environment and flags; logging; signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use staunch_broker::{Broker, BrokerConfig};
+use staunch_log::FlushPolicy;
+use staunch_server::{Server, ServerConfig};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration file. Every key is optional; see `staunch.example.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ServeConfig {
+    /// Address to listen on. Default 127.0.0.1:9092.
+    listen: SocketAddr,
+    /// Log line format.
+    log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax. Default `info`.
+    log_level: String,
+    /// Largest request frame accepted. Default 100 MiB.
+    max_request_bytes: usize,
+    /// Idle connections are closed after this. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    idle_timeout: Duration,
+    /// The broker: data directory, defaults for topics, groups.
+    broker: BrokerConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            log_format: LogFormat::Human,
+            log_level: "info".to_owned(),
+            max_request_bytes: ServerConfig::default().max_request_bytes,
+            idle_timeout: ServerConfig::default().idle_timeout,
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+/// Flags of `staunch serve`. Each overrides the config file; each can also be set through its
+/// `STAUNCH_*` environment variable (flags win over the environment).
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, short = 'c', env = "STAUNCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:9092 (port 0 picks a free one).
+    #[arg(long, env = "STAUNCH_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long, env = "STAUNCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Host advertised to clients (default: the listen address's IP).
+    #[arg(long, env = "STAUNCH_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// Default flush policy of topics: always, os, or interval:<duration>.
+    #[arg(long, env = "STAUNCH_FLUSH")]
+    flush: Option<FlushPolicy>,
+    /// Create topics on first use (true/false).
+    #[arg(long, env = "STAUNCH_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics.
+    #[arg(long, env = "STAUNCH_DEFAULT_PARTITIONS")]
+    default_partitions: Option<i32>,
+    /// Initial rebalance delay of new consumer groups, e.g. 3s or 100ms.
+    #[arg(long, env = "STAUNCH_GROUP_INITIAL_REBALANCE_DELAY", value_parser = humantime_duration)]
+    group_initial_rebalance_delay: Option<Duration>,
+    /// Log format.
+    #[arg(long, env = "STAUNCH_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter (RUST_LOG syntax), e.g. info or staunch_server=debug.
+    #[arg(long, env = "STAUNCH_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Print the resulting configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Reads the config file (if any) and applies the flags and environment over it.
+fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading config file {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+        }
+        None => ServeConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.broker.data_dir = dir.clone();
+    }
+    if let Some(host) = &args.advertised_host {
+        config.broker.advertised_host = host.clone();
+    } else if args.config.is_none() || config.broker.advertised_host.is_empty() {
+        config.broker.advertised_host = config.listen.ip().to_string();
+    }
+    if let Some(flush) = args.flush {
+        config.broker.log.flush = flush;
+    }
+    if let Some(auto) = args.auto_create_topics {
+        config.broker.auto_create_topics = auto;
+    }
+    if let Some(n) = args.default_partitions {
+        config.broker.default_partitions = n;
+    }
+    if let Some(delay) = args.group_initial_rebalance_delay {
+        config.broker.group_initial_rebalance_delay = delay;
+    }
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    if let Some(level) = &args.log_level {
+        config.log_level = level.clone();
+    }
+    config
+        .broker
+        .log
+        .clone()
+        .validate()
+        .map_err(|e| e.to_string())?;
+    if config.broker.default_partitions < 1 {
+        return Err("default_partitions must be at least 1".to_owned());
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &ServeConfig) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .map_err(|e| format!("invalid log level '{}': {e}", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| format!("initialising logging: {e}"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then finishes in-flight requests, flushes every
+/// log and marks it cleanly shut down.
+pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
+    let mut config = resolve(&args)?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("staunch")
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let server = Server::bind(
+            config.listen,
+            ServerConfig {
+                max_request_bytes: config.max_request_bytes,
+                idle_timeout: config.idle_timeout,
+                ..ServerConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("binding {}: {e}", config.listen))?;
+        let bound = server.local_addr().map_err(|e| e.to_string())?;
+        config.broker.advertised_port = bound.port();
+        let broker_config = config.broker.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        broker.start_background_tasks();
+        // Tests and scripts read this line to learn the port.
+        tracing::info!(listen = %bound, data_dir = %config.broker.data_dir.display(), flush = %config.broker.log.flush, "staunch is serving");
+        println!("staunch listening on {bound}");
+        server.run(broker.clone(), shutdown_signal()).await;
+        broker.shutdown().await;
+        Ok(())
+    })
+}

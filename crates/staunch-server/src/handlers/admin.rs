@@ -1,0 +1,299 @@
+//! Topic administration: create, delete, add partitions, describe and alter configs.
+
+use staunch_broker::{Broker, ConfigOp, NewTopic};
+use staunch_core::ErrorCode;
+use staunch_protocol::kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
+use staunch_protocol::kafka_protocol::messages::create_topics_response::{
+    CreatableTopicResult, CreateTopicsResponse,
+};
+use staunch_protocol::kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
+use staunch_protocol::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+};
+use staunch_protocol::kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName, alter_configs_response,
+    incremental_alter_configs_response,
+};
+
+use super::text;
+
+/// Kafka's resource type for topics in config requests.
+const RESOURCE_TOPIC: i8 = 2;
+/// Kafka's resource type for brokers.
+const RESOURCE_BROKER: i8 = 4;
+
+pub(super) async fn create_topics(
+    broker: &Broker,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let wanted: Vec<NewTopic> = request
+        .topics
+        .iter()
+        .map(|t| NewTopic {
+            name: t.name.0.as_str().to_owned(),
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            configs: t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.name.as_str().to_owned(),
+                        c.value.as_ref()?.as_str().to_owned(),
+                    ))
+                })
+                .collect(),
+        })
+        .collect();
+    let outcomes = broker.create_topics(wanted, request.validate_only).await;
+    let topics = outcomes
+        .into_iter()
+        .map(|o| {
+            let mut result = CreatableTopicResult::default()
+                .with_name(TopicName(text(o.name.clone())))
+                .with_error_code(o.error.code())
+                .with_error_message(o.error_message.map(text));
+            if o.error == ErrorCode::None {
+                let metadata = broker.topic_summary(&o.name);
+                if let Some((id, partitions)) = metadata {
+                    result = result
+                        .with_topic_id(id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1);
+                }
+            }
+            result
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub(super) async fn delete_topics(
+    broker: &Broker,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let mut names: Vec<String> = request
+        .topic_names
+        .iter()
+        .map(|n| n.0.as_str().to_owned())
+        .collect();
+    let mut unknown_ids = Vec::new();
+    for state in &request.topics {
+        match &state.name {
+            Some(name) => names.push(name.0.as_str().to_owned()),
+            None => match broker.topic_name_by_id(state.topic_id) {
+                Some(name) => names.push(name),
+                None => unknown_ids.push(state.topic_id),
+            },
+        }
+    }
+    let ids: Vec<_> = names
+        .iter()
+        .map(|n| broker.topic_summary(n).map(|(id, _)| id))
+        .collect();
+    let outcomes = broker.delete_topics(names).await;
+    let mut responses: Vec<DeletableTopicResult> = outcomes
+        .into_iter()
+        .zip(ids)
+        .map(|(o, id)| {
+            DeletableTopicResult::default()
+                .with_name(Some(TopicName(text(o.name))))
+                .with_topic_id(id.unwrap_or_default())
+                .with_error_code(o.error.code())
+                .with_error_message(if version >= 5 {
+                    o.error_message.map(text)
+                } else {
+                    None
+                })
+        })
+        .collect();
+    for id in unknown_ids {
+        responses.push(
+            DeletableTopicResult::default()
+                .with_topic_id(id)
+                .with_error_code(ErrorCode::UnknownTopicId.code()),
+        );
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub(super) async fn create_partitions(
+    broker: &Broker,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let changes = request
+        .topics
+        .iter()
+        .map(|t| (t.name.0.as_str().to_owned(), t.count))
+        .collect();
+    let outcomes = broker
+        .create_partitions(changes, request.validate_only)
+        .await;
+    CreatePartitionsResponse::default().with_results(
+        outcomes
+            .into_iter()
+            .map(|o| {
+                CreatePartitionsTopicResult::default()
+                    .with_name(TopicName(text(o.name)))
+                    .with_error_code(o.error.code())
+                    .with_error_message(o.error_message.map(text))
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn describe_configs(
+    broker: &Broker,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let name = resource.resource_name.as_str().to_owned();
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(text(name.clone()));
+            if resource.resource_type == RESOURCE_BROKER {
+                // Broker configs are set in the config file, not over the wire; none listed.
+                return result;
+            }
+            if resource.resource_type != RESOURCE_TOPIC {
+                return result
+                    .with_error_code(ErrorCode::InvalidRequest.code())
+                    .with_error_message(Some(text(format!(
+                        "resource type {} is not supported",
+                        resource.resource_type
+                    ))));
+            }
+            let keys: Option<Vec<String>> = resource
+                .configuration_keys
+                .map(|k| k.iter().map(|k| k.as_str().to_owned()).collect());
+            match broker.describe_topic_config(&name, keys.as_deref()) {
+                Ok(entries) => result.with_configs(
+                    entries
+                        .into_iter()
+                        .map(|e| {
+                            DescribeConfigsResourceResult::default()
+                                .with_name(text(e.name))
+                                .with_value(Some(text(e.value)))
+                                // 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
+                                .with_config_source(if e.is_override { 1 } else { 5 })
+                                .with_read_only(false)
+                        })
+                        .collect(),
+                ),
+                Err(outcome) => result
+                    .with_error_code(outcome.error.code())
+                    .with_error_message(outcome.error_message.map(text)),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+pub(super) async fn alter_configs(
+    broker: &Broker,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.as_str().to_owned();
+        let response = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(text(name.clone()));
+        if resource.resource_type != RESOURCE_TOPIC {
+            responses.push(
+                response
+                    .with_error_code(ErrorCode::InvalidRequest.code())
+                    .with_error_message(Some(text("only topic configs can be altered"))),
+            );
+            continue;
+        }
+        let entries = resource
+            .configs
+            .iter()
+            .map(|c| match &c.value {
+                Some(v) => (
+                    c.name.as_str().to_owned(),
+                    ConfigOp::Set,
+                    v.as_str().to_owned(),
+                ),
+                None => (c.name.as_str().to_owned(), ConfigOp::Delete, String::new()),
+            })
+            .collect();
+        let outcome = broker
+            .alter_topic_config(name, entries, false, request.validate_only)
+            .await;
+        responses.push(
+            response
+                .with_error_code(outcome.error.code())
+                .with_error_message(outcome.error_message.map(text)),
+        );
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+pub(super) async fn incremental_alter_configs(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.as_str().to_owned();
+        let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(text(name.clone()));
+        if resource.resource_type != RESOURCE_TOPIC {
+            responses.push(
+                response
+                    .with_error_code(ErrorCode::InvalidRequest.code())
+                    .with_error_message(Some(text("only topic configs can be altered"))),
+            );
+            continue;
+        }
+        let mut entries = Vec::with_capacity(resource.configs.len());
+        let mut refused = None;
+        for c in &resource.configs {
+            let key = c.name.as_str().to_owned();
+            let value = c
+                .value
+                .as_ref()
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            match c.config_operation {
+                0 => entries.push((key, ConfigOp::Set, value)),
+                1 => entries.push((key, ConfigOp::Delete, value)),
+                op => {
+                    refused = Some(format!(
+                        "config operation {op} (APPEND/SUBTRACT) is not supported for '{key}': no list-valued topic config exists"
+                    ));
+                }
+            }
+        }
+        if let Some(message) = refused {
+            responses.push(
+                response
+                    .with_error_code(ErrorCode::InvalidConfig.code())
+                    .with_error_message(Some(text(message))),
+            );
+            continue;
+        }
+        let outcome = broker
+            .alter_topic_config(name, entries, true, request.validate_only)
+            .await;
+        responses.push(
+            response
+                .with_error_code(outcome.error.code())
+                .with_error_message(outcome.error_message.map(text)),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,309 @@
+//! Produce, fetch, offsets lookups, metadata and producer ids.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use staunch_broker::{Broker, FetchPartition, ProducePartition};
+use staunch_core::ErrorCode;
+use staunch_protocol::kafka_protocol::messages::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
+use staunch_protocol::kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use staunch_protocol::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use staunch_protocol::kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use staunch_protocol::kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+};
+use staunch_protocol::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use staunch_protocol::kafka_protocol::messages::{
+    BrokerId, FetchRequest, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, TopicName,
+};
+
+use super::text;
+
+/// Produce: appends each partition's batches; `None` (no answer) for acks 0.
+pub(super) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let transactional = request.transactional_id.is_some();
+    let mut partitions = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.as_str().to_owned();
+        for p in topic.partition_data {
+            partitions.push(ProducePartition {
+                topic: name.clone(),
+                partition: p.index,
+                records: p
+                    .records
+                    .map(|r| BytesMut::from(&r[..]))
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let results = if transactional {
+        partitions
+            .into_iter()
+            .map(|p| staunch_broker::ProduceResult {
+                topic: p.topic,
+                partition: p.partition,
+                error: ErrorCode::InvalidRecord,
+                error_message: Some("transactions are not supported by Staunch".to_owned()),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            })
+            .collect()
+    } else {
+        broker.produce(acks, partitions).await
+    };
+    if acks == 0 {
+        return None;
+    }
+    let mut topics: Vec<TopicProduceResponse> = Vec::new();
+    for r in results {
+        let partition = PartitionProduceResponse::default()
+            .with_index(r.partition)
+            .with_error_code(r.error.code())
+            .with_base_offset(r.base_offset)
+            .with_log_append_time_ms(r.log_append_time_ms)
+            .with_log_start_offset(r.log_start_offset)
+            .with_error_message(r.error_message.map(text));
+        match topics.iter_mut().find(|t| t.name.0.as_str() == r.topic) {
+            Some(t) => t.partition_responses.push(partition),
+            None => topics.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(text(r.topic)))
+                    .with_partition_responses(vec![partition]),
+            ),
+        }
+    }
+    Some(ProduceResponse::default().with_responses(topics))
+}
+
+/// Fetch: long-polls for acknowledged data. Fetch sessions are not kept: the answer's session
+/// id is 0, which tells clients to send full requests.
+pub(super) async fn fetch(broker: &Broker, request: FetchRequest) -> FetchResponse {
+    let read_committed = request.isolation_level == 1;
+    let wanted: Vec<FetchPartition> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| FetchPartition {
+                topic: t.topic.0.as_str().to_owned(),
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                current_leader_epoch: p.current_leader_epoch,
+                max_bytes: p.partition_max_bytes,
+            })
+        })
+        .collect();
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, 60_000) as u64);
+    let results = broker
+        .fetch(max_wait, request.min_bytes, request.max_bytes, wanted)
+        .await;
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for r in results {
+        let partition = PartitionData::default()
+            .with_partition_index(r.partition)
+            .with_error_code(r.error.code())
+            .with_high_watermark(r.high_watermark)
+            .with_last_stable_offset(r.high_watermark)
+            .with_log_start_offset(r.log_start_offset)
+            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(r.records));
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == r.topic) {
+            Some(t) => t.partitions.push(partition),
+            None => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(text(r.topic)))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics)
+}
+
+/// ListOffsets: earliest (-2), latest (-1) or by timestamp.
+pub(super) async fn list_offsets(
+    broker: &Broker,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_owned();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let answer =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let answer = if p.current_leader_epoch > 0 {
+                answer.with_error_code(ErrorCode::UnknownLeaderEpoch.code())
+            } else {
+                match broker
+                    .list_offset(&name, p.partition_index, p.timestamp)
+                    .await
+                {
+                    Ok((offset, timestamp)) => answer
+                        .with_offset(offset)
+                        .with_timestamp(timestamp)
+                        // The leader epoch field exists from v4 on.
+                        .with_leader_epoch(if offset >= 0 && version >= 4 { 0 } else { -1 }),
+                    Err(code) => answer.with_error_code(code.code()),
+                }
+            };
+            partitions.push(answer);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(TopicName(text(name)))
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Metadata: this broker, and the topics asked for (auto-creating as allowed).
+pub(super) async fn metadata(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let names = match request.topics {
+        // v0 has no null: an empty list means every topic.
+        Some(topics) if version == 0 && topics.is_empty() => None,
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.as_str().to_owned()))
+                .collect(),
+        ),
+        None => None,
+    };
+    // v0-3 have no flag; Kafka auto-creates for them.
+    let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
+    let cluster = broker.metadata(names, allow_auto_create).await;
+    MetadataResponse::default()
+        .with_brokers(
+            cluster
+                .brokers
+                .into_iter()
+                .map(|(id, host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(text(host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
+        .with_cluster_id(Some(text(cluster.cluster_id)))
+        .with_controller_id(BrokerId(cluster.controller_id))
+        .with_topics(
+            cluster
+                .topics
+                .into_iter()
+                .map(|t| {
+                    MetadataResponseTopic::default()
+                        .with_error_code(t.error.code())
+                        .with_name(Some(TopicName(text(t.name))))
+                        .with_topic_id(t.id)
+                        .with_partitions(
+                            t.partitions
+                                .into_iter()
+                                .map(|p| {
+                                    MetadataResponsePartition::default()
+                                        .with_partition_index(p.index)
+                                        .with_leader_id(BrokerId(p.leader))
+                                        .with_leader_epoch(p.leader_epoch)
+                                        .with_replica_nodes(
+                                            p.replicas.into_iter().map(BrokerId).collect(),
+                                        )
+                                        .with_isr_nodes(p.isr.into_iter().map(BrokerId).collect())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+}
+
+/// OffsetForLeaderEpoch: the end offset of an epoch (always epoch 0 on a single node).
+pub(super) fn offset_for_leader_epoch(
+    broker: &Broker,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.topic.0.as_str().to_owned();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let answer = EpochEndOffset::default().with_partition(p.partition);
+                    match broker.epoch_end_offset(
+                        &name,
+                        p.partition,
+                        p.current_leader_epoch,
+                        p.leader_epoch,
+                    ) {
+                        Ok((epoch, end)) => answer.with_leader_epoch(epoch).with_end_offset(end),
+                        Err(code) => answer.with_error_code(code.code()),
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(TopicName(text(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// InitProducerId: a new, never reused producer id with epoch 0 (idempotent producers only).
+pub(super) async fn init_producer_id(
+    broker: &Broker,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let response = InitProducerIdResponse::default();
+    if request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty())
+    {
+        tracing::warn!("InitProducerId with a transactional id: transactions are not supported");
+        return response.with_error_code(ErrorCode::InvalidRequest.code());
+    }
+    match broker.init_producer_id().await {
+        Ok(id) => response
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(code) => response.with_error_code(code.code()),
+    }
+}
+
+/// DescribeCluster: this single node.
+pub(super) fn describe_cluster(broker: &Broker) -> DescribeClusterResponse {
+    let (host, port) = broker.advertised();
+    let node = broker.config().node_id;
+    DescribeClusterResponse::default()
+        .with_cluster_id(text(broker.cluster_id()))
+        .with_controller_id(BrokerId(node))
+        .with_brokers(vec![
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(node))
+                .with_host(text(host))
+                .with_port(port),
+        ])
+}
