@@ -1,0 +1,398 @@
+//! The broker on the wire: bad input closes only the offending connection, corrupt batches are
+//! refused and not stored, idempotent retries get their original offsets (also after a
+//! restart), and long-poll fetches answer as soon as data arrives.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use staunch_broker::{Broker, BrokerConfig};
+use staunch_client::Connection;
+use staunch_client::kafka_protocol::messages::produce_request::{
+    PartitionProduceData, TopicProduceData,
+};
+use staunch_client::kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, InitProducerIdRequest, MetadataRequest,
+    ProduceRequest, TopicName, fetch_request,
+};
+use staunch_client::kafka_protocol::protocol::StrBytes;
+use staunch_core::{BatchBuilder, ErrorCode};
+use staunch_server::{Server, ServerConfig};
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinHandle;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Running {
+    addr: SocketAddr,
+    broker: Broker,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+async fn start(dir: &std::path::Path, max_request_bytes: usize) -> Running {
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            max_request_bytes,
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.to_owned(),
+        advertised_port: addr.port(),
+        ..BrokerConfig::default()
+    };
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let serving = broker.clone();
+    let task = tokio::spawn(async move {
+        server
+            .run(serving.clone(), async {
+                let _ = stopped.await;
+            })
+            .await;
+        serving.shutdown().await;
+    });
+    Running {
+        addr,
+        broker,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        drop(self.broker);
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Connection {
+    Connection::connect(addr, "wire-test", TIMEOUT)
+        .await
+        .unwrap()
+}
+
+fn produce_request(topic: &str, acks: i16, records: Vec<u8>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(records))),
+                ]),
+        ])
+}
+
+/// Produces and returns (error code, base offset).
+async fn produce(connection: &mut Connection, topic: &str, records: Vec<u8>) -> (i16, i64) {
+    let response = connection
+        .call(produce_request(topic, -1, records))
+        .await
+        .unwrap();
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
+
+/// Every record value stored in partition 0 of `topic`.
+async fn values(connection: &mut Connection, topic: &str) -> Vec<Vec<u8>> {
+    let response = connection.call(fetch_request(topic, 0, 0)).await.unwrap();
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    let bytes = partition.records.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for batch in staunch_core::batch::batches(&bytes) {
+        for record in batch.unwrap().records().unwrap() {
+            out.push(record.unwrap().value.unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+/// Waits for the broker to close `stream`; panics if it answers or stays open.
+async fn assert_closed(mut stream: tokio::net::TcpStream, what: &str) {
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(TIMEOUT, stream.read(&mut buf)).await;
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{what}: broker answered {n} bytes instead of closing"),
+        Err(_) => panic!("{what}: connection still open after {TIMEOUT:?}"),
+    }
+}
+
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&((8 + body.len()) as i32).to_be_bytes());
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&77i32.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_closes_only_the_offending_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1 << 20).await;
+    let mut good = connect(running.addr).await;
+    let (code, _) = produce(
+        &mut good,
+        "bad-input",
+        BatchBuilder::new(1).record(None, Some(b"before")).build(),
+    )
+    .await;
+    assert_eq!(code, 0);
+
+    let mut random = vec![0u8; 4096];
+    let mut rng = fastrand::Rng::with_seed(7);
+    rng.fill(&mut random);
+    random[..4].copy_from_slice(&1000i32.to_be_bytes());
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("random bytes", random, false),
+        (
+            "a frame claiming 2 GiB",
+            i32::MAX.to_be_bytes().to_vec(),
+            false,
+        ),
+        (
+            "a negative frame size",
+            (-1i32).to_be_bytes().to_vec(),
+            false,
+        ),
+        (
+            "a frame larger than the configured maximum",
+            (2i32 << 20).to_be_bytes().to_vec(),
+            false,
+        ),
+        ("an unknown API key", frame(999, 0, &[0, 0]), false),
+        (
+            "a known key at an unsupported version",
+            frame(ApiKey::Metadata as i16, 99, &[]),
+            false,
+        ),
+        (
+            "a header shorter than 8 bytes",
+            vec![0, 0, 0, 3, 0, 3, 0],
+            false,
+        ),
+        // Metadata v1 whose topic array claims 50 million entries.
+        (
+            "a valid header with a malformed body",
+            frame(
+                ApiKey::Metadata as i16,
+                1,
+                &[0xff, 0xff, 0x03, 0x00, 0x00, 0x00],
+            ),
+            false,
+        ),
+        // A truncated frame: the size says 100 bytes, 20 arrive, then the client hangs up.
+        (
+            "a truncated frame",
+            {
+                let mut f = 100i32.to_be_bytes().to_vec();
+                f.extend_from_slice(&[1; 20]);
+                f
+            },
+            true,
+        ),
+    ];
+    for (what, bytes, hang_up) in cases {
+        let stream = raw(running.addr, &bytes).await;
+        if hang_up {
+            drop(stream);
+        } else {
+            assert_closed(stream, what).await;
+        }
+        // The well-behaved client is still served, on its existing connection and a new one.
+        let metadata = good.call(MetadataRequest::default()).await.unwrap();
+        assert_eq!(metadata.brokers.len(), 1, "after {what}");
+        let mut fresh = connect(running.addr).await;
+        assert_eq!(
+            values(&mut fresh, "bad-input").await,
+            vec![b"before".to_vec()],
+            "after {what}"
+        );
+    }
+
+    // ApiVersions at a version the broker does not know is answered (in v0) with
+    // UNSUPPORTED_VERSION and the supported ranges, so clients can fall back.
+    let mut stream = raw(running.addr, &frame(ApiKey::ApiVersions as i16, 99, &[])).await;
+    let len = stream.read_i32().await.unwrap();
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body[..4], &77i32.to_be_bytes(), "correlation id");
+    assert_eq!(
+        &body[4..6],
+        &ErrorCode::UnsupportedVersion.code().to_be_bytes()
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_bad_crc_is_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1 << 20).await;
+    let mut c = connect(running.addr).await;
+    assert_eq!(
+        produce(
+            &mut c,
+            "crc",
+            BatchBuilder::new(1).record(None, Some(b"good")).build()
+        )
+        .await
+        .0,
+        0
+    );
+    let mut corrupt = BatchBuilder::new(1).record(None, Some(b"evil")).build();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x40;
+    let (code, _) = produce(&mut c, "crc", corrupt).await;
+    assert_eq!(code, ErrorCode::CorruptMessage.code());
+    let (code, _) = produce(&mut c, "crc", vec![1, 2, 3]).await;
+    assert_eq!(code, ErrorCode::CorruptMessage.code());
+    assert_eq!(values(&mut c, "crc").await, vec![b"good".to_vec()]);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_get_their_original_offsets_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1 << 20).await;
+    let mut c = connect(running.addr).await;
+    let init = c
+        .call(InitProducerIdRequest::default().with_transaction_timeout_ms(60_000))
+        .await
+        .unwrap();
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    let batch = |seq: i32, value: &[u8]| {
+        BatchBuilder::new(1)
+            .producer(pid, 0, seq)
+            .record(None, Some(value))
+            .record(None, Some(value))
+            .build()
+    };
+    assert_eq!(produce(&mut c, "idem", batch(0, b"a")).await, (0, 0));
+    assert_eq!(produce(&mut c, "idem", batch(2, b"b")).await, (0, 2));
+    // A retry of the first batch: original offset, nothing written.
+    assert_eq!(produce(&mut c, "idem", batch(0, b"a")).await, (0, 0));
+    // A gap.
+    assert_eq!(
+        produce(&mut c, "idem", batch(7, b"x")).await.0,
+        ErrorCode::OutOfOrderSequenceNumber.code()
+    );
+    // An older epoch is fenced.
+    let stale = BatchBuilder::new(1)
+        .producer(pid, -1, 4)
+        .record(None, Some(b"old"))
+        .build();
+    assert_ne!(produce(&mut c, "idem", stale).await.0, 0);
+    running.stop().await;
+
+    let running = start(dir.path(), 1 << 20).await;
+    let mut c = connect(running.addr).await;
+    // The state was rebuilt from the log: the retry is still recognised.
+    assert_eq!(produce(&mut c, "idem", batch(2, b"b")).await, (0, 2));
+    assert_eq!(produce(&mut c, "idem", batch(4, b"c")).await, (0, 4));
+    assert_eq!(values(&mut c, "idem").await.len(), 6);
+    // Producer ids are never handed out twice, across restarts.
+    let next = c
+        .call(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .producer_id
+        .0;
+    assert!(next > pid, "producer id {next} reused (first was {pid})");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_fetch_answers_when_data_arrives_and_acks_zero_gets_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1 << 20).await;
+    let mut setup = connect(running.addr).await;
+    assert_eq!(
+        produce(
+            &mut setup,
+            "poll",
+            BatchBuilder::new(1).record(None, Some(b"0")).build()
+        )
+        .await,
+        (0, 0)
+    );
+    let mut consumer = connect(running.addr).await;
+    let started = Instant::now();
+    let poll = tokio::spawn(async move {
+        let response = consumer
+            .call(fetch_request("poll", 1, 60_000))
+            .await
+            .unwrap();
+        (response, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // acks = 0: no answer is sent, the record is still stored.
+    let mut producer = connect(running.addr).await;
+    let version = producer.version_for::<ProduceRequest>().unwrap();
+    producer
+        .send_at(
+            version,
+            &produce_request(
+                "poll",
+                0,
+                BatchBuilder::new(1).record(None, Some(b"1")).build(),
+            ),
+        )
+        .await
+        .unwrap();
+    let (response, waited) = tokio::time::timeout(TIMEOUT, poll).await.unwrap().unwrap();
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert_eq!(partition.high_watermark, 2);
+    assert!(!partition.records.clone().unwrap_or_default().is_empty());
+    // Answered on arrival, not at the 60 s max wait.
+    assert!(
+        waited < Duration::from_secs(30),
+        "long poll took {waited:?}"
+    );
+    // The next call on the acks=0 connection gets its own answer, not a stray produce answer.
+    let versions = producer.call(ApiVersionsRequest::default()).await.unwrap();
+    assert_eq!(versions.error_code, 0);
+    running.stop().await;
+}
