@@ -1,6 +1,13 @@
-//! `staunch`: run a broker (`staunch serve`) and talk to one.
+//! `staunch`: run a broker (`staunch serve`) and talk to one: administer topics, produce,
+//! consume, and inspect consumer groups.
 
+mod client;
+mod consume;
+mod groups;
+mod output;
+mod produce;
 mod serve;
+mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -16,12 +23,24 @@ struct Cli {
 enum Command {
     /// Run a single-node broker (default: 127.0.0.1:9092, data in ./staunch-data, flush always).
     Serve(serve::ServeArgs),
+    /// List, describe, create, delete and alter topics.
+    Topics(topics::TopicsArgs),
+    /// Send lines from standard input (or --value) to a topic.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records (no consumer group: nothing is committed).
+    Consume(consume::ConsumeArgs),
+    /// List and describe consumer groups: members, assignments, committed offsets and lag.
+    Groups(groups::GroupsArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Topics(args) => topics::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Groups(args) => groups::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -46,6 +46,10 @@ pub trait SegmentIo: Send + Sync + Debug {
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes creations, removals and renames durable (fsync of the directory).
     fn sync_dir(&self) -> io::Result<()>;
+    /// Gives up exclusive use of the directory, so it can be opened again (by this process or
+    /// another) while stale handles to the closed log still exist. Called by `close` once
+    /// nothing more will be written.
+    fn release(&self) -> io::Result<()>;
 }
 
 /// Writes `bytes` fully at `pos`, looping over short writes. On error some prefix may have been
@@ -132,7 +136,8 @@ pub(crate) fn read_file(io: &dyn SegmentIo, name: &str) -> io::Result<Option<Vec
 pub struct FsSegmentIo {
     dir: PathBuf,
     dir_handle: File,
-    _lock: File,
+    /// The locked `.lock` file; `None` once released.
+    lock: std::sync::Mutex<Option<File>>,
 }
 
 impl FsSegmentIo {
@@ -162,7 +167,7 @@ impl FsSegmentIo {
         Ok(Self {
             dir,
             dir_handle,
-            _lock: lock,
+            lock: std::sync::Mutex::new(Some(lock)),
         })
     }
 
@@ -243,5 +248,13 @@ impl SegmentIo for FsSegmentIo {
 
     fn sync_dir(&self) -> io::Result<()> {
         self.dir_handle.sync_all()
+    }
+
+    fn release(&self) -> io::Result<()> {
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match lock {
+            Some(file) => file.unlock(),
+            None => Ok(()),
+        }
     }
 }

@@ -378,4 +378,8 @@ impl SegmentIo for FaultyIo {
         disk.durable_names = disk.live_names.clone();
         Ok(())
     }
+
+    fn release(&self) -> io::Result<()> {
+        Ok(())
+    }
 }

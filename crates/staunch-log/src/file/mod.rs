@@ -1281,6 +1281,10 @@ impl LogStore for FileLog {
 
     fn close(&self) -> Result<(), LogError> {
         self.stop_background();
-        self.inner.close()
+        self.inner.close()?;
+        self.inner
+            .io
+            .release()
+            .map_err(|e| LogError::io("releasing the log directory lock", e))
     }
 }

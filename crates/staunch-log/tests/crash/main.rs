@@ -639,3 +639,26 @@ fn reserved_blocks_are_not_mistaken_for_a_torn_tail() {
     assert_eq!(recovered.recovery().truncation_reason, None);
     assert_eq!(values(&recovered), before);
 }
+
+/// A directory is locked while a log has it open; `close` releases it, so the broker can reopen
+/// a partition (e.g. with a new config) while requests still hold the closed log, which refuses
+/// them.
+#[test]
+fn close_releases_the_directory_lock_and_the_closed_log_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FileLog::open(dir.path(), LogConfig::default()).unwrap();
+    first.append(&mut batch(1, 1, 1), 0).unwrap();
+    let busy = FileLog::open(dir.path(), LogConfig::default()).unwrap_err();
+    assert!(busy.to_string().contains("in use"), "{busy}");
+    first.close().unwrap();
+    let second = FileLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(matches!(
+        first.append(&mut batch(2, 1, 1), 0),
+        Err(LogError::Closed)
+    ));
+    assert_eq!(
+        second.append(&mut batch(3, 1, 1), 0).unwrap().base_offset,
+        1
+    );
+    assert_eq!(read_all(&second, 0).len(), 2);
+}
