@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::durable_file::write_atomic;
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::offsets::{CommittedOffset, OffsetStore};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::{ConfigEntry, TopicConfig};
@@ -37,6 +38,7 @@ struct Inner {
     topics: Topics,
     offsets: OffsetStore,
     producer_ids: ProducerIdAllocator,
+    groups: GroupCoordinator,
     /// Bumped whenever a high watermark moves, waking long-polling fetches.
     data_version: watch::Sender<u64>,
     /// Set at shutdown so long polls return at once.
@@ -101,6 +103,16 @@ impl Broker {
         let topics = Topics::open(config.clone()).map_err(OpenError)?;
         let offsets = OffsetStore::open(&dir.join("consumer-offsets")).map_err(OpenError)?;
         let producer_ids = ProducerIdAllocator::open(dir).map_err(OpenError)?;
+        let groups = GroupCoordinator::new(GroupConfig {
+            min_session_timeout: config.group_min_session_timeout,
+            max_session_timeout: config.group_max_session_timeout,
+            initial_rebalance_delay: config.group_initial_rebalance_delay,
+            max_group_size: None,
+        });
+        // Groups with committed offsets exist (as Empty) after a restart, as in Kafka.
+        for group in offsets.groups() {
+            groups.ensure_group(&group);
+        }
         tracing::info!(
             data_dir = %dir.display(),
             topics = topics.list().len(),
@@ -113,10 +125,16 @@ impl Broker {
                 topics,
                 offsets,
                 producer_ids,
+                groups,
                 data_version: watch::channel(0).0,
                 closing: watch::channel(false).0,
             }),
         })
+    }
+
+    /// The consumer-group coordinator.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.inner.groups
     }
 
     /// The configuration the broker runs with.
@@ -782,6 +800,7 @@ impl Broker {
     /// cleanly shut down. Call after the server stopped taking requests.
     pub async fn shutdown(&self) {
         self.inner.closing.send_replace(true);
+        self.inner.groups.shutdown();
         let broker = self.clone();
         let _ = blocking(move || {
             broker.inner.topics.close_all();

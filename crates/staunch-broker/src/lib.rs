@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod config;
 mod durable_file;
+pub mod group;
 pub mod offsets;
 pub mod partition;
 pub mod producer_ids;

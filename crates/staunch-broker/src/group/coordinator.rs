@@ -33,18 +33,15 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use staunch_core::ErrorCode;
 use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-
-/// Kafka's `GROUP_MAX_SIZE_REACHED` (81), which the shared error table does not list.
-const GROUP_MAX_SIZE_REACHED: ErrorCode = ErrorCode::Other(81);
 
 /// How long a brand-new member may wait in its first JoinGroup before it is dropped
 /// (Kafka's `GroupCoordinator.NewMemberJoinTimeoutMs`).
@@ -295,7 +292,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the timer task when a new, earlier deadline is scheduled or on shutdown.
     notify: Arc<Notify>,
-    timer_started: AtomicBool,
+    /// The timer task, restarted if it ended (e.g. its runtime went away).
+    timer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Shared {
@@ -369,7 +367,7 @@ impl GroupCoordinator {
                 config,
                 state: Mutex::new(State::default()),
                 notify: Arc::new(Notify::new()),
-                timer_started: AtomicBool::new(false),
+                timer: Mutex::new(None),
             }),
         }
     }
@@ -621,7 +619,8 @@ impl GroupCoordinator {
         }
         let group_id = request.group_id.clone();
         let unknown_member = request.member_id.is_empty();
-        if !state.groups.contains_key(&group_id) {
+        let created = !state.groups.contains_key(&group_id);
+        if created {
             if !unknown_member {
                 // Only a first join may create a group.
                 return Pending::Ready(join_error(request.member_id, ErrorCode::UnknownMemberId));
@@ -639,13 +638,17 @@ impl GroupCoordinator {
         let outcome = if !group.accepts_joining_member(&request.member_id, config.max_group_size) {
             group.remove_member(&request.member_id);
             info!(group = %group_id, "group is full; member refused");
-            Pending::Ready(join_error(String::new(), GROUP_MAX_SIZE_REACHED))
+            Pending::Ready(join_error(String::new(), ErrorCode::GroupMaxSizeReached))
         } else if unknown_member {
             group.join_new_member(request, now, config)
         } else {
             group.join_current_member(request, now, config)
         };
         group.try_complete_join(now);
+        if created && group.is_vacant() {
+            // A first join that failed outright leaves no group behind.
+            state.groups.remove(&group_id);
+        }
         self.schedule(&mut state, &group_id);
         outcome
     }
@@ -682,18 +685,20 @@ impl GroupCoordinator {
         }
     }
 
-    /// Starts the timer task if it is not running yet and a tokio runtime is at hand.
+    /// Starts the timer task if it is not running and a tokio runtime is at hand.
     fn ensure_timer(&self) {
-        if self.shared.timer_started.swap(true, Ordering::AcqRel) {
+        let mut timer = self
+            .shared
+            .timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if timer.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                let weak = Arc::downgrade(&self.shared);
-                let notify = Arc::clone(&self.shared.notify);
-                drop(handle.spawn(run_timers(weak, notify)));
-            }
-            Err(_) => self.shared.timer_started.store(false, Ordering::Release),
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&self.shared);
+            let notify = Arc::clone(&self.shared.notify);
+            *timer = Some(handle.spawn(run_timers(weak, notify)));
         }
     }
 }
@@ -706,10 +711,7 @@ async fn run_timers(shared: Weak<Shared>, notify: Arc<Notify>) {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let mut state = shared
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.shut_down {
                 return;
             }
@@ -790,16 +792,16 @@ impl Member {
     /// Records a heartbeat and arms the session deadline `timeout` from now.
     fn touch(&mut self, now: Instant, timeout: Duration) {
         self.last_heartbeat = now;
-        self.expires_at = Some(now + timeout);
+        self.expires_at = Some(after(now, timeout));
     }
 
     /// Kafka's `shouldKeepAlive`: a member waiting in JoinGroup (unless brand new and waiting
     /// too long) or in SyncGroup does not expire.
     fn keep_alive(&self, now: Instant) -> bool {
         if self.awaiting_join() {
-            !self.is_new || self.last_heartbeat + NEW_MEMBER_JOIN_TIMEOUT > now
+            !self.is_new || after(self.last_heartbeat, NEW_MEMBER_JOIN_TIMEOUT) > now
         } else {
-            self.sync_waiter.is_some() || self.last_heartbeat + self.session_timeout > now
+            self.sync_waiter.is_some() || after(self.last_heartbeat, self.session_timeout) > now
         }
     }
 
@@ -904,6 +906,13 @@ impl Group {
 
     fn member_mut(&mut self, member_id: &str) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.id == member_id)
+    }
+
+    /// Empty with nobody expected: nothing would be lost by forgetting it.
+    fn is_vacant(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
     }
 
     fn has(&self, member_id: &str) -> bool {
@@ -1038,7 +1047,7 @@ impl Group {
         }
         if request.requires_known_member_id {
             debug!(group = %self.id, member = %new_id, "member id required");
-            let deadline = now + millis(request.session_timeout_ms);
+            let deadline = after(now, millis(request.session_timeout_ms));
             self.pending_members.insert(new_id.clone(), deadline);
             return Pending::Ready(join_error(new_id, ErrorCode::MemberIdRequired));
         }
@@ -1196,7 +1205,11 @@ impl Group {
 
     /// The JoinGroup answer for `member_id` in the current generation (members for the
     /// leader only).
-    fn join_result_for(&self, member_id: &str, leader_members: Option<&[JoinGroupMember]>) -> JoinGroupResult {
+    fn join_result_for(
+        &self,
+        member_id: &str,
+        leader_members: Option<&[JoinGroupMember]>,
+    ) -> JoinGroupResult {
         let members = if self.is_leader(member_id) {
             leader_members.map_or_else(|| self.leader_view(), <[JoinGroupMember]>::to_vec)
         } else {
@@ -1252,10 +1265,10 @@ impl Group {
         if self.state == GroupState::Empty {
             let delay = config.initial_rebalance_delay;
             self.initial_delay_remaining = Some(rebalance_timeout.saturating_sub(delay));
-            self.join_deadline = Some(now + delay);
+            self.join_deadline = Some(after(now, delay));
         } else {
             self.initial_delay_remaining = None;
-            self.join_deadline = Some(now + rebalance_timeout);
+            self.join_deadline = Some(after(now, rebalance_timeout));
         }
         info!(group = %self.id, from = %self.state, generation = self.generation, reason,
             "preparing rebalance");
@@ -1285,7 +1298,7 @@ impl Group {
             self.new_member_added = false;
             let delay = config.initial_rebalance_delay.min(remaining);
             self.initial_delay_remaining = Some(remaining - delay);
-            self.join_deadline = Some(now + delay);
+            self.join_deadline = Some(after(now, delay));
             return;
         }
         self.complete_join(now);
@@ -1308,7 +1321,10 @@ impl Group {
             // Only static members remain and none rejoined: wait for them or their sessions.
             warn!(group = %self.id, "no member rejoined; postponing the rebalance");
             self.initial_delay_remaining = None;
-            self.join_deadline = Some(now + self.rebalance_timeout().max(MIN_REBALANCE_RETRY));
+            self.join_deadline = Some(after(
+                now,
+                self.rebalance_timeout().max(MIN_REBALANCE_RETRY),
+            ));
             return;
         }
         self.init_next_generation();
@@ -1330,7 +1346,7 @@ impl Group {
             member.is_new = false;
             self.pending_sync.insert(member.id.clone());
         }
-        self.sync_deadline = Some(now + self.rebalance_timeout());
+        self.sync_deadline = Some(after(now, self.rebalance_timeout()));
     }
 
     /// Kafka's `maybeElectNewJoinedLeader`: keep the leader if it rejoined, else pick any
@@ -1673,7 +1689,7 @@ impl Group {
             let Some(member) = self.member_mut(&member_id) else {
                 continue;
             };
-            if !member.expires_at.is_some_and(|at| at <= now) {
+            if member.expires_at.is_none_or(|at| at > now) {
                 continue; // re-armed by a rebalance triggered by an earlier expiry
             }
             if member.keep_alive(now) {
@@ -1706,6 +1722,13 @@ impl Group {
             member.complete_sync(sync_error(error));
         }
     }
+}
+
+/// `now + duration`, saturating far in the future instead of overflowing.
+fn after(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 fn millis(ms: i32) -> Duration {
@@ -1800,7 +1823,11 @@ mod tests {
         }
     }
 
-    fn sync_request(group: &str, joined: &JoinGroupResult, assignments: Vec<(String, Bytes)>) -> SyncGroup {
+    fn sync_request(
+        group: &str,
+        joined: &JoinGroupResult,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncGroup {
         SyncGroup {
             group_id: group.to_owned(),
             generation_id: joined.generation_id,
@@ -1879,14 +1906,20 @@ mod tests {
         let started = Instant::now();
         let joined = c.join(join_request("g", "", "client-1")).await;
         assert_eq!(joined.error, ErrorCode::None);
-        assert!(started.elapsed() >= Duration::from_millis(100), "initial delay applies");
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "initial delay applies"
+        );
         assert_eq!(joined.generation_id, 1);
         assert_eq!(joined.leader, joined.member_id);
         assert!(joined.member_id.starts_with("client-1-"));
         assert_eq!(joined.protocol_type.as_deref(), Some("consumer"));
         assert_eq!(joined.protocol_name.as_deref(), Some("range"));
         assert_eq!(joined.members.len(), 1);
-        assert_eq!(joined.members[0].metadata, Bytes::from_static(b"meta-client-1"));
+        assert_eq!(
+            joined.members[0].metadata,
+            Bytes::from_static(b"meta-client-1")
+        );
         assert_eq!(c.describe("g").state, GroupState::CompletingRebalance);
 
         let synced = c
@@ -1904,10 +1937,19 @@ mod tests {
         assert_eq!(described.state, GroupState::Stable);
         assert_eq!(described.state.as_str(), "Stable");
         assert_eq!(described.protocol, "range");
-        assert_eq!(described.members[0].assignment, Bytes::from_static(b"assignment"));
-        assert_eq!(described.members[0].metadata, Bytes::from_static(b"meta-client-1"));
+        assert_eq!(
+            described.members[0].assignment,
+            Bytes::from_static(b"assignment")
+        );
+        assert_eq!(
+            described.members[0].metadata,
+            Bytes::from_static(b"meta-client-1")
+        );
         assert_eq!(described.members[0].client_host, "/127.0.0.1");
-        assert_eq!(c.heartbeat("g", 1, &joined.member_id, None), ErrorCode::None);
+        assert_eq!(
+            c.heartbeat("g", 1, &joined.member_id, None),
+            ErrorCode::None
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1932,7 +1974,11 @@ mod tests {
         let first = c.join(request.clone()).await;
         assert_eq!(first.error, ErrorCode::MemberIdRequired);
         assert_eq!(first.generation_id, -1);
-        assert!(first.member_id.starts_with("client-7-"), "{}", first.member_id);
+        assert!(
+            first.member_id.starts_with("client-7-"),
+            "{}",
+            first.member_id
+        );
         assert!(first.member_id.len() > "client-7-".len() + 30);
         // The group exists (Empty) before the member really joins.
         assert_eq!(c.list()[0].state, GroupState::Empty);
@@ -1946,22 +1992,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn pending_member_id_blocks_completion_until_it_lapses() {
+    async fn a_pending_member_id_holds_the_rebalance_until_it_lapses() {
         let c = coordinator();
-        let (a, _) = stable_pair(&c, "g").await;
+        let a = stable_single(&c, "g", "a").await;
         let mut newcomer = join_request("g", "", "c");
         newcomer.requires_known_member_id = true;
         let pending = c.join(newcomer).await;
         assert_eq!(pending.error, ErrorCode::MemberIdRequired);
-        // The leader rejoins; the rebalance waits for b and for the pending id, which never
-        // comes back: it completes at the rebalance timeout... but b's session is 10 s.
+        assert_eq!(
+            c.describe("g").state,
+            GroupState::Stable,
+            "no rebalance yet"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), ErrorCode::None);
+        // The leader rejoins: everyone known has joined, but the pending id is still expected
+        // until it lapses (its session timeout after it was handed out).
         let started = Instant::now();
-        let rejoin = spawn_join(&c, join_request("g", &a.member_id, "a"));
-        let rejoined = rejoin.await.unwrap();
-        assert_eq!(rejoined.error, ErrorCode::None);
+        let rejoined = c.join(join_request("g", &a.member_id, "a")).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(SESSION_MS as u64 - 2_000)
+        );
         assert_eq!(rejoined.generation_id, 2);
-        assert_eq!(rejoined.members.len(), 1, "b dropped, pending id lapsed");
-        assert!(started.elapsed() >= Duration::from_millis(SESSION_MS as u64));
+        assert_eq!(rejoined.members.len(), 1);
+        // The lapsed id is unknown now.
+        let mut late = join_request("g", &pending.member_id, "c");
+        late.requires_known_member_id = true;
+        assert_eq!(c.join(late).await.error, ErrorCode::UnknownMemberId);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_member_coming_back_joins_the_same_rebalance() {
+        let c = coordinator();
+        let a = stable_single(&c, "g", "a").await;
+        let mut newcomer = join_request("g", "", "c");
+        newcomer.requires_known_member_id = true;
+        let pending = c.join(newcomer.clone()).await;
+        let leader = spawn_join(&c, join_request("g", &a.member_id, "a"));
+        settle().await;
+        assert!(!leader.is_finished(), "waits for the pending member");
+        newcomer.member_id = pending.member_id.clone();
+        let joined = c.join(newcomer).await;
+        let leader = leader.await.unwrap();
+        assert_eq!((joined.generation_id, leader.generation_id), (2, 2));
+        assert_eq!(joined.member_id, pending.member_id);
+        assert_eq!(leader.members.len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -2017,8 +2093,14 @@ mod tests {
         let third = spawn_join(&c, join_request("g", "", "c"));
         settle().await;
         assert_eq!(c.describe("g").state, GroupState::PreparingRebalance);
-        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), ErrorCode::RebalanceInProgress);
-        assert_eq!(c.heartbeat("g", 1, &b.member_id, None), ErrorCode::RebalanceInProgress);
+        assert_eq!(
+            c.heartbeat("g", 1, &a.member_id, None),
+            ErrorCode::RebalanceInProgress
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, &b.member_id, None),
+            ErrorCode::RebalanceInProgress
+        );
         // A sync now is refused as well.
         let early = c.sync(sync_request("g", &a, vec![])).await;
         assert_eq!(early.error, ErrorCode::RebalanceInProgress);
@@ -2032,7 +2114,10 @@ mod tests {
             assert_eq!(joined.leader, a.member_id, "the leader is kept");
         }
         assert_eq!(a2.members.len(), 3);
-        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), ErrorCode::IllegalGeneration);
+        assert_eq!(
+            c.heartbeat("g", 1, &a.member_id, None),
+            ErrorCode::IllegalGeneration
+        );
         assert_eq!(c.heartbeat("g", 2, &a.member_id, None), ErrorCode::None);
     }
 
@@ -2050,7 +2135,10 @@ mod tests {
             }
         }
         assert_eq!(error, ErrorCode::RebalanceInProgress);
-        assert_eq!(c.heartbeat("g", 1, &b.member_id, None), ErrorCode::UnknownMemberId);
+        assert_eq!(
+            c.heartbeat("g", 1, &b.member_id, None),
+            ErrorCode::UnknownMemberId
+        );
         let rejoined = c.join(join_request("g", &a.member_id, "a")).await;
         assert_eq!(rejoined.error, ErrorCode::None);
         assert_eq!(rejoined.generation_id, 2);
@@ -2067,20 +2155,30 @@ mod tests {
         request.rebalance_timeout_ms = 5_000;
         // b keeps heartbeating (so its session does not expire) but never rejoins.
         let started = Instant::now();
-        let rejoin = spawn_join(&c, request);
+        let rejoin = {
+            let c = c.clone();
+            tokio::spawn(async move { (c.join(request).await, started.elapsed()) })
+        };
         let mut b_errors = Vec::new();
-        while !rejoin.is_finished() {
+        for _ in 0..120 {
+            if rejoin.is_finished() {
+                break;
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             b_errors.push(c.heartbeat("g", 1, &b.member_id, None));
         }
-        let rejoined = rejoin.await.unwrap();
+        assert!(rejoin.is_finished(), "never completed");
+        let (rejoined, took) = rejoin.await.unwrap();
         // The group's rebalance timeout is the largest of the members': b's 20 s.
-        assert_eq!(started.elapsed(), Duration::from_millis(REBALANCE_MS as u64));
+        assert_eq!(took, Duration::from_millis(REBALANCE_MS as u64));
         assert_eq!(rejoined.error, ErrorCode::None);
         assert_eq!(rejoined.generation_id, 2);
         assert_eq!(rejoined.members.len(), 1);
         assert!(b_errors.contains(&ErrorCode::RebalanceInProgress));
-        assert_eq!(c.heartbeat("g", 2, &b.member_id, None), ErrorCode::UnknownMemberId);
+        assert_eq!(
+            c.heartbeat("g", 2, &b.member_id, None),
+            ErrorCode::UnknownMemberId
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -2096,7 +2194,10 @@ mod tests {
         );
         assert_eq!(left.error, ErrorCode::None);
         assert_eq!(left.members[0].error, ErrorCode::None);
-        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), ErrorCode::RebalanceInProgress);
+        assert_eq!(
+            c.heartbeat("g", 1, &a.member_id, None),
+            ErrorCode::RebalanceInProgress
+        );
         let rejoined = c.join(join_request("g", &a.member_id, "a")).await;
         assert_eq!(rejoined.generation_id, 2);
         assert_eq!(rejoined.members.len(), 1);
@@ -2123,9 +2224,17 @@ mod tests {
     async fn a_static_member_rejoining_replaces_and_fences_the_old_id_without_rebalance() {
         let c = coordinator();
         let first = c.join(static_request("g", "", "i1", "range")).await;
-        assert_eq!(first.error, ErrorCode::None, "no MEMBER_ID_REQUIRED for static members");
+        assert_eq!(
+            first.error,
+            ErrorCode::None,
+            "no MEMBER_ID_REQUIRED for static members"
+        );
         assert!(first.member_id.starts_with("i1-"));
-        let mut sync = sync_request("g", &first, vec![(first.member_id.clone(), Bytes::from_static(b"a1"))]);
+        let mut sync = sync_request(
+            "g",
+            &first,
+            vec![(first.member_id.clone(), Bytes::from_static(b"a1"))],
+        );
         sync.group_instance_id = Some("i1".to_owned());
         assert_eq!(c.sync(sync).await.error, ErrorCode::None);
 
@@ -2134,19 +2243,29 @@ mod tests {
         assert_eq!(second.error, ErrorCode::None);
         assert_ne!(second.member_id, first.member_id);
         assert_eq!(second.generation_id, 1, "no rebalance");
-        assert_eq!(second.leader, first.member_id, "old leader id, so no assignment is run");
+        assert_eq!(
+            second.leader, first.member_id,
+            "old leader id, so no assignment is run"
+        );
         assert_eq!(c.describe("g").state, GroupState::Stable);
 
         assert_eq!(
             c.heartbeat("g", 1, &first.member_id, Some("i1")),
             ErrorCode::FencedInstanceId
         );
-        assert_eq!(c.heartbeat("g", 1, &second.member_id, Some("i1")), ErrorCode::None);
+        assert_eq!(
+            c.heartbeat("g", 1, &second.member_id, Some("i1")),
+            ErrorCode::None
+        );
         let mut sync = sync_request("g", &second, vec![]);
         sync.group_instance_id = Some("i1".to_owned());
         let synced = c.sync(sync).await;
         assert_eq!(synced.error, ErrorCode::None);
-        assert_eq!(synced.assignment, Bytes::from_static(b"a1"), "keeps its assignment");
+        assert_eq!(
+            synced.assignment,
+            Bytes::from_static(b"a1"),
+            "keeps its assignment"
+        );
         let left = c.leave(
             "g",
             vec![LeavingMember {
@@ -2191,12 +2310,18 @@ mod tests {
         let follower = spawn_sync(&c, sync_request("g", &d, vec![]));
         assert_eq!(c.sync(leader_sync).await.error, ErrorCode::None);
         assert_eq!(follower.await.unwrap().error, ErrorCode::None);
-        // d rejoins; the static leader keeps heartbeating but does not rejoin.
-        let rejoin = spawn_join(&c, join_request("g", &d.member_id, "d"));
-        while !rejoin.is_finished() {
+        // d rejoins with new metadata; the static leader keeps heartbeating but does not rejoin.
+        let mut changed = join_request("g", &d.member_id, "d");
+        changed.protocols = vec![("range".to_owned(), Bytes::from_static(b"new-topics"))];
+        let rejoin = spawn_join(&c, changed);
+        for _ in 0..120 {
+            if rejoin.is_finished() {
+                break;
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = c.heartbeat("g", 1, &s.member_id, Some("i1"));
         }
+        assert!(rejoin.is_finished(), "never completed");
         let rejoined = rejoin.await.unwrap();
         assert_eq!(rejoined.generation_id, 2);
         assert_eq!(rejoined.leader, d.member_id, "a rejoined member leads");
@@ -2207,15 +2332,36 @@ mod tests {
     async fn heartbeat_errors() {
         let c = coordinator();
         let joined = stable_single(&c, "g", "a").await;
-        assert_eq!(c.heartbeat("g", 7, &joined.member_id, None), ErrorCode::IllegalGeneration);
-        assert_eq!(c.heartbeat("g", 1, "nobody", None), ErrorCode::UnknownMemberId);
-        assert_eq!(c.heartbeat("other", 1, &joined.member_id, None), ErrorCode::UnknownMemberId);
-        assert_eq!(c.heartbeat("", 1, &joined.member_id, None), ErrorCode::InvalidGroupId);
+        assert_eq!(
+            c.heartbeat("g", 7, &joined.member_id, None),
+            ErrorCode::IllegalGeneration
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, "nobody", None),
+            ErrorCode::UnknownMemberId
+        );
+        assert_eq!(
+            c.heartbeat("other", 1, &joined.member_id, None),
+            ErrorCode::UnknownMemberId
+        );
+        assert_eq!(
+            c.heartbeat("", 1, &joined.member_id, None),
+            ErrorCode::InvalidGroupId
+        );
         assert_eq!(
             c.heartbeat("g", 1, &joined.member_id, Some("i9")),
             ErrorCode::UnknownMemberId
         );
-        let sync = c.sync(sync_request("g", &JoinGroupResult { generation_id: 3, ..joined.clone() }, vec![])).await;
+        let sync = c
+            .sync(sync_request(
+                "g",
+                &JoinGroupResult {
+                    generation_id: 3,
+                    ..joined.clone()
+                },
+                vec![],
+            ))
+            .await;
         assert_eq!(sync.error, ErrorCode::IllegalGeneration);
         // A join with a member id the group never gave out.
         let unknown = c.join(join_request("g", "made-up", "x")).await;
@@ -2235,14 +2381,31 @@ mod tests {
         assert_eq!(refused.error, ErrorCode::InconsistentGroupProtocol);
         let mut no_common = join_request("g", "", "b");
         no_common.protocols = vec![("sticky".to_owned(), Bytes::new())];
-        assert_eq!(c.join(no_common).await.error, ErrorCode::InconsistentGroupProtocol);
+        assert_eq!(
+            c.join(no_common).await.error,
+            ErrorCode::InconsistentGroupProtocol
+        );
         let mut empty = join_request("fresh", "", "b");
         empty.protocols.clear();
-        assert_eq!(c.join(empty).await.error, ErrorCode::InconsistentGroupProtocol);
+        assert_eq!(
+            c.join(empty).await.error,
+            ErrorCode::InconsistentGroupProtocol
+        );
+        assert!(
+            !c.group_is_known("fresh"),
+            "a failed first join creates no group"
+        );
         let mut wrong_name = sync_request("g", &joined, vec![]);
         wrong_name.protocol_name = Some("roundrobin".to_owned());
-        assert_eq!(c.sync(wrong_name).await.error, ErrorCode::InconsistentGroupProtocol);
-        assert_eq!(c.describe("g").state, GroupState::Stable, "refusals change nothing");
+        assert_eq!(
+            c.sync(wrong_name).await.error,
+            ErrorCode::InconsistentGroupProtocol
+        );
+        assert_eq!(
+            c.describe("g").state,
+            GroupState::Stable,
+            "refusals change nothing"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -2251,7 +2414,11 @@ mod tests {
         for session in [0, 5_999, 1_800_001, -1] {
             let mut request = join_request("g", "", "a");
             request.session_timeout_ms = session;
-            assert_eq!(c.join(request).await.error, ErrorCode::InvalidSessionTimeout, "{session}");
+            assert_eq!(
+                c.join(request).await.error,
+                ErrorCode::InvalidSessionTimeout,
+                "{session}"
+            );
         }
         let mut request = join_request("g", "", "a");
         request.session_timeout_ms = 6_000;
@@ -2280,7 +2447,12 @@ mod tests {
             let joined = handle.await.unwrap();
             assert_eq!(joined.protocol_name.as_deref(), Some("range"));
             if joined.leader == joined.member_id {
-                assert!(joined.members.iter().all(|m| m.metadata.starts_with(b"range-")));
+                assert!(
+                    joined
+                        .members
+                        .iter()
+                        .all(|m| m.metadata.starts_with(b"range-"))
+                );
             }
         }
     }
@@ -2289,7 +2461,10 @@ mod tests {
     async fn describe_list_and_delete_follow_the_states() {
         let c = coordinator();
         let unknown = c.describe("nope");
-        assert_eq!((unknown.error, unknown.state.as_str()), (ErrorCode::None, "Dead"));
+        assert_eq!(
+            (unknown.error, unknown.state.as_str()),
+            (ErrorCode::None, "Dead")
+        );
         let (a, b) = stable_pair(&c, "g").await;
         let listed = c.list();
         assert_eq!(listed.len(), 1);
@@ -2311,8 +2486,14 @@ mod tests {
         let left = c.leave(
             "g",
             vec![
-                LeavingMember { member_id: a.member_id.clone(), group_instance_id: None },
-                LeavingMember { member_id: b.member_id.clone(), group_instance_id: None },
+                LeavingMember {
+                    member_id: a.member_id.clone(),
+                    group_instance_id: None,
+                },
+                LeavingMember {
+                    member_id: b.member_id.clone(),
+                    group_instance_id: None,
+                },
             ],
         );
         assert!(left.members.iter().all(|m| m.error == ErrorCode::None));
@@ -2321,7 +2502,10 @@ mod tests {
         assert_eq!(described.protocol, "");
         assert_eq!(described.protocol_type, "consumer");
         assert!(described.members.is_empty());
-        assert_eq!(c.delete(&["g".to_owned(), "g".to_owned()]), vec![("g".to_owned(), ErrorCode::None)]);
+        assert_eq!(
+            c.delete(&["g".to_owned(), "g".to_owned()]),
+            vec![("g".to_owned(), ErrorCode::None)]
+        );
         assert!(!c.group_is_known("g"));
         assert!(c.list().is_empty());
         assert_eq!(c.describe("g").state, GroupState::Dead);
@@ -2395,15 +2579,59 @@ mod tests {
         settle().await;
         let b = spawn_join(&c, join_request("g", "", "b"));
         let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        // The leader keeps heartbeating (so only the sync deadline can remove it).
         let started = Instant::now();
-        let follower = spawn_sync(&c, sync_request("g", &b, vec![]));
-        let synced = follower.await.unwrap();
+        let follower = {
+            let c = c.clone();
+            let request = sync_request("g", &b, vec![]);
+            tokio::spawn(async move { (c.sync(request).await, started.elapsed()) })
+        };
+        let mut leader_errors = Vec::new();
+        for _ in 0..120 {
+            if follower.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            leader_errors.push(c.heartbeat("g", 1, &a.member_id, None));
+        }
+        assert!(follower.is_finished(), "never completed");
+        let (synced, took) = follower.await.unwrap();
         assert_eq!(synced.error, ErrorCode::RebalanceInProgress);
-        assert_eq!(started.elapsed(), Duration::from_millis(REBALANCE_MS as u64));
-        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), ErrorCode::UnknownMemberId);
+        assert_eq!(took, Duration::from_millis(REBALANCE_MS as u64));
+        assert_eq!(
+            leader_errors[0],
+            ErrorCode::None,
+            "heartbeats are fine while awaiting sync"
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, &a.member_id, None),
+            ErrorCode::UnknownMemberId
+        );
         let rejoined = c.join(join_request("g", &b.member_id, "b")).await;
         assert_eq!(rejoined.generation_id, 2);
         assert_eq!(rejoined.leader, b.member_id);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_leader_expires_while_a_follower_waits_in_sync() {
+        let c = coordinator();
+        let a = spawn_join(&c, join_request("g", "", "a"));
+        settle().await;
+        let b = spawn_join(&c, join_request("g", "", "b"));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let started = Instant::now();
+        let synced = c.sync(sync_request("g", &b, vec![])).await;
+        assert_eq!(synced.error, ErrorCode::RebalanceInProgress);
+        // The follower waiting in sync is kept alive; the silent leader's session ran out.
+        assert_eq!(started.elapsed(), Duration::from_millis(SESSION_MS as u64));
+        assert_eq!(
+            c.heartbeat("g", 1, &a.member_id, None),
+            ErrorCode::UnknownMemberId
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, &b.member_id, None),
+            ErrorCode::RebalanceInProgress
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -2445,31 +2673,38 @@ mod tests {
         let c = GroupCoordinator::new(config);
         let _a = stable_single(&c, "g", "a").await;
         let refused = c.join(join_request("g", "", "b")).await;
-        assert_eq!(refused.error, ErrorCode::from_code(81));
+        assert_eq!(refused.error, ErrorCode::GroupMaxSizeReached);
         assert_eq!(c.describe("g").members.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_fails_pending_waiters() {
         let c = coordinator();
-        // A join parked in the initial delay.
-        let pending_join = spawn_join(&c, join_request("g1", "", "a"));
-        // A follower parked in sync.
+        // A follower parked in sync (the leader never syncs).
         let a = spawn_join(&c, join_request("g2", "", "a"));
         settle().await;
         let b = spawn_join(&c, join_request("g2", "", "b"));
         let (_a, b) = (a.await.unwrap(), b.await.unwrap());
-        let _ = pending_join.is_finished();
         let pending_sync = spawn_sync(&c, sync_request("g2", &b, vec![]));
-        settle().await;
-        assert!(!pending_sync.is_finished());
-
+        // A join parked in the initial delay of another group.
         let joiner = spawn_join(&c, join_request("g3", "", "z"));
         settle().await;
+        assert!(!pending_sync.is_finished());
+        assert!(!joiner.is_finished());
+        let before = Instant::now();
         c.shutdown();
-        assert_eq!(joiner.await.unwrap().error, ErrorCode::CoordinatorNotAvailable);
-        assert_eq!(pending_sync.await.unwrap().error, ErrorCode::CoordinatorNotAvailable);
-        assert_eq!(c.heartbeat("g2", 1, &b.member_id, None), ErrorCode::CoordinatorNotAvailable);
+        assert_eq!(
+            joiner.await.unwrap().error,
+            ErrorCode::CoordinatorNotAvailable
+        );
+        assert_eq!(
+            pending_sync.await.unwrap().error,
+            ErrorCode::CoordinatorNotAvailable
+        );
+        assert_eq!(
+            c.heartbeat("g2", 1, &b.member_id, None),
+            ErrorCode::CoordinatorNotAvailable
+        );
         assert_eq!(
             c.join(join_request("g1", "", "a")).await.error,
             ErrorCode::CoordinatorNotAvailable
@@ -2479,6 +2714,11 @@ mod tests {
             Err(ErrorCode::CoordinatorNotAvailable)
         );
         assert!(c.list().is_empty());
+        assert_eq!(
+            before.elapsed(),
+            Duration::ZERO,
+            "answered at once, not by a timer"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -2492,10 +2732,16 @@ mod tests {
         settle().await;
         let left = c.leave(
             "g",
-            vec![LeavingMember { member_id: a.member_id.clone(), group_instance_id: None }],
+            vec![LeavingMember {
+                member_id: a.member_id.clone(),
+                group_instance_id: None,
+            }],
         );
         assert_eq!(left.members[0].error, ErrorCode::None);
-        assert_eq!(follower.await.unwrap().error, ErrorCode::RebalanceInProgress);
+        assert_eq!(
+            follower.await.unwrap().error,
+            ErrorCode::RebalanceInProgress
+        );
         let rejoined = c.join(join_request("g", &b.member_id, "b")).await;
         assert_eq!(rejoined.leader, b.member_id);
         assert_eq!(rejoined.generation_id, 2);

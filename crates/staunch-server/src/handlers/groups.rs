@@ -1,9 +1,25 @@
 //! Consumer groups: coordinator lookup, committed offsets, and the classic group protocol.
 
+use staunch_broker::group::{JoinGroup, LeavingMember, SyncGroup};
 use staunch_broker::{Broker, CommittedOffset};
 use staunch_core::ErrorCode;
+use staunch_protocol::kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
+use staunch_protocol::kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
 use staunch_protocol::kafka_protocol::messages::find_coordinator_response::{
     Coordinator, FindCoordinatorResponse,
+};
+use staunch_protocol::kafka_protocol::messages::join_group_response::{
+    JoinGroupResponse, JoinGroupResponseMember,
+};
+use staunch_protocol::kafka_protocol::messages::leave_group_response::{
+    LeaveGroupResponse, MemberResponse,
+};
+use staunch_protocol::kafka_protocol::messages::list_groups_response::{
+    ListGroupsResponse, ListedGroup,
 };
 use staunch_protocol::kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -13,8 +29,12 @@ use staunch_protocol::kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use staunch_protocol::kafka_protocol::messages::{
-    BrokerId, FindCoordinatorRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
+
+use super::ClientContext;
 
 use super::text;
 
@@ -63,7 +83,12 @@ pub(super) async fn offset_commit(
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group = request.group_id.0.as_str().to_owned();
-    let validation: Result<(), ErrorCode> = Ok(()); // GROUPS-VALIDATE
+    let validation = broker.groups().validate_offset_commit(
+        &group,
+        request.generation_id_or_member_epoch,
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|s| s.as_str()),
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -217,4 +242,247 @@ fn committed_fields(committed: Option<CommittedOffset>) -> (i64, i32, String) {
         Some(c) => (c.offset, c.leader_epoch, c.metadata),
         None => (-1, -1, String::new()),
     }
+}
+
+fn optional(value: Option<&StrBytesLike>) -> Option<String> {
+    value.map(|v| v.as_str().to_owned())
+}
+
+type StrBytesLike = staunch_protocol::kafka_protocol::protocol::StrBytes;
+
+/// JoinGroup: waits until the rebalance completes (or fails at once).
+pub(super) async fn join_group(
+    broker: &Broker,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    context: &ClientContext,
+) -> JoinGroupResponse {
+    let join = JoinGroup {
+        group_id: request.group_id.0.as_str().to_owned(),
+        session_timeout_ms: request.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if version == 0 {
+            request.session_timeout_ms
+        } else {
+            request.rebalance_timeout_ms
+        },
+        member_id: request.member_id.as_str().to_owned(),
+        group_instance_id: optional(request.group_instance_id.as_ref()),
+        protocol_type: request.protocol_type.as_str().to_owned(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.as_str().to_owned(), p.metadata))
+            .collect(),
+        client_id: client_id.to_owned(),
+        client_host: format!("/{}", context.peer.ip()),
+        requires_known_member_id: version >= 4,
+    };
+    let result = broker.groups().join(join).await;
+    // Before v7 the protocol name is not nullable.
+    let name = |value: Option<String>| match value {
+        Some(v) => Some(text(v)),
+        None if version < 7 => Some(text("")),
+        None => None,
+    };
+    JoinGroupResponse::default()
+        .with_error_code(result.error.code())
+        .with_generation_id(result.generation_id)
+        .with_protocol_type(if version >= 7 {
+            result.protocol_type.map(text)
+        } else {
+            None
+        })
+        .with_protocol_name(name(result.protocol_name))
+        .with_leader(text(result.leader))
+        .with_member_id(text(result.member_id))
+        .with_members(
+            result
+                .members
+                .into_iter()
+                .map(|m| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(text(m.member_id))
+                        .with_group_instance_id(if version >= 5 {
+                            m.group_instance_id.map(text)
+                        } else {
+                            None
+                        })
+                        .with_metadata(m.metadata)
+                })
+                .collect(),
+        )
+}
+
+/// SyncGroup: the leader hands in assignments; every member gets its own.
+pub(super) async fn sync_group(
+    broker: &Broker,
+    request: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let sync = SyncGroup {
+        group_id: request.group_id.0.as_str().to_owned(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.as_str().to_owned(),
+        group_instance_id: optional(request.group_instance_id.as_ref()),
+        protocol_type: optional(request.protocol_type.as_ref()),
+        protocol_name: optional(request.protocol_name.as_ref()),
+        assignments: request
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
+            .collect(),
+    };
+    let result = broker.groups().sync(sync).await;
+    let response = SyncGroupResponse::default()
+        .with_error_code(result.error.code())
+        .with_assignment(result.assignment);
+    if version >= 5 {
+        response
+            .with_protocol_type(result.protocol_type.map(text))
+            .with_protocol_name(result.protocol_name.map(text))
+    } else {
+        response
+    }
+}
+
+/// Heartbeat: keeps the member's session alive and tells it when to rejoin.
+pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
+    let code = broker.groups().heartbeat(
+        request.group_id.0.as_str(),
+        request.generation_id,
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|s| s.as_str()),
+    );
+    HeartbeatResponse::default().with_error_code(code.code())
+}
+
+/// LeaveGroup: one member (v0-2) or a batch of members (v3+).
+pub(super) fn leave_group(
+    broker: &Broker,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let members = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| LeavingMember {
+                member_id: m.member_id.as_str().to_owned(),
+                group_instance_id: optional(m.group_instance_id.as_ref()),
+            })
+            .collect()
+    } else {
+        vec![LeavingMember {
+            member_id: request.member_id.as_str().to_owned(),
+            group_instance_id: None,
+        }]
+    };
+    let result = broker.groups().leave(request.group_id.0.as_str(), members);
+    if version >= 3 {
+        return LeaveGroupResponse::default()
+            .with_error_code(result.error.code())
+            .with_members(
+                result
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        MemberResponse::default()
+                            .with_member_id(text(m.member_id))
+                            .with_group_instance_id(m.group_instance_id.map(text))
+                            .with_error_code(m.error.code())
+                    })
+                    .collect(),
+            );
+    }
+    let code = if result.error != ErrorCode::None {
+        result.error
+    } else {
+        result.members.first().map_or(ErrorCode::None, |m| m.error)
+    };
+    LeaveGroupResponse::default().with_error_code(code.code())
+}
+
+/// ListGroups: every group, optionally filtered by state (v4+).
+pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.as_str().to_ascii_lowercase())
+        .collect();
+    let groups = broker
+        .groups()
+        .list()
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.as_str().to_ascii_lowercase()))
+        .map(|g| {
+            ListedGroup::default()
+                .with_group_id(GroupId(text(g.group_id)))
+                .with_protocol_type(text(g.protocol_type))
+                .with_group_state(text(g.state.as_str()))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+/// DescribeGroups: state, protocol and members with their assignments.
+pub(super) fn describe_groups(
+    broker: &Broker,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .iter()
+        .map(|id| {
+            let d = broker.groups().describe(id.0.as_str());
+            DescribedGroup::default()
+                .with_error_code(d.error.code())
+                .with_group_id(GroupId(text(d.group_id)))
+                .with_group_state(text(d.state.as_str()))
+                .with_protocol_type(text(d.protocol_type))
+                .with_protocol_data(text(d.protocol))
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(text(m.member_id))
+                                .with_group_instance_id(m.group_instance_id.map(text))
+                                .with_client_id(text(m.client_id))
+                                .with_client_host(text(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// DeleteGroups: removes empty groups and their committed offsets (durably).
+pub(super) async fn delete_groups(
+    broker: &Broker,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let ids: Vec<String> = request
+        .groups_names
+        .iter()
+        .map(|g| g.0.as_str().to_owned())
+        .collect();
+    let mut results = Vec::with_capacity(ids.len());
+    for (group, mut code) in broker.groups().delete(&ids) {
+        if code == ErrorCode::None
+            && let Err(storage) = broker.delete_group_offsets(&group).await
+        {
+            code = storage;
+        }
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(GroupId(text(group)))
+                .with_error_code(code.code()),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
 }

@@ -83,15 +83,25 @@ pub(crate) async fn handle(
         RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(groups::offset_fetch(
             broker, r, version,
         ))),
-        // GROUPS RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
-        // GROUPS groups::join_group(broker, r, version, &client_id, context).await,
-        // GROUPS )),
-        // GROUPS RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(groups::sync_group(broker, r).await)),
-        // GROUPS RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(groups::heartbeat(broker, r))),
-        // GROUPS RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(groups::leave_group(broker, r, version))),
-        // GROUPS RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(groups::list_groups(broker, r))),
-        // GROUPS RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(groups::describe_groups(broker, r))),
-        // GROUPS RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await)),
+        RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
+            groups::join_group(broker, r, version, &client_id, context).await,
+        )),
+        RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(
+            groups::sync_group(broker, r, version).await,
+        )),
+        RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(groups::heartbeat(broker, r))),
+        RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(groups::leave_group(
+            broker, r, version,
+        ))),
+        RequestKind::ListGroups(r) => {
+            Some(ResponseKind::ListGroups(groups::list_groups(broker, r)))
+        }
+        RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(
+            groups::describe_groups(broker, r),
+        )),
+        RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
+            groups::delete_groups(broker, r).await,
+        )),
         _ => {
             // decode_request only lets through the APIs listed in versions.rs, each handled
             // above; reaching here is a bug, answered by closing the connection.
