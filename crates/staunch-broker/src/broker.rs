@@ -596,7 +596,7 @@ impl Broker {
         Ok(t.config
             .describe(&self.inner.config)
             .into_iter()
-            .filter(|e| names.is_none_or(|n| n.iter().any(|n| *n == e.name)))
+            .filter(|e| names.is_none_or(|n| n.contains(&e.name)))
             .collect())
     }
 

@@ -31,6 +31,9 @@ pub struct CommittedOffset {
 
 type Key = (String, i32);
 
+/// Offsets to store for one group: (topic, partition, value or `None` to delete).
+pub type OffsetWrites = Vec<(String, i32, Option<CommittedOffset>)>;
+
 /// The committed offsets of every group.
 #[derive(Debug)]
 pub struct OffsetStore {
@@ -248,7 +251,7 @@ impl OffsetStore {
 
     /// Deletes every group's committed offsets for `topic` (the topic was deleted).
     pub fn delete_topic(&self, topic: &str) -> Result<(), String> {
-        let doomed: Vec<(String, Vec<(String, i32, Option<CommittedOffset>)>)> = self
+        let doomed: Vec<(String, OffsetWrites)> = self
             .lock()
             .iter()
             .map(|(group, offsets)| {

@@ -222,7 +222,7 @@ struct Ran {
 impl Ran {
     fn transcript(&self) -> String {
         let mut text = String::new();
-        let _ = writeln!(text, "exit status: {}", self.status);
+        let _ = writeln!(text, "{}", self.status);
         let _ = writeln!(text, "--- stdout ---\n{}", self.stdout.trim_end());
         let _ = writeln!(text, "--- stderr ---\n{}", self.stderr.trim_end());
         text

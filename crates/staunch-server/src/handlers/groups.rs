@@ -132,12 +132,15 @@ pub(super) async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// A topic's partitions with their committed offsets (`None`: nothing committed).
+type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
+
 /// Committed offsets of one group: for the listed partitions, or every committed one.
 fn fetch_group(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+) -> Vec<TopicOffsets> {
     match wanted {
         Some(topics) => topics
             .into_iter()
@@ -150,7 +153,7 @@ fn fetch_group(
             })
             .collect(),
         None => {
-            let mut by_topic: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+            let mut by_topic: Vec<TopicOffsets> = Vec::new();
             for (topic, partition, committed) in broker.committed_offsets(group) {
                 match by_topic.iter_mut().find(|(t, _)| *t == topic) {
                     Some((_, list)) => list.push((partition, Some(committed))),
