@@ -152,7 +152,8 @@ fn init_logging(config: &ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("invalid log level '{}': {e}", config.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match config.log_format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -610,7 +610,9 @@ fn recover(
         io.sync_dir()
             .map_err(|e| LogError::io("syncing the log directory", e))?;
     }
-    if recovery.bytes_truncated > 0 || !recovery.clean {
+    // A brand-new, empty log has no marker either; that is not worth a line.
+    let had_data = state.log_end > 0 || recovery.segments_scanned > 0;
+    if recovery.bytes_truncated > 0 || (!recovery.clean && had_data) {
         tracing::info!(
             log_end = state.log_end,
             scanned = recovery.segments_scanned,

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""End-to-end load with confluent-kafka (librdkafka) against a running broker.
+
+Measures, on one partition of a fresh topic:
+  produce  N messages of SIZE bytes with acks=all, enable.idempotence, linger.ms=5;
+  consume  them back with one group consumer;
+  round trip: one message produced and flushed at a time (p50 / p99 latency).
+
+    staunch serve &        # or any Kafka broker
+    $STAUNCH_VENV/bin/python benches/clients/confluent_bench.py --bootstrap 127.0.0.1:9092
+
+The venv comes from scripts/install-test-clients. A benchmark, not a test: it prints numbers.
+"""
+import argparse
+import statistics
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--round-trips", type=int, default=2000)
+    args = parser.parse_args()
+
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+
+    payload = b"x" * args.size
+    producer = Producer({
+        "bootstrap.servers": args.bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+    })
+    failed = []
+
+    def report(err, _msg):
+        if err is not None:
+            failed.append(err)
+
+    start = time.perf_counter()
+    for _ in range(args.messages):
+        while True:
+            try:
+                producer.produce(topic, payload, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.001)
+        producer.poll(0)
+    producer.flush(60)
+    produce_s = time.perf_counter() - start
+    if failed:
+        raise SystemExit(f"{len(failed)} deliveries failed, first: {failed[0]}")
+    print(f"produce: {args.messages} x {args.size} B in {produce_s:.2f} s = "
+          f"{args.messages / produce_s:,.0f} msg/s, {args.messages * args.size / produce_s / 1e6:.0f} MB/s")
+
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    seen = 0
+    first = None
+    deadline = time.monotonic() + 120
+    while seen < args.messages and time.monotonic() < deadline:
+        batch = consumer.consume(num_messages=10_000, timeout=1.0)
+        for m in batch:
+            if m.error() is None:
+                if first is None:
+                    first = time.perf_counter()
+                seen += 1
+    consume_s = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    if seen < args.messages:
+        raise SystemExit(f"consumed only {seen} of {args.messages}")
+    print(f"consume: {seen} in {consume_s:.2f} s (from the first message) = {seen / consume_s:,.0f} msg/s")
+
+    latencies = []
+    for _ in range(args.round_trips):
+        t = time.perf_counter()
+        producer.produce(topic, payload, on_delivery=report)
+        producer.flush(10)
+        latencies.append(time.perf_counter() - t)
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    print(f"round trip (produce + flush, one at a time): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
