@@ -87,6 +87,13 @@ impl TopicConfig {
                 _ => {}
             }
         }
+        // A small segment.bytes without an explicit max.message.bytes caps the batch size
+        // instead of being refused: a batch must fit in one segment.
+        if !self.0.contains_key("max.message.bytes")
+            && u64::from(log.max_batch_bytes) > log.segment_bytes
+        {
+            log.max_batch_bytes = u32::try_from(log.segment_bytes).unwrap_or(u32::MAX);
+        }
         log.validate().map_err(|e| e.to_string())
     }
 

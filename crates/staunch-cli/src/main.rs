@@ -1,6 +1,7 @@
 //! `staunch`: run a broker (`staunch serve`) and talk to one: administer topics, produce,
 //! consume, and inspect consumer groups.
 
+mod bench;
 mod client;
 mod consume;
 mod groups;
@@ -31,6 +32,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// List and describe consumer groups: members, assignments, committed offsets and lag.
     Groups(groups::GroupsArgs),
+    /// Load generator: produce or consume as fast as the broker allows and report the numbers.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Groups(args) => groups::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
