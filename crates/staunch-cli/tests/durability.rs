@@ -2,11 +2,10 @@
 //! every record the clients saw acknowledged (acks=all, flush always) is read back, at the
 //! offset it was acknowledged with.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,62 +20,7 @@ use staunch_client::kafka_protocol::messages::{
 use staunch_client::kafka_protocol::protocol::StrBytes;
 use staunch_core::BatchBuilder;
 
-/// A `staunch serve` child process; killed with SIGKILL when dropped.
-struct ServeProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServeProcess {
-    fn start(data_dir: &Path, log: &Path) -> ServeProcess {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_staunch"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--flush",
-                "always",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("staunch listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line from staunch serve: {line:?}; log: {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            })
-            .parse()
-            .unwrap();
-        ServeProcess { child, addr }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Staunch;
 
 fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
     ProduceRequest::default()
@@ -135,8 +79,6 @@ async fn produce_until_killed(
 #[test]
 fn every_acknowledged_record_survives_kill_9_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = dir.path().join("serve.log");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -147,9 +89,9 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
     let mut rng = fastrand::Rng::with_seed(seed);
+    let mut server = Staunch::start(dir.path());
     for round in 0..3 {
-        let server = ServeProcess::start(&data, &log);
-        let addr = server.addr;
+        let addr = server.addr();
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let kill_after = Duration::from_millis(rng.u64(200..1200));
         runtime.block_on(async {
@@ -168,16 +110,15 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
             "round {round}: nothing was acknowledged before the kill (seed {seed})"
         );
 
-        let server = ServeProcess::start(&data, &log);
-        let stored = runtime.block_on(read_all(server.addr));
+        server.restart();
+        let stored = runtime.block_on(read_all(server.addr()));
         for (offset, value) in &acked {
             match stored.get(offset) {
                 Some(found) if found == value => {}
                 other => panic!(
-                    "round {round}: acknowledged offset {offset} ({}) lost or changed after kill -9: {:?} (seed {seed}); log:\n{}",
+                    "round {round}: acknowledged offset {offset} ({}) lost or changed after kill -9: {:?} (seed {seed})",
                     String::from_utf8_lossy(value),
                     other.map(|v| String::from_utf8_lossy(v).into_owned()),
-                    std::fs::read_to_string(&log).unwrap_or_default()
                 ),
             }
         }
@@ -186,7 +127,6 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
             acked.len(),
             stored.len()
         );
-        server.kill9();
     }
 }
 
