@@ -120,10 +120,8 @@ impl Partition {
         let mut count = 0;
         let mut producer = None;
         for batch in batches(records) {
+            // Header framing only: the log validates every batch (CRC, records) on append.
             let batch = batch.map_err(|e| log_error_code(&LogError::InvalidBatch(e)))?;
-            batch
-                .verify_integrity()
-                .map_err(|e| log_error_code(&LogError::InvalidBatch(e)))?;
             count += 1;
             if batch.is_transactional() || batch.is_control() {
                 // Transactions are not implemented; storing such a batch without markers would
@@ -144,6 +142,14 @@ impl Partition {
             return Err(ErrorCode::InvalidRecord);
         }
         let verdict = self.producers().check(&batch);
+        if verdict != SeqCheck::Append
+            && let Err(e) = batch.verify_integrity()
+        {
+            // Answering a corrupt batch as a duplicate (or a gap) would be wrong: nothing is
+            // stored, and the producer is told the batch is corrupt. The CRC is checked here
+            // only when the log will not check it.
+            return Err(log_error_code(&LogError::InvalidBatch(e)));
+        }
         match verdict {
             SeqCheck::Reject(code) => Err(code),
             SeqCheck::Duplicate(stored) => Ok(Appended {

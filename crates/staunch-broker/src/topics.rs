@@ -141,6 +141,16 @@ impl Topics {
         self.read_map().get(name).cloned()
     }
 
+    /// The topic called `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    fn existing(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        self.get(name).ok_or_else(|| {
+            TopicError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })
+    }
+
     /// Every topic, by name.
     pub fn list(&self) -> Vec<Arc<Topic>> {
         self.read_map().values().cloned().collect()
@@ -270,12 +280,7 @@ impl Topics {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _changes = self.lock_changes();
-        let topic = self.get(name).ok_or_else(|| {
-            TopicError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            )
-        })?;
+        let topic = self.existing(name)?;
         let current = topic.partitions.len() as i32;
         if total <= current || total > 100_000 {
             return Err(TopicError::new(
@@ -338,12 +343,7 @@ impl Topics {
             .log_config(&self.broker)
             .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
         let _changes = self.lock_changes();
-        let topic = self.get(name).ok_or_else(|| {
-            TopicError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            )
-        })?;
+        let topic = self.existing(name)?;
         if validate_only || topic.config == config {
             return Ok(());
         }

@@ -313,6 +313,14 @@ async fn idempotent_retries_get_their_original_offsets_even_after_a_restart() {
     assert_eq!(produce(&mut c, "idem", batch(2, b"b")).await, (0, 2));
     // A retry of the first batch: original offset, nothing written.
     assert_eq!(produce(&mut c, "idem", batch(0, b"a")).await, (0, 0));
+    // A corrupted copy of a stored batch is refused as corrupt, not answered as a duplicate.
+    let mut corrupt = batch(0, b"a");
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert_eq!(
+        produce(&mut c, "idem", corrupt).await.0,
+        ErrorCode::CorruptMessage.code()
+    );
     // A gap.
     assert_eq!(
         produce(&mut c, "idem", batch(7, b"x")).await.0,

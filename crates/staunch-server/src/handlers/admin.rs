@@ -21,6 +21,8 @@ use staunch_protocol::kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 
+use staunch_protocol::kafka_protocol::protocol::StrBytes;
+
 use super::text;
 
 /// Kafka's resource type for topics in config requests.
@@ -199,6 +201,32 @@ pub(super) fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
+/// Applies one resource's config changes; `entries` is `Err` when the request itself was
+/// refused. Returns the error code and message both AlterConfigs versions answer with.
+async fn alter_resource(
+    broker: &Broker,
+    resource_type: i8,
+    name: String,
+    entries: Result<Vec<(String, ConfigOp, String)>, String>,
+    incremental: bool,
+    validate_only: bool,
+) -> (i16, Option<StrBytes>) {
+    if resource_type != RESOURCE_TOPIC {
+        return (
+            ErrorCode::InvalidRequest.code(),
+            Some(text("only topic configs can be altered")),
+        );
+    }
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(message) => return (ErrorCode::InvalidConfig.code(), Some(text(message))),
+    };
+    let outcome = broker
+        .alter_topic_config(name, entries, incremental, validate_only)
+        .await;
+    (outcome.error.code(), outcome.error_message.map(text))
+}
+
 pub(super) async fn alter_configs(
     broker: &Broker,
     request: AlterConfigsRequest,
@@ -206,17 +234,7 @@ pub(super) async fn alter_configs(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_owned();
-        let response = alter_configs_response::AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(text(name.clone()));
-        if resource.resource_type != RESOURCE_TOPIC {
-            responses.push(
-                response
-                    .with_error_code(ErrorCode::InvalidRequest.code())
-                    .with_error_message(Some(text("only topic configs can be altered"))),
-            );
-            continue;
-        }
+        // AlterConfigs replaces the whole set: a null value removes the override.
         let entries = resource
             .configs
             .iter()
@@ -229,13 +247,21 @@ pub(super) async fn alter_configs(
                 None => (c.name.as_str().to_owned(), ConfigOp::Delete, String::new()),
             })
             .collect();
-        let outcome = broker
-            .alter_topic_config(name, entries, false, request.validate_only)
-            .await;
+        let (code, message) = alter_resource(
+            broker,
+            resource.resource_type,
+            name.clone(),
+            Ok(entries),
+            false,
+            request.validate_only,
+        )
+        .await;
         responses.push(
-            response
-                .with_error_code(outcome.error.code())
-                .with_error_message(outcome.error_message.map(text)),
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(text(name))
+                .with_error_code(code)
+                .with_error_message(message),
         );
     }
     AlterConfigsResponse::default().with_responses(responses)
@@ -248,51 +274,36 @@ pub(super) async fn incremental_alter_configs(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_owned();
-        let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(text(name.clone()));
-        if resource.resource_type != RESOURCE_TOPIC {
-            responses.push(
-                response
-                    .with_error_code(ErrorCode::InvalidRequest.code())
-                    .with_error_message(Some(text("only topic configs can be altered"))),
-            );
-            continue;
-        }
-        let mut entries = Vec::with_capacity(resource.configs.len());
-        let mut refused = None;
-        for c in &resource.configs {
-            let key = c.name.as_str().to_owned();
-            let value = c
-                .value
-                .as_ref()
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            match c.config_operation {
-                0 => entries.push((key, ConfigOp::Set, value)),
-                1 => entries.push((key, ConfigOp::Delete, value)),
-                op => {
-                    refused = Some(format!(
+        let entries = resource
+            .configs
+            .iter()
+            .map(|c| {
+                let key = c.name.as_str().to_owned();
+                let value = c.value.as_ref().map(|v| v.as_str().to_owned()).unwrap_or_default();
+                match c.config_operation {
+                    0 => Ok((key, ConfigOp::Set, value)),
+                    1 => Ok((key, ConfigOp::Delete, value)),
+                    op => Err(format!(
                         "config operation {op} (APPEND/SUBTRACT) is not supported for '{key}': no list-valued topic config exists"
-                    ));
+                    )),
                 }
-            }
-        }
-        if let Some(message) = refused {
-            responses.push(
-                response
-                    .with_error_code(ErrorCode::InvalidConfig.code())
-                    .with_error_message(Some(text(message))),
-            );
-            continue;
-        }
-        let outcome = broker
-            .alter_topic_config(name, entries, true, request.validate_only)
-            .await;
+            })
+            .collect();
+        let (code, message) = alter_resource(
+            broker,
+            resource.resource_type,
+            name.clone(),
+            entries,
+            true,
+            request.validate_only,
+        )
+        .await;
         responses.push(
-            response
-                .with_error_code(outcome.error.code())
-                .with_error_message(outcome.error_message.map(text)),
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(text(name))
+                .with_error_code(code)
+                .with_error_message(message),
         );
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
