@@ -12,6 +12,7 @@ use crate::config::BrokerConfig;
 use crate::durable_file::write_atomic;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::offsets::{CommittedOffset, OffsetStore};
+use crate::partition::{Partition, PendingAppend};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::{ConfigEntry, TopicConfig};
 use crate::topics::{Topic, TopicError, Topics};
@@ -187,22 +188,32 @@ impl Broker {
     /// records are as durable as the topic's flush policy promises (after fdatasync under
     /// `always`, the default); with `acks` 0 the caller sends no answer but the records are still
     /// appended. Retried duplicates from idempotent producers get their original offsets.
+    ///
+    /// The same as [`write_produce`](Self::write_produce) followed by
+    /// [`ProduceInFlight::durable`].
     pub async fn produce(
         &self,
         acks: i16,
         partitions: Vec<ProducePartition>,
     ) -> Vec<ProduceResult> {
+        self.write_produce(acks, partitions).await.durable().await
+    }
+
+    /// The in-order half of [`produce`](Self::produce), for a connection that pipelines
+    /// requests: validates and writes every partition's records, which fixes their offsets and
+    /// their order relative to later writes. Nothing is acknowledged yet: the returned
+    /// [`ProduceInFlight`] resolves to the results once the records are durable. Writing the next
+    /// request while earlier ones wait lets one group fsync cover several requests.
+    pub async fn write_produce(
+        &self,
+        acks: i16,
+        partitions: Vec<ProducePartition>,
+    ) -> ProduceInFlight {
         let mut results = Vec::with_capacity(partitions.len());
-        let mut pending = Vec::new();
+        let mut writes = Vec::new();
         for p in partitions {
-            let fail = |error: ErrorCode, message: Option<String>| ProduceResult {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                error,
-                error_message: message,
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: -1,
+            let fail = |error: ErrorCode, message: Option<String>| {
+                ProduceResult::failed(p.topic.clone(), p.partition, error, message)
             };
             if !matches!(acks, -1..=1) {
                 results.push(Some(fail(ErrorCode::InvalidRequiredAcks, None)));
@@ -236,45 +247,25 @@ impl Broker {
             let index = results.len();
             results.push(None);
             let mut records = p.records;
-            let (topic_name, partition_index) = (p.topic, p.partition);
-            pending.push((
-                index,
-                topic_name,
-                partition_index,
-                tokio::task::spawn_blocking(move || partition.append(&mut records)),
-            ));
+            let writer = partition.clone();
+            let task = tokio::task::spawn_blocking(move || writer.write(&mut records));
+            writes.push((index, p.topic, p.partition, partition, task));
         }
-        let mut appended_any = false;
-        for (index, topic, partition, task) in pending {
-            let outcome = task.await.unwrap_or(Err(ErrorCode::UnknownServerError));
-            results[index] = Some(match outcome {
-                Ok(appended) => {
-                    appended_any = true;
-                    ProduceResult {
-                        topic,
-                        partition,
-                        error: ErrorCode::None,
-                        error_message: None,
-                        base_offset: appended.base_offset,
-                        log_append_time_ms: appended.log_append_time_ms,
-                        log_start_offset: appended.log_start_offset,
-                    }
+        let mut pending = Vec::with_capacity(writes.len());
+        for (index, topic, partition_index, partition, task) in writes {
+            match task.await.unwrap_or(Err(ErrorCode::UnknownServerError)) {
+                Ok(written) => pending.push((index, topic, partition_index, partition, written)),
+                Err(error) => {
+                    results[index] =
+                        Some(ProduceResult::failed(topic, partition_index, error, None));
                 }
-                Err(error) => ProduceResult {
-                    topic,
-                    partition,
-                    error,
-                    error_message: None,
-                    base_offset: -1,
-                    log_append_time_ms: -1,
-                    log_start_offset: -1,
-                },
-            });
+            }
         }
-        if appended_any {
-            self.inner.data_version.send_modify(|v| *v += 1);
+        ProduceInFlight {
+            results,
+            pending,
+            broker: self.clone(),
         }
-        results.into_iter().flatten().collect()
     }
 
     /// Reads from each partition, only below its high watermark — so a consumer never sees a
@@ -810,5 +801,55 @@ impl Broker {
         })
         .await;
         tracing::info!("broker closed");
+    }
+}
+
+/// A produce request whose records are written, in order, but not yet acknowledged (from
+/// [`Broker::write_produce`]).
+#[derive(Debug)]
+#[must_use = "written records are acknowledged only through ProduceInFlight::durable"]
+pub struct ProduceInFlight {
+    /// One slot per requested partition, in request order; `None` for those still waiting.
+    results: Vec<Option<ProduceResult>>,
+    pending: Vec<(usize, String, i32, Arc<Partition>, PendingAppend)>,
+    broker: Broker,
+}
+
+impl ProduceInFlight {
+    /// Waits until every written partition's records are as durable as its flush policy
+    /// promises, raises the high watermarks (waking long-polling fetches), and returns one
+    /// result per requested partition, in request order. A partition whose log failed while
+    /// waiting gets KAFKA_STORAGE_ERROR: its records are not acknowledged.
+    pub async fn durable(self) -> Vec<ProduceResult> {
+        let ProduceInFlight {
+            mut results,
+            pending,
+            broker,
+        } = self;
+        let mut acknowledged_any = false;
+        for (index, topic, partition_index, partition, written) in pending {
+            let waited = tokio::task::spawn_blocking(move || partition.wait(written))
+                .await
+                .unwrap_or(Err(ErrorCode::UnknownServerError));
+            results[index] = Some(match waited {
+                Ok(appended) => {
+                    acknowledged_any = true;
+                    ProduceResult {
+                        topic,
+                        partition: partition_index,
+                        error: ErrorCode::None,
+                        error_message: None,
+                        base_offset: appended.base_offset,
+                        log_append_time_ms: appended.log_append_time_ms,
+                        log_start_offset: appended.log_start_offset,
+                    }
+                }
+                Err(error) => ProduceResult::failed(topic, partition_index, error, None),
+            });
+        }
+        if acknowledged_any {
+            broker.inner.data_version.send_modify(|v| *v += 1);
+        }
+        results.into_iter().flatten().collect()
     }
 }

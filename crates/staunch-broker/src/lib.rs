@@ -20,7 +20,7 @@ pub mod topic_config;
 pub mod topics;
 pub mod types;
 
-pub use broker::{Broker, OpenError};
+pub use broker::{Broker, OpenError, ProduceInFlight};
 pub use config::BrokerConfig;
 pub use offsets::CommittedOffset;
 pub use topic_config::{ConfigEntry, TopicConfig};

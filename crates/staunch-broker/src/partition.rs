@@ -11,7 +11,7 @@ use staunch_core::batch::batches;
 use staunch_core::{BatchError, ErrorCode, Offset};
 use staunch_log::{FileLog, LogConfig, LogError, LogStore};
 
-use crate::producer_state::{BatchSeq, ProducerTable, SeqCheck};
+use crate::producer_state::{BatchSeq, ProducerTable, SeqCheck, last_seq_of};
 
 /// Where an appended (or de-duplicated) batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,17 @@ pub struct Appended {
     pub log_append_time_ms: i64,
     /// The log start offset after the append.
     pub log_start_offset: Offset,
+}
+
+/// Records written by [`Partition::write`] whose durability is not yet confirmed; hand it to
+/// [`Partition::wait`] before acknowledging them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "written records are acknowledged only after Partition::wait"]
+pub struct PendingAppend {
+    appended: Appended,
+    /// The offset after the last record: everything below it must be durable.
+    end: Offset,
+    append_time_ms: i64,
 }
 
 /// Batches read for a consumer, only below the high watermark.
@@ -109,14 +120,25 @@ impl Partition {
         &self.log
     }
 
-    /// Appends the batches of one produce request for this partition. Returns once the log
-    /// reports them as durable as its flush policy promises (after fdatasync under `always`),
-    /// then raises the high watermark over them.
-    ///
-    /// Batches from an idempotent producer are checked first: a retry of a stored batch returns
-    /// the stored batch's offset without writing, a gap or a fenced epoch is refused, and an
-    /// idempotent request must hold exactly one batch (as in Kafka).
+    /// Appends the batches of one produce request for this partition: [`write`](Self::write)
+    /// then [`wait`](Self::wait). Returns once the records are as durable as the flush policy
+    /// promises (after fdatasync under `always`), with the high watermark raised over them.
     pub fn append(&self, records: &mut [u8]) -> Result<Appended, ErrorCode> {
+        let pending = self.write(records)?;
+        self.wait(pending)
+    }
+
+    /// The in-order half of an append: checks and writes the batches of one produce request,
+    /// which fixes their offsets, but does **not** make them durable or visible to consumers —
+    /// acknowledge only what [`wait`](Self::wait) returns. Writes to one partition happen in the
+    /// order of these calls, so a connection can write its pipelined requests in order and wait
+    /// for their durability together (one group fsync).
+    ///
+    /// Batches from an idempotent producer are checked first: a retry of a stored batch is not
+    /// written again (the wait returns the stored batch's offset once it is durable), a gap or a
+    /// fenced epoch is refused, and an idempotent request must hold exactly one batch (as in
+    /// Kafka).
+    pub fn write(&self, records: &mut [u8]) -> Result<PendingAppend, ErrorCode> {
         let mut count = 0;
         let mut producer = None;
         for batch in batches(records) {
@@ -136,12 +158,14 @@ impl Partition {
             return Err(ErrorCode::CorruptMessage);
         }
         let Some(batch) = producer else {
-            return self.append_checked(records, None);
+            return self.write_checked(records);
         };
         if count > 1 {
             return Err(ErrorCode::InvalidRecord);
         }
-        let verdict = self.producers().check(&batch);
+        // Held across check and write: the producer's sequence chain and the log's order agree.
+        let mut producers = self.producers();
+        let verdict = producers.check(&batch);
         if verdict != SeqCheck::Append
             && let Err(e) = batch.verify_integrity()
         {
@@ -152,56 +176,68 @@ impl Partition {
         }
         match verdict {
             SeqCheck::Reject(code) => Err(code),
-            SeqCheck::Duplicate(stored) => Ok(Appended {
-                base_offset: stored.base_offset,
-                log_append_time_ms: -1,
-                log_start_offset: self.log.earliest(),
+            // The original may still be waiting for its fsync: the duplicate's answer waits
+            // for the same durability.
+            SeqCheck::Duplicate(stored) => Ok(PendingAppend {
+                appended: Appended {
+                    base_offset: stored.base_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log.earliest(),
+                },
+                end: stored.last_offset + 1,
+                append_time_ms: stored.append_time_ms,
             }),
             SeqCheck::Append => {
                 let key = (batch.producer_id(), batch.producer_epoch());
                 let (first_seq, count) = (batch.base_sequence(), batch.record_count());
-                self.append_checked(records, Some((key, first_seq, count)))
+                let written = self.write_checked(records);
+                match &written {
+                    Ok(pending) => producers.complete(
+                        key,
+                        BatchSeq {
+                            first_seq,
+                            last_seq: last_seq_of(first_seq, count),
+                            base_offset: pending.appended.base_offset,
+                            last_offset: pending.end - 1,
+                            append_time_ms: pending.append_time_ms,
+                        },
+                    ),
+                    Err(_) => producers.abort(key.0),
+                }
+                written
             }
         }
+    }
+
+    /// The second half of an append: blocks until the written records are as durable as the
+    /// flush policy promises, then raises the high watermark over them (making them visible to
+    /// consumers) and returns where they landed. Fails if the log failed (an fsync error): the
+    /// records must not be acknowledged then.
+    pub fn wait(&self, pending: PendingAppend) -> Result<Appended, ErrorCode> {
+        if let Err(error) = self.log.wait_durable(pending.end) {
+            tracing::error!(%error, "append not made durable");
+            return Err(log_error_code(&error));
+        }
+        self.high_watermark.fetch_max(pending.end, Ordering::AcqRel);
+        Ok(pending.appended)
     }
 
     fn producers(&self) -> std::sync::MutexGuard<'_, ProducerTable> {
         self.producers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append_checked(
-        &self,
-        records: &mut [u8],
-        producer: Option<((i64, i16), i32, i32)>,
-    ) -> Result<Appended, ErrorCode> {
-        match self.log.append(records, 0) {
-            Ok(info) => {
-                if let Some((key, first_seq, count)) = producer {
-                    let last_seq = ((i64::from(first_seq) + i64::from(count) - 1)
-                        % (i64::from(i32::MAX) + 1)) as i32;
-                    self.producers().complete(
-                        key,
-                        BatchSeq {
-                            first_seq,
-                            last_seq,
-                            base_offset: info.base_offset,
-                            last_offset: info.last_offset,
-                            append_time_ms: info.append_time_ms,
-                        },
-                    );
-                }
-                self.high_watermark
-                    .fetch_max(info.last_offset + 1, Ordering::AcqRel);
-                Ok(Appended {
+    fn write_checked(&self, records: &mut [u8]) -> Result<PendingAppend, ErrorCode> {
+        match self.log.write(records, 0) {
+            Ok(info) => Ok(PendingAppend {
+                appended: Appended {
                     base_offset: info.base_offset,
                     log_append_time_ms: -1,
                     log_start_offset: self.log.earliest(),
-                })
-            }
+                },
+                end: info.last_offset + 1,
+                append_time_ms: info.append_time_ms,
+            }),
             Err(error) => {
-                if let Some(((id, _), _, _)) = producer {
-                    self.producers().abort(id);
-                }
                 let code = log_error_code(&error);
                 if code == ErrorCode::KafkaStorageError {
                     tracing::error!(%error, "append failed");

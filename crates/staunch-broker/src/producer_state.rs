@@ -55,7 +55,8 @@ pub struct ProducerTable {
     producers: HashMap<ProducerId, ProducerEntry>,
 }
 
-fn last_seq_of(first_seq: i32, record_count: i32) -> i32 {
+/// The sequence of a batch's last record (sequences wrap from `i32::MAX` to 0).
+pub(crate) fn last_seq_of(first_seq: i32, record_count: i32) -> i32 {
     // Sequences wrap from i32::MAX to 0.
     let last = i64::from(first_seq) + i64::from(record_count) - 1;
     (last % (i64::from(i32::MAX) + 1)) as i32

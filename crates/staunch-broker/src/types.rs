@@ -36,6 +36,26 @@ pub struct ProduceResult {
     pub log_start_offset: Offset,
 }
 
+impl ProduceResult {
+    /// A partition whose records were not appended, with the reason.
+    pub fn failed(
+        topic: String,
+        partition: i32,
+        error: ErrorCode,
+        error_message: Option<String>,
+    ) -> Self {
+        ProduceResult {
+            topic,
+            partition,
+            error,
+            error_message,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
 /// One partition to fetch from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchPartition {

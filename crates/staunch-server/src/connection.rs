@@ -9,10 +9,12 @@ use staunch_protocol::kafka_protocol::messages::{ApiKey, ResponseKind};
 use staunch_protocol::{DecodeError, decode_request, encode_response, frame_length};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::ServerConfig;
-use crate::handlers::{self, ClientContext};
+use crate::handlers::{self, Answer, ClientContext, Reply};
 
 /// Why a connection ended, for the log line.
 enum Close {
@@ -24,8 +26,23 @@ enum Close {
     Local(String),
 }
 
+/// Most answers a connection may owe at once. Beyond it the connection stops reading until
+/// the oldest is sent (an idempotent Kafka producer keeps at most 5 requests in flight).
+const MAX_IN_FLIGHT: usize = 32;
+
+/// An answer on its way to the writer, in request order.
+enum Outgoing {
+    Ready(Answer),
+    /// A produce waiting for durability; the task runs whether or not the writer awaits it yet.
+    Pending(JoinHandle<Answer>),
+}
+
 /// Serves one connection until the client closes it, it misbehaves, it idles out, or shutdown
-/// begins (the request being handled is answered first).
+/// begins (requests already read are answered first).
+///
+/// Requests are pipelined: each is handled — every effect on the broker made — in the order it
+/// arrived, but a produce's wait for its fsync does not hold up reading and writing the next
+/// requests, so one group fsync can cover several of them. Answers go out in request order.
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -33,8 +50,10 @@ pub(crate) async fn serve_connection(
     config: Arc<ServerConfig>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let (answers, outgoing) = mpsc::channel(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(send_answers(writer, outgoing));
     let context = ClientContext { peer };
     let close = loop {
         if *stop.borrow() {
@@ -68,7 +87,7 @@ pub(crate) async fn serve_connection(
             }
             Ok(Ok(_)) => {}
         }
-        let answer = match decode_request(Bytes::from(body)) {
+        let reply = match decode_request(Bytes::from(body)) {
             Ok(request) => handlers::handle(&broker, &context, request).await,
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
@@ -82,26 +101,63 @@ pub(crate) async fn serve_connection(
                 let body = ResponseKind::ApiVersions(staunch_protocol::api_versions_response(
                     staunch_core::ErrorCode::UnsupportedVersion.code(),
                 ));
-                encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
-                    .map(Some)
-                    .map_err(|e| e.to_string())
+                Reply::Now(
+                    encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
+                        .map(Some)
+                        .map_err(|e| e.to_string()),
+                )
             }
             Err(e) => break Close::Client(e.to_string()),
+        };
+        let next = match reply {
+            Reply::Now(answer) => Outgoing::Ready(answer),
+            Reply::Later(answer) => Outgoing::Pending(tokio::spawn(answer)),
+        };
+        if answers.send(next).await.is_err() {
+            // The writer stopped; it says why below.
+            break Close::Normal;
+        }
+    };
+    // Answers already owed are still sent (or, for produces, still made durable).
+    drop(answers);
+    let writer_close = writer
+        .await
+        .unwrap_or_else(|e| Close::Local(format!("answer writer failed: {e}")));
+    for close in [close, writer_close] {
+        match close {
+            Close::Normal => {}
+            Close::Client(reason) => tracing::warn!(%peer, %reason, "closing connection"),
+            Close::Local(reason) => tracing::error!(%peer, %reason, "closing connection"),
+        }
+    }
+    tracing::debug!(%peer, "connection closed");
+}
+
+/// Sends the answers in the order they arrive, each once it is ready, then shuts the socket's
+/// write side. Stops at the first failure; the connection then closes.
+async fn send_answers(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<Outgoing>) -> Close {
+    let mut close = Close::Normal;
+    while let Some(next) = outgoing.recv().await {
+        let answer = match next {
+            Outgoing::Ready(answer) => answer,
+            Outgoing::Pending(task) => task
+                .await
+                .unwrap_or_else(|e| Err(format!("answering a produce failed: {e}"))),
         };
         match answer {
             Ok(Some(frame)) => {
                 if let Err(e) = writer.write_all(&frame).await {
-                    break Close::Local(format!("write failed: {e}"));
+                    close = Close::Local(format!("write failed: {e}"));
+                    break;
                 }
             }
             Ok(None) => {}
-            Err(e) => break Close::Local(e),
+            Err(e) => {
+                close = Close::Local(e);
+                break;
+            }
         }
-    };
-    match close {
-        Close::Normal => tracing::debug!(%peer, "connection closed"),
-        Close::Client(reason) => tracing::warn!(%peer, %reason, "closing connection"),
-        Close::Local(reason) => tracing::error!(%peer, %reason, "closing connection"),
     }
     let _ = writer.shutdown().await;
+    close
 }

@@ -404,3 +404,63 @@ async fn a_long_poll_fetch_answers_when_data_arrives_and_acks_zero_gets_no_answe
     assert_eq!(versions.error_code, 0);
     running.stop().await;
 }
+
+/// Requests sent back to back on one connection (as librdkafka pipelines up to 5 produces) are
+/// answered in request order, with offsets in the order the produces were sent — also when an
+/// idempotent producer's batches and other requests are interleaved — and a fetch that follows
+/// the acknowledgements sees every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    use staunch_protocol::decode_response;
+    use staunch_protocol::kafka_protocol::messages::ResponseKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1 << 20).await;
+    let mut c = connect(running.addr).await;
+    let pid = c
+        .call(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .producer_id
+        .0;
+    let produce_version = c.version_for::<ProduceRequest>().unwrap();
+    let metadata_version = c.version_for::<MetadataRequest>().unwrap();
+    const ROUNDS: i32 = 40;
+    let mut sent = Vec::new();
+    for i in 0..ROUNDS {
+        let batch = BatchBuilder::new(1)
+            .producer(pid, 0, i * 2)
+            .record(None, Some(format!("{i}-a").as_bytes()))
+            .record(None, Some(format!("{i}-b").as_bytes()))
+            .build();
+        let id = c
+            .send_at(produce_version, &produce_request("pipe", -1, batch))
+            .await
+            .unwrap();
+        sent.push((id, ApiKey::Produce, produce_version));
+        if i % 10 == 9 {
+            let id = c
+                .send_at(metadata_version, &MetadataRequest::default())
+                .await
+                .unwrap();
+            sent.push((id, ApiKey::Metadata, metadata_version));
+        }
+    }
+    let mut next_offset = 0;
+    for (id, key, version) in sent {
+        let frame = c.read_frame().await.unwrap();
+        let (correlation_id, body) = decode_response(key, version, frame).unwrap();
+        assert_eq!(correlation_id, id, "answers come back in request order");
+        if let ResponseKind::Produce(response) = body {
+            let p = &response.responses[0].partition_responses[0];
+            assert_eq!((p.error_code, p.base_offset), (0, next_offset));
+            next_offset += 2;
+        }
+    }
+    let values = values(&mut c, "pipe").await;
+    let expected: Vec<Vec<u8>> = (0..ROUNDS)
+        .flat_map(|i| [format!("{i}-a").into_bytes(), format!("{i}-b").into_bytes()])
+        .collect();
+    assert_eq!(values, expected);
+    running.stop().await;
+}

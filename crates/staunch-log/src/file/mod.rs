@@ -850,7 +850,8 @@ impl Inner {
         Ok(())
     }
 
-    fn append(&self, bytes: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, LogError> {
+    /// Validates, stamps and writes `bytes` (not yet synced); see [`FileLog::write`].
+    fn write(&self, bytes: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, LogError> {
         let spans = check_append(bytes, self.config.max_batch_bytes as usize)?;
         let max_timestamp = spans
             .iter()
@@ -919,13 +920,6 @@ impl Inner {
         st.log_end = end;
         drop(st);
 
-        let durability = match self.config.flush {
-            FlushPolicy::Always => {
-                self.sync_through(end)?;
-                Durability::OnDisk
-            }
-            FlushPolicy::Interval(_) | FlushPolicy::Os => Durability::PageCache,
-        };
         if rolled {
             // A roll closes a segment, which is when retention can have something to delete.
             if let Err(e) = self.apply_retention(now) {
@@ -936,8 +930,26 @@ impl Inner {
             base_offset: base,
             last_offset: end - 1,
             append_time_ms: now,
-            durability,
+            durability: Durability::PageCache,
         })
+    }
+
+    /// Waits until everything below `end` is as durable as the flush policy promises.
+    fn wait_durable(&self, end: Offset) -> Result<Durability, LogError> {
+        match self.config.flush {
+            FlushPolicy::Always => {
+                self.sync_through(end)?;
+                Ok(Durability::OnDisk)
+            }
+            FlushPolicy::Interval(_) | FlushPolicy::Os => {
+                if let Some(reason) = self.failure.get() {
+                    return Err(LogError::Failed {
+                        reason: reason.clone(),
+                    });
+                }
+                Ok(Durability::PageCache)
+            }
+        }
     }
 
     fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
@@ -1236,13 +1248,41 @@ impl Inner {
     }
 }
 
+impl FileLog {
+    /// The first half of [`LogStore::append`], for callers that pipeline appends: validates
+    /// `batches`, assigns offsets and stamps `leader_epoch` exactly as `append` does, and writes
+    /// them to the page cache. When it returns the records are readable and their offsets are
+    /// final, but **nothing is durable yet** (the returned durability says `PageCache`): call
+    /// [`wait_durable`](Self::wait_durable) with `last_offset + 1` before acknowledging them.
+    ///
+    /// Appends are ordered by the calls to `write`, so a caller can write several batches in
+    /// order and then wait for all of them at once; their waits share one group fsync.
+    pub fn write(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, LogError> {
+        self.inner.write(batches, leader_epoch)
+    }
+
+    /// The second half of [`LogStore::append`]: blocks until everything below `end` is as
+    /// durable as the flush policy promises (on disk under `always`, joining or starting a group
+    /// fsync; the page cache otherwise) and returns that durability. Fails if the log has
+    /// failed (an fsync or write error): the records must then not be acknowledged.
+    pub fn wait_durable(&self, end: Offset) -> Result<Durability, LogError> {
+        self.inner.wait_durable(end)
+    }
+}
+
 impl LogStore for FileLog {
     fn append(
         &self,
         batches: &mut [u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo, LogError> {
-        self.inner.append(batches, leader_epoch)
+        let mut info = self.inner.write(batches, leader_epoch)?;
+        info.durability = self.inner.wait_durable(info.last_offset + 1)?;
+        Ok(info)
     }
 
     fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {

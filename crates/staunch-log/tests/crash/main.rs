@@ -662,3 +662,45 @@ fn close_releases_the_directory_lock_and_the_closed_log_refuses_appends() {
     );
     assert_eq!(read_all(&second, 0).len(), 2);
 }
+
+/// Pipelined appends (`write` several batches, then `wait_durable` once) share one fsync, and
+/// the split keeps the promise: what `wait_durable` confirmed survives a power loss; what was
+/// only written may vanish, but only as whole batches from the tail; and a failed fsync fails
+/// the wait, so nothing is acknowledged that was not synced.
+#[test]
+fn pipelined_writes_are_durable_only_after_the_wait() {
+    let io = FaultyIo::new();
+    let log = open(&io, FlushPolicy::Always).unwrap();
+    let syncs_before = io.file_syncs();
+    let mut last = None;
+    for i in 0..5 {
+        let info = log.write(&mut batch(i, 2, 1_000), 0).unwrap();
+        assert_eq!(info.durability, Durability::PageCache);
+        assert_eq!(
+            info.base_offset,
+            i64::from(i) * 2,
+            "offsets follow the write order"
+        );
+        last = Some(info);
+    }
+    assert_eq!(log.log_end(), 10, "written records are readable at once");
+    assert_eq!(log.durable_end(), 0, "but not durable before the wait");
+    let end = last.unwrap().last_offset + 1;
+    assert_eq!(log.wait_durable(end).unwrap(), Durability::OnDisk);
+    assert_eq!(io.file_syncs() - syncs_before, 1, "five writes, one fsync");
+    assert_eq!(log.durable_end(), 10);
+    let confirmed = values(&log);
+
+    // Written but never waited for: may be lost in a power loss, whole batches only.
+    log.write(&mut batch(50, 3, 1_000), 0).unwrap();
+    let image = io.crash(CrashMode::DropUnsynced);
+    let recovered = open(&image, FlushPolicy::Always).unwrap();
+    assert_eq!(values(&recovered), confirmed);
+
+    // A failed fsync fails the wait: the written batch must not be acknowledged.
+    let info = recovered.write(&mut batch(60, 1, 1_000), 0).unwrap();
+    image.fail_sync_after(1);
+    let err = recovered.wait_durable(info.last_offset + 1);
+    assert!(matches!(err, Err(LogError::Failed { .. })), "got {err:?}");
+    assert!(recovered.write(&mut batch(61, 1, 1_000), 0).is_err());
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use staunch_broker::{Broker, FetchPartition, ProducePartition};
 use staunch_core::ErrorCode;
 use staunch_protocol::kafka_protocol::messages::describe_cluster_response::{
@@ -30,8 +30,14 @@ use staunch_protocol::kafka_protocol::messages::{
 
 use super::text;
 
-/// Produce: appends each partition's batches; `None` (no answer) for acks 0.
-pub(super) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<ProduceResponse> {
+/// Produce, in two steps for pipelining: this call writes each partition's batches in
+/// request order (fixing their offsets before the connection reads its next request); the
+/// returned future resolves to the response once they are durable — `None` (no answer) for acks
+/// 0, whose records are still appended and made durable.
+pub(super) async fn produce(
+    broker: &Broker,
+    request: ProduceRequest,
+) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
     let mut partitions = Vec::new();
@@ -41,32 +47,43 @@ pub(super) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<
             partitions.push(ProducePartition {
                 topic: name.clone(),
                 partition: p.index,
-                records: p
-                    .records
-                    .map(|r| BytesMut::from(&r[..]))
-                    .unwrap_or_default(),
+                records: p.records.map(into_mutable).unwrap_or_default(),
             });
         }
     }
-    let results = if transactional {
-        partitions
+    let in_flight = if transactional {
+        Err(partitions
             .into_iter()
-            .map(|p| staunch_broker::ProduceResult {
-                topic: p.topic,
-                partition: p.partition,
-                error: ErrorCode::InvalidRecord,
-                error_message: Some("transactions are not supported by Staunch".to_owned()),
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: -1,
+            .map(|p| {
+                staunch_broker::ProduceResult::failed(
+                    p.topic,
+                    p.partition,
+                    ErrorCode::InvalidRecord,
+                    Some("transactions are not supported by Staunch".to_owned()),
+                )
             })
-            .collect()
+            .collect::<Vec<_>>())
     } else {
-        broker.produce(acks, partitions).await
+        Ok(broker.write_produce(acks, partitions).await)
     };
-    if acks == 0 {
-        return None;
+    async move {
+        let results = match in_flight {
+            Ok(in_flight) => in_flight.durable().await,
+            Err(refused) => refused,
+        };
+        (acks != 0).then(|| produce_response(results))
     }
+}
+
+/// The record bytes as a mutable buffer (the log stamps offsets into them), without a copy
+/// when the request's buffer is not shared.
+fn into_mutable(records: Bytes) -> BytesMut {
+    records
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+
+fn produce_response(results: Vec<staunch_broker::ProduceResult>) -> ProduceResponse {
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     for r in results {
         let partition = PartitionProduceResponse::default()
@@ -85,7 +102,7 @@ pub(super) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<
             ),
         }
     }
-    Some(ProduceResponse::default().with_responses(topics))
+    ProduceResponse::default().with_responses(topics)
 }
 
 /// Fetch: long-polls for acknowledged data. Fetch sessions are not kept: the answer's session

@@ -5,7 +5,9 @@ mod admin;
 mod data;
 mod groups;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use staunch_broker::Broker;
@@ -25,21 +27,48 @@ pub(crate) fn text(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
 }
 
-/// Handles one request. Returns the encoded response frame, `None` when the protocol says not
-/// to answer (a produce with acks 0), or an error that closes the connection (an encoding bug).
-pub(crate) async fn handle(
-    broker: &Broker,
-    context: &ClientContext,
-    request: Request,
-) -> Result<Option<Bytes>, String> {
+/// An encoded response frame, `None` when the protocol says not to answer (a produce with
+/// acks 0), or an error that closes the connection (an encoding bug).
+pub(crate) type Answer = Result<Option<Bytes>, String>;
+
+/// What handling a request produced, once its in-order part is done.
+pub(crate) enum Reply {
+    /// The answer is ready.
+    Now(Answer),
+    /// A produce whose records are written (their order fixed) and whose answer comes once
+    /// they are durable. The connection may read and handle later requests meanwhile, but
+    /// must send the answers in request order.
+    Later(Pin<Box<dyn Future<Output = Answer> + Send>>),
+}
+
+/// Handles one request. Everything that must happen in request order (every effect on the
+/// broker) is done before this returns; only the wait for a produce's durability is left to
+/// the returned [`Reply::Later`].
+pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Request) -> Reply {
     let version = request.api_version;
     let api_key = request.api_key;
+    let correlation_id = request.correlation_id;
     let client_id = request.client_id.clone().unwrap_or_default();
     let response = match request.body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(
             staunch_protocol::api_versions_response(0),
         )),
-        RequestKind::Produce(r) => data::produce(broker, r).await.map(ResponseKind::Produce),
+        RequestKind::Produce(r) => {
+            let durable = data::produce(broker, r).await;
+            return Reply::Later(Box::pin(async move {
+                let Some(response) = durable.await else {
+                    return Ok(None);
+                };
+                encode_response(
+                    api_key,
+                    version,
+                    correlation_id,
+                    &ResponseKind::Produce(response),
+                )
+                .map(Some)
+                .map_err(|e| e.to_string())
+            }));
+        }
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(data::fetch(broker, r).await)),
         RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(
             data::list_offsets(broker, r, version).await,
@@ -105,13 +134,15 @@ pub(crate) async fn handle(
         _ => {
             // decode_request only lets through the APIs listed in versions.rs, each handled
             // above; reaching here is a bug, answered by closing the connection.
-            return Err(format!("no handler for {api_key:?}"));
+            return Reply::Now(Err(format!("no handler for {api_key:?}")));
         }
     };
     let Some(response) = response else {
-        return Ok(None);
+        return Reply::Now(Ok(None));
     };
-    encode_response(api_key, version, request.correlation_id, &response)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    Reply::Now(
+        encode_response(api_key, version, correlation_id, &response)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    )
 }
