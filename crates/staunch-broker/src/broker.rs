@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use staunch_core::{ErrorCode, Offset};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::config::BrokerConfig;
 use crate::durable_file::write_atomic;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::offsets::{CommittedOffset, OffsetStore};
-use crate::partition::{Partition, PendingAppend};
+use crate::partition::Appended;
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::{ConfigEntry, TopicConfig};
 use crate::topics::{Topic, TopicError, Topics};
@@ -247,25 +248,39 @@ impl Broker {
             let index = results.len();
             results.push(None);
             let mut records = p.records;
-            let writer = partition.clone();
-            let task = tokio::task::spawn_blocking(move || writer.write(&mut records));
-            writes.push((index, p.topic, p.partition, partition, task));
+            // One blocking task writes (reporting back at once, so the connection can go on
+            // to its next request) and then waits for durability: one thread hop each way.
+            let (written_tx, written) = oneshot::channel();
+            let broker = self.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                let pending = match partition.write(&mut records) {
+                    Ok(pending) => pending,
+                    Err(error) => {
+                        let _ = written_tx.send(Err(error));
+                        return Err(error);
+                    }
+                };
+                let _ = written_tx.send(Ok(()));
+                let acknowledged = partition.wait(pending);
+                if acknowledged.is_ok() {
+                    // Wake long-polling fetches: the high watermark moved.
+                    broker.inner.data_version.send_modify(|v| *v += 1);
+                }
+                acknowledged
+            });
+            writes.push((index, p.topic, p.partition, written, task));
         }
         let mut pending = Vec::with_capacity(writes.len());
-        for (index, topic, partition_index, partition, task) in writes {
-            match task.await.unwrap_or(Err(ErrorCode::UnknownServerError)) {
-                Ok(written) => pending.push((index, topic, partition_index, partition, written)),
+        for (index, topic, partition_index, written, task) in writes {
+            match written.await.unwrap_or(Err(ErrorCode::UnknownServerError)) {
+                Ok(()) => pending.push((index, topic, partition_index, task)),
                 Err(error) => {
                     results[index] =
                         Some(ProduceResult::failed(topic, partition_index, error, None));
                 }
             }
         }
-        ProduceInFlight {
-            results,
-            pending,
-            broker: self.clone(),
-        }
+        ProduceInFlight { results, pending }
     }
 
     /// Reads from each partition, only below its high watermark — so a consumer never sees a
@@ -804,6 +819,9 @@ impl Broker {
     }
 }
 
+/// The blocking task that waits for one partition's written records to become durable.
+type DurableWait = JoinHandle<Result<Appended, ErrorCode>>;
+
 /// A produce request whose records are written, in order, but not yet acknowledged (from
 /// [`Broker::write_produce`]).
 #[derive(Debug)]
@@ -811,44 +829,35 @@ impl Broker {
 pub struct ProduceInFlight {
     /// One slot per requested partition, in request order; `None` for those still waiting.
     results: Vec<Option<ProduceResult>>,
-    pending: Vec<(usize, String, i32, Arc<Partition>, PendingAppend)>,
-    broker: Broker,
+    /// Written partitions: their slot, name, index, and the task waiting for durability (it
+    /// runs whether or not this is polled, and raises the high watermark when it succeeds).
+    pending: Vec<(usize, String, i32, DurableWait)>,
 }
 
 impl ProduceInFlight {
     /// Waits until every written partition's records are as durable as its flush policy
-    /// promises, raises the high watermarks (waking long-polling fetches), and returns one
-    /// result per requested partition, in request order. A partition whose log failed while
-    /// waiting gets KAFKA_STORAGE_ERROR: its records are not acknowledged.
+    /// promises (their high watermarks are raised by then) and returns one result per requested
+    /// partition, in request order. A partition whose log failed while waiting gets
+    /// KAFKA_STORAGE_ERROR: its records are not acknowledged.
     pub async fn durable(self) -> Vec<ProduceResult> {
         let ProduceInFlight {
             mut results,
             pending,
-            broker,
         } = self;
-        let mut acknowledged_any = false;
-        for (index, topic, partition_index, partition, written) in pending {
-            let waited = tokio::task::spawn_blocking(move || partition.wait(written))
-                .await
-                .unwrap_or(Err(ErrorCode::UnknownServerError));
+        for (index, topic, partition_index, task) in pending {
+            let waited = task.await.unwrap_or(Err(ErrorCode::UnknownServerError));
             results[index] = Some(match waited {
-                Ok(appended) => {
-                    acknowledged_any = true;
-                    ProduceResult {
-                        topic,
-                        partition: partition_index,
-                        error: ErrorCode::None,
-                        error_message: None,
-                        base_offset: appended.base_offset,
-                        log_append_time_ms: appended.log_append_time_ms,
-                        log_start_offset: appended.log_start_offset,
-                    }
-                }
+                Ok(appended) => ProduceResult {
+                    topic,
+                    partition: partition_index,
+                    error: ErrorCode::None,
+                    error_message: None,
+                    base_offset: appended.base_offset,
+                    log_append_time_ms: appended.log_append_time_ms,
+                    log_start_offset: appended.log_start_offset,
+                },
                 Err(error) => ProduceResult::failed(topic, partition_index, error, None),
             });
-        }
-        if acknowledged_any {
-            broker.inner.data_version.send_modify(|v| *v += 1);
         }
         results.into_iter().flatten().collect()
     }

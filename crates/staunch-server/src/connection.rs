@@ -1,6 +1,8 @@
 //! One client connection: read frames, answer them in order, close on bad input.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,7 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use crate::ServerConfig;
 use crate::handlers::{self, Answer, ClientContext, Reply};
@@ -33,8 +34,9 @@ const MAX_IN_FLIGHT: usize = 32;
 /// An answer on its way to the writer, in request order.
 enum Outgoing {
     Ready(Answer),
-    /// A produce waiting for durability; the task runs whether or not the writer awaits it yet.
-    Pending(JoinHandle<Answer>),
+    /// A produce waiting for durability. The wait itself runs on its own (in the broker's
+    /// blocking task); this future only collects and encodes the result.
+    Pending(Pin<Box<dyn Future<Output = Answer> + Send>>),
 }
 
 /// Serves one connection until the client closes it, it misbehaves, it idles out, or shutdown
@@ -111,7 +113,7 @@ pub(crate) async fn serve_connection(
         };
         let next = match reply {
             Reply::Now(answer) => Outgoing::Ready(answer),
-            Reply::Later(answer) => Outgoing::Pending(tokio::spawn(answer)),
+            Reply::Later(answer) => Outgoing::Pending(answer),
         };
         if answers.send(next).await.is_err() {
             // The writer stopped; it says why below.
@@ -140,9 +142,7 @@ async fn send_answers(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<O
     while let Some(next) = outgoing.recv().await {
         let answer = match next {
             Outgoing::Ready(answer) => answer,
-            Outgoing::Pending(task) => task
-                .await
-                .unwrap_or_else(|e| Err(format!("answering a produce failed: {e}"))),
+            Outgoing::Pending(answer) => answer.await,
         };
         match answer {
             Ok(Some(frame)) => {
