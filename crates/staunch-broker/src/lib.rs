@@ -8,6 +8,7 @@
 //! durable offsets. It speaks in plain types ([`types`]); `staunch-server` puts it on the Kafka
 //! wire.
 
+mod api;
 pub mod broker;
 pub mod config;
 mod durable_file;

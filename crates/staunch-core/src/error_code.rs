@@ -52,6 +52,13 @@ macro_rules! error_codes {
     };
 }
 
+impl std::fmt::Display for ErrorCode {
+    /// Kafka's name with the wire value, e.g. `NOT_LEADER_OR_FOLLOWER (6)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
 error_codes! {
     /// An unexpected server error.
     UnknownServerError = -1, false, "UNKNOWN_SERVER_ERROR";

@@ -10,6 +10,8 @@
 //!   in-place rewrite of base offset and leader epoch, plus a small builder for uncompressed batches.
 //! - [`backoff`]: the retry back-off policies shared by the producer and the consumer.
 //! - [`clock`]: wall-clock time as a trait, so tests can move time by hand.
+//! - [`api`]: the [`BrokerApi`] trait that producer and consumer are generic over, implemented
+//!   over the network by `staunch-client` and in-process by `staunch-broker`.
 //!
 //! ```
 //! use staunch_core::batch::{BatchBuilder, RecordBatch};
@@ -24,6 +26,7 @@
 //! assert_eq!(batch.last_offset(), 42);
 //! ```
 
+pub mod api;
 pub mod backoff;
 pub mod batch;
 pub mod clock;
@@ -31,6 +34,10 @@ pub mod error_code;
 pub mod ids;
 mod varint;
 
+pub use api::{
+    Acks, ApiError, BrokerApi, PartitionBatch, PartitionInfo, ProduceAck, ProduceCall,
+    ProducerIdentity, TopicInfo,
+};
 pub use backoff::{BackOff, BackOffError, BackOffSchedule};
 pub use batch::{BatchBuilder, BatchError, RecordBatch};
 pub use clock::{Clock, ManualClock, SystemClock};
