@@ -11,11 +11,13 @@ use staunch_protocol::kafka_protocol::messages::{
 use staunch_protocol::kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes,
 };
+use staunch_protocol::{DEFAULT_MAX_FRAME_BYTES, FrameError, frame_length};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The connection failed or was closed by the broker.
     #[error("connection to {addr} failed: {source}")]
@@ -49,6 +51,36 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
+    /// The request was not written to the connection: it was already dead, or failed before
+    /// the request's turn came. The broker never saw it.
+    #[error("request not sent to {addr}: {reason}")]
+    NotSent {
+        /// The broker.
+        addr: SocketAddr,
+        /// Why not.
+        reason: String,
+    },
+    /// The request was written (or being written) but no answer arrived: the connection
+    /// failed or the request timed out. The broker may have acted on it.
+    #[error("no answer from {addr}: {reason}")]
+    NoAnswer {
+        /// The broker.
+        addr: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// No bootstrap or known broker could be reached (or none answered) for a cluster-wide
+    /// call such as metadata.
+    #[error("no broker of {brokers} reachable: {reason}")]
+    Unreachable {
+        /// The addresses tried.
+        brokers: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// The client configuration is unusable (e.g. no bootstrap address, a zero timeout).
+    #[error("invalid client configuration: {0}")]
+    Config(String),
 }
 
 /// A connection to one broker with negotiated API versions. Calls are made one at a time
@@ -62,6 +94,7 @@ pub struct Connection {
     /// Broker's (min, max) per API key.
     versions: HashMap<i16, (i16, i16)>,
     timeout: Duration,
+    max_frame_bytes: usize,
 }
 
 impl Connection {
@@ -83,6 +116,7 @@ impl Connection {
             next_correlation_id: 0,
             versions: HashMap::new(),
             timeout,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         };
         let versions: ApiVersionsResponse = connection
             .call_at(
@@ -107,25 +141,21 @@ impl Connection {
         self.addr
     }
 
-    /// The highest version of `Req` both sides support.
-    pub fn version_for<Req: Request>(&self) -> Result<i16, ClientError> {
-        let (min, max) = self
-            .versions
-            .get(&Req::KEY)
-            .copied()
-            .ok_or_else(|| self.unsupported::<Req>())?;
-        let version = max.min(Req::VERSIONS.max);
-        if version < min.max(Req::VERSIONS.min) {
-            return Err(self.unsupported::<Req>());
-        }
-        Ok(version)
+    /// Sets the largest answer frame accepted (default 100 MiB); a larger size prefix fails the
+    /// read with [`ClientError::Protocol`] before anything is allocated.
+    pub fn set_max_frame_bytes(&mut self, max: usize) {
+        self.max_frame_bytes = max;
     }
 
-    fn unsupported<Req: Request>(&self) -> ClientError {
-        ClientError::Unsupported {
-            addr: self.addr,
-            api: ApiKey::try_from(Req::KEY).unwrap_or(ApiKey::ApiVersions),
-        }
+    /// The highest version of `Req` both sides support.
+    pub fn version_for<Req: Request>(&self) -> Result<i16, ClientError> {
+        negotiated_version::<Req>(self.addr, &self.versions)
+    }
+
+    /// Takes the connection apart after the handshake: the socket, the broker's version
+    /// ranges and the next correlation id.
+    pub(crate) fn into_parts(self) -> (TcpStream, HashMap<i16, (i16, i16)>, i32) {
+        (self.stream, self.versions, self.next_correlation_id)
     }
 
     /// Sends `request` at the highest common version and returns the answer.
@@ -154,26 +184,9 @@ impl Connection {
     ) -> Result<i32, ClientError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(Req::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[0; 4]);
-        let protocol = |message: String| ClientError::Protocol {
-            addr: self.addr,
-            message,
-        };
-        header
-            .encode(&mut buf, Req::header_version(version))
-            .map_err(|e| protocol(format!("encoding request header: {e:#}")))?;
-        request
-            .encode(&mut buf, version)
-            .map_err(|e| protocol(format!("encoding request v{version}: {e:#}")))?;
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.write_raw(&buf).await?;
+        let frame =
+            encode_request_frame(self.addr, &self.client_id, version, correlation_id, request)?;
+        self.write_raw(&frame).await?;
         Ok(correlation_id)
     }
 
@@ -189,43 +202,107 @@ impl Connection {
             .map_err(|source| ClientError::Io { addr, source })
     }
 
-    /// Reads one size-prefixed frame (the bytes after the prefix).
+    /// Reads one size-prefixed frame (the bytes after the prefix). A size prefix that is
+    /// negative or above the maximum (see [`Connection::set_max_frame_bytes`]) is refused
+    /// before allocating.
     pub async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
         let addr = self.addr;
         let timeout = self.timeout;
+        let max = self.max_frame_bytes;
         let read = async {
-            let len = self.stream.read_i32().await?;
-            let len = usize::try_from(len)
-                .map_err(|_| std::io::Error::other(format!("negative frame size {len}")))?;
+            let mut prefix = [0u8; 4];
+            self.stream.read_exact(&mut prefix).await?;
+            let len = frame_length(prefix, max).map_err(std::io::Error::other)?;
             let mut body = vec![0u8; len];
             self.stream.read_exact(&mut body).await?;
             Ok::<_, std::io::Error>(Bytes::from(body))
         };
-        tokio::time::timeout(timeout, read)
+        let read = tokio::time::timeout(timeout, read)
             .await
-            .map_err(|_| ClientError::Timeout { addr, timeout })?
-            .map_err(|source| ClientError::Io { addr, source })
+            .map_err(|_| ClientError::Timeout { addr, timeout })?;
+        read.map_err(|source| match source.get_ref() {
+            Some(inner) if inner.is::<FrameError>() => ClientError::Protocol {
+                addr,
+                message: source.to_string(),
+            },
+            _ => ClientError::Io { addr, source },
+        })
     }
 
     fn decode_response<Req: Request>(
         &self,
         version: i16,
         correlation_id: i32,
-        mut frame: Bytes,
+        frame: Bytes,
     ) -> Result<Req::Response, ClientError> {
-        let protocol = |message: String| ClientError::Protocol {
-            addr: self.addr,
-            message,
-        };
-        let header = ResponseHeader::decode(&mut frame, Req::Response::header_version(version))
-            .map_err(|e| protocol(format!("decoding response header: {e:#}")))?;
-        if header.correlation_id != correlation_id {
-            return Err(protocol(format!(
-                "answer has correlation id {}, expected {correlation_id}",
-                header.correlation_id
-            )));
-        }
-        Req::Response::decode(&mut frame, version)
-            .map_err(|e| protocol(format!("decoding response v{version}: {e:#}")))
+        decode_answer::<Req>(self.addr, version, correlation_id, frame)
     }
+}
+
+/// The highest version of `Req` that both the broker (`versions`: its (min, max) per API key)
+/// and this client's codec support.
+pub(crate) fn negotiated_version<Req: Request>(
+    addr: SocketAddr,
+    versions: &HashMap<i16, (i16, i16)>,
+) -> Result<i16, ClientError> {
+    let unsupported = || ClientError::Unsupported {
+        addr,
+        api: ApiKey::try_from(Req::KEY).unwrap_or(ApiKey::ApiVersions),
+    };
+    let (min, max) = versions.get(&Req::KEY).copied().ok_or_else(unsupported)?;
+    let version = max.min(Req::VERSIONS.max);
+    if version < min.max(Req::VERSIONS.min) {
+        return Err(unsupported());
+    }
+    Ok(version)
+}
+
+/// Encodes `request` at `version` as a size-prefixed frame. The correlation id sits at bytes
+/// 8..12 of the frame in every request header version.
+pub(crate) fn encode_request_frame<Req: Request>(
+    addr: SocketAddr,
+    client_id: &str,
+    version: i16,
+    correlation_id: i32,
+    request: &Req,
+) -> Result<BytesMut, ClientError> {
+    let header = RequestHeader::default()
+        .with_request_api_key(Req::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_owned())));
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&[0; 4]);
+    let protocol = |message: String| ClientError::Protocol { addr, message };
+    header
+        .encode(&mut buf, Req::header_version(version))
+        .map_err(|e| protocol(format!("encoding request header: {e:#}")))?;
+    request
+        .encode(&mut buf, version)
+        .map_err(|e| protocol(format!("encoding request v{version}: {e:#}")))?;
+    let len = i32::try_from(buf.len() - 4)
+        .map_err(|_| protocol(format!("request of {} bytes is too large", buf.len())))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes an answer frame (the bytes after the size prefix) to a `Req` sent at `version`
+/// with `correlation_id`.
+pub(crate) fn decode_answer<Req: Request>(
+    addr: SocketAddr,
+    version: i16,
+    correlation_id: i32,
+    mut frame: Bytes,
+) -> Result<Req::Response, ClientError> {
+    let protocol = |message: String| ClientError::Protocol { addr, message };
+    let header = ResponseHeader::decode(&mut frame, Req::Response::header_version(version))
+        .map_err(|e| protocol(format!("decoding response header: {e:#}")))?;
+    if header.correlation_id != correlation_id {
+        return Err(protocol(format!(
+            "answer has correlation id {}, expected {correlation_id}",
+            header.correlation_id
+        )));
+    }
+    Req::Response::decode(&mut frame, version)
+        .map_err(|e| protocol(format!("decoding response v{version}: {e:#}")))
 }

@@ -27,6 +27,13 @@
 use crate::ids::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 use crate::varint::{get_varint, get_varlong, put_varlong};
 
+/// Bytes the zig-zag varint encoding of `value` takes (as [`put_varlong`] writes it).
+fn varlong_len(value: i64) -> usize {
+    let v = ((value << 1) ^ (value >> 63)) as u64;
+    // One byte per started group of 7 bits; zero still takes one byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 const BASE_OFFSET: usize = 0;
 const BATCH_LENGTH: usize = BASE_OFFSET + 8;
 const PARTITION_LEADER_EPOCH: usize = BATCH_LENGTH + 4;
@@ -598,6 +605,73 @@ impl BatchBuilder {
         self
     }
 
+    /// Appends a record in place, with its own timestamp and headers (a header value may be
+    /// null). Encodes exactly as [`BatchBuilder::record_at`] does, but takes `&mut self` and
+    /// the headers as any re-iterable sequence of pairs, and writes straight into the batch
+    /// buffer: no per-record allocation beyond the buffer's own growth. A producer that keeps
+    /// headers in its own type borrows them without building a slice first.
+    pub fn push<'h, I>(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: I,
+    ) where
+        I: IntoIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+        I::IntoIter: Clone,
+    {
+        fn bytes_len(b: Option<&[u8]>) -> usize {
+            match b {
+                None => varlong_len(-1),
+                Some(b) => varlong_len(b.len() as i64) + b.len(),
+            }
+        }
+        fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+            match b {
+                None => put_varlong(out, -1),
+                Some(b) => {
+                    put_varlong(out, b.len() as i64);
+                    out.extend_from_slice(b);
+                }
+            }
+        }
+        let headers = headers.into_iter();
+        let timestamp_delta = timestamp - self.base_timestamp;
+        let offset_delta = i64::from(self.count);
+        let (header_count, header_bytes) =
+            headers.clone().fold((0usize, 0usize), |(n, size), (k, v)| {
+                (n + 1, size + bytes_len(Some(k)) + bytes_len(v))
+            });
+        let body_len = 1
+            + varlong_len(timestamp_delta)
+            + varlong_len(offset_delta)
+            + bytes_len(key)
+            + bytes_len(value)
+            + varlong_len(header_count as i64)
+            + header_bytes;
+        self.records
+            .reserve(varlong_len(body_len as i64) + body_len);
+        put_varlong(&mut self.records, body_len as i64);
+        self.records.push(0); // record attributes: unused
+        put_varlong(&mut self.records, timestamp_delta);
+        put_varlong(&mut self.records, offset_delta);
+        put_bytes(&mut self.records, key);
+        put_bytes(&mut self.records, value);
+        put_varlong(&mut self.records, header_count as i64);
+        for (k, v) in headers {
+            put_bytes(&mut self.records, Some(k));
+            put_bytes(&mut self.records, v);
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
+    }
+
+    /// The size in bytes [`BatchBuilder::build`] would produce now, header included: what a
+    /// producer compares with its batch size limit.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_SIZE + self.records.len()
+    }
+
     /// Number of records added so far.
     pub fn len(&self) -> i32 {
         self.count
@@ -664,6 +738,90 @@ mod tests {
         assert_eq!(records[1].headers, vec![(&b"h"[..], Some(&b"x"[..]))]);
         assert_eq!(records[2].value, None);
         assert_eq!(records[2].timestamp, 1_002);
+    }
+
+    #[test]
+    fn headers_round_trip_through_records() {
+        let headers: Vec<(String, Option<Vec<u8>>)> = vec![
+            ("trace-id".into(), Some(b"abc123".to_vec())),
+            ("empty".into(), Some(Vec::new())),
+            ("null".into(), None),
+        ];
+        let mut builder = BatchBuilder::new(5_000).producer(7, 1, 40);
+        builder.push(
+            5_000,
+            Some(b"k"),
+            Some(b"v"),
+            headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+        );
+        builder.push(4_990, None, None, std::iter::empty());
+        let long_value = vec![b'x'; 300];
+        builder.push(
+            5_200,
+            Some(b""),
+            Some(&long_value),
+            [(&b"h"[..], Some(&b"1"[..]))],
+        );
+        assert_eq!(builder.len(), 3);
+        let expected_len = builder.encoded_len();
+        let bytes = builder.build();
+        assert_eq!(bytes.len(), expected_len);
+        let batch = RecordBatch::parse(&bytes).unwrap();
+        batch.validate().unwrap();
+        assert_eq!(
+            (
+                batch.producer_id(),
+                batch.producer_epoch(),
+                batch.base_sequence()
+            ),
+            (7, 1, 40)
+        );
+        assert_eq!(batch.max_timestamp(), 5_200);
+        let records: Vec<_> = batch.records().unwrap().map(Result::unwrap).collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(
+            records[0].headers,
+            vec![
+                (&b"trace-id"[..], Some(&b"abc123"[..])),
+                (&b"empty"[..], Some(&b""[..])),
+                (&b"null"[..], None),
+            ]
+        );
+        assert_eq!(
+            (records[0].key, records[0].value),
+            (Some(&b"k"[..]), Some(&b"v"[..]))
+        );
+        assert_eq!((records[1].key, records[1].value), (None, None));
+        assert!(records[1].headers.is_empty());
+        assert_eq!(records[1].timestamp, 4_990);
+        assert_eq!(records[2].value, Some(&long_value[..]));
+        assert_eq!(records[2].headers, vec![(&b"h"[..], Some(&b"1"[..]))]);
+        assert_eq!(
+            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn varlong_len_matches_the_encoder() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            8191,
+            8192,
+            i64::MAX,
+            i64::MIN,
+            300,
+        ] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, v);
+            assert_eq!(varlong_len(v), out.len(), "{v}");
+        }
     }
 
     #[test]
@@ -797,6 +955,30 @@ mod tests {
                 let _ = b.validate();
                 let _ = b.records().map(|r| r.count());
             }
+        }
+
+        #[test]
+        fn push_encodes_exactly_as_record_at(
+            records in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+                 -5_000i64..10_000,
+                 proptest::collection::vec(
+                    (proptest::collection::vec(any::<u8>(), 0..10),
+                     proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10))),
+                    0..4)),
+                1..20)
+        ) {
+            let mut by_value = BatchBuilder::new(1_000_000);
+            let mut in_place = BatchBuilder::new(1_000_000);
+            for (k, v, dt, headers) in &records {
+                let pairs: Vec<(&[u8], Option<&[u8]>)> =
+                    headers.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+                by_value = by_value.record_at(1_000_000 + dt, k.as_deref(), v.as_deref(), &pairs);
+                in_place.push(1_000_000 + dt, k.as_deref(), v.as_deref(), pairs.iter().copied());
+                prop_assert_eq!(in_place.encoded_len(), by_value.encoded_len());
+            }
+            prop_assert_eq!(in_place.build(), by_value.build());
         }
 
         #[test]

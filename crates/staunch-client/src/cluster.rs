@@ -1,0 +1,662 @@
+//! [`Client`]: a Kafka cluster seen through its metadata, with one pipelined connection per
+//! broker.
+//!
+//! The client keeps a metadata cache (broker node id → advertised address; topic → partitions
+//! and leaders) and a pool with one [`PipelinedConnection`] per node, opened on first use and
+//! replaced after it fails. Bootstrap addresses are used only to fetch metadata when no known
+//! broker answers; every other request goes to the address a broker advertises (Kafka's rule, so
+//! a cluster behind one bootstrap name still gets requests routed to each leader).
+//!
+//! A topic's cached entry is refreshed before use when it is missing, older than
+//! [`ClientConfig::metadata_max_age`], or marked stale — which happens when a call on it got
+//! `NOT_LEADER_OR_FOLLOWER`, `LEADER_NOT_AVAILABLE`, `UNKNOWN_TOPIC_OR_PARTITION`,
+//! `FENCED_LEADER_EPOCH` or lost its connection. Refreshes are lazy (the next call on the topic
+//! makes them) and single-flight (callers waiting for one share its result). When a refresh
+//! fails, a stale entry is still used: the leader it names may well be right.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use staunch_core::{ApiError, ErrorCode, PartitionInfo, TopicInfo, TopicPartition};
+use staunch_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use staunch_protocol::kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use staunch_protocol::kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::routing::TopicState;
+use crate::{ClientConfig, ClientError, PipelinedConnection};
+
+/// A client of a Kafka-protocol cluster (Staunch or Kafka): routes each request to the right
+/// broker using cached metadata, over one shared pipelined connection per broker. Cheap to
+/// clone; clones share cache and connections. Implements
+/// [`BrokerApi`](staunch_core::BrokerApi) (single attempts, no retries).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    bootstrap: Vec<String>,
+    metadata: Mutex<Metadata>,
+    /// Held while a metadata request for topics is in flight (single-flight refreshes).
+    refreshing: tokio::sync::Mutex<()>,
+    nodes: Mutex<HashMap<i32, Arc<NodeSlot>>>,
+    /// Per partition, the signal that the latest produce call for it has been written (or
+    /// given up): the next call waits for it, so calls go out in the order they were made.
+    turns: Mutex<HashMap<TopicPartition, oneshot::Receiver<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Metadata {
+    /// Node id → `host:port` as advertised.
+    brokers: HashMap<i32, String>,
+    topics: HashMap<String, CachedTopic>,
+    /// When a metadata request last failed, and why.
+    last_failure: Option<(Instant, String)>,
+}
+
+#[derive(Debug)]
+struct CachedTopic {
+    info: TopicInfo,
+    fetched: Instant,
+    stale: bool,
+}
+
+/// One broker's place in the pool.
+#[derive(Debug)]
+struct NodeSlot {
+    node: i32,
+    state: Mutex<SlotState>,
+    /// Held while connecting, so concurrent callers make one attempt and share its outcome.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The address it was opened to, and the connection.
+    connection: Option<(String, Arc<PipelinedConnection>)>,
+    /// Consecutive failed connection attempts.
+    failures: u32,
+    last_failure: Option<(Instant, String)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Client {
+    /// Creates a client and fetches the cluster's broker list from the first of `bootstrap`
+    /// (`host:port` each) that answers, so a wrong address fails here rather than on first use.
+    pub async fn connect(
+        bootstrap: Vec<String>,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let config = config.validate()?;
+        if bootstrap.is_empty() {
+            return Err(ClientError::Config(
+                "at least one bootstrap address is needed".to_owned(),
+            ));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                bootstrap,
+                metadata: Mutex::new(Metadata::default()),
+                refreshing: tokio::sync::Mutex::new(()),
+                nodes: Mutex::new(HashMap::new()),
+                turns: Mutex::new(HashMap::new()),
+            }),
+        };
+        client.fetch_metadata(&[], false).await?;
+        Ok(client)
+    }
+
+    /// The configuration the client runs with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Fetches metadata for `topics` now (creating missing ones if `auto_create` and the
+    /// cluster allows it), updates the cache, and returns each topic's partitions or its
+    /// error, in the order asked. Fails as a whole only when no broker answered.
+    pub async fn metadata(
+        &self,
+        topics: &[String],
+        auto_create: bool,
+    ) -> Result<Vec<Result<TopicInfo, ApiError>>, ApiError> {
+        self.fetch_metadata(topics, auto_create)
+            .await
+            .map_err(|e| cluster_error(&e))
+    }
+
+    /// The cached leader of a partition, without any I/O: `None` when the partition is not in
+    /// the cache or has no leader.
+    pub fn leader_for(&self, partition: &TopicPartition) -> Option<i32> {
+        let metadata = lock(&self.inner.metadata);
+        metadata
+            .topics
+            .get(&partition.topic)?
+            .info
+            .partitions
+            .iter()
+            .find(|p| p.index == partition.partition)?
+            .leader
+    }
+
+    /// The cached brokers: node id and advertised `host:port`, by node id.
+    pub fn brokers(&self) -> Vec<(i32, String)> {
+        let metadata = lock(&self.inner.metadata);
+        let mut brokers: Vec<(i32, String)> = metadata
+            .brokers
+            .iter()
+            .map(|(id, address)| (*id, address.clone()))
+            .collect();
+        brokers.sort();
+        brokers
+    }
+
+    /// The pooled connection to broker `node`, opened (within the connect timeout) if there is
+    /// none or the previous one failed. Concurrent callers share one attempt. Fails with
+    /// [`ApiError::NotSent`] when the node is unknown or cannot be reached.
+    pub async fn connection(&self, node: i32) -> Result<Arc<PipelinedConnection>, ApiError> {
+        let started = Instant::now();
+        let Some(address) = lock(&self.inner.metadata).brokers.get(&node).cloned() else {
+            return Err(ApiError::NotSent {
+                target: format!("node {node}"),
+                reason: "the node is not in the cluster metadata".to_owned(),
+            });
+        };
+        let slot = self.slot(node);
+        if let Some(connection) = slot.alive(&address) {
+            return Ok(connection);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(connection) = slot.alive(&address) {
+            return Ok(connection);
+        }
+        if let Some((at, reason)) = lock(&slot.state).last_failure.clone()
+            && at >= started
+        {
+            // An attempt made while this caller waited has just failed: share its outcome.
+            return Err(ApiError::NotSent {
+                target: format!("node {node} at {address}"),
+                reason,
+            });
+        }
+        if let Some((_, old)) = &lock(&slot.state).connection {
+            tracing::debug!(
+                node,
+                %address,
+                reason = old.closed_reason().as_deref().unwrap_or("address changed"),
+                "reconnecting"
+            );
+        }
+        match connect_to(&address, &self.inner.config).await {
+            Ok(connection) => {
+                let connection = Arc::new(connection);
+                let mut state = lock(&slot.state);
+                state.connection = Some((address, connection.clone()));
+                state.failures = 0;
+                state.last_failure = None;
+                Ok(connection)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let failures = {
+                    let mut state = lock(&slot.state);
+                    state.failures += 1;
+                    state.last_failure = Some((Instant::now(), reason.clone()));
+                    state.failures
+                };
+                if failures >= 3 {
+                    tracing::warn!(node = slot.node, %address, failures, %reason, "cannot connect to broker");
+                } else {
+                    tracing::debug!(node = slot.node, %address, %reason, "cannot connect to broker");
+                }
+                Err(ApiError::NotSent {
+                    target: format!("node {node} at {address}"),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// An open connection to any broker — the one with the fewest requests in flight — or
+    /// else the first known broker that accepts one.
+    pub(crate) async fn any_connection(&self) -> Result<Arc<PipelinedConnection>, ApiError> {
+        let open = {
+            let nodes = lock(&self.inner.nodes);
+            nodes
+                .values()
+                .filter_map(|slot| lock(&slot.state).connection.as_ref().map(|c| c.1.clone()))
+                .filter(|c| c.is_alive())
+                .min_by_key(|c| c.in_flight())
+        };
+        if let Some(connection) = open {
+            return Ok(connection);
+        }
+        if self.brokers().is_empty() {
+            self.fetch_metadata(&[], false)
+                .await
+                .map_err(|e| cluster_error(&e))?;
+        }
+        let mut last = ApiError::NotSent {
+            target: "cluster".to_owned(),
+            reason: "no broker is known".to_owned(),
+        };
+        for (node, _) in self.brokers() {
+            match self.connection(node).await {
+                Ok(connection) => return Ok(connection),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn slot(&self, node: i32) -> Arc<NodeSlot> {
+        lock(&self.inner.nodes)
+            .entry(node)
+            .or_insert_with(|| {
+                Arc::new(NodeSlot {
+                    node,
+                    state: Mutex::new(SlotState::default()),
+                    connecting: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// Marks the cached entries of `topics` stale: the next call on them fetches metadata first.
+    pub(crate) fn invalidate<'a>(&self, topics: impl IntoIterator<Item = &'a str>) {
+        let mut metadata = lock(&self.inner.metadata);
+        for topic in topics {
+            if let Some(cached) = metadata.topics.get_mut(topic)
+                && !cached.stale
+            {
+                tracing::debug!(topic, "metadata marked stale");
+                cached.stale = true;
+            }
+        }
+    }
+
+    /// Makes sure the cache can route `topics`: refreshes the missing, stale and expired ones
+    /// (auto-creating, as Kafka producers do). Returns the topics that cannot be routed, with
+    /// the reason; a stale entry whose refresh failed is still used.
+    pub(crate) async fn ensure_topics(&self, topics: &[String]) -> HashMap<String, ApiError> {
+        let started = Instant::now();
+        if self.needing_refresh(topics).is_empty() {
+            return HashMap::new();
+        }
+        let _refreshing = self.inner.refreshing.lock().await;
+        // Another caller may have refreshed them while this one waited.
+        let needed = self.needing_refresh(topics);
+        let mut failed = HashMap::new();
+        if needed.is_empty() {
+            return failed;
+        }
+        let shared_failure = lock(&self.inner.metadata)
+            .last_failure
+            .clone()
+            .filter(|(at, _)| *at >= started)
+            .map(|(_, reason)| reason);
+        let reason = match shared_failure {
+            Some(reason) => reason,
+            None => match self.fetch_metadata(&needed, true).await {
+                Ok(results) => {
+                    tracing::debug!(topics = ?needed, "metadata refreshed");
+                    for (name, result) in needed.iter().zip(results) {
+                        if let Err(e) = result {
+                            failed.insert(name.clone(), e);
+                        }
+                    }
+                    return failed;
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        let metadata = lock(&self.inner.metadata);
+        for name in needed {
+            if metadata.topics.contains_key(&name) {
+                tracing::debug!(topic = %name, %reason, "metadata refresh failed; using stale entry");
+            } else {
+                failed.insert(
+                    name.clone(),
+                    ApiError::NotSent {
+                        target: name,
+                        reason: format!("no metadata: {reason}"),
+                    },
+                );
+            }
+        }
+        failed
+    }
+
+    fn needing_refresh(&self, topics: &[String]) -> Vec<String> {
+        let metadata = lock(&self.inner.metadata);
+        let max_age = self.inner.config.metadata_max_age;
+        let mut needed: Vec<String> = topics
+            .iter()
+            .filter(|t| match metadata.topics.get(t.as_str()) {
+                None => true,
+                Some(cached) => cached.stale || cached.fetched.elapsed() > max_age,
+            })
+            .cloned()
+            .collect();
+        needed.sort();
+        needed.dedup();
+        needed
+    }
+
+    /// The leader of each partition from the cache, or why it has none; `failed` holds the
+    /// topics [`ensure_topics`](Self::ensure_topics) could not make routable.
+    pub(crate) fn route(
+        &self,
+        partitions: &[TopicPartition],
+        failed: &HashMap<String, ApiError>,
+    ) -> Vec<Result<i32, ApiError>> {
+        let metadata = lock(&self.inner.metadata);
+        crate::routing::route(
+            partitions,
+            |name: &str| {
+                if let Some(error) = failed.get(name) {
+                    return TopicState::Failed(error.clone());
+                }
+                match metadata.topics.get(name) {
+                    Some(cached) => TopicState::Known(&cached.info),
+                    None => TopicState::Failed(ApiError::NotSent {
+                        target: name.to_owned(),
+                        reason: "no metadata for the topic".to_owned(),
+                    }),
+                }
+            },
+            |node| metadata.brokers.contains_key(&node),
+        )
+    }
+
+    /// Sends a Metadata request for `topics` (none: brokers only) to an open connection, else a
+    /// known broker, else a bootstrap address — all within one request timeout — and applies
+    /// the answer to the cache. Returns each topic's outcome in the order asked.
+    async fn fetch_metadata(
+        &self,
+        topics: &[String],
+        auto_create: bool,
+    ) -> Result<Vec<Result<TopicInfo, ApiError>>, ClientError> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = crate::pipelined::deadline_after(timeout);
+        let attempt = async {
+            let mut last = String::from("no broker to ask");
+            // Open connections, least loaded first.
+            let mut open: Vec<Arc<PipelinedConnection>> = {
+                let nodes = lock(&self.inner.nodes);
+                nodes
+                    .values()
+                    .filter_map(|s| lock(&s.state).connection.as_ref().map(|c| c.1.clone()))
+                    .filter(|c| c.is_alive())
+                    .collect()
+            };
+            open.sort_by_key(|c| c.in_flight());
+            for connection in open {
+                match metadata_call(&connection, topics, auto_create).await {
+                    Ok(response) => return Ok(response),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            for (node, _) in self.brokers() {
+                match self.connection(node).await {
+                    Ok(connection) => match metadata_call(&connection, topics, auto_create).await {
+                        Ok(response) => return Ok(response),
+                        Err(e) => last = e.to_string(),
+                    },
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            for address in &self.inner.bootstrap {
+                match connect_to(address, &self.inner.config).await {
+                    Ok(connection) => match metadata_call(&connection, topics, auto_create).await {
+                        Ok(response) => return Ok(response),
+                        Err(e) => last = e.to_string(),
+                    },
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(last)
+        };
+        let outcome = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no metadata within {timeout:?}")),
+        };
+        match outcome {
+            Ok(response) => Ok(self.apply(&response, topics)),
+            Err(reason) => {
+                let mut metadata = lock(&self.inner.metadata);
+                metadata.last_failure = Some((Instant::now(), reason.clone()));
+                let mut brokers: Vec<String> = metadata.brokers.values().cloned().collect();
+                brokers.sort();
+                brokers.extend(self.inner.bootstrap.iter().cloned());
+                brokers.dedup();
+                tracing::debug!(%reason, "metadata request failed");
+                Err(ClientError::Unreachable {
+                    brokers: brokers.join(", "),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Updates the cache from a Metadata answer; returns the outcome for each of `asked`.
+    fn apply(
+        &self,
+        response: &MetadataResponse,
+        asked: &[String],
+    ) -> Vec<Result<TopicInfo, ApiError>> {
+        let now = Instant::now();
+        let mut metadata = lock(&self.inner.metadata);
+        if !response.brokers.is_empty() {
+            metadata.brokers = response
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, host_port(b.host.as_str(), b.port)))
+                .collect();
+        }
+        let mut outcomes: HashMap<String, Result<TopicInfo, ApiError>> = HashMap::new();
+        for topic in &response.topics {
+            let Some(name) = topic.name.as_ref().map(|n| n.0.as_str().to_owned()) else {
+                continue;
+            };
+            let outcome = match ErrorCode::from_code(topic.error_code) {
+                ErrorCode::None => {
+                    let mut partitions: Vec<PartitionInfo> = topic
+                        .partitions
+                        .iter()
+                        .map(|p| PartitionInfo {
+                            index: p.partition_index,
+                            leader: (p.leader_id.0 >= 0).then_some(p.leader_id.0),
+                        })
+                        .collect();
+                    partitions.sort_by_key(|p| p.index);
+                    let info = TopicInfo {
+                        name: name.clone(),
+                        partitions,
+                    };
+                    metadata.topics.insert(
+                        name.clone(),
+                        CachedTopic {
+                            info: info.clone(),
+                            fetched: now,
+                            stale: false,
+                        },
+                    );
+                    Ok(info)
+                }
+                code => {
+                    if let Some(cached) = metadata.topics.get_mut(&name) {
+                        cached.stale = true;
+                    }
+                    if code == ErrorCode::UnknownTopicOrPartition {
+                        metadata.topics.remove(&name);
+                    }
+                    Err(ApiError::Broker {
+                        code,
+                        message: None,
+                    })
+                }
+            };
+            outcomes.insert(name, outcome);
+        }
+        asked
+            .iter()
+            .map(|name| {
+                outcomes.get(name).cloned().unwrap_or_else(|| {
+                    Err(ApiError::Broker {
+                        code: ErrorCode::UnknownTopicOrPartition,
+                        message: Some("the metadata answer does not list the topic".to_owned()),
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+impl NodeSlot {
+    /// The open connection, if it is alive and still to `address`.
+    fn alive(&self, address: &str) -> Option<Arc<PipelinedConnection>> {
+        let state = lock(&self.state);
+        let (to, connection) = state.connection.as_ref()?;
+        (to == address && connection.is_alive()).then(|| connection.clone())
+    }
+}
+
+/// One Metadata request on `connection`.
+async fn metadata_call(
+    connection: &PipelinedConnection,
+    topics: &[String],
+    auto_create: bool,
+) -> Result<MetadataResponse, ClientError> {
+    let version = connection.version_for::<MetadataRequest>()?;
+    let request = MetadataRequest::default()
+        .with_topics(Some(
+            topics
+                .iter()
+                .map(|t| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                })
+                .collect(),
+        ))
+        // Versions before 4 have no flag (the broker decides); false would not encode.
+        .with_allow_auto_topic_creation(auto_create || version < 4);
+    connection.request(version, &request).await
+}
+
+/// Resolves `host:port` and connects to the first address that accepts, within the connect
+/// timeout for the name lookup and for each address.
+pub(crate) async fn connect_to(
+    address: &str,
+    config: &ClientConfig,
+) -> Result<PipelinedConnection, ClientError> {
+    let unreachable = |reason: String| ClientError::Unreachable {
+        brokers: address.to_owned(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(config.connect_timeout, tokio::net::lookup_host(address))
+            .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "name lookup took over {:?}",
+                    config.connect_timeout
+                ))
+            })?
+            .map_err(|e| unreachable(format!("name lookup failed: {e}")))?
+            .collect();
+    let mut last = unreachable("the name resolves to no address".to_owned());
+    for addr in addrs {
+        match PipelinedConnection::connect(addr, config).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// `host:port`, bracketing IPv6 literals.
+fn host_port(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A failure of a cluster-wide call (metadata, producer id) as an [`ApiError`].
+pub(crate) fn cluster_error(error: &ClientError) -> ApiError {
+    match error {
+        ClientError::NoAnswer { addr, reason } => ApiError::NoAnswer {
+            broker: addr.to_string(),
+            reason: reason.clone(),
+        },
+        ClientError::Timeout { addr, timeout } => ApiError::NoAnswer {
+            broker: addr.to_string(),
+            reason: format!("no answer within {timeout:?}"),
+        },
+        ClientError::Unsupported { .. } | ClientError::Protocol { .. } => {
+            ApiError::Protocol(error.to_string())
+        }
+        ClientError::Unreachable { brokers, reason } => ApiError::NotSent {
+            target: brokers.clone(),
+            reason: reason.clone(),
+        },
+        other => ApiError::NotSent {
+            target: "cluster".to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Waits (at most `limit`) until the earlier calls on the same partitions have been written.
+pub(crate) async fn wait_turn(earlier: Vec<oneshot::Receiver<()>>, limit: Duration) {
+    let waited = tokio::time::timeout(limit, async {
+        for turn in earlier {
+            // Resolves when the earlier call drops its sender: written, failed or abandoned.
+            let _ = turn.await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        tracing::warn!(
+            ?limit,
+            "an earlier produce call on the same partitions did not go out in time; not waiting for it"
+        );
+    }
+}
+
+impl Client {
+    /// Takes this call's place in the per-partition order: returns the signals to drop once it
+    /// is written and those of the earlier calls to wait for.
+    pub(crate) fn take_turn(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> (Vec<oneshot::Sender<()>>, Vec<oneshot::Receiver<()>>) {
+        let mut turns = lock(&self.inner.turns);
+        let mut mine = Vec::with_capacity(partitions.len());
+        let mut earlier = Vec::new();
+        let mut seen = std::collections::HashSet::with_capacity(partitions.len());
+        for partition in partitions {
+            if !seen.insert(partition) {
+                // Listed twice in one call: one turn covers both.
+                continue;
+            }
+            let (done, turn) = oneshot::channel();
+            if let Some(previous) = turns.insert(partition.clone(), turn) {
+                earlier.push(previous);
+            }
+            mine.push(done);
+        }
+        (mine, earlier)
+    }
+}

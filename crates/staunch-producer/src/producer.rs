@@ -1,0 +1,238 @@
+//! [`Producer`]: the cheap, cloneable handle callers send through.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use staunch_core::BrokerApi;
+use staunch_core::batch::HEADER_SIZE;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::accumulator::{Accepted, Completion};
+use crate::config::{ConfigError, ProducerConfig};
+use crate::error::{ProduceError, SendError, SendResult};
+use crate::metrics::{Metrics, ProducerMetrics};
+use crate::record::{ProducerRecord, RecordMetadata};
+use crate::sender::{Command, Sender, Shared};
+
+/// A producer that never drops a record it accepted: every record handed to `send`,
+/// `send_async` or `send_oneway` ends either acknowledged by the broker (with
+/// [`ProducerConfig::acks`]) or failed and returned to the caller with its key, value, headers
+/// and the last error — never silently lost (oneway records: failures are logged and counted).
+///
+/// Generic over [`BrokerApi`], so the same producer runs against a remote cluster
+/// (`staunch-client`) or an embedded `staunch_broker::Broker`. Cloning is cheap; clones share
+/// one sender task, one buffer and one set of counters. Dropping every clone without
+/// [`Producer::close`] still delivers what was accepted, in the background.
+pub struct Producer<B> {
+    inner: Arc<Handle>,
+    api: PhantomData<fn() -> B>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    config: Arc<ProducerConfig>,
+}
+
+impl<B> Clone for Producer<B> {
+    fn clone(&self) -> Self {
+        Producer {
+            inner: self.inner.clone(),
+            api: PhantomData,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for Producer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("metrics", &self.inner.shared.metrics.snapshot())
+            .field("closed", &self.inner.shared.closed.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: BrokerApi> Producer<B> {
+    /// Checks `config` and starts the producer's sender task on the current Tokio runtime.
+    /// With idempotence on, the task asks the cluster for a producer id at once; records sent
+    /// meanwhile wait in their batches.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime, like `tokio::spawn`.
+    pub fn new(api: B, config: ProducerConfig) -> Result<Self, ConfigError> {
+        let config = Arc::new(config.validate()?);
+        let shared = Arc::new(Shared {
+            metrics: Metrics::default(),
+            buffer: Semaphore::new(config.buffer_memory.min(Semaphore::MAX_PERMITS)),
+            closed: AtomicBool::new(false),
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let sender = Sender::new(Arc::new(api), config.clone(), shared.clone());
+        let span = tracing::info_span!("staunch_producer", idempotent = config.idempotence);
+        tokio::spawn(sender.run(receiver).instrument(span));
+        Ok(Producer {
+            inner: Arc::new(Handle {
+                commands,
+                shared,
+                config,
+            }),
+            api: PhantomData,
+        })
+    }
+}
+
+impl<B> Producer<B> {
+    /// Sends `record` and waits until it is acknowledged: `Ok` with its partition and offset,
+    /// or `Err` with the record back and why it failed (see [`ProduceError`]).
+    ///
+    /// Waits up to [`ProducerConfig::max_block`] for room in the buffer first. Once accepted,
+    /// dropping the returned future does **not** withdraw the record: it is still delivered
+    /// (and counted), only its outcome goes unread.
+    pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata, SendError> {
+        let (tx, rx) = oneshot::channel();
+        if let Err((record, _, error)) = self.accept(record, Completion::Reply(tx)).await {
+            return Err(SendError::unsent(record, error));
+        }
+        match rx.await {
+            Ok(result) => result,
+            // Unreachable in practice: every owed outcome is delivered even when the task is
+            // torn down (as `Aborted`).
+            Err(_) => Err(SendError::unsent(
+                ProducerRecord::new(String::new(), Bytes::new()),
+                ProduceError::Aborted,
+            )),
+        }
+    }
+
+    /// Sends `record` and calls `callback` exactly once with its outcome — the same result
+    /// [`Producer::send`] would return.
+    ///
+    /// The returned future resolves once the record is accepted (after waiting up to
+    /// [`ProducerConfig::max_block`] for buffer room), not when it is acknowledged. If it is
+    /// not accepted (buffer full, closed, too large) the callback runs at once, on the caller's
+    /// task; otherwise it runs later on the producer's task, so it should be quick and must not
+    /// block (hand heavy work to a channel). A panicking callback is caught and logged.
+    pub async fn send_async<F>(&self, record: ProducerRecord, callback: F)
+    where
+        F: FnOnce(SendResult) + Send + 'static,
+    {
+        let completion = Completion::Callback(Box::new(callback));
+        if let Err((record, completion, error)) = self.accept(record, completion).await {
+            completion.complete(Err(SendError::unsent(record, error)));
+        }
+    }
+
+    /// Sends `record` without any delivery result: **explicitly unreliable** from the caller's
+    /// point of view (RocketMQ's `sendOneway`). The record is batched, retried and
+    /// de-duplicated like any other, but if it finally fails, the failure is only logged and
+    /// counted in [`ProducerMetrics::failed`]; nobody gets it back.
+    ///
+    /// `Err` only when the record was not accepted (buffer full after `max_block`, closed, too
+    /// large), with the record back. Use [`Producer::send`] or [`Producer::send_async`] for
+    /// records that must not be lost.
+    pub async fn send_oneway(&self, record: ProducerRecord) -> Result<(), SendError> {
+        self.accept(record, Completion::None)
+            .await
+            .map_err(|(record, _, error)| SendError::unsent(record, error))
+    }
+
+    /// Waits until every record accepted before this call is acknowledged or failed. Records
+    /// waiting for their linger time are sent at once. Records sent concurrently after the call
+    /// are not waited for.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.send(Command::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Flushes, then stops: every record accepted before returns its outcome first, and every
+    /// later `send` fails at once with [`ProduceError::Closed`] (the record comes back).
+    /// Sends waiting for buffer room fail with `Closed` too. Closing twice is harmless.
+    pub async fn close(&self) {
+        self.inner.shared.closed.store(true, Ordering::Release);
+        self.inner.shared.buffer.close();
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.send(Command::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Whether [`Producer::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// The counters so far (records sent, acknowledged, retried, failed, possible duplicates).
+    pub fn metrics(&self) -> ProducerMetrics {
+        self.inner.shared.metrics.snapshot()
+    }
+
+    /// The configuration in use (validated).
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// Reserves buffer room for `record` and hands it to the sender task.
+    async fn accept(
+        &self,
+        record: ProducerRecord,
+        completion: Completion,
+    ) -> Result<(), (ProducerRecord, Completion, ProduceError)> {
+        let handle = &self.inner;
+        let config = &handle.config;
+        if handle.shared.closed.load(Ordering::Acquire) {
+            return Err((record, completion, ProduceError::Closed));
+        }
+        let size = record.buffered_size();
+        let limit = config.max_request_size.min(config.buffer_memory);
+        let permits = match u32::try_from(size) {
+            Ok(permits) if size + HEADER_SIZE <= limit => permits,
+            _ => {
+                let error = ProduceError::RecordTooLarge {
+                    size: size + HEADER_SIZE,
+                    limit,
+                };
+                return Err((record, completion, error));
+            }
+        };
+        let acquire = handle.shared.buffer.acquire_many(permits);
+        match tokio::time::timeout(config.max_block, acquire).await {
+            Ok(Ok(permit)) => permit.forget(),
+            Ok(Err(_closed)) => return Err((record, completion, ProduceError::Closed)),
+            Err(_elapsed) => {
+                let error = ProduceError::BufferFull {
+                    buffer_memory: config.buffer_memory,
+                    max_block: config.max_block,
+                };
+                return Err((record, completion, error));
+            }
+        }
+        let metrics = &handle.shared.metrics;
+        Metrics::add(&metrics.sent, 1);
+        let accepted = Accepted {
+            record,
+            completion,
+            buffered: permits,
+            deadline: Instant::now() + config.delivery_timeout,
+            generation: 0,
+        };
+        if let Err(mpsc::error::SendError(command)) = handle.commands.send(Command::Send(accepted))
+        {
+            // The sender task is gone (closed): undo the acceptance.
+            metrics.sent.fetch_sub(1, Ordering::AcqRel);
+            handle.shared.buffer.add_permits(permits as usize);
+            if let Command::Send(mut accepted) = command {
+                let (record, completion) = accepted.take();
+                return Err((record, completion, ProduceError::Closed));
+            }
+        }
+        Ok(())
+    }
+}

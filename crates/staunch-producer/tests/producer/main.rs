@@ -1,0 +1,8 @@
+//! Integration tests of the producer: against the embedded broker, and against a wrapper that
+//! injects faults into it.
+
+#![allow(missing_docs, unreachable_pub, dead_code)]
+
+mod faults;
+mod semantics;
+mod support;
