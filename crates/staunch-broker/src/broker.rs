@@ -45,6 +45,10 @@ struct Inner {
     data_version: watch::Sender<u64>,
     /// Set at shutdown so long polls return at once.
     closing: watch::Sender<bool>,
+    /// Taken (in FIFO order) for the write phase of in-process `BrokerApi::produce` calls, so
+    /// concurrent calls are appended in the order they were first polled — the order a network
+    /// connection gives its requests.
+    in_process_writes: tokio::sync::Mutex<()>,
 }
 
 /// Runs blocking work (disk I/O, fsync) off the async threads.
@@ -130,6 +134,7 @@ impl Broker {
                 groups,
                 data_version: watch::channel(0).0,
                 closing: watch::channel(false).0,
+                in_process_writes: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -281,6 +286,17 @@ impl Broker {
             }
         }
         ProduceInFlight { results, pending }
+    }
+
+    /// [`write_produce`](Self::write_produce) for in-process callers: calls are written in the
+    /// order they are first polled (FIFO), as a connection orders its requests.
+    pub(crate) async fn write_produce_in_order(
+        &self,
+        acks: i16,
+        partitions: Vec<ProducePartition>,
+    ) -> ProduceInFlight {
+        let _turn = self.inner.in_process_writes.lock().await;
+        self.write_produce(acks, partitions).await
     }
 
     /// Reads from each partition, only below its high watermark — so a consumer never sees a

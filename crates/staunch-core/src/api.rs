@@ -179,6 +179,11 @@ pub trait BrokerApi: Send + Sync + 'static {
     /// order given. With [`Acks::All`] an `Ok` means every in-sync replica has the records
     /// (on Staunch with flush `always`: on disk). An [`ApiError::NoAnswer`] is ambiguous: the
     /// records may have been appended.
+    ///
+    /// **Order:** concurrent calls that name the same partition are appended in the order the
+    /// calls were first polled, as a Kafka connection appends its pipelined requests in order.
+    /// An idempotent producer relies on this to keep several batches of one partition in
+    /// flight without the broker seeing a sequence gap.
     fn produce(
         &self,
         call: ProduceCall,
