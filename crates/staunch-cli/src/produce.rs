@@ -1,8 +1,11 @@
-//! `staunch produce`: send lines of text to a topic.
+//! `staunch produce`: send lines of text to a topic through [`staunch_producer::Producer`] over
+//! a [`staunch_client::Client`].
 //!
-//! This is a deliberately simple sender — one connection, one request in flight, no retries,
-//! no idempotence. Issue 4's `staunch-producer` (batching per partition with linger, retries
-//! with idempotent sequence numbers, leader routing) will replace it.
+//! The producer batches per partition with a linger time, keeps several requests in flight,
+//! retries what is retriable until the delivery timeout and — with idempotence, on by default —
+//! never writes a retried batch twice. Every input record ends acknowledged or reported as
+//! failed (with the reason, its partition if known and the input line it came from); the exit
+//! status is non-zero if any record failed.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -11,44 +14,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use serde_json::json;
-use staunch_client::Connection;
-use staunch_client::kafka_protocol::messages::ProduceRequest;
-use staunch_client::kafka_protocol::messages::produce_request::{
-    PartitionProduceData, TopicProduceData,
+use staunch_client::{Client, ClientConfig};
+use staunch_core::{Acks, ApiError, BrokerApi, ErrorCode};
+use staunch_producer::{
+    Producer, ProducerConfig, ProducerRecord, RecordMetadata, SendError, partition_for_key,
 };
-use staunch_core::BatchBuilder;
 use tokio::sync::mpsc;
 
-use crate::client::{self, ClientArgs, call_error, error_text, topic_name};
+use crate::client::{CLIENT_ID, ClientArgs, parse_duration};
 use crate::output::{cell, print_json};
 
-/// Most lines sent in one request.
-const MAX_BATCH_LINES: usize = 500;
-/// A batch is also sent when no new line arrives for this long (typing at a terminal).
-const LINGER: Duration = Duration::from_millis(100);
-/// Produce v13 names topics by id only; this sender names them.
-const MAX_PRODUCE_VERSION: i16 = 12;
-
-/// Acknowledgement the producer waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Acks {
-    /// Every in-sync replica (and, on Staunch, the flush policy) — Kafka's `acks=all` (-1).
-    All,
-    /// The leader only.
-    Leader,
-    /// No acknowledgement: the broker does not answer.
-    None,
-}
-
-impl Acks {
-    fn wire(self) -> i16 {
-        match self {
-            Acks::All => -1,
-            Acks::Leader => 1,
-            Acks::None => 0,
-        }
-    }
-}
+/// Unkeyed records (without `--partition`) go to one partition for at most this many records,
+/// then to the next one, round-robin.
+const UNKEYED_RUN: usize = 500;
+/// A pause in the input at least this long also moves unkeyed records to the next partition
+/// (one partition per burst of typing), and prints the offsets acknowledged so far.
+const PAUSE: Duration = Duration::from_millis(100);
+/// Input lines read ahead of the producer.
+const READ_AHEAD: usize = 1024;
 
 fn parse_acks(text: &str) -> Result<Acks, String> {
     match text {
@@ -66,15 +49,26 @@ pub(crate) struct ProduceArgs {
     topic: String,
     /// Send every record to this partition. Without it, keyed records go to
     /// murmur2(key) % partitions (Kafka's default partitioner) and unkeyed ones to one
-    /// partition per batch, round-robin.
+    /// partition per burst of input (at most 500 records), round-robin.
     #[arg(long, short = 'p')]
     partition: Option<i32>,
     /// Split each line at the first SEP into key and value (a line without SEP has no key).
     #[arg(long, short = 'K', value_name = "SEP")]
     key_separator: Option<String>,
-    /// Acknowledgement to wait for: all, 1 or 0.
+    /// Acknowledgement to wait for: all, 1 or 0. Anything but all turns idempotence off.
     #[arg(long, default_value = "all", value_parser = parse_acks)]
     acks: Acks,
+    /// How long a partition's batch waits for more records before it is sent (linger.ms)
+    /// [default: the producer's, 5ms].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    linger: Option<Duration>,
+    /// How long a record may take from being read to being acknowledged, retries included,
+    /// before it is reported as failed (delivery.timeout.ms) [default: the producer's, 2m].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    delivery_timeout: Option<Duration>,
+    /// Turn the idempotent producer off: a retried batch may then be written twice.
+    #[arg(long)]
+    no_idempotence: bool,
     /// A record to send instead of reading standard input (repeatable).
     #[arg(long = "value", value_name = "TEXT")]
     values: Vec<String>,
@@ -82,46 +76,22 @@ pub(crate) struct ProduceArgs {
     client: ClientArgs,
 }
 
-/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`), used by its default
-/// partitioner for keyed records.
-pub(crate) fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h: u32 = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
+impl ProduceArgs {
+    /// The producer's settings: its defaults with the flags applied.
+    fn producer_config(&self) -> ProducerConfig {
+        let defaults = ProducerConfig::default();
+        ProducerConfig {
+            acks: self.acks,
+            linger: self.linger.unwrap_or(defaults.linger),
+            delivery_timeout: self.delivery_timeout.unwrap_or(defaults.delivery_timeout),
+            request_timeout: self.client.timeout,
+            idempotence: !self.no_idempotence && self.acks == Acks::All,
+            ..defaults
+        }
     }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
 }
 
-/// The partition Kafka's default partitioner picks for a key:
-/// `toPositive(murmur2(key)) % partitions`.
-pub(crate) fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
-}
-
-/// One input line as a record.
+/// One input line as a key and value.
 struct Line {
     key: Option<Vec<u8>>,
     value: Vec<u8>,
@@ -146,10 +116,10 @@ fn split(line: Vec<u8>, separator: Option<&[u8]>) -> Line {
     }
 }
 
-/// Reads lines (without their `\n` or `\r\n`) on a thread of its own, so a batch can be sent
+/// Reads lines (without their `\n` or `\r\n`) on a thread of its own, so records are sent
 /// while the next lines are still being typed.
 fn spawn_reader(values: Vec<String>) -> mpsc::Receiver<Result<Vec<u8>, String>> {
-    let (tx, rx) = mpsc::channel(4 * MAX_BATCH_LINES);
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
     std::thread::spawn(move || {
         if !values.is_empty() {
             for v in values {
@@ -187,44 +157,242 @@ fn spawn_reader(values: Vec<String>) -> mpsc::Receiver<Result<Vec<u8>, String>> 
     rx
 }
 
-/// Collects the next batch: up to [`MAX_BATCH_LINES`] lines, ending early at end of input or
-/// when input pauses for [`LINGER`]. Empty at end of input.
-async fn next_batch(
-    input: &mut mpsc::Receiver<Result<Vec<u8>, String>>,
-) -> Result<Vec<Vec<u8>>, String> {
-    let Some(first) = input.recv().await else {
-        return Ok(Vec::new());
-    };
-    let mut lines = vec![first?];
-    while lines.len() < MAX_BATCH_LINES {
-        match tokio::time::timeout(LINGER, input.recv()).await {
-            Ok(Some(line)) => lines.push(line?),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    Ok(lines)
-}
-
-/// The outcome of one partition's part of a batch.
-#[derive(Debug)]
-struct Outcome {
-    partition: i32,
-    records: usize,
-    /// Offset of the first record; `None` when not acknowledged (acks 0) or failed.
-    base_offset: Option<i64>,
-    error: Option<String>,
-    record_errors: Vec<(i32, String)>,
-}
-
 /// Runs `staunch produce`.
 pub(crate) fn run(args: ProduceArgs) -> Result<(), String> {
-    client::block_on(produce(args))?
+    crate::client::block_on(produce(args))?
+}
+
+/// Connects a cluster client to the bootstrap broker.
+async fn connect(args: &ClientArgs) -> Result<Client, String> {
+    let target = &args.bootstrap;
+    let with_port = if target.contains(':') {
+        target.clone()
+    } else {
+        format!("{target}:9092")
+    };
+    let config = ClientConfig {
+        client_id: CLIENT_ID.to_owned(),
+        request_timeout: args.timeout,
+        connect_timeout: args.timeout,
+        ..ClientConfig::default()
+    };
+    Client::connect(vec![with_port], config)
+        .await
+        .map_err(|e| format!("cannot connect to {target}: {e}"))
+}
+
+/// The topic's partition count, creating the topic if the broker auto-creates topics; waits
+/// briefly for a topic being created to get its partitions.
+async fn partition_count(client: &Client, topic: &str) -> Result<i32, String> {
+    let mut attempts = 0;
+    loop {
+        let error = match client.topic(topic).await {
+            Ok(info) if !info.partitions.is_empty() => return Ok(info.partitions.len() as i32),
+            Ok(_) => ApiError::broker(ErrorCode::LeaderNotAvailable),
+            Err(e) => e,
+        };
+        attempts += 1;
+        if !error.is_retriable() || attempts >= 20 {
+            return Err(match error.code() {
+                Some(ErrorCode::UnknownTopicOrPartition) => {
+                    format!("topic '{topic}' does not exist")
+                }
+                Some(ErrorCode::LeaderNotAvailable) => format!("topic '{topic}' has no partitions"),
+                _ => format!("topic '{topic}': {error}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Where a record came from: its line of standard input or its `--value` flag (1-based).
+fn source(from_values: bool, index: usize) -> String {
+    if from_values {
+        format!("--value #{index}")
+    } else {
+        format!("line {index}")
+    }
+}
+
+/// What the printer learned, for the summary.
+#[derive(Debug, Default)]
+struct Report {
+    acknowledged: u64,
+    /// Acknowledged with acks 0: sent, the broker said nothing.
+    unconfirmed: u64,
+    failed: u64,
+    /// Failed records that an earlier attempt may have written anyway.
+    failed_maybe_written: u64,
+    /// Acknowledged offset runs, in the order they were printed.
+    runs: Vec<Run>,
+    failures: Vec<serde_json::Value>,
+}
+
+/// Consecutive offsets of one partition (or, with acks 0, a count of unconfirmed records).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    partition: i32,
+    /// First and last offset; `None` with acks 0.
+    offsets: Option<(i64, i64)>,
+    records: u64,
+}
+
+impl Run {
+    fn print(&self) {
+        let plural = if self.records == 1 { "" } else { "s" };
+        match self.offsets {
+            Some((first, _)) if self.records == 1 => {
+                println!("partition {}: offset {first} (1 record)", self.partition);
+            }
+            Some((first, last)) => println!(
+                "partition {}: offsets {first}-{last} ({} records)",
+                self.partition, self.records
+            ),
+            None => println!(
+                "partition {}: {} record{plural} sent, not acknowledged (acks 0)",
+                self.partition, self.records
+            ),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "partition": self.partition,
+            "records": self.records,
+            "base_offset": self.offsets.map(|o| o.0),
+            "last_offset": self.offsets.map(|o| o.1),
+            "error": null,
+        })
+    }
+}
+
+/// Turns outcomes into output: acknowledged offsets coalesced into runs per partition (printed
+/// when a run breaks, when outcomes pause, and at the end), and one line on standard error per
+/// failed record.
+struct Printer {
+    json: bool,
+    from_values: bool,
+    partitions: i32,
+    open: BTreeMap<i32, Run>,
+    report: Report,
+}
+
+impl Printer {
+    fn acknowledged(&mut self, metadata: &RecordMetadata) {
+        let partition = metadata.partition.partition;
+        let offset = (metadata.offset >= 0).then_some(metadata.offset);
+        if offset.is_some() {
+            self.report.acknowledged += 1;
+        } else {
+            self.report.unconfirmed += 1;
+        }
+        if let Some(run) = self.open.get_mut(&partition) {
+            match (&mut run.offsets, offset) {
+                (Some((_, last)), Some(o)) if o == *last + 1 => {
+                    *last = o;
+                    run.records += 1;
+                    return;
+                }
+                (None, None) => {
+                    run.records += 1;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let run = Run {
+            partition,
+            offsets: offset.map(|o| (o, o)),
+            records: 1,
+        };
+        if let Some(done) = self.open.insert(partition, run) {
+            self.close_run(done);
+        }
+    }
+
+    fn failed(&mut self, index: usize, error: &SendError) {
+        self.report.failed += 1;
+        if error.may_have_been_appended {
+            self.report.failed_maybe_written += 1;
+        }
+        let record = &error.record;
+        // The partition the record was sent to (explicit or round-robin), or the one its key
+        // maps to; unknown for an unkeyed record the producer never placed.
+        let partition = record.partition.or_else(|| {
+            record
+                .key
+                .as_ref()
+                .map(|k| partition_for_key(k, self.partitions))
+        });
+        let from = source(self.from_values, index);
+        let place = match partition {
+            Some(p) => format!("{}/{p}", record.topic),
+            None => record.topic.clone(),
+        };
+        let maybe = if error.may_have_been_appended {
+            " (an earlier attempt may have written it anyway)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "staunch: record from {from} to {place} FAILED: {}{maybe}",
+            error.error
+        );
+        self.report.failures.push(json!({
+            "record": index,
+            "source": from,
+            "topic": record.topic,
+            "partition": partition,
+            "key": record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+            "error": error.error.to_string(),
+            "may_have_been_appended": error.may_have_been_appended,
+        }));
+    }
+
+    fn close_run(&mut self, run: Run) {
+        if !self.json {
+            run.print();
+        }
+        self.report.runs.push(run);
+    }
+
+    fn close_all(&mut self) {
+        for (_, run) in std::mem::take(&mut self.open) {
+            self.close_run(run);
+        }
+    }
+}
+
+/// Prints outcomes as they arrive until every sender of `outcomes` is gone.
+async fn print_outcomes(
+    mut printer: Printer,
+    mut outcomes: mpsc::UnboundedReceiver<(usize, Result<RecordMetadata, SendError>)>,
+) -> Report {
+    loop {
+        let next = if printer.open.is_empty() {
+            outcomes.recv().await
+        } else {
+            match tokio::time::timeout(PAUSE, outcomes.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    printer.close_all();
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some((_, Ok(metadata))) => printer.acknowledged(&metadata),
+            Some((index, Err(error))) => printer.failed(index, &error),
+            None => break,
+        }
+    }
+    printer.close_all();
+    printer.report
 }
 
 async fn produce(args: ProduceArgs) -> Result<(), String> {
-    let mut connection = client::connect(&args.client).await?;
-    let info = client::topic(&mut connection, &args.topic, true).await?;
-    let partitions = info.partitions.len() as i32;
+    let client = connect(&args.client).await?;
+    let partitions = partition_count(&client, &args.topic).await?;
     if let Some(p) = args.partition
         && !(0..partitions).contains(&p)
     {
@@ -234,274 +402,153 @@ async fn produce(args: ProduceArgs) -> Result<(), String> {
             partitions - 1
         ));
     }
-    let version = client::version::<ProduceRequest>(&connection)?.min(MAX_PRODUCE_VERSION);
+    let config = args.producer_config();
+    let idempotence = config.idempotence;
+    let producer = Producer::new(client, config).map_err(|e| format!("producer settings: {e}"))?;
+
+    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+    let printer = Printer {
+        json: args.client.json,
+        from_values: !args.values.is_empty(),
+        partitions,
+        open: BTreeMap::new(),
+        report: Report::default(),
+    };
+    let printing = tokio::spawn(print_outcomes(printer, outcome_rx));
+
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let mut input = spawn_reader(args.values.clone());
-    let mut next_round_robin = 0;
-    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut read = 0usize;
+    let mut unkeyed_partition = 0;
+    let mut unkeyed_in_run = 0;
+    let mut paused = false;
     let mut fatal = None;
     loop {
-        let lines = match next_batch(&mut input).await {
-            Ok(lines) if lines.is_empty() => break,
-            Ok(lines) => lines,
-            Err(e) => {
+        let line = match tokio::time::timeout(PAUSE, input.recv()).await {
+            Ok(line) => line,
+            Err(_) => {
+                paused = true;
+                input.recv().await
+            }
+        };
+        let line = match line {
+            None => break,
+            Some(Ok(line)) => line,
+            Some(Err(e)) => {
                 fatal = Some(e);
                 break;
             }
         };
-        let unkeyed_partition = next_round_robin % partitions;
-        let mut used_round_robin = false;
-        let mut by_partition: BTreeMap<i32, Vec<Line>> = BTreeMap::new();
-        for line in lines {
-            let line = split(line, separator);
-            let partition = match (args.partition, &line.key) {
-                (Some(p), _) => p,
-                (None, Some(key)) => partition_for_key(key, partitions),
-                (None, None) => {
-                    used_round_robin = true;
-                    unkeyed_partition
+        read += 1;
+        let line = split(line, separator);
+        let partition = match (args.partition, &line.key) {
+            (Some(p), _) => Some(p),
+            (None, Some(_)) => None,
+            (None, None) => {
+                if unkeyed_in_run > 0 && (paused || unkeyed_in_run >= UNKEYED_RUN) {
+                    unkeyed_partition = (unkeyed_partition + 1) % partitions;
+                    unkeyed_in_run = 0;
                 }
-            };
-            by_partition.entry(partition).or_default().push(line);
-        }
-        if used_round_robin {
-            next_round_robin = (next_round_robin + 1) % partitions;
-        }
-        match send(&mut connection, version, &args, by_partition).await {
-            Ok(batch) => {
-                if !args.client.json {
-                    for o in &batch {
-                        print_outcome(o);
-                    }
-                }
-                outcomes.extend(batch);
+                unkeyed_in_run += 1;
+                Some(unkeyed_partition)
             }
-            Err(e) => {
-                fatal = Some(e);
-                break;
-            }
-        }
-    }
-    let sent: usize = outcomes.iter().map(|o| o.records).sum();
-    let failed: usize = outcomes
-        .iter()
-        .filter(|o| o.error.is_some())
-        .map(|o| o.records)
-        .sum();
-    if args.client.json {
-        let batches: Vec<_> = outcomes
-            .iter()
-            .map(|o| {
-                json!({
-                    "partition": o.partition,
-                    "records": o.records,
-                    "base_offset": o.base_offset,
-                    "last_offset": o.base_offset.map(|b| b + o.records as i64 - 1),
-                    "error": o.error,
-                    "record_errors": o.record_errors.iter().map(|(i, m)| json!({"index": i, "message": m})).collect::<Vec<_>>(),
-                })
+        };
+        paused = false;
+        let mut record = ProducerRecord::new(args.topic.clone(), Bytes::from(line.value));
+        record.key = line.key.map(Bytes::from);
+        record.partition = partition;
+        let outcomes = outcome_tx.clone();
+        let index = read;
+        producer
+            .send_async(record, move |result| {
+                let _ = outcomes.send((index, result));
             })
-            .collect();
+            .await;
+    }
+    drop(outcome_tx);
+    // Every accepted record gets its outcome (and its callback has run) before close returns.
+    producer.close().await;
+    let metrics = producer.metrics();
+    drop(producer);
+    let report = printing
+        .await
+        .map_err(|e| format!("printing the outcomes: {e}"))?;
+
+    let records = report.acknowledged + report.unconfirmed + report.failed;
+    let duplicates = metrics.possible_duplicates;
+    if args.client.json {
         print_json(&json!({
             "topic": args.topic,
             "acks": args.acks.wire(),
-            "records": sent,
-            "failed": failed,
-            "batches": batches,
+            "idempotence": idempotence,
+            "records": records,
+            "acknowledged": report.acknowledged,
+            "unconfirmed": report.unconfirmed,
+            "failed": report.failed,
+            "failed_may_have_been_written": report.failed_maybe_written,
+            "possible_duplicates": duplicates,
+            "retried": metrics.retried,
+            "batches": report.runs.iter().map(Run::json).collect::<Vec<_>>(),
+            "failures": report.failures,
             "error": fatal,
         }));
+    } else {
+        let plural = if records == 1 { "" } else { "s" };
+        let mut notes = Vec::new();
+        if report.unconfirmed > 0 {
+            notes.push("acks 0: not acknowledged".to_owned());
+        }
+        if duplicates > 0 {
+            notes.push(format!(
+                "up to {duplicates} possible duplicate{} from retries",
+                if duplicates == 1 { "" } else { "s" }
+            ));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        };
+        if report.failed == 0 {
+            println!(
+                "Produced {records} record{plural} to {}{notes}.",
+                cell(&args.topic)
+            );
+        } else {
+            let maybe = if report.failed_maybe_written > 0 {
+                format!(
+                    ", {} of which may have been written anyway",
+                    report.failed_maybe_written
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "Produced {} of {records} record{plural} to {}; {} FAILED{maybe}{notes}.",
+                report.acknowledged + report.unconfirmed,
+                cell(&args.topic),
+                report.failed
+            );
+        }
     }
     if let Some(e) = fatal {
         return Err(format!(
-            "{e} ({} records acknowledged before it)",
-            sent - failed
+            "{e} ({} records acknowledged before it, {} failed)",
+            report.acknowledged, report.failed
         ));
     }
-    if failed > 0 {
+    if report.failed > 0 {
         return Err(format!(
-            "{failed} of {sent} records to '{}' failed",
-            args.topic
+            "{} of {records} records to '{}' failed",
+            report.failed, args.topic
         ));
-    }
-    if !args.client.json {
-        println!(
-            "Produced {sent} record{} to {}{}.",
-            if sent == 1 { "" } else { "s" },
-            cell(&args.topic),
-            if args.acks == Acks::None {
-                " (acks 0: not acknowledged)"
-            } else {
-                ""
-            }
-        );
     }
     Ok(())
-}
-
-fn print_outcome(o: &Outcome) {
-    let plural = if o.records == 1 { "" } else { "s" };
-    match (&o.error, o.base_offset) {
-        (Some(error), _) => {
-            println!(
-                "partition {}: {} record{plural} FAILED: {error}",
-                o.partition, o.records
-            );
-            for (index, message) in &o.record_errors {
-                println!("  record {index} of the batch: {message}");
-            }
-        }
-        (None, Some(base)) if o.records == 1 => {
-            println!("partition {}: offset {base} (1 record)", o.partition);
-        }
-        (None, Some(base)) => println!(
-            "partition {}: offsets {base}-{} ({} records)",
-            o.partition,
-            base + o.records as i64 - 1,
-            o.records
-        ),
-        (None, None) => println!(
-            "partition {}: {} record{plural} sent, not acknowledged (acks 0)",
-            o.partition, o.records
-        ),
-    }
-}
-
-/// Sends one batch per partition in one request; the outcome of each.
-async fn send(
-    connection: &mut Connection,
-    version: i16,
-    args: &ProduceArgs,
-    by_partition: BTreeMap<i32, Vec<Line>>,
-) -> Result<Vec<Outcome>, String> {
-    let now = client::now_ms();
-    let mut data = Vec::with_capacity(by_partition.len());
-    let mut counts = BTreeMap::new();
-    for (partition, lines) in &by_partition {
-        let mut builder = BatchBuilder::new(now);
-        for line in lines {
-            builder = builder.record(line.key.as_deref(), Some(&line.value));
-        }
-        counts.insert(*partition, lines.len());
-        data.push(
-            PartitionProduceData::default()
-                .with_index(*partition)
-                .with_records(Some(Bytes::from(builder.build()))),
-        );
-    }
-    let timeout_ms = i32::try_from(args.client.timeout.as_millis()).unwrap_or(i32::MAX);
-    let request = ProduceRequest::default()
-        .with_acks(args.acks.wire())
-        .with_timeout_ms(timeout_ms)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(topic_name(&args.topic))
-                .with_partition_data(data),
-        ]);
-    if args.acks == Acks::None {
-        connection
-            .send_at(version, &request)
-            .await
-            .map_err(call_error::<ProduceRequest>)?;
-        return Ok(counts
-            .into_iter()
-            .map(|(partition, records)| Outcome {
-                partition,
-                records,
-                base_offset: None,
-                error: None,
-                record_errors: Vec::new(),
-            })
-            .collect());
-    }
-    let response = connection
-        .call_at(version, request)
-        .await
-        .map_err(call_error::<ProduceRequest>)?;
-    let mut answers = BTreeMap::new();
-    for t in response
-        .responses
-        .iter()
-        .filter(|t| t.name.0.as_str() == args.topic)
-    {
-        for p in &t.partition_responses {
-            answers.insert(p.index, p);
-        }
-    }
-    Ok(counts
-        .into_iter()
-        .map(|(partition, records)| match answers.get(&partition) {
-            Some(p) if p.error_code == 0 => Outcome {
-                partition,
-                records,
-                base_offset: Some(p.base_offset),
-                error: None,
-                record_errors: Vec::new(),
-            },
-            Some(p) => Outcome {
-                partition,
-                records,
-                base_offset: None,
-                error: Some(error_text(p.error_code, p.error_message.as_ref())),
-                record_errors: p
-                    .record_errors
-                    .iter()
-                    .map(|e| {
-                        (
-                            e.batch_index,
-                            e.batch_index_error_message
-                                .as_ref()
-                                .map_or_else(String::new, |m| m.as_str().to_owned()),
-                        )
-                    })
-                    .collect(),
-            },
-            None => Outcome {
-                partition,
-                records,
-                base_offset: None,
-                error: Some("the broker's answer does not mention this partition".to_owned()),
-                record_errors: Vec::new(),
-            },
-        })
-        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Values from Apache Kafka's `UtilsTest.testMurmur2`.
-    #[test]
-    fn murmur2_matches_kafka() {
-        let cases: [(&str, i32); 6] = [
-            ("21", -973932308),
-            ("foobar", -790332482),
-            ("a-little-bit-long-string", -985981536),
-            ("a-little-bit-longer-string", -1486304829),
-            (
-                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58897971,
-            ),
-            ("abc", 479470107),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(murmur2(input.as_bytes()), expected, "murmur2({input:?})");
-        }
-    }
-
-    #[test]
-    fn keys_map_to_positive_partitions() {
-        for key in ["21", "foobar", "abc", ""] {
-            let expected = (murmur2(key.as_bytes()) & 0x7fff_ffff) % 7;
-            assert_eq!(partition_for_key(key.as_bytes(), 7), expected);
-            assert!((0..7).contains(&partition_for_key(key.as_bytes(), 7)));
-        }
-        // "21" hashes negative: toPositive, not abs.
-        assert_eq!(
-            partition_for_key(b"21", 3),
-            (-973932308i32 & 0x7fff_ffff) % 3
-        );
-    }
 
     #[test]
     fn lines_split_at_the_first_separator() {
@@ -526,5 +573,44 @@ mod tests {
         assert_eq!(parse_acks("1"), Ok(Acks::Leader));
         assert_eq!(parse_acks("0"), Ok(Acks::None));
         assert!(parse_acks("2").is_err());
+    }
+
+    #[test]
+    fn flags_map_onto_the_producer_defaults() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ProduceArgs,
+        }
+        let defaults = ProducerConfig::default();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["produce", "t"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().args.producer_config()
+        };
+        let config = parse(&[]);
+        assert_eq!(config.acks, Acks::All);
+        assert!(config.idempotence);
+        assert_eq!(config.linger, defaults.linger);
+        assert_eq!(config.delivery_timeout, defaults.delivery_timeout);
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        config.validate().unwrap();
+
+        let config = parse(&["--linger", "20ms", "--delivery-timeout", "30s"]);
+        assert_eq!(config.linger, Duration::from_millis(20));
+        assert_eq!(config.delivery_timeout, Duration::from_secs(30));
+        assert!(!parse(&["--no-idempotence"]).idempotence);
+        // acks 1 or 0 turns idempotence off rather than failing validation.
+        let config = parse(&["--acks", "1"]);
+        assert!(!config.idempotence);
+        config.validate().unwrap();
+        parse(&["--acks", "0"]).validate().unwrap();
+    }
+
+    #[test]
+    fn sources_name_the_input() {
+        assert_eq!(source(false, 7), "line 7");
+        assert_eq!(source(true, 2), "--value #2");
     }
 }
