@@ -20,16 +20,15 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::Staunch;
+use common::programs::{client_script, run, run_ok};
 use serde_json::Value;
 use staunch_client::{Client, ClientConfig};
 use staunch_producer::{
@@ -39,12 +38,8 @@ use staunch_producer::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
-/// Upper bound on one child program (`staunch` subcommand or Python client).
-const CHILD_TIMEOUT: Duration = Duration::from_secs(90);
 /// Upper bound on one awaited producer or client call in these tests.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-const INSTALL_HINT: &str = "run scripts/install-test-clients (from the repository root) first";
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -59,77 +54,6 @@ async fn bounded<F: std::future::Future>(what: &str, limit: Duration, future: F)
     tokio::time::timeout(limit, future)
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
-}
-
-/// What a finished child program did.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn transcript(&self) -> String {
-        format!(
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status,
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
-        )
-    }
-}
-
-/// Runs `command` with stdout and stderr captured to files under `work` and `stdin` fed from
-/// a file, killing it if it runs longer than [`CHILD_TIMEOUT`].
-fn run(what: &str, mut command: Command, stdin: Option<&[u8]>, work: &Path) -> Ran {
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
-    let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let base = work.join(format!("child-{n}"));
-    let out_path = base.with_extension("stdout");
-    let err_path = base.with_extension("stderr");
-    let stdin = match stdin {
-        Some(bytes) => {
-            let in_path = base.with_extension("stdin");
-            std::fs::write(&in_path, bytes).expect("writing child stdin");
-            Stdio::from(File::open(&in_path).expect("opening child stdin"))
-        }
-        None => Stdio::null(),
-    };
-    let mut child = command
-        .stdin(stdin)
-        .stdout(File::create(&out_path).expect("creating child stdout"))
-        .stderr(File::create(&err_path).expect("creating child stderr"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
-    let started = Instant::now();
-    let (status, timed_out) = loop {
-        if let Some(status) = child.try_wait().expect("waiting for a child") {
-            break (status, false);
-        }
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            break (child.wait().expect("waiting for a killed child"), true);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let ran = Ran {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    };
-    assert!(
-        !timed_out,
-        "{what}: still running after {CHILD_TIMEOUT:?}, killed\n{}",
-        ran.transcript()
-    );
-    ran
-}
-
-/// Like [`run`], and the program must exit 0.
-fn run_ok(what: &str, command: Command, stdin: Option<&[u8]>, work: &Path) -> Ran {
-    let ran = run(what, command, stdin, work);
-    assert!(ran.status.success(), "{what} failed\n{}", ran.transcript());
-    ran
 }
 
 /// `staunch <args>` against the broker.
@@ -640,60 +564,6 @@ fn kill9_mid_load_loses_no_acknowledged_record_and_duplicates_none() {
         failures.first()
     );
     assert_eq!(found.len(), RECORDS);
-}
-
-/// The virtualenv's Python, checked once to exist and to import both client libraries (the
-/// same lookup and failure as `clients.rs`).
-fn python() -> PathBuf {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let path = match std::env::var_os("STAUNCH_PYTHON") {
-                Some(python) => PathBuf::from(python),
-                None => {
-                    let venv = match std::env::var_os("STAUNCH_VENV") {
-                        Some(venv) => PathBuf::from(venv),
-                        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                            .join(".cache/staunch/venv"),
-                    };
-                    venv.join("bin/python")
-                }
-            };
-            let output = Command::new(&path)
-                .args(["-c", "import confluent_kafka, kafka"])
-                .output()
-                .map_err(|e| {
-                    format!(
-                        "Python interpreter {} not usable: {e}; {INSTALL_HINT}",
-                        path.display()
-                    )
-                })?;
-            if !output.status.success() {
-                return Err(format!(
-                    "{} cannot import confluent_kafka and kafka: {}; {INSTALL_HINT}",
-                    path.display(),
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ));
-            }
-            Ok(path)
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A command running `tests/clients/<script>` against the broker.
-fn client_script(script: &str, staunch: &Staunch) -> Command {
-    let mut command = Command::new(python());
-    command
-        .arg("-u")
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/clients")
-                .join(script),
-        )
-        .args(["--bootstrap", &staunch.bootstrap()])
-        .env("PYTHONUNBUFFERED", "1");
-    command
 }
 
 fn unhex(text: &str) -> Vec<u8> {

@@ -3,6 +3,8 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub(crate) mod programs;
+
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
