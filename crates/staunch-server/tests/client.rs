@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use staunch_broker::{Broker, BrokerConfig, NewTopic};
+use staunch_broker::{BrokerConfig, NewTopic};
 use staunch_client::kafka_protocol::messages::{FetchRequest, TopicName, fetch_request};
 use staunch_client::kafka_protocol::protocol::StrBytes;
 use staunch_client::{Client, ClientConfig, Connection};
@@ -18,58 +18,25 @@ use staunch_core::{
     Acks, ApiError, BatchBuilder, BrokerApi, ErrorCode, PartitionBatch, ProduceAck, ProduceCall,
     TopicPartition,
 };
-use staunch_server::{Server, ServerConfig};
-use tokio::task::JoinHandle;
+use staunch_server::ServerConfig;
+
+mod common;
+
+use common::Running;
 
 /// The bound on every wait in these tests.
 const LIMIT: Duration = Duration::from_secs(30);
 
-struct Running {
-    addr: SocketAddr,
-    broker: Broker,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
 /// Starts a server on `addr` (port 0: any free port) over the data in `dir`.
 async fn start(dir: &std::path::Path, addr: SocketAddr, auto_create: bool) -> Running {
-    let server = Server::bind(addr, ServerConfig::default()).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let config = BrokerConfig {
-        data_dir: dir.to_owned(),
-        advertised_port: addr.port(),
+    let broker = BrokerConfig {
         auto_create_topics: auto_create,
         ..BrokerConfig::default()
     };
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await
-        .unwrap()
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let serving = broker.clone();
-    let task = tokio::spawn(async move {
-        server
-            .run(serving.clone(), async {
-                let _ = stopped.await;
-            })
-            .await;
-        serving.shutdown().await;
-    });
-    Running {
-        addr,
-        broker,
-        stop,
-        task,
-    }
+    common::start_server(dir, addr, ServerConfig::default(), broker).await
 }
 
 impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        within(self.task).await.unwrap();
-        drop(self.broker);
-    }
-
     async fn create_topic(&self, name: &str, partitions: i32) {
         let outcomes = self
             .broker

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use staunch_broker::{Broker, BrokerConfig};
+use staunch_broker::BrokerConfig;
 use staunch_client::Connection;
 use staunch_client::kafka_protocol::messages::produce_request::{
     PartitionProduceData, TopicProduceData,
@@ -17,63 +17,22 @@ use staunch_client::kafka_protocol::messages::{
 };
 use staunch_client::kafka_protocol::protocol::StrBytes;
 use staunch_core::{BatchBuilder, ErrorCode};
-use staunch_server::{Server, ServerConfig};
+use staunch_server::ServerConfig;
 use tokio::io::AsyncReadExt;
-use tokio::task::JoinHandle;
+
+mod common;
+
+use common::Running;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-struct Running {
-    addr: SocketAddr,
-    broker: Broker,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
 async fn start(dir: &std::path::Path, max_request_bytes: usize) -> Running {
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig {
-            max_request_bytes,
-            ..ServerConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    let config = BrokerConfig {
-        data_dir: dir.to_owned(),
-        advertised_port: addr.port(),
-        ..BrokerConfig::default()
+    let server = ServerConfig {
+        max_request_bytes,
+        ..ServerConfig::default()
     };
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await
-        .unwrap()
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let serving = broker.clone();
-    let task = tokio::spawn(async move {
-        server
-            .run(serving.clone(), async {
-                let _ = stopped.await;
-            })
-            .await;
-        serving.shutdown().await;
-    });
-    Running {
-        addr,
-        broker,
-        stop,
-        task,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-        drop(self.broker);
-    }
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    common::start_server(dir, any_port, server, BrokerConfig::default()).await
 }
 
 async fn connect(addr: SocketAddr) -> Connection {
