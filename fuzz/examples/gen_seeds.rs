@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use staunch_core::batch::{Compression, HEADER_SIZE};
 use staunch_core::{BatchBuilder, RecordBatch};
 
 const ATTRIBUTES: usize = 21;
@@ -78,10 +79,12 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
     let bp = root.join("batch_parse");
+    let bd = root.join("batch_decompress");
     let lr = root.join("log_recovery");
     let regressions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("regressions");
     let bp_reg = regressions.join("batch_parse");
     let lr_reg = regressions.join("log_recovery");
+    let bd_reg = regressions.join("batch_decompress");
 
     // batch_parse: raw batch bytes.
     write(&bp, "one_batch", &sample(1_000));
@@ -98,6 +101,99 @@ fn main() {
     write(&bp, "header_only_integrity", &header_only(3));
     let torn = sample(1_000);
     write(&bp, "torn", &torn[..torn.len() - 3]);
+
+    // batch_parse: compressed batches too (records() refuses them; validate() checks the
+    // header and CRC only).
+    for codec in [Compression::Gzip, Compression::Zstd] {
+        let compressed = BatchBuilder::new(1_000)
+            .compression(codec)
+            .record(Some(b"k1"), Some(b"v1"))
+            .record_at(1_005, None, Some(b"v2"), &[(b"h", Some(b"x"))])
+            .build();
+        write(&bp, &format!("compressed_{codec}"), &compressed);
+    }
+
+    // batch_decompress: byte 0 = codec id (bit 0x80: round-trip mode), byte 1 = record count
+    // - 1, then a records section.
+    let section = |codec: Compression, batch: &[u8]| {
+        let count = RecordBatch::parse(batch).unwrap().record_count();
+        let mut v = vec![codec.id(), (count - 1) as u8];
+        v.extend_from_slice(&batch[HEADER_SIZE..]);
+        v
+    };
+    let many_records = |codec: Compression| {
+        let mut b = BatchBuilder::new(9_000).compression(codec);
+        for i in 0..40i64 {
+            let value = format!("value {i} {}", "x".repeat(i as usize * 50));
+            b.push(
+                9_000 + i,
+                Some(format!("key-{i}").as_bytes()),
+                Some(value.as_bytes()),
+                [(&b"h"[..], Some(&b"v"[..]))],
+            );
+        }
+        b.build()
+    };
+    for codec in Compression::ALL {
+        let one = BatchBuilder::new(1_000)
+            .compression(codec)
+            .record(Some(b"k1"), Some(b"v1"))
+            .record_at(
+                1_005,
+                None,
+                Some(b"v2"),
+                &[(b"h", Some(b"x")), (b"n", None)],
+            )
+            .build();
+        write(&bd, &format!("{codec}_small"), &section(codec, &one));
+        write(
+            &bd,
+            &format!("{codec}_multi_block"),
+            &section(codec, &many_records(codec)),
+        );
+        let mut round_trip = vec![codec.id() | 0x80, 0];
+        round_trip.extend_from_slice(b"some data to compress and back, some data, some data");
+        write(&bd, &format!("{codec}_round_trip"), &round_trip);
+    }
+    // Raw snappy without xerial framing (librdkafka's and older clients' format) and two
+    // concatenated xerial streams.
+    let plain = BatchBuilder::new(1_000)
+        .record(Some(b"k"), Some(b"raw snappy"))
+        .build();
+    let mut raw = vec![Compression::Snappy.id(), 0];
+    raw.extend_from_slice(
+        &snap::raw::Encoder::new()
+            .compress_vec(&plain[HEADER_SIZE..])
+            .unwrap(),
+    );
+    write(&bd, "snappy_raw", &raw);
+    let xerial = BatchBuilder::new(1_000)
+        .compression(Compression::Snappy)
+        .record(Some(b"k"), Some(b"v"))
+        .build();
+    let mut twice = vec![Compression::Snappy.id(), 1];
+    twice.extend_from_slice(&xerial[HEADER_SIZE..]);
+    twice.extend_from_slice(&xerial[HEADER_SIZE..]);
+    write(&bd, "snappy_xerial_concatenated", &twice);
+    // Bombs: 4 MiB of zeros, past the target's 1 MiB limit.
+    let zeros = vec![0u8; 4 << 20];
+    for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+        let mut bomb = vec![codec.id(), 0];
+        bomb.extend_from_slice(&staunch_core::compression::compress(codec, &zeros).unwrap());
+        write(&bd, &format!("{codec}_bomb"), &bomb);
+    }
+
+    // Known hazard (the vendored kafka-protocol's snappy reader allocates whatever a block
+    // claims): snappy lengths claiming 4 GiB, raw and inside xerial framing.
+    let lie = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, b'x'];
+    let mut raw_lie = vec![Compression::Snappy.id(), 0];
+    raw_lie.extend_from_slice(&lie);
+    write(&bd_reg, "snappy_raw_claims_4gib", &raw_lie);
+    let mut xerial_lie = vec![Compression::Snappy.id(), 0];
+    xerial_lie.extend_from_slice(&xerial[HEADER_SIZE..HEADER_SIZE + 16]);
+    xerial_lie.extend_from_slice(&(lie.len() as u32).to_be_bytes());
+    xerial_lie.extend_from_slice(&lie);
+    write(&bd_reg, "snappy_xerial_block_claims_4gib", &xerial_lie);
 
     // log_recovery: first byte = flags (bit 0 valid prefix, bit 1 index interval 64,
     // bits 2-4 prefix batches - 1), then the segment's bytes.

@@ -1,7 +1,8 @@
 //! `staunch consume`: print a topic's records.
 //!
 //! A plain fetch loop over chosen partitions from chosen offsets: no consumer group, nothing
-//! committed, no rebalancing. Issue 5's group consumer will add `--group`.
+//! committed, no rebalancing. Issue 5's group consumer will add `--group`. Batches compressed
+//! with any of Kafka's codecs (gzip, snappy, lz4, zstd) are decompressed for printing.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -343,14 +344,17 @@ async fn consume(args: ConsumeArgs, pieces: Vec<Piece>) -> Result<(), String> {
                         continue;
                     }
                     if !batch.is_control() {
-                        let records = batch.records().map_err(|e| {
+                        // Compressed batches are decompressed here, at most 64 MiB each.
+                        let records = batch.decompressed().map_err(|e| {
+                            let codec = batch
+                                .compression()
+                                .map_or_else(|| "an unknown codec".to_owned(), |c| c.to_string());
                             format!(
-                                "partition {p}: the batch at offset {} cannot be read ({:?} compression): {e}",
+                                "partition {p}: the batch at offset {} ({codec}) cannot be read: {e}",
                                 batch.base_offset(),
-                                batch.compression()
                             )
                         })?;
-                        for record in records {
+                        for record in records.records() {
                             let record = record.map_err(|e| {
                                 format!(
                                     "partition {p}: a record in the batch at offset {} is malformed: {e}",

@@ -17,7 +17,8 @@ use serde_json::json;
 use staunch_client::{Client, ClientConfig};
 use staunch_core::{Acks, ApiError, BrokerApi, ErrorCode};
 use staunch_producer::{
-    Producer, ProducerConfig, ProducerRecord, RecordMetadata, SendError, partition_for_key,
+    Compression, Producer, ProducerConfig, ProducerRecord, RecordMetadata, SendError,
+    partition_for_key,
 };
 use tokio::sync::mpsc;
 
@@ -64,8 +65,14 @@ pub(crate) struct ProduceArgs {
     linger: Option<Duration>,
     /// How long a record may take from being read to being acknowledged, retries included,
     /// before it is reported as failed (delivery.timeout.ms) [default: the producer's, 2m].
+    /// Each request then waits at most this minus the linger time, if that is shorter than
+    /// --timeout.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     delivery_timeout: Option<Duration>,
+    /// Compress each batch (compression.type): none, gzip, snappy, lz4 or zstd. The broker
+    /// stores batches as sent; every Kafka consumer reads them.
+    #[arg(long, default_value = "none", value_parser = parse_compression, value_name = "CODEC")]
+    compression: Compression,
     /// Turn the idempotent producer off: a retried batch may then be written twice.
     #[arg(long)]
     no_idempotence: bool,
@@ -76,16 +83,32 @@ pub(crate) struct ProduceArgs {
     client: ClientArgs,
 }
 
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    text.parse()
+}
+
 impl ProduceArgs {
-    /// The producer's settings: its defaults with the flags applied.
+    /// The producer's settings: its defaults with the flags applied. The request timeout is
+    /// the client's `--timeout`, shortened if needed so that linger + request timeout fit in
+    /// the delivery timeout (which the producer requires, as Kafka does).
     fn producer_config(&self) -> ProducerConfig {
         let defaults = ProducerConfig::default();
+        let linger = self.linger.unwrap_or(defaults.linger);
+        let delivery_timeout = self.delivery_timeout.unwrap_or(defaults.delivery_timeout);
+        let room = delivery_timeout.saturating_sub(linger);
+        let request_timeout = if room.is_zero() {
+            // Left for validation to refuse with its own message.
+            self.client.timeout
+        } else {
+            self.client.timeout.min(room)
+        };
         ProducerConfig {
             acks: self.acks,
-            linger: self.linger.unwrap_or(defaults.linger),
-            delivery_timeout: self.delivery_timeout.unwrap_or(defaults.delivery_timeout),
-            request_timeout: self.client.timeout,
+            linger,
+            delivery_timeout,
+            request_timeout,
             idempotence: !self.no_idempotence && self.acks == Acks::All,
+            compression: self.compression,
             ..defaults
         }
     }
@@ -595,11 +618,37 @@ mod tests {
         assert_eq!(config.linger, defaults.linger);
         assert_eq!(config.delivery_timeout, defaults.delivery_timeout);
         assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.compression, Compression::None);
         config.validate().unwrap();
 
         let config = parse(&["--linger", "20ms", "--delivery-timeout", "30s"]);
         assert_eq!(config.linger, Duration::from_millis(20));
         assert_eq!(config.delivery_timeout, Duration::from_secs(30));
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        // A delivery timeout shorter than linger + --timeout shortens the request timeout.
+        let config = parse(&["--linger", "20ms", "--delivery-timeout", "2s"]);
+        assert_eq!(config.request_timeout, Duration::from_millis(1980));
+        config.validate().unwrap();
+        assert!(
+            parse(&["--linger", "2s", "--delivery-timeout", "1s"])
+                .validate()
+                .is_err()
+        );
+        for (flag, codec) in [
+            ("gzip", Compression::Gzip),
+            ("snappy", Compression::Snappy),
+            ("lz4", Compression::Lz4),
+            ("zstd", Compression::Zstd),
+            ("none", Compression::None),
+        ] {
+            let config = parse(&["--compression", flag]);
+            assert_eq!(config.compression, codec);
+            config.validate().unwrap();
+        }
+        assert!(
+            Cli::try_parse_from(["produce", "t", "--compression", "brotli"]).is_err(),
+            "unknown codecs are refused"
+        );
         assert!(!parse(&["--no-idempotence"]).idempotence);
         // acks 1 or 0 turns idempotence off rather than failing validation.
         let config = parse(&["--acks", "1"]);

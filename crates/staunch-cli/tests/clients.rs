@@ -3,7 +3,9 @@
 //! child process: metadata and a produce/consume round trip, 10,000 idempotent messages
 //! consumed by a group that resumes at its committed offset after a restart (graceful and
 //! kill -9), two consumers splitting four partitions and one taking over after the other
-//! leaves, and topic administration.
+//! leaves, topic administration, and compressed batches of every codec both ways (`staunch
+//! produce --compression` read by confluent-kafka; confluent-kafka's `compression.type` read by
+//! `staunch consume`).
 //!
 //! The Python programs live in `tests/clients/`; `scripts/install-test-clients` installs kcat
 //! and the virtualenv. A missing client fails the test (it never skips silently). The Python
@@ -13,6 +15,9 @@ mod common;
 
 use common::Staunch;
 use common::programs::{INSTALL_HINT, client_script, run, run_ok};
+use staunch_core::batch::{Compression, batches};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 
 /// A `kcat` command against the broker, after checking kcat is installed.
@@ -192,4 +197,219 @@ fn kafka_python_admin_and_round_trip() {
         failed.is_empty(),
         "kafka-python parts failed: {failed:?} (transcripts above)"
     );
+}
+
+/// The codecs the compression tests cover (every one Kafka has).
+const CODECS: [Compression; 4] = [
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+/// `staunch <args>` against the broker.
+fn staunch_cli(staunch: &Staunch, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_staunch"));
+    command
+        .args(args)
+        .env("STAUNCH_BOOTSTRAP", staunch.bootstrap())
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// Records as `key=value` lines (every tenth without a key): compressible text of varying
+/// length, and two values of 100 KB that span several snappy (32 KiB) and LZ4 (64 KiB) blocks
+/// and get batches of their own.
+fn compression_input() -> (Vec<(Option<String>, String)>, Vec<u8>) {
+    let mut records = Vec::new();
+    for i in 0..400 {
+        let value = format!(
+            "value {i:04} {}",
+            "lorem ipsum dolor sit amet ".repeat(i % 37)
+        );
+        let key = (i % 10 != 0).then(|| format!("key-{}", i % 7));
+        records.push((key, value));
+        if i == 150 || i == 300 {
+            let big: String = (0..100_000)
+                .map(|j| char::from(b'a' + ((j / 7 + j / 1000 + i) % 26) as u8))
+                .collect();
+            records.push((Some(format!("big-{i}")), big));
+        }
+    }
+    let mut text = String::new();
+    for (key, value) in &records {
+        if let Some(key) = key {
+            text.push_str(key);
+            text.push('=');
+        }
+        text.push_str(value);
+        text.push('\n');
+    }
+    (records, text.into_bytes())
+}
+
+/// The codecs of every batch stored for `topic`, read from its segment files under the
+/// broker's data directory (the bytes exactly as the producer sent them).
+fn stored_codecs(work: &Path, topic: &str) -> BTreeSet<Option<Compression>> {
+    fn segments(dir: &Path, topic: &str, under_topic: bool, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("reading the data directory") {
+            let path = entry.expect("a directory entry").path();
+            let in_topic = under_topic || path.file_name().is_some_and(|n| n == topic);
+            if path.is_dir() {
+                segments(&path, topic, in_topic, out);
+            } else if in_topic && path.extension().is_some_and(|e| e == "log") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    segments(&work.join("data"), topic, false, &mut files);
+    assert!(!files.is_empty(), "no segment files for {topic}");
+    let mut codecs = BTreeSet::new();
+    let mut count = 0;
+    for file in files {
+        let bytes = std::fs::read(&file).expect("reading a segment");
+        for batch in batches(&bytes).map_while(Result::ok) {
+            batch.verify_integrity().expect("stored batches are intact");
+            codecs.insert(batch.compression());
+            count += 1;
+        }
+    }
+    assert!(count > 0, "no batches stored for {topic}");
+    codecs
+}
+
+/// `staunch produce --compression X`, i.e. the Rust producer, writes batches of codec X that
+/// confluent-kafka (librdkafka) reads back exactly.
+#[test]
+fn confluent_kafka_reads_what_staunch_produce_compressed() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let staunch = Staunch::start(work.path());
+    let (records, input) = compression_input();
+    let input_path = work.path().join("records.txt");
+    std::fs::write(&input_path, &input).expect("writing the input");
+    let input_arg = input_path.to_str().expect("a UTF-8 path");
+    for codec in CODECS {
+        let topic = format!("from-staunch-{codec}");
+        run_ok(
+            &format!("staunch topics create {topic}"),
+            staunch_cli(&staunch, &["topics", "create", &topic, "--partitions", "1"]),
+            None,
+            work.path(),
+        );
+        let ran = run_ok(
+            &format!("staunch produce --compression {codec}"),
+            staunch_cli(
+                &staunch,
+                &[
+                    "produce",
+                    &topic,
+                    "-K",
+                    "=",
+                    "--compression",
+                    codec.name(),
+                    "--linger",
+                    "50ms",
+                ],
+            ),
+            Some(&input),
+            work.path(),
+        );
+        assert!(
+            ran.stdout
+                .contains(&format!("Produced {} records to {topic}.", records.len())),
+            "{}",
+            ran.transcript()
+        );
+        assert_eq!(
+            stored_codecs(work.path(), &topic),
+            BTreeSet::from([Some(codec)]),
+            "every batch staunch produce wrote is {codec}"
+        );
+        run_ok(
+            &format!("confluent-kafka consumes the {codec} batches"),
+            with_args(
+                client_script("confluent_compression.py", &staunch),
+                &["--mode", "consume", "--topic", &topic, "--input", input_arg],
+            ),
+            None,
+            work.path(),
+        );
+    }
+}
+
+/// confluent-kafka with `compression.type=X` writes batches the broker accepts and stores as
+/// sent, and `staunch consume` prints every record of them.
+#[test]
+fn staunch_consume_reads_what_confluent_kafka_compressed() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let staunch = Staunch::start(work.path());
+    let (records, input) = compression_input();
+    let input_path = work.path().join("records.txt");
+    std::fs::write(&input_path, &input).expect("writing the input");
+    let input_arg = input_path.to_str().expect("a UTF-8 path");
+    for codec in CODECS {
+        let topic = format!("from-confluent-{codec}");
+        run_ok(
+            &format!("staunch topics create {topic}"),
+            staunch_cli(&staunch, &["topics", "create", &topic, "--partitions", "1"]),
+            None,
+            work.path(),
+        );
+        run_ok(
+            &format!("confluent-kafka produces with compression.type={codec}"),
+            with_args(
+                client_script("confluent_compression.py", &staunch),
+                &[
+                    "--mode",
+                    "produce",
+                    "--topic",
+                    &topic,
+                    "--compression",
+                    codec.name(),
+                    "--input",
+                    input_arg,
+                ],
+            ),
+            None,
+            work.path(),
+        );
+        assert_eq!(
+            stored_codecs(work.path(), &topic),
+            BTreeSet::from([Some(codec)]),
+            "confluent-kafka's batches are stored as {codec}"
+        );
+        let ran = run_ok(
+            &format!("staunch consume ({codec})"),
+            staunch_cli(&staunch, &["consume", &topic, "--exit-at-end", "--json"]),
+            None,
+            work.path(),
+        );
+        let read: Vec<(i64, Option<String>, String)> = ran
+            .stdout
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                (
+                    v["offset"].as_i64().expect("an offset"),
+                    v["key"].as_str().map(str::to_owned),
+                    v["value"].as_str().expect("a UTF-8 value").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(read.len(), records.len(), "{codec}: records read");
+        for (i, ((offset, key, value), (want_key, want_value))) in
+            read.iter().zip(&records).enumerate()
+        {
+            assert_eq!(*offset, i as i64, "{codec}");
+            assert_eq!(key, want_key, "{codec}: key at offset {i}");
+            assert!(
+                value == want_value,
+                "{codec}: value at offset {i} differs ({} bytes, expected {})",
+                value.len(),
+                want_value.len()
+            );
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //!   never passed where an epoch was meant.
 //! - [`batch`]: a zero-copy view over Kafka's v2 record-batch bytes — the exact bytes a producer
 //!   sends, Staunch stores and a consumer fetches — with validation (magic, lengths, CRC-32C) and the
-//!   in-place rewrite of base offset and leader epoch, plus a small builder for uncompressed batches.
+//!   in-place rewrite of base offset and leader epoch, plus a builder for producers' batches.
+//! - [`compression`]: Kafka's batch codecs (gzip, snappy, lz4, zstd), bounded on decompression;
+//!   each is a cargo feature, all on by default.
 //! - [`backoff`]: the retry back-off policies shared by the producer and the consumer.
 //! - [`clock`]: wall-clock time as a trait, so tests can move time by hand.
 //! - [`api`]: the [`BrokerApi`] trait that producer and consumer are generic over, implemented
@@ -30,6 +32,7 @@ pub mod api;
 pub mod backoff;
 pub mod batch;
 pub mod clock;
+pub mod compression;
 pub mod error_code;
 pub mod ids;
 mod varint;

@@ -3,9 +3,10 @@
 //! waiting to be sent again), with the per-record [`Completion`] each one owes the caller.
 //!
 //! A record's payload lives in exactly one place at a time: in its [`Accepted`] until it is
-//! partitioned, then encoded in its batch's bytes. On failure the payload is decoded back from
-//! the batch (key, value, headers and timestamp round-trip exactly), so the producer keeps one
-//! copy of every record, not two.
+//! partitioned, then encoded in its batch's bytes (compressed, with the configured codec, when
+//! the batch is first sent). On failure the payload is decoded back from the batch — after
+//! decompressing it — (key, value, headers and timestamp round-trip exactly), so the producer
+//! keeps one copy of every record, not two.
 //!
 //! Every [`Accepted`] and every [`Batch`] completes each of its records exactly once: through
 //! the sender's explicit success / failure paths, or — if it is dropped with records still
@@ -16,6 +17,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
+use staunch_core::batch::Compression;
 use staunch_core::{ApiError, BatchBuilder, ProducerIdentity, RecordBatch, TopicPartition};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -151,17 +153,23 @@ pub(crate) struct OpenBatch {
 }
 
 impl OpenBatch {
-    /// An empty batch whose first record will have `timestamp`.
-    pub(crate) fn new(timestamp: i64, now: Instant, deadline: Instant) -> Self {
+    /// An empty batch whose first record will have `timestamp`, compressed with `compression`
+    /// when it is sent.
+    pub(crate) fn new(
+        timestamp: i64,
+        now: Instant,
+        deadline: Instant,
+        compression: Compression,
+    ) -> Self {
         OpenBatch {
-            builder: BatchBuilder::new(timestamp),
+            builder: BatchBuilder::new(timestamp).compression(compression),
             entries: Vec::new(),
             created: now,
             deadline,
         }
     }
 
-    /// Encoded size so far.
+    /// Encoded size so far, before compression: what `batch_size` limits.
     pub(crate) fn encoded_len(&self) -> usize {
         self.builder.encoded_len()
     }
@@ -293,8 +301,9 @@ impl Batch {
         self.attempts > 0
     }
 
-    /// Sets the producer fields. An already encoded batch is re-encoded (rare: only after a
-    /// producer-id reset), which fails only if its own bytes do not decode.
+    /// Sets the producer fields. An already encoded batch is re-stamped in place (rare: only
+    /// after a producer-id reset): its header fields and CRC are rewritten, its records —
+    /// compressed or not — are kept as they are. Fails only if its own bytes do not parse.
     pub(crate) fn set_stamp(&mut self, stamp: Stamp) -> Result<(), ApiError> {
         let previous = self.stamp.replace(stamp);
         if previous.and_then(|s| s.sequence) == stamp.sequence {
@@ -317,7 +326,7 @@ impl Batch {
         self.stamp = None;
     }
 
-    /// The bytes to send, encoding them with the stamp on first use.
+    /// The bytes to send, encoding (and compressing) them with the stamp on first use.
     pub(crate) fn bytes(&mut self) -> Bytes {
         match &mut self.body {
             Body::Built(bytes) => bytes.clone(),
@@ -368,10 +377,12 @@ impl Batch {
         settle(&finished(&entries));
         let wanted = entries.iter().any(|e| e.completion.wants_record());
         let bytes = if wanted { Some(self.bytes()) } else { None };
-        let mut decoded = bytes
+        // The producer's own bytes: no decompression limit is needed to guard against them.
+        let records = bytes
             .as_deref()
             .and_then(|b| RecordBatch::parse(b).ok())
-            .and_then(|b| b.records().ok());
+            .and_then(|b| b.decompressed_with_limit(usize::MAX).ok());
+        let mut decoded = records.as_ref().map(|r| r.records());
         for entry in entries {
             let stored = decoded.as_mut().and_then(Iterator::next);
             if !entry.completion.wants_record() {
@@ -434,26 +445,19 @@ impl Drop for Batch {
     }
 }
 
-/// Re-encodes a batch with other producer fields (`None`: not idempotent).
+/// A copy of a batch with other producer fields (`None`: not idempotent). Only the header
+/// changes (and the CRC over it): a compressed batch is not decompressed.
 fn rebuild(
     bytes: &[u8],
     sequence: Option<(ProducerIdentity, i32)>,
 ) -> Result<Vec<u8>, staunch_core::BatchError> {
-    let batch = RecordBatch::parse(bytes)?;
-    let mut builder = BatchBuilder::new(batch.base_timestamp());
-    if let Some((identity, sequence)) = sequence {
-        builder = builder.producer(identity.id, identity.epoch, sequence);
-    }
-    for record in batch.records()? {
-        let record = record?;
-        builder.push(
-            record.timestamp,
-            record.key,
-            record.value,
-            record.headers.iter().copied(),
-        );
-    }
-    Ok(builder.build())
+    let mut rebuilt = bytes.to_vec();
+    let (id, epoch, base_sequence) = match sequence {
+        Some((identity, sequence)) => (identity.id, identity.epoch, sequence),
+        None => (-1, -1, -1),
+    };
+    RecordBatch::set_producer(&mut rebuilt, id, epoch, base_sequence)?;
+    Ok(rebuilt)
 }
 
 #[cfg(test)]
@@ -472,8 +476,14 @@ mod tests {
 
     #[tokio::test]
     async fn failed_records_come_back_with_their_payload() {
+        for codec in Compression::ALL {
+            failed_records_come_back_with_their_payload_with(codec).await;
+        }
+    }
+
+    async fn failed_records_come_back_with_their_payload_with(codec: Compression) {
         let now = Instant::now();
-        let mut open = OpenBatch::new(1_000, now, now);
+        let mut open = OpenBatch::new(1_000, now, now, codec);
         let (tx1, rx1) = oneshot::channel();
         let (tx2, rx2) = oneshot::channel();
         let first = ProducerRecord::new("t", "v1")
@@ -493,7 +503,9 @@ mod tests {
             })
             .unwrap();
         let sent = batch.bytes();
-        assert_eq!(RecordBatch::parse(&sent).unwrap().producer_id(), 4);
+        let parsed = RecordBatch::parse(&sent).unwrap();
+        assert_eq!(parsed.producer_id(), 4);
+        assert_eq!(parsed.compression(), Some(codec));
         // A producer-id reset re-encodes the same records with the new fields.
         let other = ProducerIdentity { id: 9, epoch: 0 };
         batch
@@ -506,7 +518,13 @@ mod tests {
         let parsed = RecordBatch::parse(&resent).unwrap();
         parsed.validate().unwrap();
         assert_eq!((parsed.producer_id(), parsed.base_sequence()), (9, 5));
+        assert_eq!(parsed.compression(), Some(codec));
+        // Re-stamping rewrote the header only: the (compressed) records are the same bytes.
         assert_eq!(resent.len(), sent.len());
+        assert_eq!(
+            parsed.records_section(),
+            RecordBatch::parse(&sent).unwrap().records_section()
+        );
 
         let mut settled = 0;
         batch.fail(ProduceError::Closed, |f| settled = f.len());
@@ -528,7 +546,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_batches_and_records_still_complete() {
         let now = Instant::now();
-        let mut open = OpenBatch::new(0, now, now);
+        let mut open = OpenBatch::new(0, now, now, Compression::None);
         let (tx, rx) = oneshot::channel();
         open.push(
             accepted(ProducerRecord::new("t", "v"), Completion::Reply(tx)),

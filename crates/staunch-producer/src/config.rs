@@ -3,26 +3,47 @@
 //! The names follow the Java client's settings (`linger.ms` → [`ProducerConfig::linger`],
 //! `delivery.timeout.ms` → [`ProducerConfig::delivery_timeout`], …) so a Kafka user finds them.
 //! Every value is checked by [`ProducerConfig::validate`], which [`crate::Producer::new`] calls.
+//!
+//! The config reads from a TOML (or any serde) section; every key is optional and defaults to
+//! [`ProducerConfig::default()`], unknown keys are refused, durations are human-readable:
+//!
+//! ```toml
+//! acks = "all"                 # "all" (or -1), 1, 0
+//! linger = "5ms"
+//! batch_size = 16384           # bytes before compression
+//! max_request_size = 1048576
+//! max_in_flight_per_partition = 5
+//! delivery_timeout = "2m"      # at least linger + request_timeout
+//! request_timeout = "30s"
+//! buffer_memory = 33554432
+//! max_block = "1m"
+//! idempotence = true
+//! metadata_max_age = "5m"
+//! compression = "none"         # none, gzip, snappy, lz4, zstd
+//! unkeyed_partitioning = "sticky-avoiding-unavailable"   # or "sticky"
+//!
+//! [retry_backoff]              # staunch_core::BackOff; these are its producer defaults
+//! initial = "100ms"
+//! multiplier = 2.0
+//! max_interval = "1s"
+//! jitter = 0.2
+//! ```
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use staunch_core::{Acks, BackOff, BackOffError};
 
-/// Compression of the batches the producer sends.
-///
-/// Only [`Compression::None`] exists for now: compressed batches are built through the
-/// `kafka-protocol` crate, which this producer does not use yet. The enum is here so that adding
-/// codecs later does not change the config's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Compression {
-    /// Records are sent as they are (`compression.type=none`).
-    #[default]
-    None,
-}
+/// Compression of the batches the producer sends (`compression.type`): Kafka's codecs, in the
+/// framing the Java client writes (see [`staunch_core::compression`]). Default
+/// [`Compression::None`]. A batch is compressed once, when it is first sent; the broker stores
+/// it as it is and consumers decompress it.
+pub use staunch_core::compression::Compression;
 
-/// Which partition an unkeyed record without an explicit partition goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// Which partition an unkeyed record without an explicit partition goes to. In a config file:
+/// `"sticky-avoiding-unavailable"` or `"sticky"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum UnkeyedPartitioning {
     /// Kafka's sticky partitioner: stick to one partition until its batch is closed, then pick
@@ -38,21 +59,30 @@ pub enum UnkeyedPartitioning {
 
 /// Settings of a [`crate::Producer`]. `ProducerConfig::default()` is Kafka's producer default
 /// with idempotence on: every record is acknowledged by all in-sync replicas, retried until its
-/// delivery timeout, and never duplicated by a retry.
-#[derive(Debug, Clone, PartialEq)]
+/// delivery timeout, and never duplicated by a retry. Reads from a config file section (see
+/// the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProducerConfig {
     /// How acknowledged a record must be before `send` reports success (`acks`). Default
-    /// [`Acks::All`]; idempotence requires it.
+    /// [`Acks::All`]; idempotence requires it. In a config file: `"all"` (or `-1`), `1`, `0`.
+    #[serde(with = "acks_serde")]
     pub acks: Acks,
     /// How long a partition's batch waits for more records before it is sent (`linger.ms`).
     /// Default 5 ms (Kafka 4.0's default). `flush` and `close` send at once.
+    #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// A batch is sent once it holds this many bytes (`batch.size`); a single larger record gets
-    /// a batch of its own. Default 16 KiB.
+    /// a batch of its own. Default 16 KiB. Counted *before* compression (the encoded records
+    /// as the batch builder holds them): a compressed batch goes out smaller than this. (The
+    /// Java client instead estimates the compressed size, so its compressed batches hold more
+    /// records; counting the uncompressed size is simpler and never sends a batch larger than
+    /// this.)
     pub batch_size: usize,
     /// Largest request, and so largest single record, the producer sends (`max.request.size`);
     /// a larger record fails at `send` with [`crate::ProduceError::RecordTooLarge`]. Default
-    /// 1 MiB.
+    /// 1 MiB. Like [`ProducerConfig::batch_size`], measured before compression, as Kafka does
+    /// for a single record.
     pub max_request_size: usize,
     /// Batches of one partition that may be in flight at once. Default 5, the most that keeps
     /// idempotent de-duplication exact (the broker remembers a producer's last five batches).
@@ -65,24 +95,30 @@ pub struct ProducerConfig {
     /// The most time from `send` accepting a record to its outcome (`delivery.timeout.ms`):
     /// once it passes, a record that is not acknowledged fails with
     /// [`crate::ProduceError::DeliveryTimeout`] instead of being retried again. A request
-    /// already in flight is allowed to finish first. Default 120 s.
+    /// already in flight is allowed to finish first. Default 120 s. Must be at least
+    /// [`ProducerConfig::linger`] + [`ProducerConfig::request_timeout`] (Kafka's rule: room for
+    /// at least one full attempt).
+    #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
     /// How long one produce request may take before it counts as unanswered
     /// (`request.timeout.ms`), also passed to the broker as its wait for replicas. Default 30 s.
+    #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Bytes of records the producer holds before `send` waits for room (`buffer.memory`).
     /// Default 32 MiB. The buffer is never unbounded.
     pub buffer_memory: usize,
     /// How long `send` waits for room in a full buffer before it fails with
     /// [`crate::ProduceError::BufferFull`] (`max.block.ms`). Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub max_block: Duration,
     /// Idempotent producer (`enable.idempotence`): a producer id, and sequence numbers per
     /// partition so the broker drops retried duplicates and refuses gaps. Default `true`.
     pub idempotence: bool,
     /// Refresh a topic's partitions and leaders at least this often (`metadata.max.age.ms`).
     /// Default 5 min. Errors that mean "stale metadata" refresh it at once.
+    #[serde(with = "humantime_serde")]
     pub metadata_max_age: Duration,
-    /// Batch compression. Only [`Compression::None`] for now.
+    /// Batch compression (`compression.type`). Default [`Compression::None`].
     pub compression: Compression,
     /// Partitioning of unkeyed records; keyed records always go to
     /// `toPositive(murmur2(key)) % partitions`, as in Kafka.
@@ -135,12 +171,30 @@ pub enum ConfigError {
     /// The retry back-off policy is invalid.
     #[error("retry_backoff: {0}")]
     BackOff(#[from] BackOffError),
+    /// The delivery timeout leaves no room for one attempt: Kafka refuses
+    /// `delivery.timeout.ms < linger.ms + request.timeout.ms` for the same reason.
+    #[error(
+        "delivery_timeout ({delivery_timeout:?}) must be at least linger ({linger:?}) + \
+         request_timeout ({request_timeout:?}): a record must have time for one full attempt"
+    )]
+    DeliveryTimeoutTooShort {
+        /// The configured delivery timeout.
+        delivery_timeout: Duration,
+        /// The configured linger time.
+        linger: Duration,
+        /// The configured request timeout.
+        request_timeout: Duration,
+    },
+    /// The compression codec is not compiled into this build of `staunch-core`.
+    #[error("compression {0} is not available: staunch-core was built without its \"{0}\" feature")]
+    CompressionUnavailable(Compression),
 }
 
 impl ProducerConfig {
     /// Checks the settings and returns them: positive sizes, timeouts and in-flight limit; an
     /// idempotent producer needs `acks=all` and at most 5 batches in flight per partition; a
-    /// request must fit in the buffer; the back-off policy must be valid.
+    /// request must fit in the buffer; the delivery timeout must cover linger + request
+    /// timeout; the compression codec must be compiled in; the back-off policy must be valid.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
         if self.idempotence && self.acks != Acks::All {
             return Err(ConfigError::IdempotenceNeedsAcksAll(self.acks));
@@ -170,8 +224,56 @@ impl ProducerConfig {
                 buffer_memory: self.buffer_memory,
             });
         }
+        if self.delivery_timeout < self.linger.saturating_add(self.request_timeout) {
+            return Err(ConfigError::DeliveryTimeoutTooShort {
+                delivery_timeout: self.delivery_timeout,
+                linger: self.linger,
+                request_timeout: self.request_timeout,
+            });
+        }
+        if !self.compression.is_available() {
+            return Err(ConfigError::CompressionUnavailable(self.compression));
+        }
         self.retry_backoff = self.retry_backoff.validate()?;
         Ok(self)
+    }
+}
+
+/// Serde for [`Acks`] as Kafka writes it: `"all"`, `"-1"`, `"1"`, `"0"` or the numbers
+/// -1, 1, 0; written back as `"all"`, `"1"`, `"0"`.
+mod acks_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use staunch_core::Acks;
+
+    pub(super) fn serialize<S: Serializer>(acks: &Acks, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match acks {
+            Acks::All => "all",
+            Acks::Leader => "1",
+            Acks::None => "0",
+        })
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Acks, D::Error> {
+        let acks = match Raw::deserialize(d)? {
+            Raw::Number(-1) => Some(Acks::All),
+            Raw::Number(1) => Some(Acks::Leader),
+            Raw::Number(0) => Some(Acks::None),
+            Raw::Number(_) => None,
+            Raw::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "all" | "-1" => Some(Acks::All),
+                "1" => Some(Acks::Leader),
+                "0" => Some(Acks::None),
+                _ => None,
+            },
+        };
+        acks.ok_or_else(|| serde::de::Error::custom("acks must be \"all\" (or -1), 1 or 0"))
     }
 }
 
@@ -214,5 +316,151 @@ mod tests {
             max_in_flight_per_partition: 50,
             ..Default::default()
         }));
+    }
+
+    #[test]
+    fn delivery_timeout_must_cover_linger_and_request_timeout() {
+        let config = |delivery: u64, linger: u64, request: u64| ProducerConfig {
+            delivery_timeout: Duration::from_millis(delivery),
+            linger: Duration::from_millis(linger),
+            request_timeout: Duration::from_millis(request),
+            ..Default::default()
+        };
+        config(1_000, 100, 900).validate().unwrap();
+        let err = config(1_000, 101, 900).validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::DeliveryTimeoutTooShort {
+                delivery_timeout: Duration::from_millis(1_000),
+                linger: Duration::from_millis(101),
+                request_timeout: Duration::from_millis(900),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "delivery_timeout (1s) must be at least linger (101ms) + request_timeout (900ms): \
+             a record must have time for one full attempt"
+        );
+        // The default request timeout (30 s) does not fit a 10 s delivery timeout.
+        assert!(matches!(
+            config(10_000, 5, 30_000).validate(),
+            Err(ConfigError::DeliveryTimeoutTooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn every_codec_is_accepted() {
+        for compression in Compression::ALL {
+            let c = ProducerConfig {
+                compression,
+                ..Default::default()
+            };
+            assert_eq!(c.validate().unwrap().compression, compression);
+        }
+    }
+
+    #[test]
+    fn reads_a_toml_section_with_human_durations() {
+        let c: ProducerConfig = toml::from_str(
+            r#"
+            acks = "all"
+            linger = "20ms"
+            batch_size = 65536
+            delivery_timeout = "45s"
+            request_timeout = "15s"
+            max_block = "2s"
+            idempotence = true
+            compression = "zstd"
+            unkeyed_partitioning = "sticky"
+
+            [retry_backoff]
+            initial = "50ms"
+            max_interval = "2s"
+            "#,
+        )
+        .unwrap();
+        let c = c.validate().unwrap();
+        assert_eq!(c.linger, Duration::from_millis(20));
+        assert_eq!(c.batch_size, 65536);
+        assert_eq!(c.delivery_timeout, Duration::from_secs(45));
+        assert_eq!(c.request_timeout, Duration::from_secs(15));
+        assert_eq!(c.max_block, Duration::from_secs(2));
+        assert_eq!(c.compression, Compression::Zstd);
+        assert_eq!(c.unkeyed_partitioning, UnkeyedPartitioning::Sticky);
+        assert_eq!(c.retry_backoff.initial, Duration::from_millis(50));
+        assert_eq!(c.retry_backoff.max_interval, Duration::from_secs(2));
+        // Unset keys of the back-off keep the producer's defaults.
+        assert_eq!(
+            c.retry_backoff.multiplier,
+            BackOff::kafka_producer_default().multiplier
+        );
+        // Untouched keys keep theirs.
+        assert_eq!(
+            c.max_request_size,
+            ProducerConfig::default().max_request_size
+        );
+
+        for (text, acks) in [
+            ("acks = \"all\"", Acks::All),
+            ("acks = -1", Acks::All),
+            ("acks = \"-1\"", Acks::All),
+            ("acks = 1", Acks::Leader),
+            ("acks = \"1\"", Acks::Leader),
+            ("acks = 0", Acks::None),
+        ] {
+            let c: ProducerConfig = toml::from_str(text).unwrap();
+            assert_eq!(c.acks, acks, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_empty_section_is_the_default_and_the_default_round_trips() {
+        let empty: ProducerConfig = toml::from_str("").unwrap();
+        assert_eq!(empty, ProducerConfig::default());
+        let written = toml::to_string(&ProducerConfig::default()).unwrap();
+        assert!(written.contains("delivery_timeout = \"2m\""), "{written}");
+        assert!(written.contains("acks = \"all\""), "{written}");
+        assert!(written.contains("compression = \"none\""), "{written}");
+        let back: ProducerConfig = toml::from_str(&written).unwrap();
+        assert_eq!(back, ProducerConfig::default());
+        let custom = ProducerConfig {
+            acks: Acks::Leader,
+            idempotence: false,
+            compression: Compression::Lz4,
+            unkeyed_partitioning: UnkeyedPartitioning::Sticky,
+            linger: Duration::from_millis(250),
+            ..Default::default()
+        };
+        let back: ProducerConfig = toml::from_str(&toml::to_string(&custom).unwrap()).unwrap();
+        assert_eq!(back, custom);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_their_name() {
+        let err = toml::from_str::<ProducerConfig>("lingr = \"5ms\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field `lingr`"), "{err}");
+        let err = toml::from_str::<ProducerConfig>("compression = \"brotli\"").unwrap_err();
+        assert!(err.to_string().contains("brotli"), "{err}");
+        let err = toml::from_str::<ProducerConfig>("acks = 2").unwrap_err();
+        assert!(err.to_string().contains("acks must be"), "{err}");
+        let err = toml::from_str::<ProducerConfig>("linger = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("linger"), "{err}");
+        let err =
+            toml::from_str::<ProducerConfig>("[retry_backoff]\ninitiall = \"1s\"").unwrap_err();
+        assert!(err.to_string().contains("initiall"), "{err}");
+        // Parsed, then refused by validate with a clear message.
+        let c: ProducerConfig =
+            toml::from_str("delivery_timeout = \"10s\"\nrequest_timeout = \"30s\"").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("delivery_timeout (10s) must be at least linger (5ms)"),
+            "{err}"
+        );
+        let c: ProducerConfig = toml::from_str("acks = 1").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "idempotence requires acks=all, got Leader"
+        );
     }
 }

@@ -512,6 +512,7 @@ impl<B: BrokerApi> Sender<B> {
                 accepted.record.timestamp.unwrap_or(now_ms),
                 now,
                 accepted.deadline,
+                self.config.compression,
             )
         });
         open.push(accepted, now_ms);
