@@ -301,7 +301,7 @@ impl Broker {
 
     /// Reads from each partition, only below its high watermark — so a consumer never sees a
     /// record that could vanish in a crash. Waits up to `max_wait` for at least `min_bytes` in
-    /// all, but answers as soon as that much is there.
+    /// all, but answers as soon as that much is there (at once for `min_bytes` 0, as Kafka).
     pub async fn fetch(
         &self,
         max_wait: Duration,
@@ -309,7 +309,11 @@ impl Broker {
         max_bytes: i32,
         partitions: Vec<FetchPartition>,
     ) -> Vec<FetchResult> {
-        let deadline = Instant::now() + max_wait;
+        let start = Instant::now();
+        // A wait too long for a deadline to hold (e.g. `Duration::MAX`) waits about 30 years.
+        let deadline = start
+            .checked_add(max_wait)
+            .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 24 * 3600));
         let mut version = self.inner.data_version.subscribe();
         let mut closing = self.inner.closing.subscribe();
         let partitions = Arc::new(partitions);
@@ -323,7 +327,7 @@ impl Broker {
             let total: usize = results.iter().map(|r| r.records.len()).sum();
             let has_error = results.iter().any(|r| r.error != ErrorCode::None);
             let now = Instant::now();
-            if total >= min_bytes.max(1) as usize
+            if total >= min_bytes.max(0) as usize
                 || has_error
                 || now >= deadline
                 || *closing.borrow()

@@ -13,6 +13,7 @@ pub mod broker;
 pub mod config;
 mod durable_file;
 pub mod group;
+mod group_offsets;
 pub mod offsets;
 pub mod partition;
 pub mod producer_ids;

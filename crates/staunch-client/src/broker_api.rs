@@ -3,15 +3,20 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use staunch_core::api::{
+    CreateTopicCall, FetchCall, FetchedRecords, GroupMembership, JoinGroupCall, JoinOutcome,
+    ListedOffset, OffsetAndMetadata, OffsetSpec, SyncGroupCall, TopicCreation,
+};
 use staunch_core::{
     Acks, ApiError, BrokerApi, ErrorCode, ProduceAck, ProduceCall, ProducerIdentity, TopicInfo,
     TopicPartition,
 };
 use staunch_protocol::kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest};
 
-use crate::cluster::{cluster_error, wait_turn};
+use crate::Client;
+use crate::cluster::{cluster_error, retarget, transport_error, wait_turn};
 use crate::routing::{self, leader_may_have_moved};
-use crate::{Client, ClientError};
 
 /// Produce 13 addresses topics by id only; this client sends names.
 const MAX_PRODUCE_VERSION: i16 = 12;
@@ -53,7 +58,7 @@ impl BrokerApi for Client {
         let mut topics: Vec<String> = partitions.iter().map(|p| p.topic.clone()).collect();
         topics.sort();
         topics.dedup();
-        let failed = self.ensure_topics(&topics).await;
+        let failed = self.ensure_topics(&topics, true).await;
         let routes = self.route(&partitions, &failed);
         let mut stale: Vec<&str> = Vec::new();
         let mut results: Vec<Option<Result<ProduceAck, ApiError>>> = routes
@@ -165,17 +170,8 @@ impl BrokerApi for Client {
             self.invalidate(stale);
         }
         partitions
-            .iter()
-            .zip(results)
-            .map(|(tp, result)| {
-                let result = result.unwrap_or_else(|| {
-                    Err(ApiError::Broker {
-                        code: ErrorCode::UnknownServerError,
-                        message: Some("the client lost track of this batch".to_owned()),
-                    })
-                });
-                (tp.clone(), result)
-            })
+            .into_iter()
+            .zip(routing::settle(results))
             .collect()
     }
 
@@ -212,44 +208,68 @@ impl BrokerApi for Client {
             code => Err(ApiError::broker(code)),
         }
     }
-}
 
-/// A connection failure for one partition of a produce.
-fn transport_error(partition: &TopicPartition, error: &ClientError) -> ApiError {
-    match error {
-        ClientError::NotSent { addr, reason } => ApiError::NotSent {
-            target: partition.to_string(),
-            reason: format!("{reason} (broker {addr})"),
-        },
-        ClientError::NoAnswer { addr, reason } => ApiError::NoAnswer {
-            broker: addr.to_string(),
-            reason: reason.clone(),
-        },
-        ClientError::Timeout { addr, timeout } => ApiError::NoAnswer {
-            broker: addr.to_string(),
-            reason: format!("no answer within {timeout:?}"),
-        },
-        ClientError::Io { addr, source } => ApiError::NoAnswer {
-            broker: addr.to_string(),
-            reason: source.to_string(),
-        },
-        ClientError::Unsupported { .. } | ClientError::Protocol { .. } => {
-            ApiError::Protocol(error.to_string())
-        }
-        other => ApiError::NotSent {
-            target: partition.to_string(),
-            reason: other.to_string(),
-        },
+    /// One sessionless `FetchRequest` (at most v12, read uncommitted) per leader, on a
+    /// connection of its own per broker so a long poll does not hold up produce calls; all
+    /// leaders asked in parallel. The client waits for each answer up to
+    /// `max(request_timeout, max_wait + 5 s)`. Topics are not auto-created. Leadership errors
+    /// and transport failures mark the topic's metadata stale, so the next call refreshes it.
+    async fn fetch(
+        &self,
+        call: FetchCall,
+    ) -> Vec<(TopicPartition, Result<FetchedRecords, ApiError>)> {
+        self.fetch_partitions(call).await
     }
-}
 
-/// A `NotSent` about a broker, restated for one of the partitions meant for it.
-fn retarget(partition: &TopicPartition, error: &ApiError) -> ApiError {
-    match error {
-        ApiError::NotSent { target, reason } => ApiError::NotSent {
-            target: partition.to_string(),
-            reason: format!("{target}: {reason}"),
-        },
-        other => other.clone(),
+    /// One `ListOffsetsRequest` (at most v7, replica -1, read uncommitted) per leader.
+    async fn list_offsets(
+        &self,
+        partitions: Vec<(TopicPartition, OffsetSpec)>,
+    ) -> Vec<(TopicPartition, Result<Option<ListedOffset>, ApiError>)> {
+        self.list_partition_offsets(partitions).await
+    }
+
+    /// CreateTopics (v2–v7) at the controller metadata names, else any broker.
+    async fn create_topic(&self, call: CreateTopicCall) -> Result<TopicCreation, ApiError> {
+        self.create(call).await
+    }
+
+    /// JoinGroup at the group's coordinator (found with FindCoordinator and cached), on a
+    /// connection opened for this call, waiting up to `max(request_timeout,
+    /// rebalance_timeout + 5 s)` for the answer.
+    async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
+        self.join(call).await
+    }
+
+    /// SyncGroup at the coordinator, on a connection opened for this call (a follower's waits
+    /// for the leader's), within the request timeout.
+    async fn sync_group(&self, call: SyncGroupCall) -> Result<Bytes, ApiError> {
+        self.sync(call).await
+    }
+
+    async fn heartbeat(&self, member: &GroupMembership) -> Result<(), ApiError> {
+        self.heartbeat_member(member).await
+    }
+
+    async fn leave_group(&self, member: &GroupMembership) -> Result<(), ApiError> {
+        self.leave(member).await
+    }
+
+    /// OffsetCommit (at most v8, the newest of the classic protocol) at the coordinator.
+    async fn commit_offsets(
+        &self,
+        member: &GroupMembership,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Vec<(TopicPartition, Result<(), ApiError>)> {
+        self.commit(member, offsets).await
+    }
+
+    /// OffsetFetch (at most v8) at the coordinator, without `require_stable`.
+    async fn fetch_committed_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Vec<(TopicPartition, Result<Option<OffsetAndMetadata>, ApiError>)> {
+        self.committed(group_id, partitions).await
     }
 }

@@ -7,6 +7,14 @@
 //! broker answers; every other request goes to the address a broker advertises (Kafka's rule, so
 //! a cluster behind one bootstrap name still gets requests routed to each leader).
 //!
+//! Each broker may get up to three pooled connections, one per [`Lane`]: Kafka brokers answer a
+//! connection's requests one at a time, in order, so a fetch long-polling for `max_wait` would
+//! hold up every produce behind it on a shared connection, and a slow coordinator call every
+//! heartbeat. Produce, metadata and lookups share the data lane; fetches have their own; group
+//! calls that answer at once (heartbeat, commit, offset fetch, leave) go on the coordinator
+//! lane, as the Java client keeps a separate coordinator connection. JoinGroup and SyncGroup,
+//! which may block for a whole rebalance, each get a connection of their own (see `groups`).
+//!
 //! A topic's cached entry is refreshed before use when it is missing, older than
 //! [`ClientConfig::metadata_max_age`], or marked stale — which happens when a call on it got
 //! `NOT_LEADER_OR_FOLLOWER`, `LEADER_NOT_AVAILABLE`, `UNKNOWN_TOPIC_OR_PARTITION`,
@@ -45,16 +53,31 @@ pub(crate) struct Inner {
     metadata: Mutex<Metadata>,
     /// Held while a metadata request for topics is in flight (single-flight refreshes).
     refreshing: tokio::sync::Mutex<()>,
-    nodes: Mutex<HashMap<i32, Arc<NodeSlot>>>,
+    nodes: Mutex<HashMap<(i32, Lane), Arc<NodeSlot>>>,
+    /// Group id → the node id of its coordinator, as FindCoordinator last said.
+    pub(crate) coordinators: Mutex<HashMap<String, i32>>,
     /// Per partition, the signal that the latest produce call for it has been written (or
     /// given up): the next call waits for it, so calls go out in the order they were made.
     turns: Mutex<HashMap<TopicPartition, oneshot::Receiver<()>>>,
+}
+
+/// Which of a broker's pooled connections a request uses (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Lane {
+    /// Produce, metadata, offset lookups, topic creation, producer ids.
+    Data,
+    /// Fetches, which may long-poll.
+    Fetch,
+    /// Group calls that the coordinator answers at once.
+    Coordinator,
 }
 
 #[derive(Debug, Default)]
 struct Metadata {
     /// Node id → `host:port` as advertised.
     brokers: HashMap<i32, String>,
+    /// The controller's node id, where admin requests go, if the cluster named one.
+    controller: Option<i32>,
     topics: HashMap<String, CachedTopic>,
     /// When a metadata request last failed, and why.
     last_failure: Option<(Instant, String)>,
@@ -85,7 +108,7 @@ struct SlotState {
     last_failure: Option<(Instant, String)>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -109,6 +132,7 @@ impl Client {
                 metadata: Mutex::new(Metadata::default()),
                 refreshing: tokio::sync::Mutex::new(()),
                 nodes: Mutex::new(HashMap::new()),
+                coordinators: Mutex::new(HashMap::new()),
                 turns: Mutex::new(HashMap::new()),
             }),
         };
@@ -160,10 +184,44 @@ impl Client {
         brokers
     }
 
-    /// The pooled connection to broker `node`, opened (within the connect timeout) if there is
-    /// none or the previous one failed. Concurrent callers share one attempt. Fails with
-    /// [`ApiError::NotSent`] when the node is unknown or cannot be reached.
+    /// The pooled connection to broker `node` that produce and metadata requests use, opened
+    /// (within the connect timeout) if there is none or the previous one failed. Concurrent
+    /// callers share one attempt. Fails with [`ApiError::NotSent`] when the node is unknown or
+    /// cannot be reached.
     pub async fn connection(&self, node: i32) -> Result<Arc<PipelinedConnection>, ApiError> {
+        self.connection_on(node, Lane::Data).await
+    }
+
+    /// The cached controller's node id, if the cluster named one.
+    pub(crate) fn controller(&self) -> Option<i32> {
+        lock(&self.inner.metadata).controller
+    }
+
+    /// Forgets the cached controller: the next admin call fetches metadata to find it.
+    pub(crate) fn forget_controller(&self) {
+        lock(&self.inner.metadata).controller = None;
+    }
+
+    /// The advertised `host:port` of broker `node`, if known.
+    pub(crate) fn broker_address(&self, node: i32) -> Option<String> {
+        lock(&self.inner.metadata).brokers.get(&node).cloned()
+    }
+
+    /// Records a broker's address learned outside metadata (from FindCoordinator), unless
+    /// metadata already gave one.
+    pub(crate) fn learn_broker(&self, node: i32, address: String) {
+        lock(&self.inner.metadata)
+            .brokers
+            .entry(node)
+            .or_insert(address);
+    }
+
+    /// The pooled connection to broker `node` on `lane`; see [`connection`](Self::connection).
+    pub(crate) async fn connection_on(
+        &self,
+        node: i32,
+        lane: Lane,
+    ) -> Result<Arc<PipelinedConnection>, ApiError> {
         let started = Instant::now();
         let Some(address) = lock(&self.inner.metadata).brokers.get(&node).cloned() else {
             return Err(ApiError::NotSent {
@@ -171,7 +229,7 @@ impl Client {
                 reason: "the node is not in the cluster metadata".to_owned(),
             });
         };
-        let slot = self.slot(node);
+        let slot = self.slot(node, lane);
         if let Some(connection) = slot.alive(&address) {
             return Ok(connection);
         }
@@ -229,14 +287,10 @@ impl Client {
     /// An open connection to any broker — the one with the fewest requests in flight — or
     /// else the first known broker that accepts one.
     pub(crate) async fn any_connection(&self) -> Result<Arc<PipelinedConnection>, ApiError> {
-        let open = {
-            let nodes = lock(&self.inner.nodes);
-            nodes
-                .values()
-                .filter_map(|slot| lock(&slot.state).connection.as_ref().map(|c| c.1.clone()))
-                .filter(|c| c.is_alive())
-                .min_by_key(|c| c.in_flight())
-        };
+        let open = self
+            .open_data_connections()
+            .into_iter()
+            .min_by_key(|c| c.in_flight());
         if let Some(connection) = open {
             return Ok(connection);
         }
@@ -258,9 +312,20 @@ impl Client {
         Err(last)
     }
 
-    fn slot(&self, node: i32) -> Arc<NodeSlot> {
+    /// The open, alive connections of the data lane.
+    fn open_data_connections(&self) -> Vec<Arc<PipelinedConnection>> {
+        let nodes = lock(&self.inner.nodes);
+        nodes
+            .iter()
+            .filter(|((_, lane), _)| *lane == Lane::Data)
+            .filter_map(|(_, slot)| lock(&slot.state).connection.as_ref().map(|c| c.1.clone()))
+            .filter(|c| c.is_alive())
+            .collect()
+    }
+
+    fn slot(&self, node: i32, lane: Lane) -> Arc<NodeSlot> {
         lock(&self.inner.nodes)
-            .entry(node)
+            .entry((node, lane))
             .or_insert_with(|| {
                 Arc::new(NodeSlot {
                     node,
@@ -285,9 +350,13 @@ impl Client {
     }
 
     /// Makes sure the cache can route `topics`: refreshes the missing, stale and expired ones
-    /// (auto-creating, as Kafka producers do). Returns the topics that cannot be routed, with
-    /// the reason; a stale entry whose refresh failed is still used.
-    pub(crate) async fn ensure_topics(&self, topics: &[String]) -> HashMap<String, ApiError> {
+    /// (auto-creating them if `auto_create`, as Kafka producers do). Returns the topics that
+    /// cannot be routed, with the reason; a stale entry whose refresh failed is still used.
+    pub(crate) async fn ensure_topics(
+        &self,
+        topics: &[String],
+        auto_create: bool,
+    ) -> HashMap<String, ApiError> {
         let started = Instant::now();
         if self.needing_refresh(topics).is_empty() {
             return HashMap::new();
@@ -306,7 +375,7 @@ impl Client {
             .map(|(_, reason)| reason);
         let reason = match shared_failure {
             Some(reason) => reason,
-            None => match self.fetch_metadata(&needed, true).await {
+            None => match self.fetch_metadata(&needed, auto_create).await {
                 Ok(results) => {
                     tracing::debug!(topics = ?needed, "metadata refreshed");
                     for (name, result) in needed.iter().zip(results) {
@@ -391,14 +460,7 @@ impl Client {
         let attempt = async {
             let mut last = String::from("no broker to ask");
             // Open connections, least loaded first.
-            let mut open: Vec<Arc<PipelinedConnection>> = {
-                let nodes = lock(&self.inner.nodes);
-                nodes
-                    .values()
-                    .filter_map(|s| lock(&s.state).connection.as_ref().map(|c| c.1.clone()))
-                    .filter(|c| c.is_alive())
-                    .collect()
-            };
+            let mut open = self.open_data_connections();
             open.sort_by_key(|c| c.in_flight());
             for connection in open {
                 match metadata_call(&connection, topics, auto_create).await {
@@ -456,6 +518,9 @@ impl Client {
     ) -> Vec<Result<TopicInfo, ApiError>> {
         let now = Instant::now();
         let mut metadata = lock(&self.inner.metadata);
+        if response.controller_id.0 >= 0 {
+            metadata.controller = Some(response.controller_id.0);
+        }
         if !response.brokers.is_empty() {
             metadata.brokers = response
                 .brokers
@@ -585,7 +650,7 @@ pub(crate) async fn connect_to(
 }
 
 /// `host:port`, bracketing IPv6 literals.
-fn host_port(host: &str, port: i32) -> String {
+pub(crate) fn host_port(host: &str, port: i32) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
@@ -615,6 +680,39 @@ pub(crate) fn cluster_error(error: &ClientError) -> ApiError {
             target: "cluster".to_owned(),
             reason: other.to_string(),
         },
+    }
+}
+
+/// A connection failure for one partition of a produce, fetch or offset lookup.
+pub(crate) fn transport_error(partition: &TopicPartition, error: &ClientError) -> ApiError {
+    match error {
+        ClientError::NotSent { addr, reason } => ApiError::NotSent {
+            target: partition.to_string(),
+            reason: format!("{reason} (broker {addr})"),
+        },
+        ClientError::Io { addr, source } => ApiError::NoAnswer {
+            broker: addr.to_string(),
+            reason: source.to_string(),
+        },
+        ClientError::NoAnswer { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Unsupported { .. }
+        | ClientError::Protocol { .. } => cluster_error(error),
+        other => ApiError::NotSent {
+            target: partition.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// A `NotSent` about a broker, restated for one of the partitions meant for it.
+pub(crate) fn retarget(partition: &TopicPartition, error: &ApiError) -> ApiError {
+    match error {
+        ApiError::NotSent { target, reason } => ApiError::NotSent {
+            target: partition.to_string(),
+            reason: format!("{target}: {reason}"),
+        },
+        other => other.clone(),
     }
 }
 

@@ -9,10 +9,12 @@
 //!   correlation id, answer frames are size-checked before allocation, and a failure tells each
 //!   caller whether its request may have reached the broker ([`ClientError::NoAnswer`]) or
 //!   certainly did not ([`ClientError::NotSent`]).
-//! - [`Client`]: a cluster — metadata cache, one pipelined connection per broker (opened lazily,
-//!   replaced after failure), routing to partition leaders. It implements
-//!   [`staunch_core::BrokerApi`], so the Staunch producer and consumer run over the network the
-//!   same way they run against an embedded broker. Like every `BrokerApi`, it never retries.
+//! - [`Client`]: a cluster — metadata cache, pipelined connections per broker (opened lazily,
+//!   replaced after failure; fetches and group calls on connections of their own, so a long
+//!   poll or a rebalance never holds up a produce or a heartbeat), routing to partition leaders
+//!   and group coordinators. It implements [`staunch_core::BrokerApi`], so the Staunch producer
+//!   and consumer run over the network the same way they run against an embedded broker. Like
+//!   every `BrokerApi`, it never retries.
 //!
 //! ```no_run
 //! use staunch_client::{Client, ClientConfig};
@@ -37,10 +39,15 @@
 //! # }
 //! ```
 
+mod admin;
 mod broker_api;
 mod cluster;
 mod config;
 mod connection;
+#[cfg(test)]
+mod fake_broker;
+mod fetch;
+mod groups;
 mod pipelined;
 mod routing;
 

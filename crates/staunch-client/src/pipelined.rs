@@ -463,42 +463,19 @@ async fn read_answers(shared: Arc<Shared>, reader: OwnedReadHalf, max_frame_byte
 #[cfg(test)]
 mod tests {
     use staunch_core::{BatchBuilder, PartitionBatch, TopicPartition};
+    use staunch_protocol::api_versions_response;
     use staunch_protocol::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use staunch_protocol::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
     use staunch_protocol::kafka_protocol::messages::{
         MetadataRequest, MetadataResponse, ProduceRequest, RequestKind, ResponseKind, TopicName,
     };
     use staunch_protocol::kafka_protocol::protocol::StrBytes;
-    use staunch_protocol::{api_versions_response, decode_request, encode_response};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::fake_broker::{answer, read_request};
 
     const LIMIT: Duration = Duration::from_secs(20);
-
-    async fn read_request(stream: &mut TcpStream) -> Option<staunch_protocol::Request> {
-        let mut prefix = [0u8; 4];
-        stream.read_exact(&mut prefix).await.ok()?;
-        let len = frame_length(prefix, 1 << 20).ok()?;
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).await.ok()?;
-        decode_request(Bytes::from(body)).ok()
-    }
-
-    async fn answer(
-        stream: &mut TcpStream,
-        request: &staunch_protocol::Request,
-        body: ResponseKind,
-    ) {
-        let frame = encode_response(
-            request.api_key,
-            request.api_version,
-            request.correlation_id,
-            &body,
-        )
-        .unwrap();
-        stream.write_all(&frame).await.unwrap();
-    }
 
     /// The topic a Metadata request asks for, and an answer naming it.
     fn metadata_echo(request: &staunch_protocol::Request) -> (String, ResponseKind) {

@@ -84,36 +84,100 @@ pub(crate) fn group_by_leader(routes: &[Result<i32, ApiError>]) -> Vec<(i32, Vec
     groups
 }
 
+/// Items grouped by topic — each topic once, in order of first appearance, with its items in
+/// order — each group made into a request's topic entry by `entry`.
+pub(crate) fn by_topic<'a, T, E>(
+    items: impl IntoIterator<Item = (&'a str, T)>,
+    entry: impl Fn(TopicName, Vec<T>) -> E,
+) -> Vec<E> {
+    let mut topics: Vec<(&str, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, list)) => list.push(item),
+            None => topics.push((topic, vec![item])),
+        }
+    }
+    topics
+        .into_iter()
+        .map(|(topic, list)| entry(topic_name(topic), list))
+        .collect()
+}
+
+/// A topic name as the codec's type.
+pub(crate) fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
 /// One `ProduceRequest` carrying `batches`, topics in order of first appearance.
 pub(crate) fn produce_request<'a>(
     acks: i16,
     timeout: Duration,
     batches: impl IntoIterator<Item = &'a PartitionBatch>,
 ) -> ProduceRequest {
-    let mut topics: Vec<TopicProduceData> = Vec::new();
-    for batch in batches {
+    let batches = batches.into_iter().map(|b| {
         let data = PartitionProduceData::default()
-            .with_index(batch.partition.partition)
-            .with_records(Some(batch.records.clone()));
-        match topics
-            .iter_mut()
-            .find(|t| t.name.0.as_str() == batch.partition.topic)
-        {
-            Some(topic) => topic.partition_data.push(data),
-            None => topics.push(
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(
-                        batch.partition.topic.clone(),
-                    )))
-                    .with_partition_data(vec![data]),
-            ),
-        }
-    }
+            .with_index(b.partition.partition)
+            .with_records(Some(b.records.clone()));
+        (b.partition.topic.as_str(), data)
+    });
+    let topics = by_topic(batches, |name, partitions| {
+        TopicProduceData::default()
+            .with_name(name)
+            .with_partition_data(partitions)
+    });
     ProduceRequest::default()
         .with_transactional_id(None)
         .with_acks(acks)
         .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
         .with_topic_data(topics)
+}
+
+/// Pairs each asked partition with its entry among `answers` (topic, partition, entry): when a
+/// partition is asked more than once, its n-th entry goes to its n-th asking. `None` where the
+/// answer has no entry.
+pub(crate) fn match_by_partition<'a, I>(
+    answers: impl IntoIterator<Item = (&'a str, i32, I)>,
+    asked: &[&TopicPartition],
+) -> Vec<Option<I>> {
+    let mut answers: Vec<Option<(&str, i32, I)>> = answers.into_iter().map(Some).collect();
+    asked
+        .iter()
+        .map(|tp| {
+            answers
+                .iter_mut()
+                .find(|a| {
+                    a.as_ref().is_some_and(|(topic, index, _)| {
+                        *topic == tp.topic && *index == tp.partition
+                    })
+                })
+                .and_then(Option::take)
+                .map(|(_, _, entry)| entry)
+        })
+        .collect()
+}
+
+/// Each partition's outcome from the slots a call filled in; a slot left empty (a bug)
+/// becomes `UNKNOWN_SERVER_ERROR`, never a panic.
+pub(crate) fn settle<T>(
+    slots: Vec<Option<Result<T, ApiError>>>,
+) -> impl Iterator<Item = Result<T, ApiError>> {
+    slots.into_iter().map(|slot| {
+        slot.unwrap_or_else(|| {
+            Err(ApiError::Broker {
+                code: ErrorCode::UnknownServerError,
+                message: Some("the client lost track of this partition's outcome".to_owned()),
+            })
+        })
+    })
+}
+
+/// The error for a partition an answer leaves out: `UNKNOWN_SERVER_ERROR`, as the in-process
+/// broker reports it.
+pub(crate) fn missing_answer(what: &str, partition: &TopicPartition) -> ApiError {
+    ApiError::Broker {
+        code: ErrorCode::UnknownServerError,
+        message: Some(format!("the {what} answer has no entry for {partition}")),
+    }
 }
 
 /// Each partition's outcome from `response`, in the order of `partitions`. A partition the
@@ -123,38 +187,23 @@ pub(crate) fn match_answers(
     response: &ProduceResponse,
     partitions: &[&TopicPartition],
 ) -> Vec<Result<ProduceAck, ApiError>> {
-    let mut answers: Vec<Option<(&str, i32, ProduceOutcome)>> = response
-        .responses
-        .iter()
-        .flat_map(|t| {
-            t.partition_responses.iter().map(move |p| {
-                Some((
-                    t.name.0.as_str(),
-                    p.index,
-                    ProduceOutcome {
-                        error_code: p.error_code,
-                        base_offset: p.base_offset,
-                        log_append_time_ms: p.log_append_time_ms,
-                        message: p.error_message.as_ref().map(|m| m.as_str().to_owned()),
-                    },
-                ))
-            })
-        })
-        .collect();
-    partitions
-        .iter()
-        .map(|tp| {
-            let found = answers.iter_mut().find(|a| {
-                a.as_ref()
-                    .is_some_and(|(topic, index, _)| *topic == tp.topic && *index == tp.partition)
-            });
-            match found.and_then(Option::take) {
-                Some((_, _, outcome)) => outcome.into_result(),
-                None => Err(ApiError::Broker {
-                    code: ErrorCode::UnknownServerError,
-                    message: Some(format!("the produce answer has no entry for {tp}")),
-                }),
+    let entries = response.responses.iter().flat_map(|t| {
+        t.partition_responses
+            .iter()
+            .map(move |p| (t.name.0.as_str(), p.index, p))
+    });
+    match_by_partition(entries, partitions)
+        .into_iter()
+        .zip(partitions)
+        .map(|(found, tp)| match found {
+            Some(p) => ProduceOutcome {
+                error_code: p.error_code,
+                base_offset: p.base_offset,
+                log_append_time_ms: p.log_append_time_ms,
+                message: p.error_message.as_ref().map(|m| m.as_str().to_owned()),
             }
+            .into_result(),
+            None => Err(missing_answer("produce", tp)),
         })
         .collect()
 }

@@ -3,6 +3,8 @@
 //! The message types and their encodings come from the `kafka-protocol` crate; this crate adds
 //! what a server needs around them:
 //!
+//! - [`consumer_protocol`]: the subscription and assignment payloads consumers exchange through
+//!   the group protocol;
 //! - [`frame`]: the 4-byte size prefix, with a maximum checked *before* anything is allocated;
 //! - [`versions`]: which API keys and versions Staunch implements, and the `ApiVersions` answer;
 //! - [`request`]: decoding a request frame into header and body, with errors that still carry the
@@ -11,6 +13,7 @@
 //!
 //! Nothing here panics on bytes from the network: every failure is an error value.
 
+pub mod consumer_protocol;
 pub mod frame;
 pub mod request;
 pub mod response;

@@ -1,9 +1,12 @@
 //! Test support shared by Staunch's crates; only ever a dev-dependency.
 //!
 //! - [`log_store_suite`]: the conformance suite every `LogStore` implementation must pass.
+//! - [`broker_api_suite`]: the consumer-side checks every `BrokerApi` must pass (fetch, list
+//!   offsets, topic creation, the group protocol, committed offsets).
 //! - [`faulty_io`]: an in-memory `SegmentIo` that tracks live versus durable bytes and injects
 //!   crashes, torn writes, bit flips, fsync failures and a full disk.
 
+pub mod broker_api_suite;
 pub mod faulty_io;
 pub mod log_store_suite;
 

@@ -8,8 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use staunch_broker::{Broker, BrokerConfig, FetchPartition, NewTopic};
-use staunch_core::batch::batches;
+use staunch_core::api::{
+    CreateTopicCall, FetchCall, FetchedRecords, GroupMembership, JoinGroupCall, JoinOutcome,
+    ListedOffset, OffsetAndMetadata, OffsetSpec, SyncGroupCall, TopicCreation,
+};
+use staunch_core::batch::{Compression, batches};
 use staunch_core::{
     ApiError, BrokerApi, ErrorCode, ProduceAck, ProduceCall, ProducerIdentity, TopicInfo,
     TopicPartition,
@@ -61,6 +66,11 @@ pub struct Stored {
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub producer_id: i64,
+    /// The codec of the batch it was stored in.
+    pub compression: Option<Compression>,
+    /// Size of that batch as stored, and of its records section once decompressed.
+    pub batch_size: usize,
+    pub batch_records_size: usize,
 }
 
 /// Every visible record of one partition, in log order.
@@ -89,7 +99,8 @@ pub async fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec
         }
         for batch in batches(&result.records) {
             let batch = batch.expect("stored batch parses");
-            for record in batch.records().expect("uncompressed") {
+            let records = batch.decompressed().expect("stored batch decompresses");
+            for record in records.records() {
                 let record = record.expect("record decodes");
                 if record.offset < offset {
                     continue;
@@ -104,6 +115,9 @@ pub async fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec
                         .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
                         .collect(),
                     producer_id: batch.producer_id(),
+                    compression: batch.compression(),
+                    batch_size: batch.size(),
+                    batch_records_size: records.as_bytes().len(),
                 });
             }
             offset = batch.next_offset();
@@ -371,5 +385,59 @@ impl<B: BrokerApi> BrokerApi for Faulty<B> {
 
     async fn init_producer_id(&self) -> Result<ProducerIdentity, ApiError> {
         self.inner.init_producer_id().await
+    }
+
+    // The consumer-side calls are forwarded untouched: the faults target produce.
+
+    async fn fetch(
+        &self,
+        call: FetchCall,
+    ) -> Vec<(TopicPartition, Result<FetchedRecords, ApiError>)> {
+        self.inner.fetch(call).await
+    }
+
+    async fn list_offsets(
+        &self,
+        partitions: Vec<(TopicPartition, OffsetSpec)>,
+    ) -> Vec<(TopicPartition, Result<Option<ListedOffset>, ApiError>)> {
+        self.inner.list_offsets(partitions).await
+    }
+
+    async fn create_topic(&self, call: CreateTopicCall) -> Result<TopicCreation, ApiError> {
+        self.inner.create_topic(call).await
+    }
+
+    async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
+        self.inner.join_group(call).await
+    }
+
+    async fn sync_group(&self, call: SyncGroupCall) -> Result<Bytes, ApiError> {
+        self.inner.sync_group(call).await
+    }
+
+    async fn heartbeat(&self, member: &GroupMembership) -> Result<(), ApiError> {
+        self.inner.heartbeat(member).await
+    }
+
+    async fn leave_group(&self, member: &GroupMembership) -> Result<(), ApiError> {
+        self.inner.leave_group(member).await
+    }
+
+    async fn commit_offsets(
+        &self,
+        member: &GroupMembership,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Vec<(TopicPartition, Result<(), ApiError>)> {
+        self.inner.commit_offsets(member, offsets).await
+    }
+
+    async fn fetch_committed_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Vec<(TopicPartition, Result<Option<OffsetAndMetadata>, ApiError>)> {
+        self.inner
+            .fetch_committed_offsets(group_id, partitions)
+            .await
     }
 }

@@ -2,7 +2,8 @@
 
 use staunch_broker::group::{JoinGroup, LeavingMember, SyncGroup};
 use staunch_broker::{Broker, CommittedOffset};
-use staunch_core::ErrorCode;
+use staunch_core::api::{GroupMembership, OffsetAndMetadata};
+use staunch_core::{ErrorCode, TopicPartition};
 use staunch_protocol::kafka_protocol::messages::delete_groups_response::{
     DeletableGroupResult, DeleteGroupsResponse,
 };
@@ -82,39 +83,31 @@ pub(super) async fn offset_commit(
     broker: &Broker,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
-    let group = request.group_id.0.as_str().to_owned();
-    let validation = broker.groups().validate_offset_commit(
-        &group,
-        request.generation_id_or_member_epoch,
-        request.member_id.as_str(),
-        request.group_instance_id.as_ref().map(|s| s.as_str()),
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut entries = Vec::new();
+    let member = GroupMembership {
+        group_id: request.group_id.0.as_str().to_owned(),
+        generation_id: request.generation_id_or_member_epoch,
+        member_id: request.member_id.as_str().to_owned(),
+        group_instance_id: optional(request.group_instance_id.as_ref()),
+    };
+    let mut offsets = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            entries.push((
-                topic.name.0.as_str().to_owned(),
-                p.partition_index,
-                CommittedOffset {
+            offsets.push((
+                TopicPartition::new(topic.name.0.as_str(), p.partition_index),
+                OffsetAndMetadata {
                     offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
+                    leader_epoch: (p.committed_leader_epoch >= 0)
+                        .then_some(p.committed_leader_epoch),
                     metadata: p
                         .committed_metadata
                         .as_ref()
                         .map(|m| m.as_str().to_owned())
                         .unwrap_or_default(),
-                    commit_time_ms: now,
                 },
             ));
         }
     }
-    let results: Vec<(String, i32, ErrorCode)> = match validation {
-        Ok(()) => broker.commit_offsets(&group, entries).await,
-        Err(code) => entries.into_iter().map(|(t, p, _)| (t, p, code)).collect(),
-    };
+    let results = broker.commit_group_offsets(&member, offsets).await;
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
     for (topic, partition, code) in results {
         let answer = OffsetCommitResponsePartition::default()
@@ -130,39 +123,6 @@ pub(super) async fn offset_commit(
         }
     }
     OffsetCommitResponse::default().with_topics(topics)
-}
-
-/// A topic's partitions with their committed offsets (`None`: nothing committed).
-type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
-
-/// Committed offsets of one group: for the listed partitions, or every committed one.
-fn fetch_group(
-    broker: &Broker,
-    group: &str,
-    wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<TopicOffsets> {
-    match wanted {
-        Some(topics) => topics
-            .into_iter()
-            .map(|(topic, partitions)| {
-                let found = partitions
-                    .into_iter()
-                    .map(|p| (p, broker.committed_offset(group, &topic, p)))
-                    .collect();
-                (topic, found)
-            })
-            .collect(),
-        None => {
-            let mut by_topic: Vec<TopicOffsets> = Vec::new();
-            for (topic, partition, committed) in broker.committed_offsets(group) {
-                match by_topic.iter_mut().find(|(t, _)| *t == topic) {
-                    Some((_, list)) => list.push((partition, Some(committed))),
-                    None => by_topic.push((topic, vec![(partition, Some(committed))])),
-                }
-            }
-            by_topic
-        }
-    }
 }
 
 /// OffsetFetch: committed offsets with their metadata strings; -1 where nothing is committed.
@@ -183,7 +143,8 @@ pub(super) fn offset_fetch(
                         .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
                         .collect()
                 });
-                let topics = fetch_group(broker, &group, wanted)
+                let topics = broker
+                    .group_offsets(&group, wanted)
                     .into_iter()
                     .map(|(topic, partitions)| {
                         OffsetFetchResponseTopics::default()
@@ -217,7 +178,8 @@ pub(super) fn offset_fetch(
             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
             .collect()
     });
-    let topics = fetch_group(broker, &group, wanted)
+    let topics = broker
+        .group_offsets(&group, wanted)
         .into_iter()
         .map(|(topic, partitions)| {
             OffsetFetchResponseTopic::default()

@@ -1,0 +1,121 @@
+//! The in-process `BrokerApi` of `Broker`, as a consumer uses it: the `broker_api_suite`
+//! checks (fetch returns the stored batches byte for byte and long-polls, list offsets, topic
+//! creation, the group protocol through a rebalance, committed offsets with metadata), plus
+//! what only an embedded broker can show: committed metadata surviving a reopen, and a
+//! `max_wait` too long for a deadline.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use staunch_broker::{Broker, BrokerConfig};
+use staunch_core::api::{FetchCall, FetchPosition};
+use staunch_core::{BrokerApi, TopicPartition};
+use staunch_testkit::broker_api_suite as suite;
+
+/// The bound on every test body: a hang fails instead of stalling the run.
+const LIMIT: Duration = Duration::from_secs(90);
+
+async fn bounded<T>(body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, body)
+        .await
+        .expect("the test did not finish within its bound")
+}
+
+async fn open(dir: &Path) -> Broker {
+    let config = BrokerConfig {
+        data_dir: dir.to_owned(),
+        // Topics exist only when created: the suite creates what it uses.
+        auto_create_topics: false,
+        // Rebalances complete as soon as every member is in.
+        group_initial_rebalance_delay: Duration::ZERO,
+        ..BrokerConfig::default()
+    };
+    tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Runs `check` against a fresh embedded broker, then shuts it down.
+async fn with_broker<F: Future<Output = ()>>(check: impl FnOnce(Broker) -> F) {
+    let dir = tempfile::tempdir().unwrap();
+    bounded(async {
+        let broker = open(dir.path()).await;
+        check(broker.clone()).await;
+        broker.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_returns_the_stored_batches_byte_for_byte_from_several_partitions() {
+    with_broker(|broker| async move {
+        suite::fetch_returns_the_stored_batches(&broker, "orders").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_waits_for_data_and_answers_as_soon_as_it_arrives() {
+    with_broker(|broker| async move {
+        suite::a_long_poll_answers_when_data_arrives(&broker, "events").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_finds_the_earliest_the_latest_and_by_timestamp() {
+    with_broker(|broker| async move {
+        suite::list_offsets_by_spec(&broker, "timed").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_join_sync_heartbeat_rebalance_and_leave() {
+    with_broker(|broker| async move {
+        suite::two_members_rebalance_and_leave(&broker, &broker, "workers", "work").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_and_their_metadata_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    bounded(async {
+        let broker = open(dir.path()).await;
+        suite::commit_offsets_with_metadata(&broker, "orders", "retrying").await;
+        broker.shutdown().await;
+        drop(broker);
+
+        let reopened = open(dir.path()).await;
+        suite::committed_offsets_are_as_committed(&reopened, "orders", "retrying").await;
+        reopened.shutdown().await;
+    })
+    .await;
+}
+
+/// A `max_wait` beyond what a deadline can hold (`Duration::MAX`) is not an overflow panic:
+/// with data there the fetch answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_max_wait_is_not_a_panic() {
+    with_broker(|broker| async move {
+        suite::create_new_topic(&broker, "quiet", 1).await;
+        let tp = TopicPartition::new("quiet", 0);
+        suite::produce(&broker, &tp, &suite::batch(1, &["x"])).await;
+        let call = FetchCall {
+            max_wait: Duration::MAX,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            partitions: vec![FetchPosition {
+                partition: tp,
+                offset: 0,
+                max_bytes: 1 << 20,
+            }],
+        };
+        let answer = BrokerApi::fetch(&broker, call).await;
+        assert!(!answer[0].1.as_ref().unwrap().records.is_empty());
+    })
+    .await;
+}

@@ -1,0 +1,30 @@
+//! Test support: the broker side of a connection, scripted by a test (read one request,
+//! answer it), for the behaviours a real server will not show on demand.
+
+use bytes::Bytes;
+use staunch_protocol::kafka_protocol::messages::ResponseKind;
+use staunch_protocol::{Request, decode_request, encode_response, frame_length};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The next request on `stream`, or `None` once it is closed or sends garbage.
+pub(crate) async fn read_request(stream: &mut TcpStream) -> Option<Request> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.ok()?;
+    let len = frame_length(prefix, 1 << 20).ok()?;
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.ok()?;
+    decode_request(Bytes::from(body)).ok()
+}
+
+/// Writes `body` as the answer to `request`.
+pub(crate) async fn answer(stream: &mut TcpStream, request: &Request, body: ResponseKind) {
+    let frame = encode_response(
+        request.api_key,
+        request.api_version,
+        request.correlation_id,
+        &body,
+    )
+    .unwrap();
+    stream.write_all(&frame).await.unwrap();
+}
