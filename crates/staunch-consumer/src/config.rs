@@ -1,0 +1,121 @@
+//! The consumer's settings, with Kafka's and spring-kafka's defaults.
+
+use std::time::Duration;
+
+use staunch_core::{ApiError, BackOff, Offset, TopicPartition};
+
+use crate::assignor::Assignor;
+use crate::handler::{ConsumerRecord, ErrorClassifier};
+use crate::policy::{FailurePolicy, TopicNaming};
+
+/// Where a partition without a committed offset starts (`auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OffsetReset {
+    /// From the first record.
+    #[default]
+    Earliest,
+    /// From the next record produced.
+    Latest,
+}
+
+/// How a [`crate::Consumer`] behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerConfig {
+    /// The consumer group; offsets are committed under it, also for manually assigned partitions.
+    pub group_id: String,
+    /// Blocking retry or retry topics, and the back-off (default: spring's ten deliveries).
+    pub failure: FailurePolicy,
+    /// Names of retry and dead-letter topics (default: spring's `-retry-<ms>` and `.DLT`).
+    pub naming: TopicNaming,
+    /// Classifies errors the handler left unclassified (default: all retriable).
+    pub classifier: ErrorClassifier,
+    /// The assignor this member proposes (default: range).
+    pub assignor: Assignor,
+    /// Where partitions without a committed offset start.
+    pub reset: OffsetReset,
+    /// `session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// `max.poll.interval.ms`: how long a rebalance waits for members to rejoin.
+    pub rebalance_timeout: Duration,
+    /// How often the background task heartbeats.
+    pub heartbeat_interval: Duration,
+    /// `fetch.max.wait.ms`; also the longest a poll sleeps when nothing is fetchable.
+    pub fetch_max_wait: Duration,
+    /// `fetch.max.bytes`.
+    pub fetch_max_bytes: i32,
+    /// `max.partition.fetch.bytes`.
+    pub partition_max_bytes: i32,
+    /// At most this many records per batch-handler call.
+    pub max_batch_records: usize,
+    /// How long a forward (retry / dead-letter write) may wait for acks=all.
+    pub forward_timeout: Duration,
+    /// Pause between tries of a forward that failed; it is retried for ever (the partition
+    /// stays where it is meanwhile), so only the delays matter.
+    pub forward_backoff: BackOff,
+    /// Ordered mode: `Some(capacity)` parks failing keys (at most `capacity` records per
+    /// partition) instead of blocking the partition. Needs a [`FailurePolicy::Blocking`]
+    /// policy and a record handler.
+    pub ordered: Option<usize>,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `group_id`.
+    pub fn new(group_id: impl Into<String>) -> Self {
+        ConsumerConfig {
+            group_id: group_id.into(),
+            failure: FailurePolicy::default(),
+            naming: TopicNaming::default(),
+            classifier: ErrorClassifier::default(),
+            assignor: Assignor::default(),
+            reset: OffsetReset::default(),
+            session_timeout: Duration::from_secs(45),
+            rebalance_timeout: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(3),
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_max_bytes: 50 << 20,
+            partition_max_bytes: 1 << 20,
+            max_batch_records: 500,
+            forward_timeout: Duration::from_secs(30),
+            forward_backoff: BackOff::exponential(
+                Duration::from_millis(100),
+                2.0,
+                Duration::from_secs(5),
+            ),
+            ordered: None,
+        }
+    }
+}
+
+/// Notifications from the consumer; every method defaults to doing nothing. Called on the
+/// task that polls.
+pub trait ConsumerEvents: Send {
+    /// Partitions were assigned (after a rebalance or [`crate::Consumer::assign`]).
+    fn on_assigned(&mut self, _partitions: &[TopicPartition]) {}
+    /// Partitions are about to be taken away; their processed offsets were just committed.
+    fn on_revoked(&mut self, _partitions: &[TopicPartition]) {}
+    /// A record was forwarded (acknowledged) to a retry topic or, if `dead_letter`, to the
+    /// dead-letter topic; its source offset may now be committed.
+    fn on_forwarded(
+        &mut self,
+        _record: &ConsumerRecord,
+        _destination: &TopicPartition,
+        _dead_letter: bool,
+    ) {
+    }
+    /// A forward failed: the partition `source` is stopped at `offset` until a later try
+    /// succeeds (back-pressure, never a drop).
+    fn on_forward_failed(
+        &mut self,
+        _source: &TopicPartition,
+        _offset: Offset,
+        _destination: &str,
+        _error: &ApiError,
+    ) {
+    }
+}
+
+/// [`ConsumerEvents`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl ConsumerEvents for NoEvents {}

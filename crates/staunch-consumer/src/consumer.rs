@@ -1,0 +1,971 @@
+//! [`Consumer`]: fetch, hand records to the handler, retry or forward failures, commit.
+//!
+//! # When an offset is committed
+//! A partition's committed offset moves past a record only when (a) the handler returned `Ok`
+//! for it, or (b) it was forwarded to a retry or dead-letter topic and that write was
+//! acknowledged with acks=all. Commits happen at the end of every [`Consumer::poll`], before a
+//! rebalance gives partitions away, and on [`Consumer::close`]. A failing record that will be
+//! retried in place is committed *as the next offset to read*, with its attempt count in the
+//! metadata ([`crate::ledger`]), before it is delivered again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use staunch_core::api::{FetchCall, FetchPosition, GroupMembership, OffsetAndMetadata, OffsetSpec};
+use staunch_core::{ApiError, BrokerApi, ErrorCode, Offset, TopicPartition};
+
+use crate::config::{ConsumerConfig, ConsumerEvents, NoEvents, OffsetReset};
+use crate::decode::{attempt_of, decode, due_of, origin};
+use crate::error::ConsumerError;
+use crate::forward::Forwarder;
+use crate::group::{GroupSession, GroupSettings};
+use crate::handler::{BatchHandler, ConsumerRecord, HandlerError};
+use crate::headers::{ErrorKind, ForwardFacts};
+use crate::ledger::{RetryEntry, RetryLedger};
+use crate::ordered::{ParkKey, ParkingLot};
+use crate::policy::FailurePolicy;
+
+/// Counters since the consumer was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Records the handler finished.
+    pub processed: u64,
+    /// Failed deliveries that will be retried in place.
+    pub retried: u64,
+    /// Records forwarded (acknowledged) to a retry topic.
+    pub forwarded_to_retry: u64,
+    /// Records forwarded (acknowledged) to a dead-letter topic.
+    pub dead_lettered: u64,
+    /// Forward writes that failed (and will be tried again).
+    pub forward_failures: u64,
+}
+
+/// A partition stopped because forwarding one of its records keeps failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stalled {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The record that could not be forwarded; nothing at or after it is committed.
+    pub offset: Offset,
+    /// Where it should go.
+    pub destination: String,
+    /// The last error.
+    pub error: ApiError,
+}
+
+#[derive(Debug)]
+enum AfterForward {
+    /// Move the position past the record.
+    Advance,
+    /// Ordered mode: the record is its key's head; pop it and drain the key.
+    OrderedHead(ParkKey),
+}
+
+#[derive(Debug)]
+struct PendingForward {
+    record: ConsumerRecord,
+    topic: String,
+    facts: ForwardFacts,
+    dead_letter: bool,
+    after: AfterForward,
+    failures: u32,
+    next_try_ms: i64,
+    last_error: Option<ApiError>,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    position: Option<Offset>,
+    committed: Option<(Offset, String)>,
+    ledger: RetryLedger,
+    user_paused: bool,
+    wait_until_ms: i64,
+    pending: Option<PendingForward>,
+    lot: Option<ParkingLot>,
+}
+
+impl PartitionState {
+    fn new(ordered: Option<usize>) -> Self {
+        PartitionState {
+            position: None,
+            committed: None,
+            ledger: RetryLedger::default(),
+            user_paused: false,
+            wait_until_ms: 0,
+            pending: None,
+            lot: ordered.map(ParkingLot::new),
+        }
+    }
+
+    /// The offset to commit: the lowest not finished.
+    fn commit_offset(&self) -> Option<Offset> {
+        let position = self.position?;
+        Some(match self.lot.as_ref().and_then(ParkingLot::lowest) {
+            Some(low) => low.min(position),
+            None => position,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Mode {
+    Idle,
+    Manual,
+    Group(GroupSession),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A consumer generic over [`BrokerApi`]; see the [module docs](self) for when offsets are
+/// committed. Drive it with [`Consumer::poll`] (or [`Consumer::poll_batch`]) in a loop.
+pub struct Consumer<B: BrokerApi> {
+    api: Arc<B>,
+    config: ConsumerConfig,
+    mode: Mode,
+    parts: BTreeMap<TopicPartition, PartitionState>,
+    forwarder: Forwarder,
+    events: Box<dyn ConsumerEvents>,
+    metrics: Metrics,
+    rng: fastrand::Rng,
+}
+
+impl<B: BrokerApi> std::fmt::Debug for Consumer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group_id", &self.config.group_id)
+            .field("mode", &self.mode)
+            .field("partitions", &self.parts.keys().collect::<Vec<_>>())
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+impl<B: BrokerApi> Consumer<B> {
+    /// A consumer that is not consuming anything yet. Fails on a configuration that cannot
+    /// work (ordered mode with retry topics, retry topics without a retry limit, a bad back-off).
+    pub fn new(api: Arc<B>, config: ConsumerConfig) -> Result<Self, ConsumerError> {
+        let backoff = config
+            .failure
+            .backoff()
+            .clone()
+            .validate()
+            .map_err(|e| ConsumerError::Config(e.to_string()))?;
+        if let FailurePolicy::RetryTopics(_) = config.failure {
+            if backoff.max_retries.is_none() {
+                return Err(ConsumerError::Config(
+                    "retry topics need a back-off with max retries".into(),
+                ));
+            }
+            if config.ordered.is_some() {
+                return Err(ConsumerError::Config(
+                    "ordered mode retries in place: use FailurePolicy::Blocking".into(),
+                ));
+            }
+        }
+        let forwarder = Forwarder::new(config.forward_timeout);
+        Ok(Consumer {
+            api,
+            config,
+            mode: Mode::Idle,
+            parts: BTreeMap::new(),
+            forwarder,
+            events: Box::new(NoEvents),
+            metrics: Metrics::default(),
+            rng: fastrand::Rng::new(),
+        })
+    }
+
+    /// Replaces the event listener (rebalance and forward notifications).
+    pub fn with_events(mut self, events: impl ConsumerEvents + 'static) -> Self {
+        self.events = Box::new(events);
+        self
+    }
+
+    /// Counters since creation.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics
+    }
+
+    /// The partitions this consumer reads now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.parts.keys().cloned().collect()
+    }
+
+    /// Partitions stopped by a forward that keeps failing.
+    pub fn stalled(&self) -> Vec<Stalled> {
+        self.parts
+            .iter()
+            .filter_map(|(tp, st)| {
+                let p = st.pending.as_ref()?;
+                Some(Stalled {
+                    partition: tp.clone(),
+                    offset: p.record.offset,
+                    destination: p.topic.clone(),
+                    error: p.last_error.clone()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Joins the group for `topics` (plus their retry topics under a retry-topic policy, which
+    /// are created if missing). Partitions arrive on the next poll.
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Result<(), ConsumerError> {
+        let mut all: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        if let FailurePolicy::RetryTopics(backoff) = &self.config.failure {
+            for t in topics {
+                for retry in self
+                    .config
+                    .naming
+                    .retry_topics(t, &self.config.group_id, backoff)
+                {
+                    self.forwarder
+                        .ensure_topic(self.api.as_ref(), &retry, t)
+                        .await?;
+                    if !all.contains(&retry) {
+                        all.push(retry);
+                    }
+                }
+            }
+        }
+        self.mode = Mode::Group(GroupSession::new(&self.config.group_id, all));
+        Ok(())
+    }
+
+    /// Reads exactly `partitions`, without group management; offsets are still committed
+    /// under the group id (as a "simple" consumer, which the broker accepts only while the
+    /// group has no members).
+    pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<(), ConsumerError> {
+        self.commit().await?;
+        self.mode = Mode::Manual;
+        self.parts.clear();
+        for tp in &partitions {
+            self.parts
+                .insert(tp.clone(), PartitionState::new(self.config.ordered));
+        }
+        self.events.on_assigned(&partitions);
+        Ok(())
+    }
+
+    /// Stops fetching `partition` until [`Consumer::resume`]; retries due meanwhile wait.
+    pub fn pause(&mut self, partition: &TopicPartition) {
+        if let Some(st) = self.parts.get_mut(partition) {
+            st.user_paused = true;
+        }
+    }
+
+    /// Fetches `partition` again.
+    pub fn resume(&mut self, partition: &TopicPartition) {
+        if let Some(st) = self.parts.get_mut(partition) {
+            st.user_paused = false;
+        }
+    }
+
+    /// Reads `partition` from `offset` next. Seeking back redelivers; seeking forward skips,
+    /// and the skipped offsets are committed at the next commit, as in Kafka — a deliberate
+    /// act of the caller.
+    pub fn seek(&mut self, partition: &TopicPartition, offset: Offset) {
+        if let Some(st) = self.parts.get_mut(partition) {
+            st.position = Some(offset);
+            st.wait_until_ms = 0;
+        }
+    }
+
+    fn membership(&self) -> GroupMembership {
+        match &self.mode {
+            Mode::Group(g) => g.member(),
+            _ => GroupMembership::simple(self.config.group_id.clone()),
+        }
+    }
+
+    fn group_settings(&self) -> GroupSettings {
+        GroupSettings {
+            group_id: self.config.group_id.clone(),
+            assignor: self.config.assignor,
+            session_timeout: self.config.session_timeout,
+            rebalance_timeout: self.config.rebalance_timeout,
+            heartbeat_interval: self.config.heartbeat_interval,
+        }
+    }
+
+    /// Commits every partition's lowest unfinished offset with its retry ledger, where it
+    /// changed. Fails with the first broker error (the rest are still tried).
+    pub async fn commit(&mut self) -> Result<(), ConsumerError> {
+        let mut offsets = Vec::new();
+        for (tp, st) in &mut self.parts {
+            let Some(offset) = st.commit_offset() else {
+                continue;
+            };
+            st.ledger.prune_below(offset);
+            let metadata = st.ledger.encode();
+            if st.committed.as_ref() == Some(&(offset, metadata.clone())) {
+                continue;
+            }
+            offsets.push((
+                tp.clone(),
+                OffsetAndMetadata {
+                    offset,
+                    leader_epoch: None,
+                    metadata,
+                },
+            ));
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let member = self.membership();
+        let sent: BTreeMap<TopicPartition, (Offset, String)> = offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), (o.offset, o.metadata.clone())))
+            .collect();
+        let answers = self.api.commit_offsets(&member, offsets).await;
+        let mut first_error = None;
+        for (tp, answer) in answers {
+            match answer {
+                Ok(()) => {
+                    if let (Some(st), Some(c)) = (self.parts.get_mut(&tp), sent.get(&tp)) {
+                        st.committed = Some(c.clone());
+                    }
+                }
+                Err(e) => {
+                    if let Mode::Group(g) = &self.mode
+                        && e.code().is_some_and(|c| {
+                            matches!(
+                                c,
+                                ErrorCode::RebalanceInProgress
+                                    | ErrorCode::IllegalGeneration
+                                    | ErrorCode::UnknownMemberId
+                            )
+                        })
+                    {
+                        g.rejoin.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(ConsumerError::Api(e)))
+    }
+
+    /// Commits what was processed, gives up the partitions and leaves the group.
+    pub async fn close(mut self) -> Result<(), ConsumerError> {
+        let committed = self.commit().await;
+        let revoked = self.assignment();
+        self.events.on_revoked(&revoked);
+        if let Mode::Group(g) = &mut self.mode {
+            g.leave(self.api.as_ref()).await;
+        }
+        committed
+    }
+
+    async fn rebalance_if_needed(&mut self) -> Result<(), ConsumerError> {
+        let needs = matches!(&self.mode, Mode::Group(g) if g.needs_rejoin());
+        if !needs {
+            return Ok(());
+        }
+        if let Err(e) = self.commit().await {
+            tracing::warn!(error = %e, "commit before rebalance failed; uncommitted records are redelivered");
+        }
+        let revoked = self.assignment();
+        if !revoked.is_empty() {
+            self.events.on_revoked(&revoked);
+        }
+        self.parts.clear();
+        let settings = self.group_settings();
+        let api = Arc::clone(&self.api);
+        let Mode::Group(g) = &mut self.mode else {
+            return Ok(());
+        };
+        let assigned = g.join(&api, &settings).await?;
+        for tp in &assigned {
+            self.parts
+                .insert(tp.clone(), PartitionState::new(self.config.ordered));
+        }
+        self.events.on_assigned(&assigned);
+        Ok(())
+    }
+
+    async fn init_positions(&mut self) -> Result<(), ConsumerError> {
+        let missing: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| st.position.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let answers = self
+            .api
+            .fetch_committed_offsets(&self.config.group_id, missing)
+            .await;
+        let mut reset = Vec::new();
+        for (tp, answer) in answers {
+            match answer? {
+                Some(c) if c.offset >= 0 => {
+                    if let Some(st) = self.parts.get_mut(&tp) {
+                        st.position = Some(c.offset);
+                        st.ledger = RetryLedger::decode(&c.metadata);
+                        st.committed = Some((c.offset, c.metadata));
+                    }
+                }
+                _ => reset.push(tp),
+            }
+        }
+        self.reset_positions(reset).await
+    }
+
+    async fn reset_positions(&mut self, tps: Vec<TopicPartition>) -> Result<(), ConsumerError> {
+        if tps.is_empty() {
+            return Ok(());
+        }
+        let spec = match self.config.reset {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+        };
+        let answers = self
+            .api
+            .list_offsets(tps.into_iter().map(|tp| (tp, spec)).collect())
+            .await;
+        for (tp, answer) in answers {
+            let offset = answer?.map_or(0, |l| l.offset);
+            if let Some(st) = self.parts.get_mut(&tp) {
+                st.position = Some(offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// One round with a record handler: see [`Consumer::poll_batch`].
+    pub async fn poll<H: crate::handler::Handler>(
+        &mut self,
+        handler: &H,
+    ) -> Result<(), ConsumerError> {
+        let adapter = crate::handler::PerRecord(RefHandler(handler));
+        self.poll_batch(&adapter).await
+    }
+
+    /// One round: rejoins the group if a rebalance is due (committing first), retries due
+    /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
+    /// hands records to `handler` partition by partition (at most `max_batch_records` per
+    /// call; in ordered mode one record per call), and commits.
+    pub async fn poll_batch<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
+        self.rebalance_if_needed().await?;
+        self.init_positions().await?;
+        self.retry_pending_forwards().await;
+        if self.config.ordered.is_some() {
+            self.retry_due_keys(handler).await;
+        }
+        let now = now_ms();
+        let fetchable: Vec<FetchPosition> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| {
+                !st.user_paused
+                    && st.pending.is_none()
+                    && st.wait_until_ms <= now
+                    && st.position.is_some()
+            })
+            .map(|(tp, st)| FetchPosition {
+                partition: tp.clone(),
+                offset: st.position.unwrap_or(0),
+                max_bytes: self.config.partition_max_bytes,
+            })
+            .collect();
+        if fetchable.is_empty() {
+            let wake = self.next_wake().unwrap_or(i64::MAX);
+            let nap = (wake - now).clamp(1, ms(self.config.fetch_max_wait).max(1));
+            tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
+            return self.commit().await;
+        }
+        let answers = self
+            .api
+            .fetch(FetchCall {
+                max_wait: self.config.fetch_max_wait,
+                min_bytes: 1,
+                max_bytes: self.config.fetch_max_bytes,
+                partitions: fetchable,
+            })
+            .await;
+        let mut error = None;
+        for (tp, answer) in answers {
+            match answer {
+                Ok(fetched) => {
+                    if let Err(e) = self.process_partition(&tp, &fetched.records, handler).await {
+                        error.get_or_insert(e);
+                    }
+                }
+                Err(e) if e.code() == Some(ErrorCode::OffsetOutOfRange) => {
+                    self.reset_positions(vec![tp]).await?;
+                }
+                Err(e) => tracing::debug!(partition = %tp, error = %e, "fetch failed"),
+            }
+        }
+        let committed = self.commit().await;
+        match error {
+            Some(e) => Err(e),
+            None => committed,
+        }
+    }
+
+    fn next_wake(&self) -> Option<i64> {
+        self.parts
+            .values()
+            .filter(|st| !st.user_paused)
+            .filter_map(|st| {
+                let mut t = Vec::new();
+                if st.wait_until_ms > 0 {
+                    t.push(st.wait_until_ms);
+                }
+                if let Some(p) = &st.pending {
+                    t.push(p.next_try_ms);
+                }
+                if let Some(d) = st.lot.as_ref().and_then(ParkingLot::next_due) {
+                    t.push(d);
+                }
+                t.into_iter().min()
+            })
+            .min()
+    }
+
+    async fn process_partition<H: BatchHandler>(
+        &mut self,
+        tp: &TopicPartition,
+        bytes: &[u8],
+        handler: &H,
+    ) -> Result<(), ConsumerError> {
+        let Some(mut st) = self.parts.remove(tp) else {
+            return Ok(());
+        };
+        let result = self.process_in(tp, &mut st, bytes, handler).await;
+        self.parts.insert(tp.clone(), st);
+        result
+    }
+
+    async fn process_in<H: BatchHandler>(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        bytes: &[u8],
+        handler: &H,
+    ) -> Result<(), ConsumerError> {
+        let Some(from) = st.position else {
+            return Ok(());
+        };
+        let (records, end) =
+            decode(tp, bytes, from, &st.ledger).map_err(|reason| ConsumerError::Corrupt {
+                partition: tp.clone(),
+                reason,
+            })?;
+        if records.is_empty() {
+            if let Some(end) = end.filter(|&e| e > from) {
+                st.position = Some(end);
+            }
+            return Ok(());
+        }
+        if st.lot.is_some() {
+            return {
+                self.process_ordered(st, records, handler).await;
+                Ok(())
+            };
+        }
+        let now = now_ms();
+        let mut records = records;
+        if let Some(i) = records
+            .iter()
+            .position(|r| due_of(r).is_some_and(|due| due > now))
+        {
+            st.wait_until_ms = due_of(&records[i]).unwrap_or(now);
+            records.truncate(i);
+            if records.is_empty() {
+                return Ok(());
+            }
+        }
+        let max = self.config.max_batch_records.max(1);
+        for chunk in records.chunks(max) {
+            match handler.handle_batch(chunk).await {
+                Ok(()) => {
+                    for r in chunk {
+                        st.ledger.remove(r.offset);
+                    }
+                    st.position = chunk.last().map(|r| r.offset + 1);
+                    self.metrics.processed += chunk.len() as u64;
+                }
+                Err(failure) => {
+                    let index = failure.index.min(chunk.len() - 1);
+                    for r in &chunk[..index] {
+                        st.ledger.remove(r.offset);
+                    }
+                    self.metrics.processed += index as u64;
+                    let failed = chunk[index].clone();
+                    st.position = Some(failed.offset);
+                    self.fail(tp, st, failed, failure.error, None).await;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The failure path of one record whose position is already set to it (or past it in
+    /// ordered mode): retry in place, forward to a retry topic, or dead-letter.
+    async fn fail(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        record: ConsumerRecord,
+        error: HandlerError,
+        ordered_key: Option<ParkKey>,
+    ) {
+        let now = now_ms();
+        let retriable = self.config.classifier.is_retriable(&error);
+        let previous = origin(&record);
+        let failures = record.delivery_attempt.max(1);
+        let first = st
+            .ledger
+            .get(record.offset)
+            .map(|e| e.first_failure_ms)
+            .or(previous.as_ref().map(|f| f.first_failure_ms))
+            .unwrap_or(now);
+        let elapsed = Duration::from_millis(u64::try_from(now - first).unwrap_or(0));
+        let backoff = self.config.failure.backoff().clone();
+        let source = previous
+            .as_ref()
+            .map_or_else(|| record.topic.clone(), |f| f.original_topic.clone());
+        let mut facts = ForwardFacts {
+            original_topic: source.clone(),
+            original_partition: previous
+                .as_ref()
+                .map_or(record.partition, |f| f.original_partition),
+            original_offset: previous
+                .as_ref()
+                .map_or(record.offset, |f| f.original_offset),
+            original_timestamp: previous
+                .as_ref()
+                .map_or(record.timestamp, |f| f.original_timestamp),
+            attempts: failures,
+            first_failure_ms: first,
+            last_failure_ms: now,
+            error_kind: if retriable {
+                ErrorKind::Retriable
+            } else {
+                ErrorKind::Fatal
+            },
+            error_type: error.error_type.clone(),
+            error_message: error.message.clone(),
+            consumer_group: self.config.group_id.clone(),
+            due_ms: None,
+        };
+        let after = match &ordered_key {
+            Some(k) => AfterForward::OrderedHead(k.clone()),
+            None => AfterForward::Advance,
+        };
+        if retriable
+            && let (Some(base), Some(delay)) = (
+                backoff.delay(failures, elapsed),
+                backoff.delay_with_jitter(failures, elapsed, self.rng.f64()),
+            )
+        {
+            match &self.config.failure {
+                FailurePolicy::Blocking(_) => {
+                    st.ledger.set(
+                        record.offset,
+                        RetryEntry {
+                            attempts: failures,
+                            first_failure_ms: first,
+                            last_failure_ms: now,
+                        },
+                    );
+                    let due = now.saturating_add(ms(delay));
+                    self.metrics.retried += 1;
+                    tracing::debug!(partition = %tp, offset = record.offset, failures, "retrying in place");
+                    match ordered_key {
+                        Some(key) => {
+                            if let Some(lot) = st.lot.as_mut() {
+                                let mut head = record;
+                                head.delivery_attempt = failures + 1;
+                                lot.block(key, head, due);
+                            }
+                        }
+                        None => {
+                            st.position = Some(record.offset);
+                            st.wait_until_ms = due;
+                        }
+                    }
+                    return;
+                }
+                FailurePolicy::RetryTopics(_) => {
+                    let topic =
+                        self.config
+                            .naming
+                            .retry_topic(&source, &self.config.group_id, base);
+                    facts.due_ms = Some(now.saturating_add(ms(delay)));
+                    let pending = PendingForward {
+                        record,
+                        topic,
+                        facts,
+                        dead_letter: false,
+                        after,
+                        failures: 0,
+                        next_try_ms: now,
+                        last_error: None,
+                    };
+                    self.try_forward(tp, st, pending).await;
+                    return;
+                }
+            }
+        }
+        let topic = self
+            .config
+            .naming
+            .dead_letter_topic(&source, &self.config.group_id);
+        let pending = PendingForward {
+            record,
+            topic,
+            facts,
+            dead_letter: true,
+            after,
+            failures: 0,
+            next_try_ms: now,
+            last_error: None,
+        };
+        self.try_forward(tp, st, pending).await;
+    }
+
+    /// Writes a forward; on success lets the partition move past the record, on failure keeps
+    /// it pending (the partition stays stopped) and reports it.
+    async fn try_forward(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        mut pending: PendingForward,
+    ) -> Option<ParkKey> {
+        let result = self
+            .forwarder
+            .forward(
+                self.api.as_ref(),
+                &pending.topic,
+                &pending.record,
+                &pending.facts,
+            )
+            .await;
+        match result {
+            Ok(dest) => {
+                if pending.dead_letter {
+                    self.metrics.dead_lettered += 1;
+                } else {
+                    self.metrics.forwarded_to_retry += 1;
+                }
+                self.events
+                    .on_forwarded(&pending.record, &dest, pending.dead_letter);
+                st.ledger.remove(pending.record.offset);
+                match pending.after {
+                    AfterForward::Advance => {
+                        if st.position.is_none_or(|p| p <= pending.record.offset) {
+                            st.position = Some(pending.record.offset + 1);
+                        }
+                        None
+                    }
+                    AfterForward::OrderedHead(key) => {
+                        if let Some(lot) = st.lot.as_mut()
+                            && lot.head(&key).map(|r| r.offset) == Some(pending.record.offset)
+                        {
+                            lot.pop(&key);
+                        }
+                        Some(key)
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.forward_failures += 1;
+                pending.failures = pending.failures.saturating_add(1);
+                let delay = self
+                    .config
+                    .forward_backoff
+                    .delay(pending.failures, Duration::ZERO)
+                    .unwrap_or(Duration::from_secs(1));
+                pending.next_try_ms = now_ms().saturating_add(ms(delay));
+                tracing::warn!(partition = %tp, offset = pending.record.offset, destination = %pending.topic, error = %e, "forward failed; partition stopped until it succeeds");
+                self.events
+                    .on_forward_failed(tp, pending.record.offset, &pending.topic, &e);
+                pending.last_error = Some(e);
+                if let AfterForward::Advance = pending.after {
+                    st.position = Some(pending.record.offset);
+                }
+                st.pending = Some(pending);
+                None
+            }
+        }
+    }
+
+    async fn retry_pending_forwards(&mut self) {
+        let now = now_ms();
+        let due: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| st.pending.as_ref().is_some_and(|p| p.next_try_ms <= now))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            let Some(mut st) = self.parts.remove(&tp) else {
+                continue;
+            };
+            if let Some(pending) = st.pending.take() {
+                self.try_forward(&tp, &mut st, pending).await;
+            }
+            self.parts.insert(tp, st);
+        }
+    }
+
+    async fn process_ordered<H: BatchHandler>(
+        &mut self,
+        st: &mut PartitionState,
+        records: Vec<ConsumerRecord>,
+        handler: &H,
+    ) {
+        let Some(first) = records.first() else {
+            return;
+        };
+        let tp = first.topic_partition();
+        for record in records {
+            if st.pending.is_some() {
+                break;
+            }
+            let key = ParkKey::of(&record);
+            let Some(lot) = st.lot.as_mut() else {
+                return;
+            };
+            if lot.is_blocked(&key) {
+                if lot.is_full() {
+                    st.position = Some(record.offset);
+                    st.wait_until_ms = lot.next_due().unwrap_or(0);
+                    break;
+                }
+                st.position = Some(record.offset + 1);
+                lot.park(&key, record);
+                continue;
+            }
+            st.position = Some(record.offset + 1);
+            self.run_key(&tp, st, key, record, handler).await;
+        }
+    }
+
+    /// Handles `record` (not parked behind anything) and then, while the key's head keeps
+    /// succeeding, the records parked behind it.
+    async fn run_key<H: BatchHandler>(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        key: ParkKey,
+        mut record: ConsumerRecord,
+        handler: &H,
+    ) {
+        loop {
+            let in_lot = st
+                .lot
+                .as_ref()
+                .and_then(|l| l.head(&key))
+                .is_some_and(|h| h.offset == record.offset);
+            record.delivery_attempt = attempt_of(&record, &st.ledger);
+            match handler.handle_batch(std::slice::from_ref(&record)).await {
+                Ok(()) => {
+                    self.metrics.processed += 1;
+                    st.ledger.remove(record.offset);
+                    if !in_lot {
+                        return;
+                    }
+                }
+                Err(failure) => {
+                    let before = st.pending.is_some();
+                    self.fail(tp, st, record.clone(), failure.error, Some(key.clone()))
+                        .await;
+                    let blocked = st
+                        .lot
+                        .as_ref()
+                        .is_some_and(|l| l.head(&key).is_some_and(|h| h.offset == record.offset));
+                    if blocked || (st.pending.is_some() && !before) {
+                        if st.pending.is_some() && !blocked {
+                            // Keep the record as the key's head until the forward succeeds.
+                            if let Some(lot) = st.lot.as_mut() {
+                                lot.block(key.clone(), record.clone(), i64::MAX);
+                            }
+                        }
+                        return;
+                    }
+                    // Forwarded: the key moves on.
+                    if !in_lot {
+                        return;
+                    }
+                    // `fail` popped the head already; continue with the next one.
+                    match st.lot.as_ref().and_then(|l| l.head(&key)) {
+                        Some(next) => {
+                            record = next.clone();
+                            continue;
+                        }
+                        None => return,
+                    }
+                }
+            }
+            // Succeeded as the key's head: pop and go on with the next parked record.
+            let next = st.lot.as_mut().and_then(|l| l.pop(&key)).cloned();
+            match next {
+                Some(n) => record = n,
+                None => return,
+            }
+        }
+    }
+
+    async fn retry_due_keys<H: BatchHandler>(&mut self, handler: &H) {
+        let now = now_ms();
+        let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        for tp in tps {
+            let Some(mut st) = self.parts.remove(&tp) else {
+                continue;
+            };
+            let due = if st.user_paused || st.pending.is_some() {
+                Vec::new()
+            } else {
+                st.lot.as_ref().map(|l| l.due(now)).unwrap_or_default()
+            };
+            for key in due {
+                if st.pending.is_some() {
+                    break;
+                }
+                if let Some(head) = st.lot.as_ref().and_then(|l| l.head(&key)).cloned() {
+                    self.run_key(&tp, &mut st, key, head, handler).await;
+                }
+            }
+            if st.lot.as_ref().is_some_and(|l| !l.is_full()) && st.wait_until_ms > now {
+                st.wait_until_ms = 0;
+            }
+            self.parts.insert(tp, st);
+        }
+    }
+}
+
+/// A `&Handler` as a `Handler`.
+struct RefHandler<'a, H>(&'a H);
+
+impl<H: crate::handler::Handler> crate::handler::Handler for RefHandler<'_, H> {
+    fn handle(
+        &self,
+        record: &ConsumerRecord,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
+        self.0.handle(record)
+    }
+}
+
+impl<H> std::fmt::Debug for RefHandler<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefHandler")
+    }
+}

@@ -1,0 +1,241 @@
+//! The headers Staunch adds to a record it forwards to a retry or dead-letter topic, in one
+//! place so redrive (and any other tool) reads exactly what the consumer writes.
+//!
+//! They carry the facts of spring-kafka's `kafka_dlt-*` headers under `staunch.dlt.*` names.
+//! Every value is UTF-8 text (numbers in decimal, times in ms since the Unix epoch), so `kcat`
+//! shows them as they are. The forwarded record's key, value, timestamp and **own** headers
+//! are unchanged; only headers in the `staunch.dlt.` and `staunch.retry.` namespaces are
+//! replaced when a record is forwarded again (from a retry topic to the next one or to the
+//! dead-letter topic), and the *original* facts always name the first source record.
+//!
+//! | header | value |
+//! |---|---|
+//! | `staunch.dlt.original-topic` | topic of the first source record |
+//! | `staunch.dlt.original-partition` | its partition |
+//! | `staunch.dlt.original-offset` | its offset |
+//! | `staunch.dlt.original-timestamp` | its timestamp (ms) |
+//! | `staunch.dlt.attempts` | deliveries that failed so far |
+//! | `staunch.dlt.first-failure-ms` | when the first delivery failed |
+//! | `staunch.dlt.last-failure-ms` | when the last delivery failed |
+//! | `staunch.dlt.error-kind` | `retriable` (attempts ran out) or `fatal` |
+//! | `staunch.dlt.error-type` | the error's type name |
+//! | `staunch.dlt.error-message` | the error's message (at most 1024 bytes) |
+//! | `staunch.dlt.consumer-group` | the group that gave up on it |
+//! | `staunch.retry.due-ms` | retry topics only: not to be delivered before this time |
+//!
+//! ```
+//! use staunch_consumer::headers::{ErrorKind, ForwardFacts};
+//!
+//! let facts = ForwardFacts {
+//!     original_topic: "orders".into(),
+//!     original_partition: 0,
+//!     original_offset: 42,
+//!     original_timestamp: 1_700_000_000_000,
+//!     attempts: 10,
+//!     first_failure_ms: 1_700_000_000_100,
+//!     last_failure_ms: 1_700_000_000_900,
+//!     error_kind: ErrorKind::Retriable,
+//!     error_type: "Timeout".into(),
+//!     error_message: "db timed out".into(),
+//!     consumer_group: "billing".into(),
+//!     due_ms: None,
+//! };
+//! let headers = facts.to_headers();
+//! let borrowed: Vec<(&[u8], Option<&[u8]>)> =
+//!     headers.iter().map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))).collect();
+//! assert_eq!(ForwardFacts::from_headers(borrowed).unwrap(), facts);
+//! ```
+
+/// Prefix of every header Staunch owns on a forwarded record.
+pub const PREFIX_DLT: &str = "staunch.dlt.";
+/// Prefix of the retry-topic scheduling headers.
+pub const PREFIX_RETRY: &str = "staunch.retry.";
+/// Topic of the first source record.
+pub const ORIGINAL_TOPIC: &str = "staunch.dlt.original-topic";
+/// Partition of the first source record.
+pub const ORIGINAL_PARTITION: &str = "staunch.dlt.original-partition";
+/// Offset of the first source record.
+pub const ORIGINAL_OFFSET: &str = "staunch.dlt.original-offset";
+/// Timestamp (ms) of the first source record.
+pub const ORIGINAL_TIMESTAMP: &str = "staunch.dlt.original-timestamp";
+/// Deliveries that failed so far.
+pub const ATTEMPTS: &str = "staunch.dlt.attempts";
+/// When the first delivery failed (ms since the epoch).
+pub const FIRST_FAILURE: &str = "staunch.dlt.first-failure-ms";
+/// When the last delivery failed (ms since the epoch).
+pub const LAST_FAILURE: &str = "staunch.dlt.last-failure-ms";
+/// `retriable` or `fatal`.
+pub const ERROR_KIND: &str = "staunch.dlt.error-kind";
+/// The error's type name.
+pub const ERROR_TYPE: &str = "staunch.dlt.error-type";
+/// The error's message.
+pub const ERROR_MESSAGE: &str = "staunch.dlt.error-message";
+/// The consumer group that forwarded the record.
+pub const CONSUMER_GROUP: &str = "staunch.dlt.consumer-group";
+/// Retry topics: the record is not delivered before this time (ms since the epoch).
+pub const DUE: &str = "staunch.retry.due-ms";
+
+/// Longest error message kept in a header, in bytes (cut at a character boundary).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Whether the last failure was retriable (so the attempts ran out) or fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Retriable: the record was retried until the back-off gave up.
+    Retriable,
+    /// Fatal: retrying could not help, so the record was dead-lettered at once.
+    Fatal,
+}
+
+impl ErrorKind {
+    /// The header value: `retriable` or `fatal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Retriable => "retriable",
+            ErrorKind::Fatal => "fatal",
+        }
+    }
+
+    /// Parses a header value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "retriable" => Some(ErrorKind::Retriable),
+            "fatal" => Some(ErrorKind::Fatal),
+            _ => None,
+        }
+    }
+}
+
+/// Everything Staunch records about a forwarded record's origin and failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardFacts {
+    /// Topic of the first source record.
+    pub original_topic: String,
+    /// Its partition.
+    pub original_partition: i32,
+    /// Its offset.
+    pub original_offset: i64,
+    /// Its timestamp (ms).
+    pub original_timestamp: i64,
+    /// Deliveries that failed so far.
+    pub attempts: u32,
+    /// When the first delivery failed (ms).
+    pub first_failure_ms: i64,
+    /// When the last delivery failed (ms).
+    pub last_failure_ms: i64,
+    /// Whether the last failure was retriable or fatal.
+    pub error_kind: ErrorKind,
+    /// The error's type name.
+    pub error_type: String,
+    /// The error's message.
+    pub error_message: String,
+    /// The consumer group that forwarded it.
+    pub consumer_group: String,
+    /// Retry topics only: not to be delivered before this time (ms).
+    pub due_ms: Option<i64>,
+}
+
+impl ForwardFacts {
+    /// The headers to add, names and UTF-8 values, in the order of the module table.
+    pub fn to_headers(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut headers = vec![
+            (ORIGINAL_TOPIC, self.original_topic.clone().into_bytes()),
+            (
+                ORIGINAL_PARTITION,
+                self.original_partition.to_string().into_bytes(),
+            ),
+            (
+                ORIGINAL_OFFSET,
+                self.original_offset.to_string().into_bytes(),
+            ),
+            (
+                ORIGINAL_TIMESTAMP,
+                self.original_timestamp.to_string().into_bytes(),
+            ),
+            (ATTEMPTS, self.attempts.to_string().into_bytes()),
+            (
+                FIRST_FAILURE,
+                self.first_failure_ms.to_string().into_bytes(),
+            ),
+            (LAST_FAILURE, self.last_failure_ms.to_string().into_bytes()),
+            (ERROR_KIND, self.error_kind.as_str().as_bytes().to_vec()),
+            (ERROR_TYPE, self.error_type.clone().into_bytes()),
+            (
+                ERROR_MESSAGE,
+                truncate(&self.error_message).as_bytes().to_vec(),
+            ),
+            (CONSUMER_GROUP, self.consumer_group.clone().into_bytes()),
+        ];
+        if let Some(due) = self.due_ms {
+            headers.push((DUE, due.to_string().into_bytes()));
+        }
+        headers
+    }
+
+    /// Reads the facts back from a record's headers; `None` unless every required header is
+    /// present and well formed (`staunch.retry.due-ms` is optional). The last occurrence of a
+    /// header wins.
+    pub fn from_headers<'a>(
+        headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> Option<Self> {
+        let mut get = std::collections::HashMap::new();
+        for (k, v) in headers {
+            if let (Ok(k), Some(Ok(v))) = (std::str::from_utf8(k), v.map(std::str::from_utf8)) {
+                get.insert(k, v);
+            }
+        }
+        let text = |name: &str| get.get(name).map(|v| (*v).to_owned());
+        let num = |name: &str| get.get(name).and_then(|v| v.parse::<i64>().ok());
+        Some(ForwardFacts {
+            original_topic: text(ORIGINAL_TOPIC)?,
+            original_partition: i32::try_from(num(ORIGINAL_PARTITION)?).ok()?,
+            original_offset: num(ORIGINAL_OFFSET)?,
+            original_timestamp: num(ORIGINAL_TIMESTAMP)?,
+            attempts: u32::try_from(num(ATTEMPTS)?).ok()?,
+            first_failure_ms: num(FIRST_FAILURE)?,
+            last_failure_ms: num(LAST_FAILURE)?,
+            error_kind: ErrorKind::parse(get.get(ERROR_KIND)?)?,
+            error_type: text(ERROR_TYPE)?,
+            error_message: text(ERROR_MESSAGE)?,
+            consumer_group: text(CONSUMER_GROUP)?,
+            due_ms: num(DUE),
+        })
+    }
+}
+
+/// Whether a header belongs to Staunch (and is replaced when a record is forwarded again).
+pub fn is_staunch_header(name: &[u8]) -> bool {
+    name.starts_with(PREFIX_DLT.as_bytes()) || name.starts_with(PREFIX_RETRY.as_bytes())
+}
+
+fn truncate(message: &str) -> &str {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_or_garbled_headers_decode_to_none_not_a_panic() {
+        assert_eq!(ForwardFacts::from_headers(Vec::new()), None);
+        let bad: Vec<(&[u8], Option<&[u8]>)> =
+            vec![(ORIGINAL_PARTITION.as_bytes(), Some(&[0xff, 0xfe][..]))];
+        assert_eq!(ForwardFacts::from_headers(bad), None);
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let cut = truncate(&long);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,354 @@
+//! Consumer tests against the embedded broker: the retry / dead-letter suite, ordered mode,
+//! batch handlers and a two-member group rebalance.
+
+mod suite;
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use staunch_broker::Broker;
+use staunch_consumer::{
+    BatchFailure, BatchHandler, Consumer, ConsumerConfig, ConsumerRecord, FailurePolicy,
+    HandlerError, PerRecord, handler_fn,
+};
+use staunch_core::api::*;
+use staunch_core::{ApiError, BackOff, BrokerApi, ErrorCode, TopicPartition};
+
+use support::*;
+
+async fn embedded() -> (tempfile::TempDir, Arc<Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    (dir, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_policy_ten_deliveries_then_dlt() {
+    let (_d, b) = embedded().await;
+    suite::default_policy(b, "orders").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exponential_backoff_three_deliveries_then_dlt() {
+    let (_d, b) = embedded().await;
+    suite::exponential_backoff(b, "exp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_retry_holds_the_next_record() {
+    let (_d, b) = embedded().await;
+    suite::head_of_line_blocking(b, "hol").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_topics_let_the_next_record_through() {
+    let (_d, b) = embedded().await;
+    suite::retry_topics_do_not_block(b, "rt").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_retry_continues_the_count() {
+    let (_d, b) = embedded().await;
+    suite::restart_mid_retry(b, "restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_topic_unavailable_stops_the_partition() {
+    let (_d, b) = embedded().await;
+    let down = Arc::new(AtomicBool::new(false));
+    let api = Arc::new(FailingDlt {
+        inner: (*b).clone(),
+        down: down.clone(),
+    });
+    suite::dead_letter_topic_unavailable(api, down, b.as_ref(), "dltdown").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_mode_parks_the_key_not_the_partition() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "keyed", 1).await;
+    let tp = TopicPartition::new("keyed", 0);
+    produce(
+        b.as_ref(),
+        &tp,
+        &[
+            ("A", "a1"),
+            ("B", "b1"),
+            ("A", "a2"),
+            ("B", "b2"),
+            ("A", "a3"),
+        ],
+    )
+    .await;
+    let log = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
+    let a1_failures = Arc::new(Mutex::new(0));
+    let (l, f) = (log.clone(), a1_failures.clone());
+    let handler = PerRecord(handler_fn(move |r| {
+        let (log, fails) = (l.clone(), f.clone());
+        async move {
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            let mut n = fails.lock().unwrap();
+            let ok = !(v == "a1" && *n < 2);
+            if !ok {
+                *n += 1;
+            }
+            log.lock().unwrap().push((v, ok));
+            if ok {
+                Ok(())
+            } else {
+                Err(HandlerError::retriable("Busy", "try later"))
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-ordered");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(100), 5));
+    config.ordered = Some(100);
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().iter().filter(|e| e.1).count() == 5
+    })
+    .await;
+    let log = log.lock().unwrap().clone();
+    let ok: Vec<&str> = log.iter().filter(|e| e.1).map(|e| e.0.as_str()).collect();
+    let a_order: Vec<&str> = ok.iter().copied().filter(|v| v.starts_with('a')).collect();
+    assert_eq!(a_order, ["a1", "a2", "a3"], "A stays in order");
+    let pos = |v: &str| ok.iter().position(|x| *x == v).unwrap();
+    assert!(
+        pos("b1") < pos("a1") && pos("b2") < pos("a1"),
+        "B flows while A waits: {log:?}"
+    );
+    assert_eq!(log.iter().filter(|e| e.0 == "a1").count(), 3);
+    consumer.commit().await.unwrap();
+    assert_eq!(
+        committed(b.as_ref(), "g-ordered", &tp)
+            .await
+            .unwrap()
+            .offset,
+        5
+    );
+}
+
+/// Fails at the record valued "x": earlier records are committed, it goes to the DLT (fatal).
+#[derive(Debug, Default)]
+struct FailAtX(Mutex<Vec<Vec<String>>>);
+
+impl BatchHandler for FailAtX {
+    async fn handle_batch(&self, records: &[ConsumerRecord]) -> Result<(), BatchFailure> {
+        let values: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        self.0.lock().unwrap().push(values.clone());
+        match values.iter().position(|v| v == "x") {
+            Some(index) => Err(BatchFailure {
+                index,
+                error: HandlerError::fatal("Bad", "x is bad"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_handler_commits_before_the_failed_record() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "batch", 1).await;
+    let tp = TopicPartition::new("batch", 0);
+    produce(
+        b.as_ref(),
+        &tp,
+        &[("k", "a"), ("k", "b"), ("k", "x"), ("k", "c")],
+    )
+    .await;
+    let handler = FailAtX::default();
+    let mut config = ConsumerConfig::new("g-batch");
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        handler
+            .0
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|l| l == &["c"])
+    })
+    .await;
+    let calls = handler.0.lock().unwrap().clone();
+    assert_eq!(calls, vec![vec!["a", "b", "x", "c"], vec!["c"]]);
+    let dead = read_all(b.as_ref(), "batch.DLT").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value.as_deref(), Some(&b"x"[..]));
+    assert_eq!(
+        committed(b.as_ref(), "g-batch", &tp).await.unwrap().offset,
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_member_group_processes_and_commits_everything() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "shared", 4).await;
+    for p in 0..4 {
+        let tp = TopicPartition::new("shared", p);
+        let values: Vec<String> = (0..10).map(|i| format!("{p}-{i}")).collect();
+        let pairs: Vec<(&str, &str)> = values.iter().map(|v| ("k", v.as_str())).collect();
+        produce(b.as_ref(), &tp, &pairs).await;
+    }
+    let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for member in 0..2 {
+        let (b, seen, stop) = (b.clone(), seen.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            if member == 1 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let mut config = ConsumerConfig::new("g-shared");
+            config.fetch_max_wait = Duration::from_millis(50);
+            config.heartbeat_interval = Duration::from_millis(100);
+            config.session_timeout = Duration::from_secs(10);
+            config.rebalance_timeout = Duration::from_secs(10);
+            let mut consumer = Consumer::new(b, config).unwrap();
+            consumer.subscribe(&["shared"]).await.unwrap();
+            let s = seen.clone();
+            let handler = handler_fn(move |r| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().insert(
+                        String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                            .into_owned(),
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok(())
+                }
+            });
+            let mut max_owned = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let _ = consumer.poll(&handler).await;
+                max_owned = max_owned.max(consumer.assignment().len());
+            }
+            let owned = consumer.assignment().len();
+            consumer.close().await.unwrap();
+            (owned, max_owned)
+        }));
+    }
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < LIMIT, "not all processed and committed");
+        let mut total = 0;
+        for p in 0..4 {
+            let tp = TopicPartition::new("shared", p);
+            total += committed(b.as_ref(), "g-shared", &tp)
+                .await
+                .map_or(0, |c| c.offset);
+        }
+        let rebalanced = seen.lock().unwrap().len() == 40 && total == 40;
+        if rebalanced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the second member's join settle so both own partitions.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut owned = Vec::new();
+    for t in tasks {
+        owned.push(t.await.unwrap());
+    }
+    assert_eq!(seen.lock().unwrap().len(), 40, "every record processed");
+    assert_eq!(
+        owned[0].0 + owned[1].0,
+        4,
+        "partitions split between members: {owned:?}"
+    );
+    assert!(
+        owned[1].0 > 0,
+        "the second member got partitions: {owned:?}"
+    );
+}
+
+/// Delegates to `inner`, except produce to a `.DLT` topic fails while `down` is set.
+#[derive(Debug, Clone)]
+struct FailingDlt<B> {
+    inner: B,
+    down: Arc<AtomicBool>,
+}
+
+impl<B: BrokerApi> BrokerApi for FailingDlt<B> {
+    async fn produce(
+        &self,
+        call: ProduceCall,
+    ) -> Vec<(TopicPartition, Result<ProduceAck, ApiError>)> {
+        if self.down.load(Ordering::SeqCst)
+            && call
+                .batches
+                .iter()
+                .any(|b| b.partition.topic.ends_with(".DLT"))
+        {
+            return call
+                .batches
+                .into_iter()
+                .map(|b| {
+                    (
+                        b.partition,
+                        Err(ApiError::broker(ErrorCode::NotEnoughReplicas)),
+                    )
+                })
+                .collect();
+        }
+        self.inner.produce(call).await
+    }
+    async fn topic(&self, topic: &str) -> Result<TopicInfo, ApiError> {
+        self.inner.topic(topic).await
+    }
+    async fn init_producer_id(&self) -> Result<ProducerIdentity, ApiError> {
+        self.inner.init_producer_id().await
+    }
+    async fn fetch(
+        &self,
+        call: FetchCall,
+    ) -> Vec<(TopicPartition, Result<FetchedRecords, ApiError>)> {
+        self.inner.fetch(call).await
+    }
+    async fn list_offsets(
+        &self,
+        p: Vec<(TopicPartition, OffsetSpec)>,
+    ) -> Vec<(TopicPartition, Result<Option<ListedOffset>, ApiError>)> {
+        self.inner.list_offsets(p).await
+    }
+    async fn create_topic(&self, call: CreateTopicCall) -> Result<TopicCreation, ApiError> {
+        self.inner.create_topic(call).await
+    }
+    async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
+        self.inner.join_group(call).await
+    }
+    async fn sync_group(&self, call: SyncGroupCall) -> Result<bytes::Bytes, ApiError> {
+        self.inner.sync_group(call).await
+    }
+    async fn heartbeat(&self, m: &GroupMembership) -> Result<(), ApiError> {
+        self.inner.heartbeat(m).await
+    }
+    async fn leave_group(&self, m: &GroupMembership) -> Result<(), ApiError> {
+        self.inner.leave_group(m).await
+    }
+    async fn commit_offsets(
+        &self,
+        m: &GroupMembership,
+        o: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Vec<(TopicPartition, Result<(), ApiError>)> {
+        self.inner.commit_offsets(m, o).await
+    }
+    async fn fetch_committed_offsets(
+        &self,
+        g: &str,
+        p: Vec<TopicPartition>,
+    ) -> Vec<(TopicPartition, Result<Option<OffsetAndMetadata>, ApiError>)> {
+        self.inner.fetch_committed_offsets(g, p).await
+    }
+}

@@ -1,0 +1,283 @@
+//! The retry / dead-letter suite, generic over `BrokerApi`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use staunch_consumer::headers as h;
+use staunch_consumer::{
+    Consumer, ConsumerConfig, FailurePolicy, HandlerError, PerRecord, handler_fn,
+};
+use staunch_core::{BackOff, BrokerApi, TopicPartition};
+
+use crate::support::*;
+
+/// (value, delivery attempt, when) of every delivery.
+pub(crate) type Log = Arc<Mutex<Vec<(String, u32, Instant)>>>;
+
+fn fails_on(
+    values: &'static [&'static str],
+    log: Log,
+) -> PerRecord<impl staunch_consumer::Handler> {
+    PerRecord(handler_fn(move |r| {
+        let log = log.clone();
+        async move {
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            log.lock()
+                .unwrap()
+                .push((v.clone(), r.delivery_attempt, Instant::now()));
+            if values.contains(&v.as_str()) {
+                Err(HandlerError::retriable(
+                    "Boom",
+                    format!("cannot handle {v}"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }))
+}
+
+fn count(log: &Log, v: &str) -> usize {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(x, _, _)| x == v)
+        .count()
+}
+
+fn config(group: &str, failure: FailurePolicy) -> ConsumerConfig {
+    ConsumerConfig {
+        failure,
+        fetch_max_wait: Duration::from_millis(50),
+        heartbeat_interval: Duration::from_millis(100),
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_secs(10),
+        ..ConsumerConfig::new(group)
+    }
+}
+
+/// spring's default: ten deliveries, then `<topic>.DLT` with headers; the next record flows.
+pub(crate) async fn default_policy<B: BrokerApi>(api: Arc<B>, topic: &str) {
+    create(api.as_ref(), topic, 1).await;
+    let tp = TopicPartition::new(topic, 0);
+    produce(api.as_ref(), &tp, &[("k1", "bad"), ("k2", "good")]).await;
+    let log: Log = Log::default();
+    let handler = fails_on(&["bad"], log.clone());
+    let mut consumer =
+        Consumer::new(api.clone(), config("g-default", FailurePolicy::default())).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        count(&log, "good") == 1
+    })
+    .await;
+    assert_eq!(count(&log, "bad"), 10, "exactly ten deliveries");
+    let attempts: Vec<u32> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.0 == "bad")
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(attempts, (1..=10).collect::<Vec<_>>());
+    let dlt = read_all(api.as_ref(), &format!("{topic}.DLT")).await;
+    assert_eq!(dlt.len(), 1);
+    let r = &dlt[0];
+    assert_eq!(r.key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(r.value.as_deref(), Some(&b"bad"[..]));
+    assert_eq!(header(r, h::ORIGINAL_TOPIC), Some(topic));
+    assert_eq!(header(r, h::ORIGINAL_PARTITION), Some("0"));
+    assert_eq!(header(r, h::ORIGINAL_OFFSET), Some("0"));
+    assert_eq!(header(r, h::ORIGINAL_TIMESTAMP), Some("1700000000000"));
+    assert_eq!(header(r, h::ATTEMPTS), Some("10"));
+    assert_eq!(header(r, h::ERROR_KIND), Some("retriable"));
+    assert_eq!(header(r, h::ERROR_TYPE), Some("Boom"));
+    assert_eq!(header(r, h::ERROR_MESSAGE), Some("cannot handle bad"));
+    assert_eq!(header(r, h::CONSUMER_GROUP), Some("g-default"));
+    let facts = r.forward_facts().expect("facts decode");
+    assert!(facts.first_failure_ms <= facts.last_failure_ms);
+    assert_eq!(
+        committed(api.as_ref(), "g-default", &tp)
+            .await
+            .unwrap()
+            .offset,
+        2
+    );
+}
+
+/// Exponential 30 ms × 3, two retries: three deliveries at growing spacing, then the DLT.
+pub(crate) async fn exponential_backoff<B: BrokerApi>(api: Arc<B>, topic: &str) {
+    create(api.as_ref(), topic, 1).await;
+    let tp = TopicPartition::new(topic, 0);
+    produce(api.as_ref(), &tp, &[("k", "bad")]).await;
+    let log: Log = Log::default();
+    let handler = fails_on(&["bad"], log.clone());
+    let backoff = BackOff::exponential(Duration::from_millis(30), 3.0, Duration::from_secs(1))
+        .with_max_retries(2);
+    let mut consumer = Consumer::new(
+        api.clone(),
+        config("g-exp", FailurePolicy::Blocking(backoff)),
+    )
+    .unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    let dlt = format!("{topic}.DLT");
+    poll_until(&mut consumer, &handler, || async {
+        !read_all(api.as_ref(), &dlt).await.is_empty()
+    })
+    .await;
+    let times: Vec<Instant> = log.lock().unwrap().iter().map(|e| e.2).collect();
+    assert_eq!(times.len(), 3, "three deliveries");
+    assert!(times[1] - times[0] >= Duration::from_millis(30));
+    assert!(times[2] - times[1] >= Duration::from_millis(90));
+}
+
+/// Blocking retry: record 2 waits until record 1 is dead-lettered.
+pub(crate) async fn head_of_line_blocking<B: BrokerApi>(api: Arc<B>, topic: &str) {
+    create(api.as_ref(), topic, 1).await;
+    let tp = TopicPartition::new(topic, 0);
+    produce(api.as_ref(), &tp, &[("a", "one"), ("b", "two")]).await;
+    let log: Log = Log::default();
+    let handler = fails_on(&["one"], log.clone());
+    let policy = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(50), 2));
+    let mut consumer = Consumer::new(api.clone(), config("g-hol", policy)).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        count(&log, "two") == 1
+    })
+    .await;
+    let log = log.lock().unwrap();
+    let order: Vec<&str> = log.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(order, ["one", "one", "one", "two"]);
+}
+
+/// Retry topics: record 2 is processed while record 1 waits in `-retry-300`; both reach the DLT.
+pub(crate) async fn retry_topics_do_not_block<B: BrokerApi>(api: Arc<B>, topic: &str) {
+    create(api.as_ref(), topic, 1).await;
+    let tp = TopicPartition::new(topic, 0);
+    produce(api.as_ref(), &tp, &[("a", "one"), ("b", "two")]).await;
+    let log: Log = Log::default();
+    let handler = fails_on(&["one", "two"], log.clone());
+    let policy = FailurePolicy::RetryTopics(BackOff::fixed(Duration::from_millis(300), 1));
+    let mut consumer = Consumer::new(api.clone(), config("g-rt", policy)).unwrap();
+    consumer.subscribe(&[topic]).await.unwrap();
+    let dlt = format!("{topic}.DLT");
+    poll_until(&mut consumer, &handler, || async {
+        read_all(api.as_ref(), &dlt).await.len() == 2
+    })
+    .await;
+    let log = log.lock().unwrap().clone();
+    let order: Vec<(&str, u32)> = log.iter().map(|e| (e.0.as_str(), e.1)).collect();
+    assert_eq!(order, [("one", 1), ("two", 1), ("one", 2), ("two", 2)]);
+    let first_one = log[0].2;
+    let second_one = log[2].2;
+    assert!(
+        second_one - first_one >= Duration::from_millis(300),
+        "waited for the due time"
+    );
+    let retried = read_all(api.as_ref(), &format!("{topic}-retry-300")).await;
+    assert_eq!(retried.len(), 2);
+    assert!(header(&retried[0], h::DUE).is_some());
+    let dead = read_all(api.as_ref(), &dlt).await;
+    assert_eq!(
+        header(&dead[0], h::ORIGINAL_TOPIC),
+        Some(topic),
+        "original topic survives the retry topic"
+    );
+    assert_eq!(header(&dead[0], h::ATTEMPTS), Some("2"));
+
+    consumer.close().await.unwrap();
+}
+
+/// A new consumer continues the attempt count persisted in the offset metadata.
+pub(crate) async fn restart_mid_retry<B: BrokerApi>(api: Arc<B>, topic: &str) {
+    create(api.as_ref(), topic, 1).await;
+    let tp = TopicPartition::new(topic, 0);
+    produce(api.as_ref(), &tp, &[("k", "bad")]).await;
+    let policy = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(20), 4));
+    let log: Log = Log::default();
+    let handler = fails_on(&["bad"], log.clone());
+    let mut first = Consumer::new(api.clone(), config("g-restart", policy.clone())).unwrap();
+    first.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut first, &handler, || async { count(&log, "bad") == 3 }).await;
+    drop(first); // no close: nothing more is committed
+    let meta = committed(api.as_ref(), "g-restart", &tp).await.unwrap();
+    assert_eq!(meta.offset, 0);
+    assert!(meta.metadata.contains(":3:"), "{}", meta.metadata);
+    let mut second = Consumer::new(api.clone(), config("g-restart", policy)).unwrap();
+    second.assign(vec![tp.clone()]).await.unwrap();
+    let dlt = format!("{topic}.DLT");
+    poll_until(&mut second, &handler, || async {
+        !read_all(api.as_ref(), &dlt).await.is_empty()
+    })
+    .await;
+    let attempts: Vec<u32> = log.lock().unwrap().iter().map(|e| e.1).collect();
+    assert_eq!(attempts, [1, 2, 3, 4, 5]);
+    let dead = read_all(api.as_ref(), &dlt).await;
+    assert_eq!(header(&dead[0], h::ATTEMPTS), Some("5"));
+}
+
+/// A BrokerApi whose produce to `<topic>.DLT` fails while `down` is set.
+pub(crate) async fn dead_letter_topic_unavailable<B: BrokerApi>(
+    api: Arc<B>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    inner: &impl BrokerApi,
+    topic: &str,
+) {
+    use std::sync::atomic::Ordering;
+    create(inner, topic, 1).await;
+    let tp = TopicPartition::new(topic, 0);
+    produce(inner, &tp, &[("k1", "poison"), ("k2", "fine")]).await;
+    down.store(true, Ordering::SeqCst);
+    let log: Log = Log::default();
+    let l2 = log.clone();
+    let handler = PerRecord(handler_fn(move |r| {
+        let log = l2.clone();
+        async move {
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            log.lock()
+                .unwrap()
+                .push((v.clone(), r.delivery_attempt, Instant::now()));
+            if v == "poison" {
+                Err(HandlerError::fatal("Poison", "unparseable"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut cfg = config("g-dlt-down", FailurePolicy::default());
+    cfg.forward_backoff = BackOff::fixed(Duration::from_millis(20), u32::MAX);
+    let mut consumer = Consumer::new(api.clone(), cfg).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    for _ in 0..20 {
+        let _ = consumer.poll_batch(&handler).await;
+    }
+    assert!(
+        consumer.metrics().forward_failures >= 2,
+        "{:?}",
+        consumer.metrics()
+    );
+    let stalled = consumer.stalled();
+    assert_eq!(stalled.len(), 1);
+    assert_eq!(stalled[0].offset, 0);
+    assert_eq!(stalled[0].destination, format!("{topic}.DLT"));
+    assert_eq!(count(&log, "poison"), 1, "fatal: no retries");
+    assert_eq!(count(&log, "fine"), 0, "the partition does not advance");
+    let c = committed(inner, "g-dlt-down", &tp).await;
+    assert!(
+        c.as_ref().is_none_or(|c| c.offset == 0),
+        "source offset not advanced: {c:?}"
+    );
+    down.store(false, Ordering::SeqCst);
+    poll_until(&mut consumer, &handler, || async {
+        count(&log, "fine") == 1
+    })
+    .await;
+    let dead = read_all(inner, &format!("{topic}.DLT")).await;
+    assert!(!dead.is_empty());
+    assert!(
+        dead.iter()
+            .all(|r| r.value.as_deref() == Some(&b"poison"[..]))
+    );
+    assert_eq!(header(&dead[0], h::ERROR_KIND), Some("fatal"));
+    assert!(consumer.stalled().is_empty());
+    assert_eq!(committed(inner, "g-dlt-down", &tp).await.unwrap().offset, 2);
+}
