@@ -199,7 +199,8 @@ impl Outbox {
         let log = FileLog::open(&config.dir, log_config)?;
         let group_limit = MAX_GROUP_BYTES
             .min(usize::try_from(config.segment_bytes / 4).unwrap_or(MAX_GROUP_BYTES));
-        let (pending_records, pending) = scan(&log)?;
+        let pending_records = scan(&log)?;
+        let pending = pending_records.iter().map(|(offset, _)| *offset).collect();
         let shared = Arc::new(Shared {
             bytes: AtomicU64::new(log.size_bytes()),
             max_bytes: config.max_bytes,
@@ -488,8 +489,8 @@ fn encode_entries<'a>(records: impl Iterator<Item = &'a ProducerRecord>) -> Vec<
     builder.map(BatchBuilder::build).unwrap_or_default()
 }
 
-/// Reads the whole log: the pending entries (decoded, oldest first) and their offsets.
-fn scan(log: &FileLog) -> Result<(Vec<(Offset, ProducerRecord)>, BTreeSet<Offset>), OutboxError> {
+/// Reads the whole log: the pending entries, decoded, oldest first.
+fn scan(log: &FileLog) -> Result<Vec<(Offset, ProducerRecord)>, OutboxError> {
     let mut entries = std::collections::BTreeMap::new();
     let mut finished = BTreeSet::new();
     let mut from = log.earliest();
@@ -524,8 +525,7 @@ fn scan(log: &FileLog) -> Result<(Vec<(Offset, ProducerRecord)>, BTreeSet<Offset
         from = read.next_offset;
     }
     entries.retain(|offset, _| !finished.contains(offset));
-    let pending = entries.keys().copied().collect();
-    Ok((entries.into_iter().collect(), pending))
+    Ok(entries.into_iter().collect())
 }
 
 /// An entry back as the record the caller gave.

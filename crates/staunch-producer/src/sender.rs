@@ -205,6 +205,16 @@ impl PartitionState {
     }
 }
 
+impl Drop for PartitionState {
+    /// A partition torn down with a batch still open (the runtime shut down, or the task
+    /// panicked) owes its records an outcome too: `Aborted`, as every other dropped record.
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.fail(self.tp.clone(), ProduceError::Aborted, |_| {});
+        }
+    }
+}
+
 /// One topic: its partitions once metadata is known, and records waiting for it.
 #[derive(Debug)]
 struct TopicState {

@@ -366,7 +366,10 @@ fn deleting_segments_below_an_offset_keeps_every_record_at_or_above_it() {
     assert!(log.earliest() <= cut, "a segment holding {cut} was deleted");
     assert_eq!(outcome.earliest, log.earliest());
     let kept = values(&log);
-    assert_eq!(kept[..], all[all.iter().position(|r| r.0 == log.earliest()).unwrap()..]);
+    assert_eq!(
+        kept[..],
+        all[all.iter().position(|r| r.0 == log.earliest()).unwrap()..]
+    );
     // Deleting below the log end leaves the active segment.
     log.delete_segments_before(log.log_end()).unwrap();
     assert_eq!(log.segment_count(), 1);

@@ -4,5 +4,6 @@
 #![allow(missing_docs, unreachable_pub, dead_code)]
 
 mod faults;
+mod outbox;
 mod semantics;
 mod support;
