@@ -61,6 +61,7 @@ pub struct Stored {
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub producer_id: i64,
+    pub producer_epoch: i16,
 }
 
 /// Every visible record of one partition, in log order.
@@ -104,6 +105,7 @@ pub async fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec
                         .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
                         .collect(),
                     producer_id: batch.producer_id(),
+                    producer_epoch: batch.producer_epoch(),
                 });
             }
             offset = batch.next_offset();
