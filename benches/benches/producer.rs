@@ -7,10 +7,15 @@
 //!   as `benches/clients/confluent_bench.py` configures confluent-kafka, so the two compare;
 //! - `producer/batch_1MiB/retries_off`: the same with a back-off of zero retries, to price the
 //!   retry machinery on the happy path;
-//! - `producer/batch_16KiB/retries_on`: the producer's defaults (Kafka's Java client's batch size).
+//! - `producer/batch_16KiB/retries_on`: the producer's defaults (Kafka's Java client's batch size);
+//! - `producer/senders_64/no_outbox`, `…/outbox_always`, `…/outbox_os`: 64 tasks send
+//!   concurrently (as a service's request handlers would), without and with the durable outbox
+//!   (every record fsynced into it before `send_async` returns, the fsyncs shared by
+//!   concurrent senders; or written to the page cache only). A single task awaiting each send
+//!   pays one outbox fsync per record, which is not worth a benchmark.
 //!
-//! After criterion's report a table prints records/s per case and the retries-on / retries-off
-//! ratio.
+//! After criterion's report a table prints records/s per case, the retries-on / retries-off
+//! ratio and the outbox / no-outbox ratios.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +27,8 @@ use staunch_benches::{Timings, VALUE_BYTES, bench_dir, measuring, per_second};
 use staunch_broker::{Broker, BrokerConfig};
 use staunch_client::{Client, ClientConfig};
 use staunch_core::BackOff;
-use staunch_producer::{Producer, ProducerConfig, ProducerRecord};
+use staunch_log::FlushPolicy;
+use staunch_producer::{OutboxConfig, Producer, ProducerConfig, ProducerRecord};
 use staunch_server::{Server, ServerConfig};
 
 /// Records sent per iteration.
@@ -43,22 +49,55 @@ fn config(batch_size: usize, retries: bool) -> ProducerConfig {
     config
 }
 
-/// Sends `RECORDS` records and waits until all are acknowledged; returns the wall time.
-async fn send_all(producer: &Producer<Client>, topic: &str, value: &Bytes) -> Duration {
+/// How a case sends.
+#[derive(Clone, Copy)]
+struct Case {
+    name: &'static str,
+    batch_size: usize,
+    retries: bool,
+    /// Tasks sending concurrently, each awaiting its own `send_async` calls in turn.
+    senders: u64,
+    /// The outbox's flush policy, or no outbox.
+    outbox: Option<FlushPolicy>,
+}
+
+/// Sends `RECORDS` records from `senders` tasks and waits until all are acknowledged; returns
+/// the wall time.
+async fn send_all(
+    producer: &Producer<Client>,
+    topic: &str,
+    value: &Bytes,
+    senders: u64,
+) -> Duration {
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    for _ in 0..RECORDS {
-        let failed = failed.clone();
-        producer
-            .send_async(
-                ProducerRecord::new(topic, value.clone()).with_partition(0),
-                move |outcome| {
-                    if outcome.is_err() {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-            )
-            .await;
+    let tasks: Vec<_> = (0..senders)
+        .map(|_| {
+            let (producer, failed, topic, value) = (
+                producer.clone(),
+                failed.clone(),
+                topic.to_owned(),
+                value.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..RECORDS / senders {
+                    let failed = failed.clone();
+                    producer
+                        .send_async(
+                            ProducerRecord::new(topic.clone(), value.clone()).with_partition(0),
+                            move |outcome| {
+                                if outcome.is_err() {
+                                    failed.fetch_add(1, Ordering::Relaxed);
+                                }
+                            },
+                        )
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("sender task");
     }
     producer.flush().await;
     let elapsed = start.elapsed();
@@ -95,27 +134,65 @@ fn main() {
         .configure_from_args();
     let timings = Timings::default();
     let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    let case = |name, batch_size, retries, senders, outbox| Case {
+        name,
+        batch_size,
+        retries,
+        senders,
+        outbox,
+    };
     let cases = [
-        ("batch_1MiB/retries_on", 1_000_000, true),
-        ("batch_1MiB/retries_off", 1_000_000, false),
-        ("batch_16KiB/retries_on", 16 * 1024, true),
+        case("batch_1MiB/retries_on", 1_000_000, true, 1, None),
+        case("batch_1MiB/retries_off", 1_000_000, false, 1, None),
+        case("batch_16KiB/retries_on", 16 * 1024, true, 1, None),
+        case("senders_64/no_outbox", 1_000_000, true, 64, None),
+        case(
+            "senders_64/outbox_always",
+            1_000_000,
+            true,
+            64,
+            Some(FlushPolicy::Always),
+        ),
+        case(
+            "senders_64/outbox_os",
+            1_000_000,
+            true,
+            64,
+            Some(FlushPolicy::Os),
+        ),
     ];
     let mut group = criterion.benchmark_group("producer");
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(RECORDS));
-    for (name, batch_size, retries) in cases {
+    for case in cases {
+        let name = case.name;
         let topic = format!("bench-{}", name.replace('/', "-"));
+        let outbox_dir = dir
+            .path()
+            .join(format!("outbox-{}", name.replace('/', "-")));
         let producer = runtime.block_on(async {
             let client = Client::connect(vec![addr.to_string()], ClientConfig::default())
                 .await
                 .expect("connect");
-            Producer::new(client, config(batch_size, retries)).expect("producer config")
+            let config = config(case.batch_size, case.retries);
+            match case.outbox {
+                None => Producer::new(client, config).expect("producer config"),
+                Some(flush) => {
+                    let outbox = OutboxConfig {
+                        flush,
+                        ..OutboxConfig::new(&outbox_dir)
+                    };
+                    Producer::with_outbox(client, config, outbox)
+                        .expect("producer with outbox")
+                        .0
+                }
+            }
         });
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += runtime.block_on(send_all(&producer, &topic, &value));
+                    total += runtime.block_on(send_all(&producer, &topic, &value, case.senders));
                 }
                 timings.record(name, iters, total);
                 total
@@ -135,9 +212,9 @@ fn main() {
             .map(|per| per_second(RECORDS as f64, per))
     };
     println!("\n| case | records/s |\n|---|---|");
-    for (name, _, _) in cases {
-        if let Some(rate) = rate(name) {
-            println!("| {name} | {rate:.0} |");
+    for case in cases {
+        if let Some(rate) = rate(case.name) {
+            println!("| {} | {rate:.0} |", case.name);
         }
     }
     if let (Some(on), Some(off)) = (
@@ -148,5 +225,12 @@ fn main() {
             "\nretry machinery on the happy path: retries-on runs at {:.3}x the retries-off rate",
             on / off
         );
+    }
+    if let Some(plain) = rate("senders_64/no_outbox") {
+        for name in ["senders_64/outbox_always", "senders_64/outbox_os"] {
+            if let Some(with) = rate(name) {
+                println!("{name}: {:.3}x the rate without an outbox", with / plain);
+            }
+        }
     }
 }

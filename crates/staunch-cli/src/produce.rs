@@ -17,7 +17,7 @@ use serde_json::json;
 use staunch_client::{Client, ClientConfig};
 use staunch_core::{Acks, ApiError, BrokerApi, ErrorCode};
 use staunch_producer::{
-    Compression, Producer, ProducerConfig, ProducerRecord, RecordMetadata, SendError,
+    Compression, OutboxConfig, Producer, ProducerConfig, ProducerRecord, RecordMetadata, SendError,
     partition_for_key,
 };
 use tokio::sync::mpsc;
@@ -76,6 +76,12 @@ pub(crate) struct ProduceArgs {
     /// Turn the idempotent producer off: a retried batch may then be written twice.
     #[arg(long)]
     no_idempotence: bool,
+    /// Keep a durable outbox in DIR: each record is written (and fsynced) there before the
+    /// next line is read, so records read before a crash of this process are not lost: the
+    /// next run with the same DIR sends them first (at-least-once). Slower: one fsync per
+    /// line.
+    #[arg(long, value_name = "DIR")]
+    outbox: Option<std::path::PathBuf>,
     /// A record to send instead of reading standard input (repeatable).
     #[arg(long = "value", value_name = "TEXT")]
     values: Vec<String>,
@@ -228,9 +234,15 @@ async fn partition_count(client: &Client, topic: &str) -> Result<i32, String> {
     }
 }
 
-/// Where a record came from: its line of standard input or its `--value` flag (1-based).
+/// The source index of records an earlier run left in the outbox.
+const FROM_OUTBOX: usize = 0;
+
+/// Where a record came from: its line of standard input or its `--value` flag (1-based), or
+/// the outbox ([`FROM_OUTBOX`]).
 fn source(from_values: bool, index: usize) -> String {
-    if from_values {
+    if index == FROM_OUTBOX {
+        "a record left in the outbox by an earlier run".to_owned()
+    } else if from_values {
         format!("--value #{index}")
     } else {
         format!("line {index}")
@@ -427,9 +439,36 @@ async fn produce(args: ProduceArgs) -> Result<(), String> {
     }
     let config = args.producer_config();
     let idempotence = config.idempotence;
-    let producer = Producer::new(client, config).map_err(|e| format!("producer settings: {e}"))?;
+    let (producer, recovery) = match &args.outbox {
+        None => {
+            let producer =
+                Producer::new(client, config).map_err(|e| format!("producer settings: {e}"))?;
+            (producer, None)
+        }
+        Some(dir) => {
+            let (producer, recovery) =
+                Producer::with_outbox(client, config, OutboxConfig::new(dir))
+                    .map_err(|e| format!("producer outbox {}: {e}", dir.display()))?;
+            (producer, Some(recovery))
+        }
+    };
 
     let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+    if let Some(mut recovery) = recovery {
+        if recovery.replayed > 0 {
+            eprintln!(
+                "Sending {} record(s) an earlier run left in the outbox first.",
+                recovery.replayed
+            );
+        }
+        // Outcomes of replayed records are reported like the others, as "from the outbox".
+        let outcomes = outcome_tx.clone();
+        tokio::spawn(async move {
+            while let Some(result) = recovery.outcomes.recv().await {
+                let _ = outcomes.send((FROM_OUTBOX, result));
+            }
+        });
+    }
     let printer = Printer {
         json: args.client.json,
         from_values: !args.values.is_empty(),

@@ -721,3 +721,67 @@ fn cli_produce_reports_each_failed_record_and_exits_non_zero() {
         assert_eq!(r.partition, partition_for_key(key.as_bytes(), 2), "{r:?}");
     }
 }
+
+/// `staunch produce --outbox DIR` killed with -9 while the broker is down: the records it had
+/// read are in its outbox, and the next run with the same DIR sends every one of them first.
+#[test]
+fn cli_produce_with_an_outbox_loses_nothing_when_killed() {
+    const LINES: usize = 50;
+    let work = tempfile::tempdir().expect("temp dir");
+    let outbox = work.path().join("outbox");
+    let mut staunch = Staunch::start(work.path());
+    create_topic(&staunch, work.path(), "outboxed", 1);
+    let mut producing = staunch_cli(
+        &staunch,
+        &["produce", "outboxed", "--outbox", outbox.to_str().unwrap()],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("staunch produce starts");
+    // The producer has connected (it reads the partition count first); now the broker dies
+    // and nothing it is sent can be acknowledged.
+    std::thread::sleep(Duration::from_secs(1));
+    staunch.kill9();
+    {
+        use std::io::Write;
+        let mut stdin = producing.stdin.take().unwrap();
+        for i in 0..LINES {
+            writeln!(stdin, "line-{i}").unwrap();
+        }
+    }
+    // Each line is fsynced into the outbox as it is read; 50 take milliseconds. The producer
+    // then waits for acknowledgements that cannot come, until it is killed.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        producing.try_wait().unwrap().is_none(),
+        "staunch produce finished although the broker was down"
+    );
+    producing.kill().unwrap();
+    producing.wait().unwrap();
+
+    staunch.restart();
+    let ran = run_ok(
+        "staunch produce --outbox (the next run)",
+        staunch_cli(
+            &staunch,
+            &["produce", "outboxed", "--outbox", outbox.to_str().unwrap()],
+        ),
+        Some(b""),
+        work.path(),
+    );
+    assert!(
+        ran.stderr.contains(&format!(
+            "Sending {LINES} record(s) an earlier run left in the outbox first."
+        )),
+        "{}",
+        ran.transcript()
+    );
+    let values: Vec<String> = read_back(&staunch, work.path(), "outboxed")
+        .into_iter()
+        .map(|r| r.value.unwrap_or_default())
+        .collect();
+    let expected: Vec<String> = (0..LINES).map(|i| format!("line-{i}")).collect();
+    assert_eq!(values, expected, "every line once, in order");
+}

@@ -72,8 +72,26 @@ pub enum ProduceError {
     /// accepted.
     #[error("the producer is closed; record not accepted")]
     Closed,
+    /// The durable outbox stayed over its size limit for [`crate::ProducerConfig::max_block`]:
+    /// records are accepted faster than they complete. The record was not accepted.
+    #[error(
+        "producer outbox holds {bytes} bytes, over its limit of {max_bytes}, for {max_block:?}; record not accepted"
+    )]
+    OutboxFull {
+        /// Bytes in the outbox.
+        bytes: u64,
+        /// The configured limit.
+        max_bytes: u64,
+        /// How long `send` waited.
+        max_block: Duration,
+    },
+    /// The durable outbox could not store the record (disk full, failed fsync, closed). The
+    /// record was not accepted.
+    #[error("producer outbox could not store the record: {0}; record not accepted")]
+    Outbox(String),
     /// The producer's task stopped (its runtime shut down, or it panicked) before the record
-    /// was acknowledged.
+    /// was acknowledged. With an outbox, the record is still in it and is sent again when the
+    /// producer is reopened.
     #[error("the producer stopped before the record was acknowledged")]
     Aborted,
 }

@@ -38,12 +38,16 @@
 //! (counters), and the private accumulator (batches and per-record outcomes), sequence
 //! (idempotence rules, documented there) and sender (the task that owns all state).
 //!
-//! Not here yet: compression (only uncompressed batches), a durable local outbox (records
-//! accepted but not acknowledged are lost if the *producer's* process dies), transactions.
+//! With [`Producer::with_outbox`] every accepted record is first written to a local durable
+//! [`outbox`], so a crash of the producer's own process loses nothing it accepted.
+//!
+//! Batches are compressed with [`ProducerConfig::compression`] (gzip, snappy, lz4, zstd, as
+//! Kafka writes them). Not here yet: transactions.
 
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod outbox;
 pub mod partitioner;
 pub mod record;
 
@@ -55,6 +59,7 @@ mod sequence;
 pub use config::{Compression, ConfigError, ProducerConfig, UnkeyedPartitioning};
 pub use error::{ProduceError, SendError, SendResult};
 pub use metrics::ProducerMetrics;
+pub use outbox::{OutboxConfig, OutboxError};
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::Producer;
+pub use producer::{OpenError, OutboxRecovery, Producer};
 pub use record::{Header, ProducerRecord, RecordMetadata};

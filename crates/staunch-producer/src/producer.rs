@@ -15,6 +15,7 @@ use crate::accumulator::{Accepted, Completion};
 use crate::config::{ConfigError, ProducerConfig};
 use crate::error::{ProduceError, SendError, SendResult};
 use crate::metrics::{Metrics, ProducerMetrics};
+use crate::outbox::{Outbox, OutboxConfig, OutboxError, OutboxStoreError, Pending, Ticket};
 use crate::record::{ProducerRecord, RecordMetadata};
 use crate::sender::{Command, Sender, Shared};
 
@@ -37,6 +38,8 @@ struct Handle {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     config: Arc<ProducerConfig>,
+    /// The durable outbox, when the producer was opened with one.
+    outbox: Option<Outbox>,
 }
 
 impl<B> Clone for Producer<B> {
@@ -66,7 +69,38 @@ impl<B: BrokerApi> Producer<B> {
     ///
     /// When called outside a Tokio runtime, like `tokio::spawn`.
     pub fn new(api: B, config: ProducerConfig) -> Result<Self, ConfigError> {
-        let config = Arc::new(config.validate()?);
+        Ok(Self::start(api, config.validate()?, None))
+    }
+
+    /// Like [`Producer::new`], with a **durable outbox** in `outbox.dir`: every record is
+    /// written to a local log before `send`, `send_async` or `send_oneway` returns, and marked
+    /// done once its outcome is final. A producer process killed with -9 (or, under the default
+    /// flush policy, a power loss) loses nothing it accepted: the next `with_outbox` on the same
+    /// directory sends every record that had no final outcome again, before any new record, and
+    /// reports their outcomes through the returned [`OutboxRecovery`].
+    ///
+    /// Delivery across a crash is at-least-once: a record acknowledged just before the crash
+    /// may be sent again (see the `outbox` module for the on-disk format). Opening reads the
+    /// outbox directory with blocking file I/O.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime, like `tokio::spawn`.
+    pub fn with_outbox(
+        api: B,
+        config: ProducerConfig,
+        outbox: OutboxConfig,
+    ) -> Result<(Self, OutboxRecovery), OpenError> {
+        let config = config.validate()?;
+        outbox.validate(config.max_request_size)?;
+        let (outbox, pending) = Outbox::open(&outbox)?;
+        let producer = Self::start(api, config, Some(outbox));
+        let recovery = producer.replay(pending);
+        Ok((producer, recovery))
+    }
+
+    fn start(api: B, config: ProducerConfig, outbox: Option<Outbox>) -> Self {
+        let config = Arc::new(config);
         let shared = Arc::new(Shared {
             metrics: Metrics::default(),
             buffer: Semaphore::new(config.buffer_memory.min(Semaphore::MAX_PERMITS)),
@@ -76,15 +110,38 @@ impl<B: BrokerApi> Producer<B> {
         let sender = Sender::new(Arc::new(api), config.clone(), shared.clone());
         let span = tracing::info_span!("staunch_producer", idempotent = config.idempotence);
         tokio::spawn(sender.run(receiver).instrument(span));
-        Ok(Producer {
+        Producer {
             inner: Arc::new(Handle {
                 commands,
                 shared,
                 config,
+                outbox,
             }),
             api: PhantomData,
-        })
+        }
     }
+}
+
+/// Why [`Producer::with_outbox`] could not start a producer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OpenError {
+    /// The producer configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The outbox could not be opened or read.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// The records a producer found in its outbox when it opened, sent again before anything
+/// else.
+#[derive(Debug)]
+pub struct OutboxRecovery {
+    /// How many records were pending in the outbox.
+    pub replayed: usize,
+    /// The outcome of each replayed record, in the order they complete: acknowledged, or failed
+    /// with the record back. Failures are also logged. Dropping the receiver discards them.
+    pub outcomes: mpsc::UnboundedReceiver<SendResult>,
 }
 
 impl<B> Producer<B> {
@@ -96,7 +153,9 @@ impl<B> Producer<B> {
     /// (and counted), only its outcome goes unread.
     pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata, SendError> {
         let (tx, rx) = oneshot::channel();
-        if let Err((record, _, error)) = self.accept(record, Completion::Reply(tx)).await {
+        if let Err((record, completion, error)) = self.accept(record, Completion::Reply(tx)).await {
+            // Settles an outbox entry the record may already have (the caller gets it back).
+            completion.complete(Err(SendError::unsent(record.clone(), error.clone())));
             return Err(SendError::unsent(record, error));
         }
         match rx.await {
@@ -139,7 +198,11 @@ impl<B> Producer<B> {
     pub async fn send_oneway(&self, record: ProducerRecord) -> Result<(), SendError> {
         self.accept(record, Completion::None)
             .await
-            .map_err(|(record, _, error)| SendError::unsent(record, error))
+            .map_err(|(record, completion, error)| {
+                // Settles an outbox entry the record may already have (the caller gets it back).
+                completion.complete(Err(SendError::unsent(record.clone(), error.clone())));
+                SendError::unsent(record, error)
+            })
     }
 
     /// Waits until every record accepted before this call is acknowledged or failed. Records
@@ -162,6 +225,17 @@ impl<B> Producer<B> {
         if self.inner.commands.send(Command::Close(tx)).is_ok() {
             let _ = rx.await;
         }
+        if let Some(outbox) = &self.inner.outbox
+            && let Err(error) = outbox.close().await
+        {
+            tracing::error!(%error, "closing the producer outbox failed; it recovers on the next open");
+        }
+    }
+
+    /// Bytes the durable outbox holds now (`None` without an outbox): records still in flight,
+    /// plus finished ones whose segment is not yet given back.
+    pub fn outbox_bytes(&self) -> Option<u64> {
+        self.inner.outbox.as_ref().map(Outbox::size_bytes)
     }
 
     /// Whether [`Producer::close`] was called.
@@ -177,6 +251,55 @@ impl<B> Producer<B> {
     /// The configuration in use (validated).
     pub fn config(&self) -> &ProducerConfig {
         &self.inner.config
+    }
+
+    /// Hands the records found pending in the outbox to the sender task, oldest first, ahead of
+    /// any new record. They take buffer room while there is some; the excess is carried on top
+    /// of the limit (it is already on disk) and new sends wait until it drains.
+    fn replay(&self, pending: Vec<Pending>) -> OutboxRecovery {
+        let (results, outcomes) = mpsc::unbounded_channel();
+        let replayed = pending.len();
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "sending records found in the producer outbox again"
+            );
+        }
+        let handle = &self.inner;
+        let deadline = Instant::now() + handle.config.delivery_timeout;
+        for Pending { record, ticket } in pending {
+            let buffered = u32::try_from(record.buffered_size())
+                .ok()
+                .filter(
+                    |&permits| match handle.shared.buffer.try_acquire_many(permits) {
+                        Ok(permit) => {
+                            permit.forget();
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                )
+                .unwrap_or(0);
+            let results = results.clone();
+            let report = Completion::Callback(Box::new(move |result: SendResult| {
+                if let Err(failed) = &result {
+                    tracing::error!(error = %failed.error, topic = %failed.record.topic,
+                        "a record replayed from the producer outbox failed");
+                }
+                let _ = results.send(result);
+            }));
+            Metrics::add(&handle.shared.metrics.sent, 1);
+            let accepted = Accepted {
+                record,
+                completion: outboxed(report, ticket),
+                buffered,
+                deadline,
+                generation: 0,
+            };
+            // The sender task was just started and only stops after close.
+            let _ = handle.commands.send(Command::Send(accepted));
+        }
+        OutboxRecovery { replayed, outcomes }
     }
 
     /// Reserves buffer room for `record` and hands it to the sender task.
@@ -214,6 +337,24 @@ impl<B> Producer<B> {
                 return Err((record, completion, error));
             }
         }
+        let (record, completion) = match &handle.outbox {
+            None => (record, completion),
+            Some(outbox) => match outbox.store(record, config.max_block).await {
+                Ok((record, ticket)) => (record, outboxed(completion, ticket)),
+                Err((record, error)) => {
+                    handle.shared.buffer.add_permits(permits as usize);
+                    let error = match error {
+                        OutboxStoreError::Full { bytes, max_bytes } => ProduceError::OutboxFull {
+                            bytes,
+                            max_bytes,
+                            max_block: config.max_block,
+                        },
+                        OutboxStoreError::Failed(e) => ProduceError::Outbox(e.to_string()),
+                    };
+                    return Err((record, completion, error));
+                }
+            },
+        };
         let metrics = &handle.shared.metrics;
         Metrics::add(&metrics.sent, 1);
         let accepted = Accepted {
@@ -235,4 +376,17 @@ impl<B> Producer<B> {
         }
         Ok(())
     }
+}
+
+/// Wraps `completion` so the record's outbox entry is finished when its outcome is final. An
+/// [`ProduceError::Aborted`] outcome (the producer stopped first) leaves the entry pending, to
+/// be sent again on the next open.
+fn outboxed(completion: Completion, ticket: Ticket) -> Completion {
+    Completion::Callback(Box::new(move |result: SendResult| {
+        let aborted = matches!(&result, Err(e) if e.error == ProduceError::Aborted);
+        if !aborted {
+            ticket.done();
+        }
+        completion.complete(result);
+    }))
 }

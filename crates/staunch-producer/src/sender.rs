@@ -205,6 +205,16 @@ impl PartitionState {
     }
 }
 
+impl Drop for PartitionState {
+    /// A partition torn down with a batch still open (the runtime shut down, or the task
+    /// panicked) owes its records an outcome too: `Aborted`, as every other dropped record.
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.fail(self.tp.clone(), ProduceError::Aborted, |_| {});
+        }
+    }
+}
+
 /// One topic: its partitions once metadata is known, and records waiting for it.
 #[derive(Debug)]
 struct TopicState {
@@ -690,32 +700,43 @@ impl<B: BrokerApi> Sender<B> {
             if !p.seq.needs_reset || !p.in_flight.is_empty() {
                 continue;
             }
-            match self.identity {
-                Identity::Ready(fresh) if Some(fresh) != p.seq.identity() => {
-                    let mut duplicates = 0;
-                    for batch in &mut p.queue {
-                        if batch.stamp.is_some() {
-                            if batch.ambiguous_since_stamp {
-                                duplicates += batch.len() as u64;
-                            }
-                            batch.clear_stamp();
-                        }
-                    }
-                    Metrics::add(&metrics.possible_duplicates, duplicates);
-                    tracing::warn!(
-                        partition = %p.tp,
-                        old = ?p.seq.identity(),
-                        new = ?fresh,
-                        possible_duplicates = duplicates,
-                        "restarting the partition's sequence numbers under a new producer id"
-                    );
-                    p.seq.start(fresh);
+            // KIP-360, as the Java producer does it: bump the epoch locally (the broker takes a
+            // newer epoch starting at sequence 0). Only an exhausted epoch needs a new id.
+            let (fresh, how) = match (p.seq.identity(), self.identity) {
+                (Some(old), _) if old.epoch < i16::MAX => (
+                    ProducerIdentity {
+                        id: old.id,
+                        epoch: old.epoch + 1,
+                    },
+                    "a bumped producer epoch",
+                ),
+                (_, Identity::Ready(fresh)) if Some(fresh) != p.seq.identity() => {
+                    (fresh, "a new producer id")
                 }
-                Identity::Ready(_) => {
+                (_, Identity::Ready(_)) => {
                     self.identity = Identity::Missing { retry_at: now };
+                    continue;
                 }
-                Identity::Missing { .. } | Identity::Fetching | Identity::Disabled => {}
+                (_, Identity::Missing { .. } | Identity::Fetching | Identity::Disabled) => continue,
+            };
+            let mut duplicates = 0;
+            for batch in &mut p.queue {
+                if batch.stamp.is_some() {
+                    if batch.ambiguous_since_stamp {
+                        duplicates += batch.len() as u64;
+                    }
+                    batch.clear_stamp();
+                }
             }
+            Metrics::add(&metrics.possible_duplicates, duplicates);
+            tracing::warn!(
+                partition = %p.tp,
+                old = ?p.seq.identity(),
+                new = ?fresh,
+                possible_duplicates = duplicates,
+                "restarting the partition's sequence numbers under {how}"
+            );
+            p.seq.start(fresh);
         }
     }
 

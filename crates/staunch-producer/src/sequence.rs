@@ -20,8 +20,10 @@
 //!    an earlier one was unacknowledged is explained by that batch and simply retried. If no
 //!    earlier batch explains it, or a sequenced batch failed for good (fatal error, delivery
 //!    timeout — a gap the broker would refuse forever), the partition *resets*: once nothing is
-//!    in flight it takes a new producer id (Staunch's `InitProducerId` has no epoch bump, so a
-//!    new id stands in for one) and restamps its unacknowledged batches from sequence 0. A batch
+//!    in flight it bumps its producer epoch locally (KIP-360, as the Java producer does for an
+//!    idempotent producer; a broker takes a newer epoch starting at sequence 0, per partition)
+//!    and restamps its unacknowledged batches from sequence 0. Only when the epoch is
+//!    exhausted (`i16::MAX`) does it take a new producer id instead. A batch
 //!    whose earlier attempt under the old id may have been written can then be written twice;
 //!    such records are counted in `possible_duplicates`.
 

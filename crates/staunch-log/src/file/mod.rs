@@ -1149,7 +1149,7 @@ impl Inner {
     }
 
     fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
-        let mut st = self.write_state();
+        let st = self.write_state();
         if st.closed {
             return Err(LogError::Closed);
         }
@@ -1169,8 +1169,35 @@ impl Inner {
             total -= segment.size;
             doomed.push(segment.base);
         }
+        self.remove_segments(st, &doomed, "retention")
+    }
+
+    /// Deletes every closed segment that lies wholly below `offset` (its records all have lower
+    /// offsets). The active segment is never deleted.
+    fn delete_segments_before(&self, offset: Offset) -> Result<RetentionOutcome, LogError> {
+        let st = self.write_state();
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        let bases: Vec<Offset> = st.segments.keys().copied().collect();
+        let doomed: Vec<Offset> = bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= offset)
+            .map(|pair| pair[0])
+            .collect();
+        self.remove_segments(st, &doomed, "deletion below an offset")
+    }
+
+    /// Removes the segments based at `doomed` (closed ones, oldest first) from the state, then
+    /// their files, then syncs the directory.
+    fn remove_segments(
+        &self,
+        mut st: std::sync::RwLockWriteGuard<'_, State>,
+        doomed: &[Offset],
+        why: &str,
+    ) -> Result<RetentionOutcome, LogError> {
         let mut outcome = RetentionOutcome::default();
-        for base in &doomed {
+        for base in doomed {
             if let Some(segment) = st.segments.remove(base) {
                 outcome.segments_deleted += 1;
                 outcome.bytes_deleted += segment.size;
@@ -1179,7 +1206,7 @@ impl Inner {
         st.unsealed.retain(|b| !doomed.contains(b));
         outcome.earliest = st.earliest();
         drop(st);
-        for base in &doomed {
+        for base in doomed {
             for name in [index_name(*base), log_name(*base)] {
                 self.io
                     .remove(&name)
@@ -1194,7 +1221,8 @@ impl Inner {
                 segments = outcome.segments_deleted,
                 bytes = outcome.bytes_deleted,
                 earliest = outcome.earliest,
-                "retention deleted segments"
+                why,
+                "deleted segments"
             );
         }
         Ok(outcome)
@@ -1271,6 +1299,15 @@ impl FileLog {
     /// failed (an fsync or write error): the records must then not be acknowledged.
     pub fn wait_durable(&self, end: Offset) -> Result<Durability, LogError> {
         self.inner.wait_durable(end)
+    }
+
+    /// Deletes every closed segment whose records all lie below `offset`, as a consumer of the
+    /// log that has finished with everything before `offset` wants (Kafka's `DeleteRecords`
+    /// moves the log start the same way, but only at whole-segment granularity here). The
+    /// active segment is never deleted, so [`LogStore::earliest`] may stay below `offset`.
+    /// When it returns the deletion is durable (the directory was synced).
+    pub fn delete_segments_before(&self, offset: Offset) -> Result<RetentionOutcome, LogError> {
+        self.inner.delete_segments_before(offset)
     }
 }
 

@@ -351,6 +351,35 @@ fn clean_shutdown_reopens_without_scanning() {
     assert_eq!(values(&again), before);
 }
 
+/// `delete_segments_before` removes exactly the closed segments wholly below the offset, never
+/// one holding a record at or above it, never the active one; the deletion survives a crash.
+#[test]
+fn deleting_segments_below_an_offset_keeps_every_record_at_or_above_it() {
+    let io = FaultyIo::new();
+    let log = filled(&io, 100);
+    let segments = log.segment_count();
+    assert!(segments >= 3, "{segments} segments");
+    let all = values(&log);
+    let cut = all[all.len() / 2].0;
+    let outcome = log.delete_segments_before(cut).unwrap();
+    assert!(outcome.segments_deleted >= 1);
+    assert!(log.earliest() <= cut, "a segment holding {cut} was deleted");
+    assert_eq!(outcome.earliest, log.earliest());
+    let kept = values(&log);
+    assert_eq!(
+        kept[..],
+        all[all.iter().position(|r| r.0 == log.earliest()).unwrap()..]
+    );
+    // Deleting below the log end leaves the active segment.
+    log.delete_segments_before(log.log_end()).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    let earliest = log.earliest();
+    let crashed = io.crash(CrashMode::DropUnsynced);
+    let again = open(&crashed, FlushPolicy::Always).unwrap();
+    assert_eq!(again.earliest(), earliest, "the deletion was durable");
+    assert_eq!(values(&again).last(), all.last());
+}
+
 /// Retention deletes whole closed segments by age and by size, never the active one, and the
 /// log keeps working from the new earliest offset.
 #[test]

@@ -5,5 +5,6 @@
 
 mod compression;
 mod faults;
+mod outbox;
 mod semantics;
 mod support;

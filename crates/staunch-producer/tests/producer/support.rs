@@ -71,6 +71,7 @@ pub struct Stored {
     /// Size of that batch as stored, and of its records section once decompressed.
     pub batch_size: usize,
     pub batch_records_size: usize,
+    pub producer_epoch: i16,
 }
 
 /// Every visible record of one partition, in log order.
@@ -118,6 +119,7 @@ pub async fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec
                     compression: batch.compression(),
                     batch_size: batch.size(),
                     batch_records_size: records.as_bytes().len(),
+                    producer_epoch: batch.producer_epoch(),
                 });
             }
             offset = batch.next_offset();
