@@ -298,10 +298,10 @@ async fn compressed_batches_are_retried_and_restamped_without_loss_or_duplicates
         for p in 0..o.partitions {
             for r in read_partition(&o.broker, "chaos", p).await {
                 assert_eq!(r.compression, Some(Compression::Zstd));
-                ids.insert(r.producer_id);
+                ids.insert((r.producer_id, r.producer_epoch));
             }
         }
-        assert!(ids.len() > 1, "re-stamped under new producer ids: {ids:?}");
+        assert!(ids.len() > 1, "re-stamped under bumped epochs: {ids:?}");
         assert_eq!(o.metrics.possible_duplicates, 0, "no attempt was ambiguous");
     })
     .await;

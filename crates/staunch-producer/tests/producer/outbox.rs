@@ -169,15 +169,25 @@ fn accepted_records_survive_the_producer_stopping_before_any_answer() {
 }
 
 const CHILD_DIR: &str = "STAUNCH_OUTBOX_CHILD_DIR";
-const CHILD_ROUND: &str = "STAUNCH_OUTBOX_CHILD_ROUND";
+/// Records the child is asked to send, as the test names it.
+const RECORDS: usize = 10_000;
+
+/// The outbox of the kill -9 test: flush `os`, which survives kill -9 of the process (not a
+/// power loss) and keeps a child that awaits every send fast.
+fn child_outbox(dir: &Path) -> OutboxConfig {
+    OutboxConfig {
+        flush: staunch_log::FlushPolicy::Os,
+        ..OutboxConfig::new(dir.join("outbox"))
+    }
+}
 
 /// Not a test on its own: the child process of `accepted_records_survive_kill_9`. Sends
-/// through a slow, lossy embedded broker and prints every record once `send_oneway` accepted
-/// it, until it is killed.
+/// [`RECORDS`] records through a slow, lossy embedded broker and prints each once
+/// `send_oneway` accepted it, until it is killed.
 #[test]
 #[ignore = "child process of accepted_records_survive_kill_9"]
 fn outbox_child() {
-    let (Ok(dir), Ok(round)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_ROUND)) else {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
     let dir = Path::new(&dir);
@@ -186,30 +196,33 @@ fn outbox_child() {
         let slow = Faulty::new(
             broker,
             Faults {
-                max_delay: Duration::from_millis(30),
+                max_delay: Duration::from_millis(20),
                 lost_after_append: 0.05,
                 ..Faults::default()
             },
             std::process::id().into(),
         );
-        let (producer, _recovery) =
-            Producer::with_outbox(slow, quick(), OutboxConfig::new(dir.join("outbox")))
-                .expect("child opens its outbox");
-        for i in 0.. {
-            let value = format!("{round}-{i}");
+        let (producer, _recovery) = Producer::with_outbox(slow, quick(), child_outbox(dir))
+            .expect("child opens its outbox");
+        for i in 0..RECORDS {
+            let value = format!("1-{i}");
             producer
                 .send_oneway(record(&value, i))
                 .await
                 .expect("accepted");
             // Printed only once the record is in the outbox.
-            println!("ACCEPTED {value}");
+            println!("ACCEPTED {i}");
         }
+        producer.close().await;
+        println!("DONE");
     });
 }
 
-/// A producer process is killed with -9 at a random moment while records are in flight; a
-/// producer reopened on its outbox delivers every record the dead one accepted. Duplicates are
-/// possible (a record acknowledged just before the kill) and reported; losses are not.
+/// A producer process sending 10,000 records is killed with -9 midway, with records in flight;
+/// a new producer opens the same outbox, sends what the dead one left there, then the records
+/// it never got to. The broker holds every record at least once, keys in order. Duplicates are
+/// possible (a record acknowledged just before the kill, or accepted but not yet reported when
+/// the kill came) and reported; losses are not.
 #[test]
 fn accepted_records_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,67 +230,75 @@ fn accepted_records_survive_kill_9() {
         let broker = open_broker(&dir.path().join("broker")).await;
         create_topic(&broker, TOPIC, PARTITIONS).await;
     });
-    let mut accepted: Vec<String> = Vec::new();
-    let mut replayed_total = 0;
-    for round in 1..=2u64 {
-        let kill_after = fastrand::usize(100..1500);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "outbox::outbox_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_ROUND, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut this_round = 0;
-        for line in stdout.lines() {
-            let line = line.unwrap();
-            if let Some(value) = line.strip_prefix("ACCEPTED ") {
-                accepted.push(value.to_owned());
-                this_round += 1;
-                if this_round == kill_after {
-                    child.kill().unwrap();
-                    break;
-                }
+    let kill_after = fastrand::usize(2_000..6_000);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "outbox::outbox_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut accepted = 0;
+    for line in stdout.lines() {
+        if line.unwrap().starts_with("ACCEPTED ") {
+            accepted += 1;
+            if accepted == kill_after {
+                child.kill().unwrap();
+                break;
             }
         }
-        child.wait().unwrap();
-        assert_eq!(this_round, kill_after, "the child stopped early");
-
-        let replayed = runtime().block_on(bounded(async {
-            let broker = open_broker(&dir.path().join("broker")).await;
-            let (producer, recovery) = reopen(broker.clone(), &dir.path().join("outbox")).await;
-            let replayed = drain(recovery).await;
-            producer.close().await;
-            let (partitions, counts) = stored(&broker).await;
-            let missing: Vec<&String> = accepted
-                .iter()
-                .filter(|v| !counts.contains_key(*v))
-                .collect();
-            assert!(
-                missing.is_empty(),
-                "round {round}: {} accepted records lost, e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(5)]
-            );
-            assert_first_appearances_in_send_order(&partitions);
-            let duplicates: usize = counts.values().map(|n| n - 1).sum();
-            eprintln!(
-                "round {round}: killed after {kill_after} accepted; {replayed} replayed; {duplicates} duplicates so far"
-            );
-            replayed
-        }));
-        replayed_total += replayed;
     }
-    assert!(
-        replayed_total > 0,
-        "the kill never caught a record in flight: the test proved nothing"
-    );
+    child.wait().unwrap();
+    assert_eq!(accepted, kill_after, "the child stopped early");
+
+    runtime().block_on(bounded(async {
+        let broker = open_broker(&dir.path().join("broker")).await;
+        let (before, _) = stored(&broker).await;
+        let stored_before: usize = before.iter().map(Vec::len).sum();
+        let mut opened = None;
+        for _ in 0..500 {
+            match Producer::with_outbox(broker.clone(), quick(), child_outbox(dir.path())) {
+                Ok(o) => {
+                    opened = Some(o);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let (producer, recovery) = opened.expect("the outbox reopens");
+        let replayed = recovery.replayed;
+        assert!(replayed > 0, "the kill caught no record in flight: the test proved nothing");
+        let draining = tokio::spawn(drain(recovery));
+        // The new process finishes the job: the records the child never accepted.
+        for i in accepted..RECORDS {
+            producer
+                .send_oneway(record(&format!("1-{i}"), i))
+                .await
+                .unwrap();
+        }
+        assert_eq!(draining.await.unwrap(), replayed);
+        producer.close().await;
+        let (partitions, counts) = stored(&broker).await;
+        let missing: Vec<usize> = (0..RECORDS)
+            .filter(|i| !counts.contains_key(&format!("1-{i}")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} records lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert_first_appearances_in_send_order(&partitions);
+        let duplicates: usize = counts.values().map(|n| n - 1).sum();
+        eprintln!(
+            "killed after {kill_after} accepted, {stored_before} stored; {replayed} replayed from the outbox; {duplicates} duplicates"
+        );
+    }));
 }
