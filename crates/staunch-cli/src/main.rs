@@ -1,9 +1,10 @@
 //! `staunch`: run a broker (`staunch serve`) and talk to one: administer topics, produce,
-//! consume, and inspect consumer groups.
+//! consume, inspect consumer groups, and list, show and redrive dead letters.
 
 mod bench;
 mod client;
 mod consume;
+mod dlq;
 mod groups;
 mod output;
 mod produce;
@@ -32,6 +33,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// List and describe consumer groups: members, assignments, committed offsets and lag.
     Groups(groups::GroupsArgs),
+    /// Dead-letter topics: list them, show their records, redrive them to the source topic.
+    Dlq(dlq::DlqArgs),
     /// Load generator: produce or consume as fast as the broker allows and report the numbers.
     Bench(bench::BenchArgs),
 }
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Groups(args) => groups::run(args),
+        Command::Dlq(args) => dlq::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

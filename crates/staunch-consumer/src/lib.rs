@@ -18,6 +18,9 @@
 //! - **Dead letters that cannot be lost**: a forward that keeps failing stops its partition
 //!   and is reported ([`Consumer::stalled`], [`ConsumerEvents::on_forward_failed`]).
 //!   Forwarded records carry the [`headers`] redrive reads.
+//! - **Redrive** ([`redrive`](mod@redrive)): list dead-letter topics, read dead letters with their facts,
+//!   and replay them to their original topic, each at most once (the progress is committed
+//!   in the broker under the group `staunch-redrive.<dlt>`).
 //! - **Batch handlers** ([`BatchHandler`]): a failed batch names the failing record; the ones
 //!   before it are committed and it goes through the same retry path.
 //!
@@ -51,6 +54,7 @@ pub mod headers;
 pub mod ledger;
 pub mod ordered;
 pub mod policy;
+pub mod redrive;
 
 pub use assignor::Assignor;
 pub use config::{ConsumerConfig, ConsumerEvents, NoEvents, OffsetReset};
@@ -61,3 +65,7 @@ pub use handler::{
     Severity, handler_fn,
 };
 pub use policy::{FailurePolicy, TopicNaming};
+pub use redrive::{
+    DeadLetter, DeadLetterTopicSummary, RedriveError, RedriveOptions, RedriveReport,
+    list_dead_letter_topics, read_dead_letters, redrive,
+};
