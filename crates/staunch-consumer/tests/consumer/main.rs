@@ -17,6 +17,7 @@ use staunch_consumer::{
 use staunch_core::api::*;
 use staunch_core::{ApiError, BackOff, BrokerApi, ErrorCode, TopicPartition};
 
+use staunch_testkit::{Intercept, Intercepted};
 use support::*;
 
 async fn embedded() -> (tempfile::TempDir, Arc<Broker>) {
@@ -59,10 +60,10 @@ async fn restart_mid_retry_continues_the_count() {
 async fn dead_letter_topic_unavailable_stops_the_partition() {
     let (_d, b) = embedded().await;
     let down = Arc::new(AtomicBool::new(false));
-    let api = Arc::new(FailingDlt {
+    let api = Arc::new(Intercepted(FailingDlt {
         inner: (*b).clone(),
         down: down.clone(),
-    });
+    }));
     suite::dead_letter_topic_unavailable(api, down, b.as_ref(), "dltdown").await;
 }
 
@@ -280,7 +281,13 @@ struct FailingDlt<B> {
     down: Arc<AtomicBool>,
 }
 
-impl<B: BrokerApi> BrokerApi for FailingDlt<B> {
+impl<B: BrokerApi> Intercept for FailingDlt<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
     async fn produce(
         &self,
         call: ProduceCall,
@@ -303,52 +310,5 @@ impl<B: BrokerApi> BrokerApi for FailingDlt<B> {
                 .collect();
         }
         self.inner.produce(call).await
-    }
-    async fn topic(&self, topic: &str) -> Result<TopicInfo, ApiError> {
-        self.inner.topic(topic).await
-    }
-    async fn init_producer_id(&self) -> Result<ProducerIdentity, ApiError> {
-        self.inner.init_producer_id().await
-    }
-    async fn fetch(
-        &self,
-        call: FetchCall,
-    ) -> Vec<(TopicPartition, Result<FetchedRecords, ApiError>)> {
-        self.inner.fetch(call).await
-    }
-    async fn list_offsets(
-        &self,
-        p: Vec<(TopicPartition, OffsetSpec)>,
-    ) -> Vec<(TopicPartition, Result<Option<ListedOffset>, ApiError>)> {
-        self.inner.list_offsets(p).await
-    }
-    async fn create_topic(&self, call: CreateTopicCall) -> Result<TopicCreation, ApiError> {
-        self.inner.create_topic(call).await
-    }
-    async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
-        self.inner.join_group(call).await
-    }
-    async fn sync_group(&self, call: SyncGroupCall) -> Result<bytes::Bytes, ApiError> {
-        self.inner.sync_group(call).await
-    }
-    async fn heartbeat(&self, m: &GroupMembership) -> Result<(), ApiError> {
-        self.inner.heartbeat(m).await
-    }
-    async fn leave_group(&self, m: &GroupMembership) -> Result<(), ApiError> {
-        self.inner.leave_group(m).await
-    }
-    async fn commit_offsets(
-        &self,
-        m: &GroupMembership,
-        o: Vec<(TopicPartition, OffsetAndMetadata)>,
-    ) -> Vec<(TopicPartition, Result<(), ApiError>)> {
-        self.inner.commit_offsets(m, o).await
-    }
-    async fn fetch_committed_offsets(
-        &self,
-        g: &str,
-        p: Vec<TopicPartition>,
-    ) -> Vec<(TopicPartition, Result<Option<OffsetAndMetadata>, ApiError>)> {
-        self.inner.fetch_committed_offsets(g, p).await
     }
 }

@@ -102,7 +102,7 @@ async fn failed_compressed_records_come_back_with_their_payload() {
         let dir = tempfile::tempdir().unwrap();
         let broker = open_broker(dir.path()).await;
         create_topic(&broker, "t", 1).await;
-        let faulty = Faulty::new(
+        let faulty = faulty(
             broker,
             Faults {
                 always: Some(ErrorCode::NotEnoughReplicas),

@@ -53,7 +53,7 @@ async fn run_chaos(
     let broker = open_broker(dir.path()).await;
     let partitions = 4;
     create_topic(&broker, "chaos", partitions).await;
-    let faulty = Faulty::new(broker.clone(), faults, seed);
+    let faulty = faulty(broker.clone(), faults, seed);
     let mut config = ProducerConfig {
         idempotence,
         linger: Duration::from_millis(2),
@@ -343,7 +343,7 @@ async fn faulty_producer(
     let dir = tempfile::tempdir().unwrap();
     let broker = open_broker(dir.path()).await;
     create_topic(&broker, "t", 1).await;
-    let faulty = Faulty::new(broker, faults, 1);
+    let faulty = faulty(broker, faults, 1);
     let producer = Producer::new(faulty.clone(), config).unwrap();
     (producer, faulty, dir)
 }

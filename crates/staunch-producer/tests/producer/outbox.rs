@@ -112,7 +112,7 @@ fn accepted_records_survive_the_producer_stopping_before_any_answer() {
     first.block_on(bounded(async {
         let broker = open_broker(&broker_dir).await;
         create_topic(&broker, TOPIC, PARTITIONS).await;
-        let unanswered = Faulty::new(
+        let unanswered = faulty(
             broker.clone(),
             Faults {
                 gated: true,
@@ -193,7 +193,7 @@ fn outbox_child() {
     let dir = Path::new(&dir);
     runtime().block_on(async {
         let broker = open_broker(&dir.join("broker")).await;
-        let slow = Faulty::new(
+        let slow = faulty(
             broker,
             Faults {
                 max_delay: Duration::from_millis(20),

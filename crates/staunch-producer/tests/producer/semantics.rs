@@ -292,7 +292,7 @@ async fn unkeyed_records_stick_then_move_and_avoid_leaderless_partitions() {
         let dir = tempfile::tempdir().unwrap();
         let broker = open_broker(dir.path()).await;
         create_topic(&broker, "spread", 4).await;
-        let faulty = Faulty::new(
+        let faulty = faulty(
             broker.clone(),
             Faults {
                 leaderless: vec![0],

@@ -8,17 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use staunch_broker::{Broker, BrokerConfig, FetchPartition, NewTopic};
-use staunch_core::api::{
-    CreateTopicCall, FetchCall, FetchedRecords, GroupMembership, JoinGroupCall, JoinOutcome,
-    ListedOffset, OffsetAndMetadata, OffsetSpec, SyncGroupCall, TopicCreation,
-};
 use staunch_core::batch::{Compression, batches};
 use staunch_core::{
-    ApiError, BrokerApi, ErrorCode, ProduceAck, ProduceCall, ProducerIdentity, TopicInfo,
-    TopicPartition,
+    ApiError, BrokerApi, ErrorCode, ProduceAck, ProduceCall, TopicInfo, TopicPartition,
 };
+use staunch_testkit::{Intercept, Intercepted};
 
 /// Every test body runs under this bound, so a hang fails instead of stalling CI.
 pub const TEST_BOUND: Duration = Duration::from_secs(180);
@@ -202,17 +197,26 @@ impl FaultState {
     }
 }
 
-/// A `BrokerApi` that wraps another and injects faults, deterministically from a seed (the
-/// interleaving of concurrent calls still varies).
+/// A `BrokerApi` that wraps another and injects faults into produce and metadata calls,
+/// deterministically from a seed (the interleaving of concurrent calls still varies). The other
+/// calls pass through untouched ([`Intercepted`]).
+pub type Faulty<B> = Intercepted<FaultInjector<B>>;
+
+/// The faults of a [`Faulty`] broker and the broker it wraps.
 #[derive(Debug, Clone)]
-pub struct Faulty<B> {
+pub struct FaultInjector<B> {
     inner: B,
     pub state: Arc<FaultState>,
 }
 
-impl<B> Faulty<B> {
-    pub fn new(inner: B, faults: Faults, seed: u64) -> Self {
-        Faulty {
+/// `inner` with `faults`, drawn from `seed`.
+pub fn faulty<B>(inner: B, faults: Faults, seed: u64) -> Faulty<B> {
+    Intercepted(FaultInjector::new(inner, faults, seed))
+}
+
+impl<B> FaultInjector<B> {
+    fn new(inner: B, faults: Faults, seed: u64) -> Self {
+        FaultInjector {
             inner,
             state: Arc::new(FaultState {
                 faults,
@@ -230,7 +234,7 @@ enum Plan {
     Fail(ApiError),
 }
 
-impl<B: BrokerApi> Faulty<B> {
+impl<B: BrokerApi> FaultInjector<B> {
     fn plan(&self, tp: &TopicPartition) -> Plan {
         let f = &self.state.faults;
         let c = &self.state.counts;
@@ -299,7 +303,13 @@ impl<B: BrokerApi> Faulty<B> {
     }
 }
 
-impl<B: BrokerApi> BrokerApi for Faulty<B> {
+impl<B: BrokerApi> Intercept for FaultInjector<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
     async fn produce(
         &self,
         call: ProduceCall,
@@ -383,63 +393,5 @@ impl<B: BrokerApi> BrokerApi for Faulty<B> {
             }
         }
         Ok(info)
-    }
-
-    async fn init_producer_id(&self) -> Result<ProducerIdentity, ApiError> {
-        self.inner.init_producer_id().await
-    }
-
-    // The consumer-side calls are forwarded untouched: the faults target produce.
-
-    async fn fetch(
-        &self,
-        call: FetchCall,
-    ) -> Vec<(TopicPartition, Result<FetchedRecords, ApiError>)> {
-        self.inner.fetch(call).await
-    }
-
-    async fn list_offsets(
-        &self,
-        partitions: Vec<(TopicPartition, OffsetSpec)>,
-    ) -> Vec<(TopicPartition, Result<Option<ListedOffset>, ApiError>)> {
-        self.inner.list_offsets(partitions).await
-    }
-
-    async fn create_topic(&self, call: CreateTopicCall) -> Result<TopicCreation, ApiError> {
-        self.inner.create_topic(call).await
-    }
-
-    async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
-        self.inner.join_group(call).await
-    }
-
-    async fn sync_group(&self, call: SyncGroupCall) -> Result<Bytes, ApiError> {
-        self.inner.sync_group(call).await
-    }
-
-    async fn heartbeat(&self, member: &GroupMembership) -> Result<(), ApiError> {
-        self.inner.heartbeat(member).await
-    }
-
-    async fn leave_group(&self, member: &GroupMembership) -> Result<(), ApiError> {
-        self.inner.leave_group(member).await
-    }
-
-    async fn commit_offsets(
-        &self,
-        member: &GroupMembership,
-        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
-    ) -> Vec<(TopicPartition, Result<(), ApiError>)> {
-        self.inner.commit_offsets(member, offsets).await
-    }
-
-    async fn fetch_committed_offsets(
-        &self,
-        group_id: &str,
-        partitions: Vec<TopicPartition>,
-    ) -> Vec<(TopicPartition, Result<Option<OffsetAndMetadata>, ApiError>)> {
-        self.inner
-            .fetch_committed_offsets(group_id, partitions)
-            .await
     }
 }
