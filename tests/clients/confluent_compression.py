@@ -25,23 +25,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import OFFSET_BEGINNING
 
-
-class Failure(Exception):
-    """A check did not hold."""
-
-
-def log(text):
-    print(text, flush=True)
-
-
-def check(condition, text):
-    if not condition:
-        raise Failure(text)
-
-
-def error_cb(err):
-    # librdkafka retries transient errors itself; a real problem shows up as a timeout.
-    log(f"  client error callback: {err}")
+from staunch_checks import check, error_cb, Failure, log
 
 
 def base_config(args):

@@ -22,26 +22,11 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from staunch_checks import check, error_cb, Failure, log
+
 PARTITIONS = 4
 SESSION_TIMEOUT_MS = 6000
 BUDGET_END = float("inf")  # set from --budget
-
-
-class Failure(Exception):
-    """A check did not hold."""
-
-
-def log(text):
-    print(text, flush=True)
-
-
-def check(condition, text):
-    if not condition:
-        raise Failure(text)
-
-
-def error_cb(err):
-    log(f"  client error callback: {err}")
 
 
 def base_config(args, client_id):

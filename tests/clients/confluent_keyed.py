@@ -29,24 +29,7 @@ import time
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-
-class Failure(Exception):
-    """A check did not hold."""
-
-
-def log(text):
-    print(text, flush=True)
-
-
-def check(condition, text):
-    if not condition:
-        raise Failure(text)
-
-
-def error_cb(err):
-    # Client-level errors are reported here; librdkafka retries transient ones itself, so only
-    # log them: a real problem shows up as a timeout.
-    log(f"  client error callback: {err}")
+from staunch_checks import check, error_cb, Failure, log
 
 
 def base_config(args):

@@ -24,28 +24,11 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-
-class Failure(Exception):
-    """A check did not hold."""
-
-
-def log(text):
-    print(text, flush=True)
-
-
-def check(condition, text):
-    if not condition:
-        raise Failure(text)
+from staunch_checks import check, error_cb, Failure, log
 
 
 def value_of(index):
     return f"message-{index:06d}".encode()
-
-
-def error_cb(err):
-    # Client-level errors (connection refused, broker down...) are reported here; librdkafka
-    # retries transient ones itself, so only log them: a real problem shows up as a timeout.
-    log(f"  client error callback: {err}")
 
 
 def base_config(args):

@@ -30,18 +30,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-
-class Failure(Exception):
-    """A check did not hold."""
-
-
-def log(text):
-    print(text, flush=True)
-
-
-def check(condition, text):
-    if not condition:
-        raise Failure(text)
+from staunch_checks import check, Failure, log
 
 
 def topic_configs(admin, topic):
