@@ -78,8 +78,9 @@ pub(crate) struct ProduceArgs {
     no_idempotence: bool,
     /// Keep a durable outbox in DIR: each record is written (and fsynced) there before the
     /// next line is read, so records read before a crash of this process are not lost: the
-    /// next run with the same DIR sends them first (at-least-once). Slower: one fsync per
-    /// line.
+    /// next run with the same DIR sends them first — exactly once after kill -9 with
+    /// idempotence (batches already written are recognized by the broker), at least once
+    /// otherwise. Slower: one fsync per line.
     #[arg(long, value_name = "DIR")]
     outbox: Option<std::path::PathBuf>,
     /// A record to send instead of reading standard input (repeatable).

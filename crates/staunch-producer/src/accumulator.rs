@@ -18,7 +18,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
 use staunch_core::batch::Compression;
-use staunch_core::{ApiError, BatchBuilder, ProducerIdentity, RecordBatch, TopicPartition};
+use staunch_core::{ApiError, BatchBuilder, Offset, ProducerIdentity, RecordBatch, TopicPartition};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -84,6 +84,8 @@ pub(crate) struct Accepted {
     pub(crate) deadline: Instant,
     /// Flush generation it arrived in (set by the sender).
     pub(crate) generation: u64,
+    /// Its entry in the durable outbox, if the producer has one.
+    pub(crate) outbox: Option<Offset>,
 }
 
 impl Accepted {
@@ -121,6 +123,8 @@ pub(crate) struct Entry {
     pub(crate) generation: u64,
     /// Buffer bytes reserved for it.
     pub(crate) buffered: u32,
+    /// Its entry in the durable outbox, if the producer has one.
+    pub(crate) outbox: Option<Offset>,
     flags: u8,
 }
 
@@ -129,6 +133,19 @@ pub(crate) struct Entry {
 pub(crate) struct Finished {
     pub(crate) generation: u64,
     pub(crate) buffered: u32,
+    /// Its entry in the durable outbox, to be marked finished.
+    pub(crate) outbox: Option<Offset>,
+}
+
+impl Finished {
+    /// The bookkeeping of a record finished before it was put in a batch.
+    pub(crate) fn of(accepted: &Accepted) -> Self {
+        Finished {
+            generation: accepted.generation,
+            buffered: accepted.buffered,
+            outbox: accepted.outbox,
+        }
+    }
 }
 
 /// The bookkeeping of `entries`, settled (counted, buffer released) before their outcomes are
@@ -139,6 +156,7 @@ fn finished(entries: &[Entry]) -> Vec<Finished> {
         .map(|e| Finished {
             generation: e.generation,
             buffered: e.buffered,
+            outbox: e.outbox,
         })
         .collect()
 }
@@ -203,6 +221,7 @@ impl OpenBatch {
             timestamp,
             generation: accepted.generation,
             buffered: accepted.buffered,
+            outbox: accepted.outbox,
             flags,
         });
     }
@@ -294,6 +313,11 @@ impl Batch {
     /// Records as the count in a sequence range.
     pub(crate) fn record_count(&self) -> i32 {
         i32::try_from(self.entries.len()).unwrap_or(i32::MAX)
+    }
+
+    /// The outbox entries of its records, in batch order, if every record has one.
+    pub(crate) fn outbox_offsets(&self) -> Option<Vec<Offset>> {
+        self.entries.iter().map(|e| e.outbox).collect()
     }
 
     /// Whether it has been sent before (a retry).
@@ -471,6 +495,7 @@ mod tests {
             buffered: 10,
             deadline: Instant::now(),
             generation: 0,
+            outbox: None,
         }
     }
 

@@ -1,17 +1,21 @@
 //! The durable outbox: records accepted by a producer are written to a local
-//! [`staunch_log::FileLog`] before `send` returns, marked done once their outcome is final, and
-//! handed back for sending again when the producer is reopened after a crash.
+//! [`staunch_log::FileLog`] before `send` returns, marked finished once their outcome is final,
+//! and handed back for sending again when the producer is reopened after a crash.
 //!
 //! # On disk
 //!
-//! One log directory holds two kinds of records, both as Kafka v2 records:
+//! One log directory holds four kinds of records, all as Kafka v2 records:
 //!
 //! - an **entry** per accepted record: the record's own key, value, timestamp and headers,
 //!   preceded by the headers [`TOPIC_HEADER`] (the topic) and [`PARTITION_HEADER`] (the
 //!   partition the caller chose as a big-endian `i32`, or a null value);
-//! - a **done marker**: a record whose only header is [`DONE_HEADER`], its value the offsets of
-//!   the entries that reached a final outcome (acknowledged, or failed and handed back to the
-//!   caller), as big-endian `i64`s.
+//! - a **stamp** ([`STAMP_HEADER`]), written by an idempotent producer *before* a batch of
+//!   entries is sent: the partition, producer id, epoch and base sequence the batch is sent
+//!   with, and the offsets of its entries, in batch order (layout in [`encode_stamp`]). A batch
+//!   sent again under a new identity (an epoch bump) gets a new stamp; the latest one counts;
+//! - an **acknowledged marker** ([`ACKED_HEADER`]) and a **done marker** ([`DONE_HEADER`]):
+//!   the value lists, as big-endian `i64`s, entries whose record was acknowledged, or failed and
+//!   was handed back to the caller.
 //!
 //! On open, every entry without a marker is pending and is sent again. Whole segments below the
 //! oldest pending entry are deleted as records complete, so the directory holds about what is
@@ -21,11 +25,22 @@
 //!
 //! With [`FlushPolicy::Always`] (the default) an entry is fsynced before `send` returns: the
 //! record survives kill -9 and power loss. With [`FlushPolicy::Os`] it survives kill -9 only.
-//! Done markers are written without waiting for an fsync; a marker lost in a crash makes its
-//! record be sent once more after restart (**at-least-once**, never lost): a record acknowledged
-//! just before a crash can be duplicated.
+//!
+//! Stamps and markers are written to the page cache by the producer's sender task, a stamp
+//! before its batch's produce request leaves and a marker before the callers hear of the
+//! outcome; neither waits for an fsync. So after **kill -9** every batch that may have reached
+//! the broker has its stamp on disk. A reopened idempotent producer sends each pending batch
+//! again *exactly as stamped* — same records, same producer id, epoch and sequence numbers — and
+//! the broker recognises a batch it already wrote and answers with its original offset:
+//! **exactly once** across the crash. Entries without a usable stamp (never sent, partly
+//! finished, or superseded by a newer identity in their partition) are sent as new records,
+//! under the new producer's own identity. After a **power loss** stamps and markers not yet
+//! synced may be lost; then delivery is at-least-once: such records are sent again and may be
+//! duplicated, never lost. A replayed stamp is only ever reused for its own batch; a recovered
+//! partition takes a fresh producer id before it stamps anything new, so a lost stamp can never
+//! make the broker take a new batch for an old one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +51,7 @@ use bytes::Bytes;
 #[cfg(test)]
 use staunch_core::RecordBatch;
 use staunch_core::batch::batches;
-use staunch_core::{BatchBuilder, Offset};
+use staunch_core::{BatchBuilder, Offset, ProducerIdentity};
 use staunch_log::{FileLog, FlushPolicy, LogConfig, LogError, LogStore};
 use tokio::sync::{Notify, oneshot};
 
@@ -47,14 +62,22 @@ pub const TOPIC_HEADER: &str = "staunch.outbox.topic";
 /// Header holding the partition the caller chose (big-endian `i32`; null: none chosen), always
 /// an entry's second header.
 pub const PARTITION_HEADER: &str = "staunch.outbox.partition";
-/// Header marking a done marker; its record value lists finished entry offsets.
+/// Header of a done marker: its value lists entries that failed and were handed back.
 pub const DONE_HEADER: &str = "staunch.outbox.done";
+/// Header of an acknowledged marker: its value lists entries the broker acknowledged.
+pub const ACKED_HEADER: &str = "staunch.outbox.acked";
+/// Header of a stamp: the producer fields a batch of entries was sent with.
+pub const STAMP_HEADER: &str = "staunch.outbox.stamp";
 
 /// Largest group of records written as one outbox batch; bigger groups are split.
 const MAX_GROUP_BYTES: usize = 1 << 20;
 
 /// Room an entry needs beyond the record's own size (placement headers, record framing).
 const ENTRY_OVERHEAD: u64 = 1024;
+
+/// Bytes of a stamp's value before its entry offsets: producer id, epoch, base sequence,
+/// partition.
+const STAMP_FIXED: usize = 8 + 2 + 4 + 4;
 
 /// Settings of the durable outbox (see [`crate::Producer::with_outbox`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,11 +159,38 @@ impl From<LogError> for OutboxError {
     }
 }
 
-/// A record found pending when the outbox was opened, with its ticket.
+/// A record found pending when the outbox was opened.
 #[derive(Debug)]
 pub(crate) struct Pending {
+    /// Its entry's offset in the outbox log.
+    pub(crate) offset: Offset,
     pub(crate) record: ProducerRecord,
-    pub(crate) ticket: Ticket,
+}
+
+/// A batch found pending with a usable stamp: to be sent again exactly as stamped.
+#[derive(Debug)]
+pub(crate) struct PendingBatch {
+    pub(crate) partition: i32,
+    pub(crate) identity: ProducerIdentity,
+    pub(crate) base_sequence: i32,
+    /// Its records in batch order.
+    pub(crate) records: Vec<Pending>,
+}
+
+/// What a newly opened outbox found pending.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Stamped batches, in the order they were first stamped (per partition: sequence order).
+    pub(crate) batches: Vec<PendingBatch>,
+    /// Records to send as new ones, oldest first.
+    pub(crate) records: Vec<Pending>,
+}
+
+impl Recovered {
+    /// Records in total.
+    pub(crate) fn len(&self) -> usize {
+        self.records.len() + self.batches.iter().map(|b| b.records.len()).sum::<usize>()
+    }
 }
 
 /// The open outbox: a handle to its writer thread.
@@ -148,6 +198,7 @@ pub(crate) struct Pending {
 pub(crate) struct Outbox {
     ops: std_mpsc::Sender<Op>,
     shared: Arc<Shared>,
+    journal: Journal,
 }
 
 /// What the writer thread and the handles share.
@@ -161,33 +212,69 @@ struct Shared {
     closed: AtomicBool,
 }
 
-/// The right to mark one entry done. Dropped without [`Ticket::done`] (the producer stopped
-/// before the record's outcome was final), the entry stays pending and is sent again on the
-/// next open.
-#[derive(Debug)]
-pub(crate) struct Ticket {
+/// The sender task's side of the outbox: writes stamps and markers straight to the log's page
+/// cache (no fsync), in the order of the calls.
+#[derive(Debug, Clone)]
+pub(crate) struct Journal {
+    log: Arc<FileLog>,
     ops: std_mpsc::Sender<Op>,
-    offset: Offset,
 }
 
-impl Ticket {
-    /// The record reached a final outcome the caller was given: its entry is finished.
-    pub(crate) fn done(self) {
-        // A closed outbox cannot record it; the entry is then sent again on the next open.
-        let _ = self.ops.send(Op::Done(self.offset));
+impl Journal {
+    /// Records that the entries at `offsets` (in batch order) are about to be sent to
+    /// `partition` with `identity` from `base_sequence` on. Returns once the stamp is in the
+    /// page cache: it survives kill -9 of the process from then on.
+    pub(crate) fn stamp(
+        &self,
+        partition: i32,
+        identity: ProducerIdentity,
+        base_sequence: i32,
+        offsets: &[Offset],
+    ) -> Result<(), OutboxError> {
+        let value = encode_stamp(partition, identity, base_sequence, offsets);
+        self.write_marker(STAMP_HEADER, &value)
+    }
+
+    /// Records that the entries at `offsets` have a final outcome (`acknowledged`, or failed
+    /// and handed back) — written before the callers hear of it — and lets the writer give
+    /// their space back. A marker that cannot be written is logged: its records are sent again
+    /// after a restart (a possible duplicate, never a loss).
+    pub(crate) fn finish(&self, offsets: &[Offset], acknowledged: bool) {
+        if offsets.is_empty() {
+            return;
+        }
+        let header = if acknowledged {
+            ACKED_HEADER
+        } else {
+            DONE_HEADER
+        };
+        if let Err(error) = self.write_marker(header, &encode_offsets(offsets)) {
+            tracing::error!(%error, "the producer outbox could not record finished records");
+        }
+        let _ = self.ops.send(Op::Release(offsets.to_vec()));
+    }
+
+    fn write_marker(&self, header: &str, value: &[u8]) -> Result<(), OutboxError> {
+        let now = wall_clock_ms();
+        let mut builder = BatchBuilder::new(now);
+        builder.push(now, None, Some(value), [(header.as_bytes(), None)]);
+        let mut bytes = builder.build();
+        self.log.write(&mut bytes, 0)?;
+        Ok(())
     }
 }
 
 enum Op {
     Store(ProducerRecord, oneshot::Sender<Result<Offset, OutboxError>>),
-    Done(Offset),
+    /// These entries are finished (their marker is written): give their space back.
+    Release(Vec<Offset>),
     Close(oneshot::Sender<Result<(), OutboxError>>),
 }
 
 impl Outbox {
     /// Opens (creating, or recovering after a crash) the outbox in `config.dir` and returns it
-    /// with every pending record, oldest first. Blocking file I/O.
-    pub(crate) fn open(config: &OutboxConfig) -> Result<(Outbox, Vec<Pending>), OutboxError> {
+    /// with every pending record. Blocking file I/O.
+    pub(crate) fn open(config: &OutboxConfig) -> Result<(Outbox, Recovered), OutboxError> {
         let log_config = LogConfig {
             flush: config.flush,
             segment_bytes: config.segment_bytes,
@@ -196,18 +283,37 @@ impl Outbox {
             max_batch_bytes: u32::try_from(config.segment_bytes).unwrap_or(u32::MAX),
             ..LogConfig::default()
         };
-        let log = FileLog::open(&config.dir, log_config)?;
+        let log = Arc::new(FileLog::open(&config.dir, log_config)?);
         let group_limit = MAX_GROUP_BYTES
             .min(usize::try_from(config.segment_bytes / 4).unwrap_or(MAX_GROUP_BYTES));
-        let pending_records = scan(&log)?;
-        let pending = pending_records.iter().map(|(offset, _)| *offset).collect();
+        let scanned = scan(&log)?;
+        let (ops, receiver) = std_mpsc::channel();
+        let journal = Journal {
+            log: log.clone(),
+            ops: ops.clone(),
+        };
+        // Batches known acknowledged from a sibling's marker: recorded, so they are final.
+        if !scanned.acknowledged.is_empty() {
+            journal.write_marker(ACKED_HEADER, &encode_offsets(&scanned.acknowledged))?;
+        }
+        let recovered = scanned.recovered;
+        let pending = recovered
+            .records
+            .iter()
+            .map(|p| p.offset)
+            .chain(
+                recovered
+                    .batches
+                    .iter()
+                    .flat_map(|b| b.records.iter().map(|p| p.offset)),
+            )
+            .collect();
         let shared = Arc::new(Shared {
             bytes: AtomicU64::new(log.size_bytes()),
             max_bytes: config.max_bytes,
             room: Notify::new(),
             closed: AtomicBool::new(false),
         });
-        let (ops, receiver) = std_mpsc::channel();
         let mut writer = Writer {
             log,
             group_limit,
@@ -220,28 +326,30 @@ impl Outbox {
             .name("staunch-outbox".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| OutboxError::Log(format!("starting the outbox thread: {e}")))?;
-        let pending = pending_records
-            .into_iter()
-            .map(|(offset, record)| Pending {
-                record,
-                ticket: Ticket {
-                    ops: ops.clone(),
-                    offset,
-                },
-            })
-            .collect();
-        Ok((Outbox { ops, shared }, pending))
+        Ok((
+            Outbox {
+                ops,
+                shared,
+                journal,
+            },
+            recovered,
+        ))
+    }
+
+    /// The handle the sender task writes stamps and markers through.
+    pub(crate) fn journal(&self) -> Journal {
+        self.journal.clone()
     }
 
     /// Writes `record` to the outbox and returns once it is as durable as the flush policy
-    /// promises, with the ticket that finishes it. Waits up to `max_block` while the outbox is
-    /// over its size limit. A record without a timestamp gets the current time first, so a
-    /// record sent again after a crash keeps the time it was accepted.
+    /// promises, with its entry's offset. Waits up to `max_block` while the outbox is over its
+    /// size limit. A record without a timestamp gets the current time first, so a record sent
+    /// again after a crash keeps the time it was accepted.
     pub(crate) async fn store(
         &self,
         mut record: ProducerRecord,
         max_block: Duration,
-    ) -> Result<(ProducerRecord, Ticket), (ProducerRecord, OutboxStoreError)> {
+    ) -> Result<(ProducerRecord, Offset), (ProducerRecord, OutboxStoreError)> {
         if record.timestamp.is_none() {
             record.timestamp = Some(wall_clock_ms());
         }
@@ -253,13 +361,7 @@ impl Outbox {
             return Err((record, OutboxStoreError::Failed(OutboxError::Closed)));
         }
         match answer.await {
-            Ok(Ok(offset)) => Ok((
-                record,
-                Ticket {
-                    ops: self.ops.clone(),
-                    offset,
-                },
-            )),
+            Ok(Ok(offset)) => Ok((record, offset)),
             Ok(Err(error)) => Err((record, OutboxStoreError::Failed(error))),
             Err(_) => Err((record, OutboxStoreError::Failed(OutboxError::Closed))),
         }
@@ -286,13 +388,13 @@ impl Outbox {
     }
 
     /// Bytes the outbox log holds now (entries still pending, finished ones not yet given
-    /// back, and done markers).
+    /// back, stamps and markers).
     pub(crate) fn size_bytes(&self) -> u64 {
         self.shared.bytes.load(Ordering::Acquire)
     }
 
-    /// Writes the remaining done markers, syncs and closes the log (marking a clean shutdown).
-    /// Later stores fail with [`OutboxError::Closed`].
+    /// Syncs and closes the log (marking a clean shutdown) once every earlier store and
+    /// release is done. Later stores fail with [`OutboxError::Closed`].
     pub(crate) async fn close(&self) -> Result<(), OutboxError> {
         let (reply, answer) = oneshot::channel();
         if self.ops.send(Op::Close(reply)).is_err() {
@@ -313,7 +415,7 @@ pub(crate) enum OutboxStoreError {
 
 /// The writer thread's state: the log and which entries are still pending.
 struct Writer {
-    log: FileLog,
+    log: Arc<FileLog>,
     /// Largest group written as one batch.
     group_limit: usize,
     pending: BTreeSet<Offset>,
@@ -326,7 +428,7 @@ impl Writer {
     fn run(mut self, ops: std_mpsc::Receiver<Op>) {
         while let Ok(first) = ops.recv() {
             let mut stores = Vec::new();
-            let mut done = Vec::new();
+            let mut released = Vec::new();
             let mut close = None;
             let mut group_bytes = 0usize;
             let mut next = Some(first);
@@ -336,7 +438,7 @@ impl Writer {
                         group_bytes += record.buffered_size();
                         stores.push((record, reply));
                     }
-                    Op::Done(offset) => done.push(offset),
+                    Op::Release(offsets) => released.extend(offsets),
                     Op::Close(reply) => {
                         close = Some(reply);
                         break;
@@ -349,8 +451,11 @@ impl Writer {
             if !stores.is_empty() {
                 self.store(stores);
             }
-            if !done.is_empty() {
-                self.finish(&done);
+            if !released.is_empty() {
+                for offset in &released {
+                    self.pending.remove(offset);
+                }
+                self.release_space();
             }
             if let Some(reply) = close {
                 self.shared.closed.store(true, Ordering::Release);
@@ -359,7 +464,7 @@ impl Writer {
                 return;
             }
         }
-        // Every handle and ticket is gone without a close: leave the log as a crash would
+        // Every handle and journal is gone without a close: leave the log as a crash would
         // (recovery on the next open), after pushing out what was written.
         let _ = self.log.flush();
     }
@@ -392,32 +497,6 @@ impl Writer {
         self.shared
             .bytes
             .store(self.log.size_bytes(), Ordering::Release);
-    }
-
-    /// Records that `offsets` are finished and gives back the space below the oldest pending
-    /// entry.
-    fn finish(&mut self, offsets: &[Offset]) {
-        for offset in offsets {
-            self.pending.remove(offset);
-        }
-        let mut value = Vec::with_capacity(offsets.len() * 8);
-        for offset in offsets {
-            value.extend_from_slice(&offset.to_be_bytes());
-        }
-        let mut builder = BatchBuilder::new(wall_clock_ms());
-        builder.push(
-            wall_clock_ms(),
-            None,
-            Some(&value),
-            [(DONE_HEADER.as_bytes(), None)],
-        );
-        let mut marker = builder.build();
-        // Not waited for: a lost marker means a duplicate after a crash, never a loss. The next
-        // store's fsync (or the close) makes it durable.
-        if let Err(error) = self.log.write(&mut marker, 0) {
-            tracing::error!(%error, "the producer outbox could not record finished records");
-        }
-        self.release_space();
     }
 
     /// Deletes the segments wholly below the oldest pending entry.
@@ -489,10 +568,31 @@ fn encode_entries<'a>(records: impl Iterator<Item = &'a ProducerRecord>) -> Vec<
     builder.map(BatchBuilder::build).unwrap_or_default()
 }
 
-/// Reads the whole log: the pending entries, decoded, oldest first.
-fn scan(log: &FileLog) -> Result<Vec<(Offset, ProducerRecord)>, OutboxError> {
-    let mut entries = std::collections::BTreeMap::new();
-    let mut finished = BTreeSet::new();
+/// What [`scan`] learned from the log.
+#[derive(Debug, Default)]
+struct Scanned {
+    recovered: Recovered,
+    /// Entries without a marker whose batch is known acknowledged (a sibling in the same
+    /// stamped batch has an acknowledged marker): final, to be marked so.
+    acknowledged: Vec<Offset>,
+}
+
+/// A stamp as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StampRecord {
+    partition: i32,
+    identity: ProducerIdentity,
+    base_sequence: i32,
+    offsets: Vec<Offset>,
+}
+
+/// Reads the whole log and sorts what is pending into stamped batches to send again as they
+/// were, and records to send as new ones (see the module docs).
+fn scan(log: &FileLog) -> Result<Scanned, OutboxError> {
+    let mut entries = BTreeMap::new();
+    // Entry offset -> acknowledged (true) or failed and handed back (false).
+    let mut finished: HashMap<Offset, bool> = HashMap::new();
+    let mut stamps: Vec<StampRecord> = Vec::new();
     let mut from = log.earliest();
     let end = log.log_end();
     while from < end {
@@ -508,13 +608,22 @@ fn scan(log: &FileLog) -> Result<Vec<(Offset, ProducerRecord)>, OutboxError> {
                 if record.offset < from {
                     continue;
                 }
+                let value = record.value.unwrap_or_default();
                 match record.headers.first() {
                     Some((key, _)) if *key == DONE_HEADER.as_bytes() => {
-                        for chunk in record.value.unwrap_or_default().chunks_exact(8) {
-                            let mut be = [0u8; 8];
-                            be.copy_from_slice(chunk);
-                            finished.insert(Offset::from_be_bytes(be));
+                        for offset in decode_offsets(value) {
+                            finished.entry(offset).or_insert(false);
                         }
+                    }
+                    Some((key, _)) if *key == ACKED_HEADER.as_bytes() => {
+                        for offset in decode_offsets(value) {
+                            finished.insert(offset, true);
+                        }
+                    }
+                    Some((key, _)) if *key == STAMP_HEADER.as_bytes() => {
+                        let stamp = decode_stamp(value)
+                            .ok_or_else(|| corrupt(record.offset, "stamp too short"))?;
+                        stamps.push(stamp);
                     }
                     _ => {
                         entries.insert(record.offset, decode_entry(&record)?);
@@ -524,8 +633,130 @@ fn scan(log: &FileLog) -> Result<Vec<(Offset, ProducerRecord)>, OutboxError> {
         }
         from = read.next_offset;
     }
-    entries.retain(|offset, _| !finished.contains(offset));
-    Ok(entries.into_iter().collect())
+    Ok(regroup(entries, &finished, stamps))
+}
+
+/// Sorts the entries without a marker into stamped batches and plain records.
+///
+/// A stamp is usable when it is the latest stamp of every entry it lists, every one of those
+/// entries is still in the log, none has a marker, and its identity is the one its partition
+/// was stamped with last. A stamp whose batch has an acknowledged entry makes the rest of the
+/// batch acknowledged too (the broker takes a batch whole). Anything else is sent as new.
+fn regroup(
+    mut entries: BTreeMap<Offset, ProducerRecord>,
+    finished: &HashMap<Offset, bool>,
+    stamps: Vec<StampRecord>,
+) -> Scanned {
+    let mut latest: HashMap<Offset, usize> = HashMap::new();
+    for (i, stamp) in stamps.iter().enumerate() {
+        for offset in &stamp.offsets {
+            latest.insert(*offset, i);
+        }
+    }
+    let mut scanned = Scanned::default();
+    for (i, stamp) in stamps.iter().enumerate() {
+        let current = stamp.offsets.iter().all(|o| latest.get(o) == Some(&i));
+        if current && stamp.offsets.iter().any(|o| finished.get(o) == Some(&true)) {
+            for offset in &stamp.offsets {
+                if entries.remove(offset).is_some() && !finished.contains_key(offset) {
+                    scanned.acknowledged.push(*offset);
+                }
+            }
+        }
+    }
+    entries.retain(|offset, _| !finished.contains_key(offset));
+    // The identity each partition (by topic) was stamped with last.
+    let mut last_identity: HashMap<(String, i32), ProducerIdentity> = HashMap::new();
+    let usable: Vec<bool> = stamps
+        .iter()
+        .enumerate()
+        .map(|(i, stamp)| {
+            !stamp.offsets.is_empty()
+                && stamp
+                    .offsets
+                    .iter()
+                    .all(|o| latest.get(o) == Some(&i) && entries.contains_key(o))
+        })
+        .collect();
+    for (i, stamp) in stamps.iter().enumerate() {
+        if usable[i] {
+            let topic = entries[&stamp.offsets[0]].topic.clone();
+            last_identity.insert((topic, stamp.partition), stamp.identity);
+        }
+    }
+    for (i, stamp) in stamps.into_iter().enumerate() {
+        if !usable[i] {
+            continue;
+        }
+        let topic = entries[&stamp.offsets[0]].topic.clone();
+        let same_topic = stamp.offsets.iter().all(|o| entries[o].topic == topic);
+        if !same_topic || last_identity.get(&(topic, stamp.partition)) != Some(&stamp.identity) {
+            continue;
+        }
+        let records = stamp
+            .offsets
+            .iter()
+            .filter_map(|&offset| {
+                entries
+                    .remove(&offset)
+                    .map(|record| Pending { offset, record })
+            })
+            .collect();
+        scanned.recovered.batches.push(PendingBatch {
+            partition: stamp.partition,
+            identity: stamp.identity,
+            base_sequence: stamp.base_sequence,
+            records,
+        });
+    }
+    scanned.recovered.records = entries
+        .into_iter()
+        .map(|(offset, record)| Pending { offset, record })
+        .collect();
+    scanned
+}
+
+/// A stamp's value: producer id (`i64`), epoch (`i16`), base sequence (`i32`), partition
+/// (`i32`), then the entries' offsets (`i64` each), all big-endian.
+fn encode_stamp(
+    partition: i32,
+    identity: ProducerIdentity,
+    base_sequence: i32,
+    offsets: &[Offset],
+) -> Vec<u8> {
+    let mut value = Vec::with_capacity(STAMP_FIXED + offsets.len() * 8);
+    value.extend_from_slice(&identity.id.to_be_bytes());
+    value.extend_from_slice(&identity.epoch.to_be_bytes());
+    value.extend_from_slice(&base_sequence.to_be_bytes());
+    value.extend_from_slice(&partition.to_be_bytes());
+    value.extend_from_slice(&encode_offsets(offsets));
+    value
+}
+
+fn decode_stamp(value: &[u8]) -> Option<StampRecord> {
+    let fixed = value.get(..STAMP_FIXED)?;
+    let id = i64::from_be_bytes(fixed[0..8].try_into().ok()?);
+    let epoch = i16::from_be_bytes(fixed[8..10].try_into().ok()?);
+    let base_sequence = i32::from_be_bytes(fixed[10..14].try_into().ok()?);
+    let partition = i32::from_be_bytes(fixed[14..18].try_into().ok()?);
+    Some(StampRecord {
+        partition,
+        identity: ProducerIdentity { id, epoch },
+        base_sequence,
+        offsets: decode_offsets(&value[STAMP_FIXED..]).collect(),
+    })
+}
+
+fn encode_offsets(offsets: &[Offset]) -> Vec<u8> {
+    offsets.iter().flat_map(|o| o.to_be_bytes()).collect()
+}
+
+fn decode_offsets(value: &[u8]) -> impl Iterator<Item = Offset> + '_ {
+    value.chunks_exact(8).map(|chunk| {
+        let mut be = [0u8; 8];
+        be.copy_from_slice(chunk);
+        Offset::from_be_bytes(be)
+    })
 }
 
 /// An entry back as the record the caller gave.
@@ -611,7 +842,7 @@ mod tests {
     }
 
     /// Opens the outbox, retrying while the previous writer thread still holds the lock.
-    fn reopen(config: &OutboxConfig) -> (Outbox, Vec<Pending>) {
+    fn reopen(config: &OutboxConfig) -> (Outbox, Recovered) {
         for _ in 0..200 {
             match Outbox::open(config) {
                 Ok(opened) => return opened,
@@ -621,44 +852,10 @@ mod tests {
         Outbox::open(config).expect("outbox reopens")
     }
 
-    #[tokio::test]
-    async fn stored_records_come_back_exactly_until_they_are_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let (outbox, pending) = Outbox::open(&config).unwrap();
-        assert!(pending.is_empty());
-        let mut stored = Vec::new();
-        let mut tickets = Vec::new();
-        for record in records() {
-            let (record, ticket) = outbox.store(record, Duration::from_secs(1)).await.unwrap();
-            assert!(record.timestamp.is_some(), "stamped at acceptance");
-            stored.push(record);
-            tickets.push(ticket);
-        }
-        // The first record finishes; the others are still owed when the "process dies".
-        tickets.remove(0).done();
-        drop(tickets);
-        drop(outbox);
-        let (outbox, pending) = reopen(&config);
-        let back: Vec<ProducerRecord> = pending.iter().map(|p| p.record.clone()).collect();
-        assert_eq!(back, stored[1..]);
-        // Finish them all and close cleanly: nothing is pending any more.
-        for p in pending {
-            p.ticket.done();
-        }
-        outbox.close().await.unwrap();
-        let (_outbox, pending) = reopen(&config);
-        assert!(pending.is_empty());
-    }
-
-    #[tokio::test]
-    async fn finished_records_give_their_space_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let (outbox, _) = Outbox::open(&config(dir.path())).unwrap();
-        let mut tickets = Vec::new();
-        for i in 0..100 {
-            let record = ProducerRecord::new("t", vec![i as u8; 500]);
-            tickets.push(
+    async fn store_all(outbox: &Outbox, records: Vec<ProducerRecord>) -> Vec<Offset> {
+        let mut offsets = Vec::new();
+        for record in records {
+            offsets.push(
                 outbox
                     .store(record, Duration::from_secs(1))
                     .await
@@ -666,30 +863,132 @@ mod tests {
                     .1,
             );
         }
+        offsets
+    }
+
+    fn id(id: i64, epoch: i16) -> ProducerIdentity {
+        ProducerIdentity { id, epoch }
+    }
+
+    #[tokio::test]
+    async fn stored_records_come_back_exactly_until_they_are_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (outbox, recovered) = Outbox::open(&config).unwrap();
+        assert_eq!(recovered.len(), 0);
+        let mut stored = Vec::new();
+        let mut offsets = Vec::new();
+        for record in records() {
+            let (record, offset) = outbox.store(record, Duration::from_secs(1)).await.unwrap();
+            assert!(record.timestamp.is_some(), "stamped at acceptance");
+            stored.push(record);
+            offsets.push(offset);
+        }
+        // The first record finishes; the others are still owed when the "process dies".
+        outbox.journal().finish(&offsets[..1], true);
+        drop(outbox);
+        let (outbox, recovered) = reopen(&config);
+        assert!(recovered.batches.is_empty(), "nothing was stamped");
+        let back: Vec<ProducerRecord> =
+            recovered.records.iter().map(|p| p.record.clone()).collect();
+        assert_eq!(back, stored[1..]);
+        // Finish them all and close cleanly: nothing is pending any more.
+        let rest: Vec<Offset> = recovered.records.iter().map(|p| p.offset).collect();
+        outbox.journal().finish(&rest, false);
+        outbox.close().await.unwrap();
+        let (_outbox, recovered) = reopen(&config);
+        assert_eq!(recovered.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn stamped_batches_come_back_as_they_were_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (outbox, _) = Outbox::open(&config).unwrap();
+        let values = |n: usize| {
+            (0..n)
+                .map(|i| ProducerRecord::new("t", format!("v{i}")))
+                .collect::<Vec<_>>()
+        };
+        let o = store_all(&outbox, values(12)).await;
+        let journal = outbox.journal();
+        // Partition 0 under (7, 0): [0, 2] acknowledged, [1, 3] pending, [4] pending;
+        // [5] stamped under (7, 0), then again under (7, 1): the newer stamp counts.
+        journal.stamp(0, id(7, 0), 0, &[o[0], o[2]]).unwrap();
+        journal.stamp(0, id(7, 0), 2, &[o[1], o[3]]).unwrap();
+        journal.stamp(1, id(7, 0), 0, &[o[4]]).unwrap();
+        journal.stamp(2, id(7, 0), 0, &[o[5]]).unwrap();
+        journal.stamp(2, id(7, 1), 0, &[o[5]]).unwrap();
+        journal.finish(&[o[0], o[2]], true);
+        // Partition 3: one of two acknowledged before the crash: the other is too.
+        journal.stamp(3, id(7, 0), 0, &[o[6], o[7]]).unwrap();
+        journal.finish(&[o[6]], true);
+        // Partition 4: one of two failed and handed back: the other is sent as new.
+        journal.stamp(4, id(7, 0), 0, &[o[8], o[9]]).unwrap();
+        journal.finish(&[o[8]], false);
+        // Partition 5: an older identity's stamp behind a newer one is not reused.
+        journal.stamp(5, id(7, 0), 0, &[o[10]]).unwrap();
+        journal.stamp(5, id(8, 0), 0, &[o[11]]).unwrap();
+        drop(journal);
+        drop(outbox);
+
+        let (outbox, recovered) = reopen(&config);
+        let batches: Vec<(i32, ProducerIdentity, i32, Vec<Offset>)> = recovered
+            .batches
+            .iter()
+            .map(|b| {
+                let offsets = b.records.iter().map(|p| p.offset).collect();
+                (b.partition, b.identity, b.base_sequence, offsets)
+            })
+            .collect();
+        assert_eq!(
+            batches,
+            vec![
+                (0, id(7, 0), 2, vec![o[1], o[3]]),
+                (1, id(7, 0), 0, vec![o[4]]),
+                (2, id(7, 1), 0, vec![o[5]]),
+                (5, id(8, 0), 0, vec![o[11]]),
+            ]
+        );
+        assert_eq!(
+            recovered.batches[0].records[1].record.value.as_deref(),
+            Some(&b"v3"[..])
+        );
+        let plain: Vec<Offset> = recovered.records.iter().map(|p| p.offset).collect();
+        assert_eq!(plain, vec![o[9], o[10]]);
+        // The inferred acknowledgement of o[7] was recorded: the next open agrees without it.
+        drop(outbox);
+        let (_outbox, again) = reopen(&config);
+        assert_eq!(again.len(), recovered.len());
+        assert!(again.records.iter().all(|p| p.offset != o[7]));
+    }
+
+    #[tokio::test]
+    async fn finished_records_give_their_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(&config(dir.path())).unwrap();
+        let records = (0..100)
+            .map(|i| ProducerRecord::new("t", vec![i as u8; 500]))
+            .collect();
+        let offsets = store_all(&outbox, records).await;
         let full = outbox.size_bytes();
         assert!(full > 50_000, "{full}");
         // One old record still pending pins everything after it.
-        let oldest = tickets.remove(0);
-        for ticket in tickets {
-            ticket.done();
-        }
+        outbox.journal().finish(&offsets[1..], true);
         outbox.close().await.unwrap();
-        let (outbox, pending) = reopen(&config(dir.path()));
-        assert_eq!(pending.len(), 1);
+        let (outbox, recovered) = reopen(&config(dir.path()));
+        assert_eq!(recovered.len(), 1);
         assert!(
             outbox.size_bytes() > full / 2,
             "the pending head keeps its segments"
         );
-        drop(oldest);
-        for p in pending {
-            p.ticket.done();
-        }
-        let (reply, answer) = oneshot::channel();
-        // A store after the done marks waits behind them in the writer's queue.
-        outbox.ops.send(Op::Close(reply)).unwrap();
-        answer.await.unwrap().unwrap();
-        let (outbox, pending) = reopen(&config(dir.path()));
-        assert!(pending.is_empty());
+        outbox
+            .journal()
+            .finish(&[recovered.records[0].offset], true);
+        // The close waits behind the release in the writer's queue.
+        outbox.close().await.unwrap();
+        let (outbox, recovered) = reopen(&config(dir.path()));
+        assert_eq!(recovered.len(), 0);
         assert!(
             outbox.size_bytes() < 8192,
             "at most the active segment is left: {}",
@@ -705,10 +1004,10 @@ mod tests {
             ..config(dir.path())
         };
         let (outbox, _) = Outbox::open(&config).unwrap();
-        let mut tickets = Vec::new();
+        let mut offsets = Vec::new();
         while outbox.size_bytes() < config.max_bytes {
             let record = ProducerRecord::new("t", vec![1u8; 1000]);
-            tickets.push(
+            offsets.push(
                 outbox
                     .store(record, Duration::from_secs(1))
                     .await
@@ -720,13 +1019,26 @@ mod tests {
             .store(ProducerRecord::new("t", "late"), Duration::from_millis(50))
             .await;
         assert!(matches!(refused, Err((_, OutboxStoreError::Full { .. }))));
-        for ticket in tickets {
-            ticket.done();
-        }
+        outbox.journal().finish(&offsets, true);
         let accepted = outbox
             .store(ProducerRecord::new("t", "late"), Duration::from_secs(5))
             .await;
         assert!(accepted.is_ok(), "room again once the records finished");
+    }
+
+    #[test]
+    fn stamps_round_trip() {
+        let value = encode_stamp(-1, id(i64::MAX, 3), i32::MAX, &[0, 5, i64::MAX]);
+        assert_eq!(
+            decode_stamp(&value),
+            Some(StampRecord {
+                partition: -1,
+                identity: id(i64::MAX, 3),
+                base_sequence: i32::MAX,
+                offsets: vec![0, 5, i64::MAX],
+            })
+        );
+        assert_eq!(decode_stamp(&value[..STAMP_FIXED - 1]), None);
     }
 
     #[test]

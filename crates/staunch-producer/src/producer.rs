@@ -15,9 +15,9 @@ use crate::accumulator::{Accepted, Completion};
 use crate::config::{ConfigError, ProducerConfig};
 use crate::error::{ProduceError, SendError, SendResult};
 use crate::metrics::{Metrics, ProducerMetrics};
-use crate::outbox::{Outbox, OutboxConfig, OutboxError, OutboxStoreError, Pending, Ticket};
+use crate::outbox::{Outbox, OutboxConfig, OutboxError, OutboxStoreError, Pending, Recovered};
 use crate::record::{ProducerRecord, RecordMetadata};
-use crate::sender::{Command, Sender, Shared};
+use crate::sender::{Command, Replay, Sender, Shared};
 
 /// A producer that never drops a record it accepted: every record handed to `send`,
 /// `send_async` or `send_oneway` ends either acknowledged by the broker (with
@@ -79,9 +79,14 @@ impl<B: BrokerApi> Producer<B> {
     /// directory sends every record that had no final outcome again, before any new record, and
     /// reports their outcomes through the returned [`OutboxRecovery`].
     ///
-    /// Delivery across a crash is at-least-once: a record acknowledged just before the crash
-    /// may be sent again (see the `outbox` module for the on-disk format). Opening reads the
-    /// outbox directory with blocking file I/O.
+    /// With idempotence (the default) delivery across a kill -9 is **exactly once**: every batch
+    /// is stamped in the outbox with its producer id, epoch and sequence numbers before it is
+    /// sent, and a batch found pending is sent again exactly as stamped, so the broker
+    /// recognizes one it already wrote. Records the dead producer had not sent yet go out as
+    /// new ones. After a power loss (stamps are not fsynced), or without idempotence, delivery
+    /// across the crash is at-least-once: a record acknowledged just before it may be written
+    /// twice, never lost. See the `outbox` module for the details and the on-disk format.
+    /// Opening reads the outbox directory with blocking file I/O.
     ///
     /// # Panics
     ///
@@ -93,9 +98,9 @@ impl<B: BrokerApi> Producer<B> {
     ) -> Result<(Self, OutboxRecovery), OpenError> {
         let config = config.validate()?;
         outbox.validate(config.max_request_size)?;
-        let (outbox, pending) = Outbox::open(&outbox)?;
+        let (outbox, recovered) = Outbox::open(&outbox)?;
         let producer = Self::start(api, config, Some(outbox));
-        let recovery = producer.replay(pending);
+        let recovery = producer.replay(recovered);
         Ok((producer, recovery))
     }
 
@@ -107,7 +112,8 @@ impl<B: BrokerApi> Producer<B> {
             closed: AtomicBool::new(false),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
-        let sender = Sender::new(Arc::new(api), config.clone(), shared.clone());
+        let journal = outbox.as_ref().map(Outbox::journal);
+        let sender = Sender::new(Arc::new(api), config.clone(), shared.clone(), journal);
         let span = tracing::info_span!("staunch_producer", idempotent = config.idempotence);
         tokio::spawn(sender.run(receiver).instrument(span));
         Producer {
@@ -153,9 +159,7 @@ impl<B> Producer<B> {
     /// (and counted), only its outcome goes unread.
     pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata, SendError> {
         let (tx, rx) = oneshot::channel();
-        if let Err((record, completion, error)) = self.accept(record, Completion::Reply(tx)).await {
-            // Settles an outbox entry the record may already have (the caller gets it back).
-            completion.complete(Err(SendError::unsent(record.clone(), error.clone())));
+        if let Err((record, _, error)) = self.accept(record, Completion::Reply(tx)).await {
             return Err(SendError::unsent(record, error));
         }
         match rx.await {
@@ -198,11 +202,7 @@ impl<B> Producer<B> {
     pub async fn send_oneway(&self, record: ProducerRecord) -> Result<(), SendError> {
         self.accept(record, Completion::None)
             .await
-            .map_err(|(record, completion, error)| {
-                // Settles an outbox entry the record may already have (the caller gets it back).
-                completion.complete(Err(SendError::unsent(record.clone(), error.clone())));
-                SendError::unsent(record, error)
-            })
+            .map_err(|(record, _, error)| SendError::unsent(record, error))
     }
 
     /// Waits until every record accepted before this call is acknowledged or failed. Records
@@ -253,53 +253,74 @@ impl<B> Producer<B> {
         &self.inner.config
     }
 
-    /// Hands the records found pending in the outbox to the sender task, oldest first, ahead of
-    /// any new record. They take buffer room while there is some; the excess is carried on top
-    /// of the limit (it is already on disk) and new sends wait until it drains.
-    fn replay(&self, pending: Vec<Pending>) -> OutboxRecovery {
+    /// Hands what the outbox held to the sender task ahead of any new record: stamped batches
+    /// to send again exactly as they were, then the other records, oldest first. They take
+    /// buffer room while there is some; the excess is carried on top of the limit (it is
+    /// already on disk) and new sends wait until it drains.
+    fn replay(&self, recovered: Recovered) -> OutboxRecovery {
         let (results, outcomes) = mpsc::unbounded_channel();
-        let replayed = pending.len();
+        let replayed = recovered.len();
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
+                stamped_batches = recovered.batches.len(),
                 "sending records found in the producer outbox again"
             );
         }
-        let handle = &self.inner;
-        let deadline = Instant::now() + handle.config.delivery_timeout;
-        for Pending { record, ticket } in pending {
-            let buffered = u32::try_from(record.buffered_size())
-                .ok()
-                .filter(
-                    |&permits| match handle.shared.buffer.try_acquire_many(permits) {
-                        Ok(permit) => {
-                            permit.forget();
-                            true
-                        }
-                        Err(_) => false,
-                    },
-                )
-                .unwrap_or(0);
-            let results = results.clone();
-            let report = Completion::Callback(Box::new(move |result: SendResult| {
-                if let Err(failed) = &result {
-                    tracing::error!(error = %failed.error, topic = %failed.record.topic,
-                        "a record replayed from the producer outbox failed");
-                }
-                let _ = results.send(result);
+        let deadline = Instant::now() + self.inner.config.delivery_timeout;
+        let accept = |pending: Pending| self.accept_replayed(pending, deadline, &results);
+        // The sender task was just started and only stops after close.
+        for batch in recovered.batches {
+            let records = batch.records.into_iter().map(accept).collect();
+            let _ = self.inner.commands.send(Command::Replay(Replay {
+                partition: batch.partition,
+                identity: batch.identity,
+                base_sequence: batch.base_sequence,
+                records,
             }));
-            Metrics::add(&handle.shared.metrics.sent, 1);
-            let accepted = Accepted {
-                record,
-                completion: outboxed(report, ticket),
-                buffered,
-                deadline,
-                generation: 0,
-            };
-            // The sender task was just started and only stops after close.
-            let _ = handle.commands.send(Command::Send(accepted));
+        }
+        for pending in recovered.records {
+            let _ = self.inner.commands.send(Command::Send(accept(pending)));
         }
         OutboxRecovery { replayed, outcomes }
+    }
+
+    /// A record found in the outbox, accepted again with its outcome reported to `results`.
+    fn accept_replayed(
+        &self,
+        pending: Pending,
+        deadline: Instant,
+        results: &mpsc::UnboundedSender<SendResult>,
+    ) -> Accepted {
+        let Pending { offset, record } = pending;
+        let shared = &self.inner.shared;
+        let buffered = u32::try_from(record.buffered_size())
+            .ok()
+            .filter(|&permits| match shared.buffer.try_acquire_many(permits) {
+                Ok(permit) => {
+                    permit.forget();
+                    true
+                }
+                Err(_) => false,
+            })
+            .unwrap_or(0);
+        let results = results.clone();
+        let report = Completion::Callback(Box::new(move |result: SendResult| {
+            if let Err(failed) = &result {
+                tracing::error!(error = %failed.error, topic = %failed.record.topic,
+                    "a record replayed from the producer outbox failed");
+            }
+            let _ = results.send(result);
+        }));
+        Metrics::add(&shared.metrics.sent, 1);
+        Accepted {
+            record,
+            completion: report,
+            buffered,
+            deadline,
+            generation: 0,
+            outbox: Some(offset),
+        }
     }
 
     /// Reserves buffer room for `record` and hands it to the sender task.
@@ -337,10 +358,10 @@ impl<B> Producer<B> {
                 return Err((record, completion, error));
             }
         }
-        let (record, completion) = match &handle.outbox {
-            None => (record, completion),
+        let (record, entry) = match &handle.outbox {
+            None => (record, None),
             Some(outbox) => match outbox.store(record, config.max_block).await {
-                Ok((record, ticket)) => (record, outboxed(completion, ticket)),
+                Ok((record, offset)) => (record, Some(offset)),
                 Err((record, error)) => {
                     handle.shared.buffer.add_permits(permits as usize);
                     let error = match error {
@@ -363,6 +384,7 @@ impl<B> Producer<B> {
             buffered: permits,
             deadline: Instant::now() + config.delivery_timeout,
             generation: 0,
+            outbox: entry,
         };
         if let Err(mpsc::error::SendError(command)) = handle.commands.send(Command::Send(accepted))
         {
@@ -370,23 +392,14 @@ impl<B> Producer<B> {
             metrics.sent.fetch_sub(1, Ordering::AcqRel);
             handle.shared.buffer.add_permits(permits as usize);
             if let Command::Send(mut accepted) = command {
+                // The caller gets the record back: its outbox entry is finished.
+                if let (Some(outbox), Some(offset)) = (&handle.outbox, accepted.outbox) {
+                    outbox.journal().finish(&[offset], false);
+                }
                 let (record, completion) = accepted.take();
                 return Err((record, completion, ProduceError::Closed));
             }
         }
         Ok(())
     }
-}
-
-/// Wraps `completion` so the record's outbox entry is finished when its outcome is final. An
-/// [`ProduceError::Aborted`] outcome (the producer stopped first) leaves the entry pending, to
-/// be sent again on the next open.
-fn outboxed(completion: Completion, ticket: Ticket) -> Completion {
-    Completion::Callback(Box::new(move |result: SendResult| {
-        let aborted = matches!(&result, Err(e) if e.error == ProduceError::Aborted);
-        if !aborted {
-            ticket.done();
-        }
-        completion.complete(result);
-    }))
 }

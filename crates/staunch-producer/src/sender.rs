@@ -30,6 +30,7 @@ use crate::accumulator::{Accepted, Batch, Finished, OpenBatch};
 use crate::config::{ProducerConfig, UnkeyedPartitioning};
 use crate::error::{ProduceError, SendError};
 use crate::metrics::Metrics;
+use crate::outbox::Journal;
 use crate::partitioner::{partition_for_key, pick_sticky};
 use crate::sequence::SequenceState;
 
@@ -48,10 +49,24 @@ pub(crate) struct Shared {
 pub(crate) enum Command {
     /// A record to deliver.
     Send(Accepted),
+    /// A batch recovered from the durable outbox, to send again exactly as it was stamped.
+    Replay(Replay),
     /// Answer once every record accepted before this command has an outcome.
     Flush(oneshot::Sender<()>),
     /// Flush, refuse later records, answer, and stop.
     Close(oneshot::Sender<()>),
+}
+
+/// A batch recovered from the durable outbox: its records go to `partition` of their topic in
+/// one batch with the producer fields they were sent with before the crash, so the broker
+/// recognizes them if it already wrote them (see [`crate::sequence`], rule 6).
+#[derive(Debug)]
+pub(crate) struct Replay {
+    pub(crate) partition: i32,
+    pub(crate) identity: ProducerIdentity,
+    pub(crate) base_sequence: i32,
+    /// In batch order; never empty.
+    pub(crate) records: Vec<Accepted>,
 }
 
 /// What a helper task reports back.
@@ -100,6 +115,9 @@ struct Ledger {
     incomplete: BTreeMap<u64, u64>,
     /// Flush requests, each waiting for every generation up to its own.
     waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// The durable outbox's journal: finished records are marked there before their callers
+    /// hear of them.
+    journal: Option<Journal>,
 }
 
 impl Ledger {
@@ -111,6 +129,10 @@ impl Ledger {
     fn finished(&mut self, records: &[Finished], acknowledged: bool) {
         if records.is_empty() {
             return;
+        }
+        if let Some(journal) = &self.journal {
+            let offsets: Vec<_> = records.iter().filter_map(|r| r.outbox).collect();
+            journal.finish(&offsets, acknowledged);
         }
         let metrics = &self.shared.metrics;
         let counter = if acknowledged {
@@ -229,6 +251,9 @@ struct TopicState {
     meta_error: Option<ApiError>,
     /// Records that arrived before the topic's partitions were known, in arrival order.
     waiting: VecDeque<Accepted>,
+    /// Batches recovered from the outbox, waiting for the topic's partitions; placed before
+    /// `waiting`.
+    replays: VecDeque<Replay>,
     sticky: Option<i32>,
     sticky_previous: Option<i32>,
 }
@@ -246,6 +271,7 @@ impl TopicState {
             meta_retry_at: None,
             meta_error: None,
             waiting: VecDeque::new(),
+            replays: VecDeque::new(),
             sticky: None,
             sticky_previous: None,
         }
@@ -353,7 +379,14 @@ impl<B> std::fmt::Debug for Sender<B> {
 }
 
 impl<B: BrokerApi> Sender<B> {
-    pub(crate) fn new(api: Arc<B>, config: Arc<ProducerConfig>, shared: Arc<Shared>) -> Self {
+    /// A sender for `api`; with `journal`, records of the durable outbox are stamped and
+    /// marked finished there.
+    pub(crate) fn new(
+        api: Arc<B>,
+        config: Arc<ProducerConfig>,
+        shared: Arc<Shared>,
+        journal: Option<Journal>,
+    ) -> Self {
         let identity = if config.idempotence {
             Identity::Missing {
                 retry_at: Instant::now(),
@@ -369,6 +402,7 @@ impl<B: BrokerApi> Sender<B> {
                 generation: 0,
                 incomplete: BTreeMap::new(),
                 waiters: Vec::new(),
+                journal,
             },
             rng: fastrand::Rng::new(),
             topics: Vec::new(),
@@ -443,19 +477,25 @@ impl<B: BrokerApi> Sender<B> {
                     self.fail_accepted(accepted, ProduceError::Closed);
                     return;
                 }
-                let index = match self.topic_index.get(&accepted.record.topic) {
-                    Some(&i) => i,
-                    None => {
-                        let name = accepted.record.topic.clone();
-                        self.topics.push(TopicState::new(name.clone()));
-                        self.topic_index.insert(name, self.topics.len() - 1);
-                        self.topics.len() - 1
-                    }
-                };
+                let index = self.topic(&accepted.record.topic);
                 if self.topics[index].known {
                     self.place(index, accepted, Instant::now());
                 } else {
                     self.topics[index].waiting.push_back(accepted);
+                }
+            }
+            Command::Replay(mut replay) => {
+                for accepted in &mut replay.records {
+                    accepted.generation = self.ledger.arrived();
+                }
+                let Some(first) = replay.records.first() else {
+                    return;
+                };
+                let index = self.topic(&first.record.topic.clone());
+                if self.topics[index].known {
+                    self.place_replay(index, replay, Instant::now());
+                } else {
+                    self.topics[index].replays.push_back(replay);
                 }
             }
             Command::Flush(done) => self.ledger.flush(done),
@@ -468,12 +508,21 @@ impl<B: BrokerApi> Sender<B> {
         }
     }
 
+    /// The index of `name`'s state, created on first use.
+    fn topic(&mut self, name: &str) -> usize {
+        match self.topic_index.get(name) {
+            Some(&i) => i,
+            None => {
+                self.topics.push(TopicState::new(name.to_owned()));
+                self.topic_index
+                    .insert(name.to_owned(), self.topics.len() - 1);
+                self.topics.len() - 1
+            }
+        }
+    }
+
     fn fail_accepted(&mut self, mut accepted: Accepted, error: ProduceError) {
-        let finished = Finished {
-            generation: accepted.generation,
-            buffered: accepted.buffered,
-        };
-        self.ledger.finished(&[finished], false);
+        self.ledger.finished(&[Finished::of(&accepted)], false);
         let (record, completion) = accepted.take();
         completion.complete(Err(SendError::unsent(record, error)));
     }
@@ -531,6 +580,56 @@ impl<B: BrokerApi> Sender<B> {
         }
     }
 
+    /// Queues a batch recovered from the outbox with the stamp it had, ahead of anything new
+    /// for its partition. Without idempotence, or if the partition no longer exists, its
+    /// records are placed as new ones.
+    fn place_replay(&mut self, topic_index: usize, replay: Replay, now: Instant) {
+        let Replay {
+            partition,
+            identity,
+            base_sequence,
+            records,
+        } = replay;
+        let topic = &mut self.topics[topic_index];
+        let exists = usize::try_from(partition).is_ok_and(|p| p < topic.partitions.len());
+        if !self.config.idempotence || !exists {
+            for accepted in records {
+                self.place(topic_index, accepted, now);
+            }
+            return;
+        }
+        let index = partition as usize;
+        // Records placed before stay ahead of the recovered batch.
+        topic.seal(index);
+        let now_ms = wall_clock_ms();
+        let Some(first) = records.first() else {
+            return;
+        };
+        let mut open = OpenBatch::new(
+            first.record.timestamp.unwrap_or(now_ms),
+            now,
+            first.deadline,
+            self.config.compression,
+        );
+        for accepted in records {
+            open.push(accepted, now_ms);
+        }
+        let p = &mut topic.partitions[index];
+        let mut batch = open.seal(p.tp.clone());
+        let stamp = p.seq.adopt(identity, base_sequence, batch.record_count());
+        if let Err(error) = batch.set_stamp(stamp) {
+            // Unreachable for a batch not yet encoded; fail it rather than send it unstamped.
+            batch.fail(ProduceError::Fatal(error), |f| {
+                self.ledger.finished(f, false)
+            });
+            return;
+        }
+        // It may have been written before the crash.
+        batch.may_have_been_appended = true;
+        batch.ambiguous_since_stamp = true;
+        p.queue.push_back(batch);
+    }
+
     /// Does everything that is due at `now`; returns when to look again.
     fn poll(&mut self, now: Instant) -> Wake {
         let mut wake = Wake::default();
@@ -574,7 +673,8 @@ impl<B: BrokerApi> Sender<B> {
             return;
         }
         let stale = topic.known && topic.fetched_at.is_some_and(|t| now >= t + max_age);
-        let wanted = (!topic.known && !topic.waiting.is_empty()) || topic.refresh_wanted || stale;
+        let waiting = !topic.waiting.is_empty() || !topic.replays.is_empty();
+        let wanted = (!topic.known && waiting) || topic.refresh_wanted || stale;
         if !wanted {
             return;
         }
@@ -603,6 +703,30 @@ impl<B: BrokerApi> Sender<B> {
         let idempotent = self.config.idempotence;
         let identity_error = self.identity_error.clone();
         let topic = &mut self.topics[index];
+        while let Some(front) = topic.replays.front() {
+            let deadline = front.records.first().map_or(now, |r| r.deadline);
+            if deadline > now {
+                wake.at(deadline);
+                break;
+            }
+            let Some(replay) = topic.replays.pop_front() else {
+                break;
+            };
+            for mut accepted in replay.records {
+                let error = ProduceError::DeliveryTimeout {
+                    timeout,
+                    attempts: 0,
+                    last_error: topic.meta_error.clone(),
+                };
+                self.ledger.finished(&[Finished::of(&accepted)], false);
+                let (record, completion) = accepted.take();
+                completion.complete(Err(SendError {
+                    record,
+                    error,
+                    may_have_been_appended: true,
+                }));
+            }
+        }
         while let Some(front) = topic.waiting.front() {
             if front.deadline > now {
                 wake.at(front.deadline);
@@ -616,11 +740,7 @@ impl<B: BrokerApi> Sender<B> {
                 attempts: 0,
                 last_error: topic.meta_error.clone(),
             };
-            let finished = Finished {
-                generation: accepted.generation,
-                buffered: accepted.buffered,
-            };
-            self.ledger.finished(&[finished], false);
+            self.ledger.finished(&[Finished::of(&accepted)], false);
             let mut accepted = accepted;
             let (record, completion) = accepted.take();
             completion.complete(Err(SendError::unsent(record, error)));
@@ -703,6 +823,11 @@ impl<B: BrokerApi> Sender<B> {
             // KIP-360, as the Java producer does it: bump the epoch locally (the broker takes a
             // newer epoch starting at sequence 0). Only an exhausted epoch needs a new id.
             let (fresh, how) = match (p.seq.identity(), self.identity) {
+                // A recovered identity is not bumped (rule 6): the producer's own is taken.
+                (_, Identity::Ready(fresh)) if p.seq.recovered() => (fresh, "the producer's id"),
+                (_, Identity::Missing { .. } | Identity::Fetching) if p.seq.recovered() => {
+                    continue;
+                }
                 (Some(old), _) if old.epoch < i16::MAX => (
                     ProducerIdentity {
                         id: old.id,
@@ -808,7 +933,13 @@ impl<B: BrokerApi> Sender<B> {
         if p.seq.needs_reset {
             return None;
         }
-        if idempotent && p.seq.identity().is_none() {
+        let fresh_needed =
+            p.seq.identity().is_none() || (p.seq.recovered() && head.stamp.is_none());
+        if idempotent && fresh_needed {
+            // A recovered identity is retired once its own batches are all answered (rule 6).
+            if !p.in_flight.is_empty() {
+                return None;
+            }
             match self.identity {
                 Identity::Ready(identity) => p.seq.start(identity),
                 _ => return None,
@@ -849,6 +980,15 @@ impl<B: BrokerApi> Sender<B> {
                     self.ledger.finished(f, false)
                 });
                 return None;
+            }
+            // The stamp reaches the outbox before the batch leaves: after a crash the batch is
+            // sent again exactly like this, and the broker recognizes it.
+            if let (Some(journal), Some((identity, base)), Some(offsets)) =
+                (&self.ledger.journal, stamp.sequence, batch.outbox_offsets())
+                && let Err(error) = journal.stamp(p.tp.partition, identity, base, &offsets)
+            {
+                tracing::warn!(partition = %p.tp, %error,
+                    "cannot record a batch's producer fields in the outbox; after a crash its records may be sent twice");
             }
         }
         let n = batch.len() as u64;
@@ -1142,7 +1282,11 @@ impl<B: BrokerApi> Sender<B> {
                 topic.meta_failures = 0;
                 topic.meta_retry_at = None;
                 topic.meta_error = None;
+                let replays = std::mem::take(&mut topic.replays);
                 let waiting = std::mem::take(&mut topic.waiting);
+                for replay in replays {
+                    self.place_replay(index, replay, now);
+                }
                 for accepted in waiting {
                     self.place(index, accepted, now);
                 }
@@ -1158,8 +1302,9 @@ impl<B: BrokerApi> Sender<B> {
                 topic.meta_error = Some(error.clone());
                 tracing::debug!(topic = %topic.name, %error, "metadata request failed");
                 if !error.is_retriable() && !topic.known {
+                    let replays = std::mem::take(&mut topic.replays);
                     let waiting = std::mem::take(&mut topic.waiting);
-                    for accepted in waiting {
+                    for accepted in replays.into_iter().flat_map(|r| r.records).chain(waiting) {
                         self.fail_accepted(accepted, ProduceError::Fatal(error.clone()));
                     }
                 }
@@ -1307,6 +1452,7 @@ mod tests {
             generation: 0,
             incomplete: BTreeMap::new(),
             waiters: Vec::new(),
+            journal: None,
         };
         let first = ledger.arrived();
         let (tx, mut rx) = oneshot::channel();
@@ -1318,6 +1464,7 @@ mod tests {
             &[Finished {
                 generation: first,
                 buffered: 1,
+                outbox: None,
             }],
             true,
         );
@@ -1328,6 +1475,7 @@ mod tests {
             &[Finished {
                 generation: later,
                 buffered: 1,
+                outbox: None,
             }],
             false,
         );

@@ -26,6 +26,12 @@
 //!    exhausted (`i16::MAX`) does it take a new producer id instead. A batch
 //!    whose earlier attempt under the old id may have been written can then be written twice;
 //!    such records are counted in `possible_duplicates`.
+//! 6. Batches recovered from the durable outbox keep the identity and sequence they were
+//!    stamped with before the crash, so the broker recognizes those it already wrote
+//!    ([`SequenceState::adopt`]). The recovered identity is used for nothing else: before the
+//!    partition stamps a new batch, or when it must reset, it waits until nothing is in flight
+//!    and takes the producer's own fresh identity. A stamp lost in a power failure therefore
+//!    cannot make the broker mistake a new batch for an old one.
 
 use staunch_core::ProducerIdentity;
 
@@ -42,6 +48,8 @@ pub(crate) struct SequenceState {
     confirmed: bool,
     /// The sequence chain must restart under a new identity before anything more is sent.
     pub(crate) needs_reset: bool,
+    /// The identity was recovered from the outbox (rule 6): only adopted batches use it.
+    recovered: bool,
 }
 
 impl SequenceState {
@@ -60,12 +68,38 @@ impl SequenceState {
         self.next_ordinal
     }
 
+    /// Whether the identity was recovered from the outbox and must be replaced before a new
+    /// batch is stamped (rule 6).
+    pub(crate) fn recovered(&self) -> bool {
+        self.recovered
+    }
+
     /// Starts a new identity (first use, or a reset): sequences restart at 0.
     pub(crate) fn start(&mut self, identity: ProducerIdentity) {
         self.identity = Some(identity);
         self.next_sequence = 0;
         self.confirmed = false;
         self.needs_reset = false;
+        self.recovered = false;
+    }
+
+    /// The stamp of a batch of `count` records recovered from the outbox, sent before with
+    /// `identity` from `base` on (rule 6). The partition's identity becomes `identity`
+    /// (unconfirmed) if it was another one.
+    pub(crate) fn adopt(&mut self, identity: ProducerIdentity, base: i32, count: i32) -> Stamp {
+        if self.identity != Some(identity) || !self.recovered {
+            self.identity = Some(identity);
+            self.confirmed = false;
+            self.needs_reset = false;
+            self.recovered = true;
+        }
+        self.next_sequence = next_sequence(base, count);
+        let ordinal = self.next_ordinal;
+        self.next_ordinal += 1;
+        Stamp {
+            ordinal,
+            sequence: Some((identity, base)),
+        }
     }
 
     /// Stamps the next batch of `count` records; with `idempotent` it carries the identity
@@ -121,5 +155,13 @@ mod tests {
         let third = s.stamp(1, true);
         assert_eq!((third.ordinal, third.sequence), (2, Some((other, 0))));
         assert_eq!(s.stamp(1, false).sequence, None);
+
+        let old = ProducerIdentity { id: 1, epoch: 2 };
+        let adopted = s.adopt(old, 10, 3);
+        assert_eq!((adopted.ordinal, adopted.sequence), (4, Some((old, 10))));
+        assert!(s.recovered() && !s.confirmed());
+        assert_eq!(s.adopt(old, 13, 1).sequence, Some((old, 13)));
+        s.start(other);
+        assert!(!s.recovered());
     }
 }

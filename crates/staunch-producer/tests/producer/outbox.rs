@@ -1,6 +1,6 @@
 //! The durable outbox: a producer that stops — its runtime torn down, or its process killed
 //! with -9 — loses nothing it accepted; the next producer on the same outbox directory sends
-//! it.
+//! it, and with idempotence the broker ends up with each record exactly once.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -168,6 +168,87 @@ fn accepted_records_survive_the_producer_stopping_before_any_answer() {
     }));
 }
 
+/// The broker wrote the first batch of every partition, then went silent; the producer stops
+/// before hearing anything. The reopened producer sends those batches again exactly as they
+/// were stamped, and the broker recognizes them: each record is stored exactly once, and the
+/// replayed records are acknowledged at the offsets where the first attempt put them.
+#[test]
+fn batches_written_before_the_crash_are_recognized_not_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker_dir, outbox_dir) = (dir.path().join("broker"), dir.path().join("outbox"));
+    let first = runtime();
+    let written_before = first.block_on(bounded(async {
+        let broker = open_broker(&broker_dir).await;
+        create_topic(&broker, TOPIC, PARTITIONS).await;
+        let silent = faulty(
+            broker.clone(),
+            Faults {
+                silent_after_append: true,
+                ..Faults::default()
+            },
+            1,
+        );
+        let state = silent.0.state.clone();
+        let (producer, _) =
+            Producer::with_outbox(silent, quick(), OutboxConfig::new(&outbox_dir)).unwrap();
+        for i in 0..300 {
+            producer
+                .send_oneway(record(&format!("1-{i}"), i))
+                .await
+                .unwrap();
+        }
+        // Until the broker has answered once, one batch per partition is in flight: wait for
+        // the first batch of each to be written.
+        let written = loop {
+            let (partitions, _) = stored(&broker).await;
+            if partitions.iter().all(|p| !p.is_empty())
+                && FaultCounts::get(&state.counts.lost_after_append) >= PARTITIONS as u64
+            {
+                break partitions.iter().map(Vec::len).collect::<Vec<_>>();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(
+            written.iter().sum::<usize>() < 300,
+            "every record went out before the crash"
+        );
+        written
+    }));
+    // The "crash": the sender task, and the answers it never got, go away with the runtime.
+    drop(first);
+
+    runtime().block_on(bounded(async {
+        let broker = open_broker(&broker_dir).await;
+        let (producer, mut recovery) = reopen(broker.clone(), &outbox_dir).await;
+        assert_eq!(recovery.replayed, 300);
+        let mut recognized = 0;
+        for _ in 0..recovery.replayed {
+            let metadata = recovery
+                .outcomes
+                .recv()
+                .await
+                .expect("an outcome per replayed record")
+                .expect("a replayed record is acknowledged");
+            let written = written_before[metadata.partition.partition as usize];
+            if usize::try_from(metadata.offset).is_ok_and(|o| o < written) {
+                recognized += 1;
+            }
+        }
+        assert_eq!(
+            recognized,
+            written_before.iter().sum::<usize>(),
+            "every record written before the crash is acknowledged at its first offset"
+        );
+        producer.close().await;
+        assert_eq!(producer.metrics().possible_duplicates, 0);
+        let (partitions, counts) = stored(&broker).await;
+        assert_eq!(counts.len(), 300, "every record is stored");
+        let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(duplicated.is_empty(), "stored twice: {duplicated:?}");
+        assert_first_appearances_in_send_order(&partitions);
+    }));
+}
+
 const CHILD_DIR: &str = "STAUNCH_OUTBOX_CHILD_DIR";
 /// Records the child is asked to send, as the test names it.
 const RECORDS: usize = 10_000;
@@ -220,9 +301,8 @@ fn outbox_child() {
 
 /// A producer process sending 10,000 records is killed with -9 midway, with records in flight;
 /// a new producer opens the same outbox, sends what the dead one left there, then the records
-/// it never got to. The broker holds every record at least once, keys in order. Duplicates are
-/// possible (a record acknowledged just before the kill, or accepted but not yet reported when
-/// the kill came) and reported; losses are not.
+/// it never got to. With idempotence the broker holds every record exactly once, keys in
+/// order — including records the broker wrote whose answer the dead producer never saw.
 #[test]
 fn accepted_records_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,15 +356,26 @@ fn accepted_records_survive_kill_9() {
         let replayed = recovery.replayed;
         assert!(replayed > 0, "the kill caught no record in flight: the test proved nothing");
         let draining = tokio::spawn(drain(recovery));
-        // The new process finishes the job: the records the child never accepted.
-        for i in accepted..RECORDS {
+        // The new process finishes the job: the records the child never stored. It may have
+        // stored one more than it reported before the kill; the outbox sends that one.
+        let draining_done = draining.await.unwrap();
+        let (after_replay, _) = stored(&broker).await;
+        let next = after_replay
+            .iter()
+            .flatten()
+            .filter_map(|v| v.strip_prefix("1-")?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |i| i + 1)
+            .max(accepted);
+        for i in next..RECORDS {
             producer
                 .send_oneway(record(&format!("1-{i}"), i))
                 .await
                 .unwrap();
         }
-        assert_eq!(draining.await.unwrap(), replayed);
+        assert_eq!(draining_done, replayed);
         producer.close().await;
+        assert_eq!(producer.metrics().possible_duplicates, 0);
         let (partitions, counts) = stored(&broker).await;
         let missing: Vec<usize> = (0..RECORDS)
             .filter(|i| !counts.contains_key(&format!("1-{i}")))
@@ -296,9 +387,15 @@ fn accepted_records_survive_kill_9() {
             &missing[..missing.len().min(5)]
         );
         assert_first_appearances_in_send_order(&partitions);
-        let duplicates: usize = counts.values().map(|n| n - 1).sum();
+        let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
         eprintln!(
-            "killed after {kill_after} accepted, {stored_before} stored; {replayed} replayed from the outbox; {duplicates} duplicates"
+            "killed after {kill_after} accepted, {stored_before} stored; {replayed} replayed from the outbox; {} duplicated",
+            duplicated.len()
+        );
+        assert!(
+            duplicated.is_empty(),
+            "stored more than once: {:?}",
+            &duplicated[..duplicated.len().min(5)]
         );
     }));
 }

@@ -155,6 +155,9 @@ pub struct Faults {
     pub always: Option<ErrorCode>,
     /// Never answer a produce until [`FaultState::release`] is called.
     pub gated: bool,
+    /// Append through the inner broker, then never answer (a broker that wrote the batch and
+    /// then went silent).
+    pub silent_after_append: bool,
     /// Partitions that metadata reports without a leader, and that are never reachable.
     pub leaderless: Vec<i32>,
 }
@@ -356,6 +359,11 @@ impl<B: BrokerApi> Intercept for FaultInjector<B> {
                 .await
         }
         .into_iter();
+        if self.state.faults.silent_after_append {
+            c.lost_after_append
+                .fetch_add(answers.len() as u64, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
         call.batches
             .iter()
             .zip(plans)
