@@ -158,6 +158,36 @@ error_codes! {
     ProducerFenced = 90, false, "PRODUCER_FENCED";
     /// The topic id is not known.
     UnknownTopicId = 100, true, "UNKNOWN_TOPIC_ID";
+    /// The broker is not available.
+    BrokerNotAvailable = 8, false, "BROKER_NOT_AVAILABLE";
+    /// The replica is not available for the requested topic partition.
+    ReplicaNotAvailable = 9, true, "REPLICA_NOT_AVAILABLE";
+    /// The server disconnected before a response was received.
+    NetworkException = 13, true, "NETWORK_EXCEPTION";
+    /// Not authorized to access the topic.
+    TopicAuthorizationFailed = 29, false, "TOPIC_AUTHORIZATION_FAILED";
+    /// Not authorized to access the group.
+    GroupAuthorizationFailed = 30, false, "GROUP_AUTHORIZATION_FAILED";
+    /// The cluster authorization failed.
+    ClusterAuthorizationFailed = 31, false, "CLUSTER_AUTHORIZATION_FAILED";
+    /// This is not the correct controller for this cluster.
+    NotController = 41, true, "NOT_CONTROLLER";
+    /// Another transaction is being completed for this producer (Kafka's
+    /// `ConcurrentTransactionsException`, retriable).
+    ConcurrentTransactions = 51, true, "CONCURRENT_TRANSACTIONS";
+    /// Not authorized to use the transactional id.
+    TransactionalIdAuthorizationFailed = 53, false, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED";
+    /// SASL authentication failed.
+    SaslAuthenticationFailed = 58, false, "SASL_AUTHENTICATION_FAILED";
+    /// The leader has no listener with the name the request came in on.
+    ListenerNotFound = 72, true, "LISTENER_NOT_FOUND";
+    /// The leader's high watermark is not yet known (after a leader change).
+    OffsetNotAvailable = 77, true, "OFFSET_NOT_AVAILABLE";
+    /// Transactional offsets for the partition are pending (OffsetFetch with
+    /// `require_stable`); ask again.
+    UnstableOffsetCommit = 88, true, "UNSTABLE_OFFSET_COMMIT";
+    /// The request exceeded a quota and was throttled.
+    ThrottlingQuotaExceeded = 89, true, "THROTTLING_QUOTA_EXCEEDED";
 }
 
 #[cfg(test)]
@@ -174,5 +204,12 @@ mod tests {
         assert!(!ErrorCode::MessageTooLarge.is_retriable());
         assert_eq!(ErrorCode::from_code(999), ErrorCode::Other(999));
         assert_eq!(ErrorCode::CorruptMessage.name(), "CORRUPT_MESSAGE");
+        // Kafka's retriable exceptions are retriable here too; authorization is not.
+        for retriable in [41, 88, 13, 9, 89] {
+            assert!(ErrorCode::from_code(retriable).is_retriable(), "{retriable}");
+        }
+        for fatal in [29, 30, 31, 58] {
+            assert!(!ErrorCode::from_code(fatal).is_retriable(), "{fatal}");
+        }
     }
 }

@@ -1418,7 +1418,7 @@ mod tests {
             Verdict::Fatal
         );
         assert_eq!(
-            classify(&broker(ErrorCode::Other(29)), true),
+            classify(&broker(ErrorCode::TopicAuthorizationFailed), true),
             Verdict::Fatal
         );
         assert_eq!(
