@@ -1,12 +1,17 @@
-//! Partition assignors the group leader runs: `range` (Kafka's default) and `sticky`.
+//! Partition assignors the group leader runs: `range` (Kafka's default), `sticky` and
+//! `cooperative-sticky`.
 //!
-//! Both are pure functions from the members' subscriptions and the topics' partition counts to
+//! All are pure functions from the members' subscriptions and the topics' partition counts to
 //! each member's partitions, deterministic for equal input (members sorted by id), so every
 //! leader computes the same answer.
 //!
-//! **Not done:** Kafka's *cooperative* (incremental) rebalancing. `sticky` keeps each member's
-//! owned partitions where the balance allows — what `cooperative-sticky` computes — but the
-//! consumer still rebalances eagerly: it commits and revokes everything before rejoining.
+//! `range` and `sticky` are *eager*: every member gives up all its partitions before it
+//! rejoins. `cooperative-sticky` is Kafka's incremental protocol (KIP-429): members keep their
+//! partitions through a rebalance, and a partition that must move is first only taken away —
+//! the leader leaves it out of everyone's assignment while its owner still holds it. The owner
+//! sees it missing, commits and revokes it, and rejoins at once; in that second rebalance
+//! nobody owns it and it goes to its new member. Partitions that do not move are never
+//! revoked, so their positions, retry state and parked keys stay where they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +25,9 @@ pub enum Assignor {
     Range,
     /// Kafka's (eager) `sticky`: balanced, keeping owned partitions where possible.
     Sticky,
+    /// Kafka's `cooperative-sticky`: the `sticky` assignment reached in incremental steps, so
+    /// only partitions that move are ever revoked (see the module docs).
+    CooperativeSticky,
 }
 
 impl Assignor {
@@ -28,12 +36,19 @@ impl Assignor {
         match self {
             Assignor::Range => "range",
             Assignor::Sticky => "sticky",
+            Assignor::CooperativeSticky => "cooperative-sticky",
         }
+    }
+
+    /// Whether members keep their partitions through a rebalance (the incremental protocol).
+    pub fn is_cooperative(self) -> bool {
+        matches!(self, Assignor::CooperativeSticky)
     }
 
     /// Assigns partitions. `members` maps member id to (subscribed topics, owned partitions);
     /// `partitions` maps topic to partition count (topics missing there are skipped). Every
-    /// member appears in the answer, possibly with nothing.
+    /// member appears in the answer, possibly with nothing. A partition claimed by two members
+    /// must have been given to one of them first (see [`resolve_owned`]).
     pub fn assign(
         self,
         members: &BTreeMap<String, (Vec<String>, Vec<TopicPartition>)>,
@@ -42,8 +57,44 @@ impl Assignor {
         match self {
             Assignor::Range => range(members, partitions),
             Assignor::Sticky => sticky(members, partitions),
+            Assignor::CooperativeSticky => cooperative(members, partitions),
         }
     }
+}
+
+/// Settles conflicting claims before assigning: `claims` maps member id to (subscribed
+/// topics, owned partitions, the generation the member owned them in). A partition claimed by
+/// several members stays with the one from the newest generation; with a tie, nobody keeps it
+/// (as Kafka's assignors treat stale claims after a missed rebalance).
+pub fn resolve_owned(
+    claims: BTreeMap<String, (Vec<String>, Vec<TopicPartition>, i32)>,
+) -> BTreeMap<String, (Vec<String>, Vec<TopicPartition>)> {
+    let mut newest: BTreeMap<&TopicPartition, (i32, usize)> = BTreeMap::new();
+    for (_, owned, generation) in claims.values() {
+        for tp in owned {
+            let entry = newest.entry(tp).or_insert((*generation, 0));
+            if *generation > entry.0 {
+                *entry = (*generation, 1);
+            } else if *generation == entry.0 {
+                entry.1 += 1;
+            }
+        }
+    }
+    let keep: BTreeMap<TopicPartition, i32> = newest
+        .into_iter()
+        .filter(|(_, (_, claimants))| *claimants == 1)
+        .map(|(tp, (generation, _))| (tp.clone(), generation))
+        .collect();
+    claims
+        .into_iter()
+        .map(|(member, (topics, owned, generation))| {
+            let owned = owned
+                .into_iter()
+                .filter(|tp| keep.get(tp) == Some(&generation))
+                .collect();
+            (member, (topics, owned))
+        })
+        .collect()
 }
 
 fn range(
@@ -122,6 +173,23 @@ fn sticky(
     out
 }
 
+/// The sticky target, minus every partition that another member still owns: those are
+/// revoked by their owner in this round and assigned in the next.
+fn cooperative(
+    members: &BTreeMap<String, (Vec<String>, Vec<TopicPartition>)>,
+    partitions: &BTreeMap<String, i32>,
+) -> BTreeMap<String, Vec<TopicPartition>> {
+    let owner: BTreeMap<&TopicPartition, &String> = members
+        .iter()
+        .flat_map(|(m, (_, owned))| owned.iter().map(move |tp| (tp, m)))
+        .collect();
+    let mut out = sticky(members, partitions);
+    for (member, assigned) in &mut out {
+        assigned.retain(|tp| owner.get(tp).is_none_or(|o| *o == member));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +222,47 @@ mod tests {
         assert_eq!(out["b"], vec![tp(2), tp(3)]);
         let total: usize = out.values().map(Vec::len).sum();
         assert_eq!(total, 4);
+    }
+
+    #[test]
+    fn cooperative_moves_partitions_in_two_steps() {
+        let parts = BTreeMap::from([("t".to_string(), 4)]);
+        let tp = |p| TopicPartition::new("t", p);
+        // b joins while a owns everything: a keeps half, the other half is only revoked.
+        let first = Assignor::CooperativeSticky.assign(
+            &members(&[("a", vec![tp(0), tp(1), tp(2), tp(3)]), ("b", vec![])]),
+            &parts,
+        );
+        assert_eq!(first["a"], vec![tp(0), tp(1)]);
+        assert!(first["b"].is_empty(), "{first:?}");
+        // a rejoins without them: now they go to b, and a keeps what it had.
+        let second = Assignor::CooperativeSticky.assign(
+            &members(&[("a", first["a"].clone()), ("b", vec![])]),
+            &parts,
+        );
+        assert_eq!(second["a"], vec![tp(0), tp(1)]);
+        assert_eq!(second["b"], vec![tp(2), tp(3)]);
+        // Nobody moves: the same assignment again, nothing withheld.
+        let third = Assignor::CooperativeSticky.assign(
+            &members(&[("a", second["a"].clone()), ("b", second["b"].clone())]),
+            &parts,
+        );
+        assert_eq!(third, second);
+    }
+
+    #[test]
+    fn conflicting_claims_go_to_the_newest_generation() {
+        let tp = |p| TopicPartition::new("t", p);
+        let t = || vec!["t".to_string()];
+        let claims = BTreeMap::from([
+            ("a".to_string(), (t(), vec![tp(0), tp(1)], 5)),
+            ("b".to_string(), (t(), vec![tp(0), tp(2)], 6)),
+            ("c".to_string(), (t(), vec![tp(2)], 6)),
+        ]);
+        let owned = resolve_owned(claims);
+        // tp0: b's newer claim wins; tp2: a tie in generation 6, so nobody keeps it.
+        assert_eq!(owned["a"].1, vec![tp(1)]);
+        assert_eq!(owned["b"].1, vec![tp(0)]);
+        assert!(owned["c"].1.is_empty(), "{owned:?}");
     }
 }

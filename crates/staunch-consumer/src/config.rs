@@ -89,9 +89,13 @@ impl ConsumerConfig {
 /// Notifications from the consumer; every method defaults to doing nothing. Called on the
 /// task that polls.
 pub trait ConsumerEvents: Send {
-    /// Partitions were assigned (after a rebalance or [`crate::Consumer::assign`]).
+    /// Partitions were assigned (after a rebalance or [`crate::Consumer::assign`]). With
+    /// [`crate::Assignor::CooperativeSticky`] only the partitions added by this rebalance (the
+    /// kept ones stay as they were); possibly none.
     fn on_assigned(&mut self, _partitions: &[TopicPartition]) {}
     /// Partitions are about to be taken away; their processed offsets were just committed.
+    /// Eager assignors revoke every partition before each rebalance; with
+    /// [`crate::Assignor::CooperativeSticky`] only the partitions that move are revoked.
     fn on_revoked(&mut self, _partitions: &[TopicPartition]) {}
     /// A record was forwarded (acknowledged) to a retry topic or, if `dead_letter`, to the
     /// dead-letter topic; its source offset may now be committed.

@@ -375,22 +375,46 @@ impl<B: BrokerApi> Consumer<B> {
         if let Err(e) = self.commit().await {
             tracing::warn!(error = %e, "commit before rebalance failed; uncommitted records are redelivered");
         }
-        let revoked = self.assignment();
-        if !revoked.is_empty() {
-            self.events.on_revoked(&revoked);
+        let cooperative = self.config.assignor.is_cooperative();
+        if !cooperative {
+            // Eager: everything is given up before rejoining.
+            let revoked = self.assignment();
+            if !revoked.is_empty() {
+                self.events.on_revoked(&revoked);
+            }
+            self.parts.clear();
         }
-        self.parts.clear();
         let settings = self.group_settings();
         let api = Arc::clone(&self.api);
         let Mode::Group(g) = &mut self.mode else {
             return Ok(());
         };
         let assigned = g.join(&api, &settings).await?;
-        for tp in &assigned {
+        // Cooperative: only what left the assignment is revoked (its processed offsets were
+        // committed above), and then the member rejoins at once so the leader can hand it on.
+        let revoked: Vec<TopicPartition> = self
+            .parts
+            .keys()
+            .filter(|tp| !assigned.contains(tp))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() {
+            self.events.on_revoked(&revoked);
+            for tp in &revoked {
+                self.parts.remove(tp);
+            }
+            g.rejoin.store(true, std::sync::atomic::Ordering::Release);
+        }
+        let added: Vec<TopicPartition> = assigned
+            .iter()
+            .filter(|tp| !self.parts.contains_key(*tp))
+            .cloned()
+            .collect();
+        for tp in &added {
             self.parts
                 .insert(tp.clone(), PartitionState::new(self.config.ordered));
         }
-        self.events.on_assigned(&assigned);
+        self.events.on_assigned(&added);
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use staunch_protocol::consumer_protocol::{
 };
 use tokio::task::JoinHandle;
 
-use crate::assignor::Assignor;
+use crate::assignor::{Assignor, resolve_owned};
 use crate::error::ConsumerError;
 
 /// A member's session in a group.
@@ -230,7 +230,7 @@ async fn leader_assign<B: BrokerApi>(
     assignor: Assignor,
     joined: &JoinedGroup,
 ) -> Result<Vec<MemberAssignment>, ConsumerError> {
-    let mut members = BTreeMap::new();
+    let mut claims = BTreeMap::new();
     let mut topics = Vec::new();
     for m in &joined.members {
         let sub = decode_subscription(&m.metadata).unwrap_or_default();
@@ -239,8 +239,12 @@ async fn leader_assign<B: BrokerApi>(
                 topics.push(t.clone());
             }
         }
-        members.insert(m.member_id.clone(), (sub.topics, sub.owned_partitions));
+        claims.insert(
+            m.member_id.clone(),
+            (sub.topics, sub.owned_partitions, sub.generation_id),
+        );
     }
+    let members = resolve_owned(claims);
     let mut partitions = BTreeMap::new();
     for t in topics {
         match api.topic(&t).await {

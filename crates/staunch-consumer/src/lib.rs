@@ -3,6 +3,9 @@
 //! Generic over [`staunch_core::BrokerApi`], so the same logic runs against an embedded
 //! `staunch-broker`, a `staunch serve` process or any Kafka cluster (through `staunch-client`).
 //!
+//! - **Group membership** ([`group`](Consumer::subscribe)): the classic group protocol with the
+//!   `range`, `sticky` and `cooperative-sticky` assignors ([`Assignor`]); with the last, a
+//!   rebalance revokes only the partitions that move (Kafka's incremental protocol).
 //! - **Commit after success** ([`consumer`]): an offset is committed only after the handler
 //!   succeeded, or after the record was forwarded to a retry or dead-letter topic and that
 //!   write was acknowledged with acks=all. There is no auto-commit.

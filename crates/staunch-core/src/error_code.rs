@@ -206,7 +206,10 @@ mod tests {
         assert_eq!(ErrorCode::CorruptMessage.name(), "CORRUPT_MESSAGE");
         // Kafka's retriable exceptions are retriable here too; authorization is not.
         for retriable in [41, 88, 13, 9, 89] {
-            assert!(ErrorCode::from_code(retriable).is_retriable(), "{retriable}");
+            assert!(
+                ErrorCode::from_code(retriable).is_retriable(),
+                "{retriable}"
+            );
         }
         for fatal in [29, 30, 31, 58] {
             assert!(!ErrorCode::from_code(fatal).is_retriable(), "{fatal}");
