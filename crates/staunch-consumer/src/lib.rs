@@ -3,7 +3,7 @@
 //! Generic over [`staunch_core::BrokerApi`], so the same logic runs against an embedded
 //! `staunch-broker`, a `staunch serve` process or any Kafka cluster (through `staunch-client`).
 //!
-//! - **Group membership** ([`group`](Consumer::subscribe)): the classic group protocol with the
+//! - **Group membership** ([`Consumer::subscribe`]): the classic group protocol with the
 //!   `range`, `sticky` and `cooperative-sticky` assignors ([`Assignor`]); with the last, a
 //!   rebalance revokes only the partitions that move (Kafka's incremental protocol).
 //! - **Commit after success** ([`consumer`]): an offset is committed only after the handler
