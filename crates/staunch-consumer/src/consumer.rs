@@ -6,7 +6,11 @@
 //! acknowledged with acks=all. Commits happen at the end of every [`Consumer::poll`], before a
 //! rebalance gives partitions away, and on [`Consumer::close`]. A failing record that will be
 //! retried in place is committed *as the next offset to read*, with its attempt count in the
-//! metadata ([`crate::ledger`]), before it is delivered again.
+//! metadata ([`crate::ledger`]), before it is delivered again: while that commit fails, the
+//! partition is not fetched (and, in ordered mode, its parked keys are not retried), so a
+//! consumer killed at any moment resumes the count after the last failure it delivered
+//! again. Only a delivery that was still running, or whose failure was not yet committed,
+//! when the process died is delivered again under the same attempt number.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,6 +109,21 @@ impl PartitionState {
             Some(low) => low.min(position),
             None => position,
         })
+    }
+
+    /// Whether a record is being retried in place and the broker does not have the ledger
+    /// this partition would commit now: no retry may be delivered until it has, or a restart
+    /// would deliver attempt numbers again (and more attempts than the policy allows).
+    fn retry_count_uncommitted(&self) -> bool {
+        if self.ledger.is_empty() {
+            return false;
+        }
+        let Some(offset) = self.commit_offset() else {
+            return false;
+        };
+        let mut ledger = self.ledger.clone();
+        ledger.prune_below(offset);
+        self.committed.as_ref() != Some(&(offset, ledger.encode()))
     }
 }
 
@@ -498,6 +517,7 @@ impl<B: BrokerApi> Consumer<B> {
                     && st.pending.is_none()
                     && st.wait_until_ms <= now
                     && st.position.is_some()
+                    && !st.retry_count_uncommitted()
             })
             .map(|(tp, st)| FetchPosition {
                 partition: tp.clone(),
@@ -547,13 +567,17 @@ impl<B: BrokerApi> Consumer<B> {
             .filter(|st| !st.user_paused)
             .filter_map(|st| {
                 let mut t = Vec::new();
-                if st.wait_until_ms > 0 {
+                // Waiting for a commit: the next poll's commit is the wake-up, not the due time.
+                let waits_for_commit = st.retry_count_uncommitted();
+                if st.wait_until_ms > 0 && !waits_for_commit {
                     t.push(st.wait_until_ms);
                 }
                 if let Some(p) = &st.pending {
                     t.push(p.next_try_ms);
                 }
-                if let Some(d) = st.lot.as_ref().and_then(ParkingLot::next_due) {
+                if let Some(d) = st.lot.as_ref().and_then(ParkingLot::next_due)
+                    && !waits_for_commit
+                {
                     t.push(d);
                 }
                 t.into_iter().min()
@@ -955,7 +979,7 @@ impl<B: BrokerApi> Consumer<B> {
             let Some(mut st) = self.parts.remove(&tp) else {
                 continue;
             };
-            let due = if st.user_paused || st.pending.is_some() {
+            let due = if st.user_paused || st.pending.is_some() || st.retry_count_uncommitted() {
                 Vec::new()
             } else {
                 st.lot.as_ref().map(|l| l.due(now)).unwrap_or_default()

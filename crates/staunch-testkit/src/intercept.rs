@@ -17,8 +17,8 @@ use staunch_core::{
     ApiError, BrokerApi, ProduceAck, ProduceCall, ProducerIdentity, TopicInfo, TopicPartition,
 };
 
-/// What a test double changes about a broker. `produce` and `topic` default to the inner
-/// broker's; every other call always goes to it untouched.
+/// What a test double changes about a broker. `produce`, `topic` and `commit_offsets` default
+/// to the inner broker's; every other call always goes to it untouched.
 pub trait Intercept: Send + Sync + 'static {
     /// The broker underneath.
     type Inner: BrokerApi;
@@ -37,6 +37,15 @@ pub trait Intercept: Send + Sync + 'static {
     /// A metadata call; by default the inner broker's.
     fn topic(&self, topic: &str) -> impl Future<Output = Result<TopicInfo, ApiError>> + Send {
         self.inner().topic(topic)
+    }
+
+    /// An offset commit; by default the inner broker's.
+    fn commit_offsets(
+        &self,
+        member: &GroupMembership,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> impl Future<Output = Vec<(TopicPartition, Result<(), ApiError>)>> + Send {
+        self.inner().commit_offsets(member, offsets)
     }
 }
 
@@ -108,7 +117,7 @@ impl<I: Intercept> BrokerApi for Intercepted<I> {
         member: &GroupMembership,
         offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
     ) -> Vec<(TopicPartition, Result<(), ApiError>)> {
-        self.0.inner().commit_offsets(member, offsets).await
+        self.0.commit_offsets(member, offsets).await
     }
 
     async fn fetch_committed_offsets(

@@ -313,3 +313,121 @@ impl<B: BrokerApi> Intercept for FailingDlt<B> {
         self.inner.produce(call).await
     }
 }
+
+/// Delegates to `inner`, except offset commits fail while `down` is set.
+#[derive(Debug, Clone)]
+struct FailingCommits<B> {
+    inner: B,
+    down: Arc<AtomicBool>,
+}
+
+impl<B: BrokerApi> Intercept for FailingCommits<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    async fn commit_offsets(
+        &self,
+        member: &GroupMembership,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Vec<(TopicPartition, Result<(), ApiError>)> {
+        if self.down.load(Ordering::SeqCst) {
+            return offsets
+                .into_iter()
+                .map(|(tp, _)| {
+                    (
+                        tp,
+                        Err(ApiError::broker(ErrorCode::CoordinatorNotAvailable)),
+                    )
+                })
+                .collect();
+        }
+        self.inner.commit_offsets(member, offsets).await
+    }
+}
+
+/// Blocking retry delivers a record again only once the count of its failed delivery is
+/// committed: a consumer killed at any moment never goes back to an attempt number it
+/// already reported as failed. While commits fail, the record waits (it is not retried with
+/// a count that a restart would forget); once they succeed, each delivery `n > 1` finds
+/// `n - 1` failures in the committed metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_retry_waits_for_the_attempt_count_to_be_committed() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "ledger", 1).await;
+    let tp = TopicPartition::new("ledger", 0);
+    produce(b.as_ref(), &tp, &[("k", "bad"), ("k", "good")]).await;
+    let down = Arc::new(AtomicBool::new(true));
+    let api = Arc::new(Intercepted(FailingCommits {
+        inner: (*b).clone(),
+        down: down.clone(),
+    }));
+    // (value, delivery attempt, failures in the committed ledger when it was delivered)
+    let log = Arc::new(Mutex::new(Vec::<(String, u32, Option<u32>)>::new()));
+    let (l, inner) = (log.clone(), b.clone());
+    let handler = PerRecord(handler_fn(move |r| {
+        let (log, inner) = (l.clone(), inner.clone());
+        async move {
+            let tp = r.topic_partition();
+            let ledger = committed(inner.as_ref(), "g-ledger", &tp)
+                .await
+                .and_then(|c| {
+                    staunch_consumer::ledger::RetryLedger::decode(&c.metadata).get(r.offset)
+                })
+                .map(|e| e.attempts);
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            log.lock()
+                .unwrap()
+                .push((v.clone(), r.delivery_attempt, ledger));
+            if v == "bad" {
+                Err(HandlerError::retriable("Boom", "always"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-ledger");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(5), 4));
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(api.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        assert!(consumer.poll_batch(&handler).await.is_err(), "commits fail");
+    }
+    assert_eq!(
+        log.lock().unwrap().clone(),
+        [("bad".to_owned(), 1, None)],
+        "no second delivery while the first failure is not committed"
+    );
+    down.store(false, Ordering::SeqCst);
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().iter().any(|e| e.0 == "good")
+    })
+    .await;
+    let log = log.lock().unwrap().clone();
+    let bad: Vec<(u32, Option<u32>)> = log
+        .iter()
+        .filter(|e| e.0 == "bad")
+        .map(|e| (e.1, e.2))
+        .collect();
+    assert_eq!(
+        bad,
+        [
+            (1, None),
+            (2, Some(1)),
+            (3, Some(2)),
+            (4, Some(3)),
+            (5, Some(4))
+        ],
+        "each delivery after the first finds the previous failures committed"
+    );
+    let dead = read_all(b.as_ref(), "ledger.DLT").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header(&dead[0], staunch_consumer::headers::ATTEMPTS),
+        Some("5")
+    );
+}
