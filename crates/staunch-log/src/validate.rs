@@ -71,13 +71,17 @@ pub(crate) fn first_record_at_or_after(
     if batch.max_timestamp() < timestamp {
         return None;
     }
-    match batch.records() {
+    let whole_batch = (batch.base_offset(), batch.max_timestamp());
+    // A compressed batch is decompressed to find the record, as Kafka does.
+    match batch.decompressed() {
         Ok(records) => records
+            .records()
             .filter_map(Result::ok)
             .find(|r| r.timestamp >= timestamp)
             .map(|r| (r.offset, r.timestamp))
-            .or(Some((batch.base_offset(), batch.max_timestamp()))),
-        // Compressed: answer with the batch, never later than the record asked for.
-        Err(_) => Some((batch.base_offset(), batch.max_timestamp())),
+            .or(Some(whole_batch)),
+        // Undecodable (a codec compiled out): answer with the batch, never later than the
+        // record asked for.
+        Err(_) => Some(whole_batch),
     }
 }

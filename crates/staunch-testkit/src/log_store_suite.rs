@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use staunch_core::batch::Compression;
 use staunch_core::batch::batches;
 use staunch_core::{BatchBuilder, RecordBatch};
 use staunch_log::{LogError, LogStore};
@@ -255,6 +256,14 @@ fn offset_for_timestamp_finds_the_first_record<B: LogStoreBuilder>(b: &B) {
     assert_eq!(at(1_003), Some((3, 2_000)));
     assert_eq!(at(2_002), Some((5, 2_002)));
     assert_eq!(at(2_003), None);
+    // Inside a compressed batch the answer is the record, not the batch's first offset.
+    let mut compressed = BatchBuilder::new(3_000).compression(Compression::Gzip);
+    for i in 0..3 {
+        compressed = compressed.record_at(3_000 + 10 * i, None, Some(b"z"), &[]);
+    }
+    log.append(&mut compressed.build(), 0).unwrap(); // ts 3000, 3010, 3020, offsets 6..8
+    assert_eq!(at(3_005), Some((7, 3_010)));
+    assert_eq!(at(3_020), Some((8, 3_020)));
 }
 
 fn truncate_removes_the_tail<B: LogStoreBuilder>(b: &B) {
