@@ -3,11 +3,12 @@
 //! runs — with flush `always`, acks=all and idempotence, 1 KiB records on one partition.
 //!
 //! One iteration sends [`RECORDS`] records with `send_async` and waits for `flush`. Cases:
-//! - `producer/batch_1MiB/retries_on`: librdkafka's batch size (1,000,000 B) and linger 5 ms,
-//!   as `benches/clients/confluent_bench.py` configures confluent-kafka, so the two compare;
+//! - `producer/batch_1MiB/retries_on`: the producer's defaults, librdkafka's batch size
+//!   (1,000,000 B) and linger 5 ms, as `benches/clients/confluent_bench.py` configures
+//!   confluent-kafka, so the two compare;
 //! - `producer/batch_1MiB/retries_off`: the same with a back-off of zero retries, to price the
 //!   retry machinery on the happy path;
-//! - `producer/batch_16KiB/retries_on`: the producer's defaults (Kafka's Java client's batch size);
+//! - `producer/batch_16KiB/retries_on`: the Java client's default batch size;
 //! - `producer/senders_64/no_outbox`, `…/outbox_always`, `…/outbox_os`: 64 tasks send
 //!   concurrently (as a service's request handlers would), without and with the durable outbox
 //!   (every record fsynced into it before `send_async` returns, the fsyncs shared by

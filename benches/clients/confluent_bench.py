@@ -10,13 +10,18 @@ Measures, on one partition of a fresh topic:
     staunch serve &        # or any Kafka broker
     $STAUNCH_VENV/bin/python benches/clients/confluent_bench.py --bootstrap 127.0.0.1:9092
 
+--produce-only stops after the produce phase; --json prints the produce figures as one JSON
+object instead of the text lines (benches/compare-producers uses both).
+
 The venv comes from scripts/install-test-clients. A benchmark, not a test: it prints numbers.
 """
 import argparse
+import json
 import statistics
 import time
 import uuid
 
+import confluent_kafka
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -27,6 +32,10 @@ def main():
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--round-trips", type=int, default=2000)
+    parser.add_argument("--produce-only", action="store_true",
+                        help="stop after the produce phase (no consume, no round trips)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the produce figures as one JSON object")
     args = parser.parse_args()
 
     topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -68,9 +77,23 @@ def main():
     produce_s = time.perf_counter() - start
     if failed:
         raise SystemExit(f"{len(failed)} deliveries failed, first: {failed[0]}")
-    print(f"produce: {args.messages} x {args.size} B in {produce_s:.2f} s = "
-          f"{args.messages / produce_s:,.0f} msg/s, {args.messages * args.size / produce_s / 1e6:.0f} MB/s "
-          f"(after a {warm_s:.2f} s warm-up: connect, producer id, first message)")
+    if args.json:
+        print(json.dumps({
+            "client": client_version(),
+            "records": args.messages,
+            "record_bytes": args.size,
+            "seconds": produce_s,
+            "records_per_second": args.messages / produce_s,
+            "mb_per_second": args.messages * args.size / produce_s / 1e6,
+            "warm_up_seconds": warm_s,
+        }))
+    else:
+        print(f"produce: {args.messages} x {args.size} B in {produce_s:.2f} s = "
+              f"{args.messages / produce_s:,.0f} msg/s, {args.messages * args.size / produce_s / 1e6:.0f} MB/s "
+              f"(after a {warm_s:.2f} s warm-up: connect, producer id, first message)")
+    if args.produce_only:
+        delete_topics(admin, topic)
+        return
 
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
@@ -105,6 +128,17 @@ def main():
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     print(f"round trip (produce + flush, one at a time): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    delete_topics(admin, topic)
+
+
+def client_version():
+    def text(v):
+        return v[0] if isinstance(v, tuple) else str(v)
+    return (f"confluent-kafka {text(confluent_kafka.version())} "
+            f"(librdkafka {text(confluent_kafka.libversion())})")
+
+
+def delete_topics(admin, topic):
     for name in (topic, f"{topic}-warm-up"):
         admin.delete_topics([name])[name].result(timeout=30)
 

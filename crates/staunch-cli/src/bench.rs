@@ -1,11 +1,21 @@
-//! `staunch bench produce|consume`: a load generator against a running broker, with a progress
-//! bar and a summary. A benchmark, never a test: it reports numbers and asserts nothing about
-//! speed.
+//! `staunch bench produce|producer|consume`: a load generator against a running broker, with a
+//! progress bar and a summary. A benchmark, never a test: it reports numbers and asserts nothing
+//! about speed.
 //!
 //! `produce` writes `--messages` records of `--size` bytes to one partition of a topic over
 //! `--connections` connections, each sending batches of `--batch` records with acks=all, one
-//! request at a time; it reports records/s, MB/s and request latency percentiles. `consume`
-//! reads the partition from the start to its high watermark with fetches of up to 4 MiB.
+//! request at a time; it reports records/s, MB/s and request latency percentiles. It measures
+//! the broker, not a client.
+//!
+//! `producer` sends the same records through [`staunch_producer::Producer`] with the settings a
+//! user gets by default (acks=all, idempotence, linger 5 ms, at most 5 batches in flight per
+//! partition), keeping the pipeline full with `send_async`; it reports records/s, MB/s, the
+//! time from the first send to the last acknowledgement and send-to-ack latency percentiles.
+//! It is the Rust side of `benches/compare-producers`, which runs it and confluent-kafka
+//! against one broker in one run.
+//!
+//! `consume` reads the partition from the start to its high watermark with fetches of up to
+//! 4 MiB.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -14,11 +24,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
+use staunch_client::Client;
 use staunch_client::kafka_protocol::messages::produce_request::{
     PartitionProduceData, TopicProduceData,
 };
 use staunch_client::kafka_protocol::messages::{FetchRequest, ProduceRequest, fetch_request};
-use staunch_core::BatchBuilder;
+use staunch_core::api::CreateTopicCall;
+use staunch_core::{BatchBuilder, BrokerApi};
+use staunch_producer::{Producer, ProducerConfig, ProducerRecord};
 
 use crate::client::{self, ClientArgs};
 
@@ -31,8 +44,12 @@ pub(crate) struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Produce records as fast as acks=all allows and report throughput and latency.
+    /// Produce records as fast as acks=all allows and report throughput and latency (raw
+    /// produce requests: measures the broker, not a client).
     Produce(ProduceBench),
+    /// Send records through the Rust producer (staunch-producer, its defaults: acks=all,
+    /// idempotence) and report throughput and the time to the last acknowledgement.
+    Producer(ProducerBench),
     /// Read a partition from the start to its end and report throughput.
     Consume(ConsumeBench),
 }
@@ -62,6 +79,32 @@ struct ProduceBench {
 }
 
 #[derive(Debug, Args)]
+struct ProducerBench {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Topic; created with --partitions partitions if it does not exist (an existing topic is
+    /// used as it is).
+    #[arg(long, default_value = "staunch-bench")]
+    topic: String,
+    /// Partitions of the topic when this run creates it. Records carry no key and no
+    /// partition: the producer's sticky partitioner places them.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// Records to send.
+    #[arg(long, default_value_t = 200_000)]
+    messages: u64,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// How long a batch waits for more records (linger.ms) [default: the producer's, 5ms].
+    #[arg(long, value_parser = client::parse_duration, value_name = "DURATION")]
+    linger: Option<Duration>,
+    /// Bytes per batch before it is sent (batch.size) [default: the producer's].
+    #[arg(long, value_name = "BYTES")]
+    batch_size: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 struct ConsumeBench {
     #[command(flatten)]
     client: ClientArgs,
@@ -77,6 +120,10 @@ struct ConsumeBench {
 pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     match args.command {
         BenchCommand::Produce(b) => client::block_on(produce(b))?,
+        BenchCommand::Producer(b) => {
+            init_logging();
+            producer_runtime()?.block_on(producer(b))
+        }
         BenchCommand::Consume(b) => client::block_on(consume(b))?,
     }
 }
@@ -217,6 +264,211 @@ async fn produce(bench: ProduceBench) -> Result<(), String> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         latencies.len()
+    );
+    Ok(())
+}
+
+/// Log lines of the producer (retries, expired batches) on standard error: `RUST_LOG` if set,
+/// else warnings and errors.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// The runtime `bench producer` runs on: Tokio's multi-threaded default (one worker per core),
+/// what `#[tokio::main]` gives an application, so the sending loop and the producer's own task
+/// can run side by side.
+fn producer_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+async fn ensure_topic(client: &Client, topic: &str, partitions: i32) -> Result<(), String> {
+    client
+        .create_topic(CreateTopicCall {
+            name: topic.to_owned(),
+            partitions: Some(partitions),
+            replication_factor: None,
+            configs: Vec::new(),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("creating topic '{topic}': {e}"))
+}
+
+/// What the delivery callbacks of `bench producer` record.
+#[derive(Debug, Default)]
+struct Deliveries {
+    /// Records with an outcome.
+    done: AtomicU64,
+    failed: AtomicU64,
+    /// When the last outcome arrived, in nanoseconds after the start.
+    last_ns: AtomicU64,
+    /// Send-to-ack latency of each acknowledged record, in microseconds.
+    latencies_us: std::sync::Mutex<Vec<u32>>,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+async fn producer(bench: ProducerBench) -> Result<(), String> {
+    if bench.messages == 0 || bench.partitions < 1 {
+        return Err("--messages and --partitions must be at least 1".to_owned());
+    }
+    let client = client::connect_cluster(&bench.client).await?;
+    let warm_up_topic = format!("{}-warm-up", bench.topic);
+    ensure_topic(&client, &bench.topic, bench.partitions).await?;
+    ensure_topic(&client, &warm_up_topic, 1).await?;
+    let defaults = ProducerConfig::default();
+    let config = ProducerConfig {
+        linger: bench.linger.unwrap_or(defaults.linger),
+        batch_size: bench.batch_size.unwrap_or(defaults.batch_size),
+        ..defaults
+    };
+    let producer = Producer::new(client, config).map_err(|e| format!("producer settings: {e}"))?;
+    let config = producer.config().clone();
+
+    // Warm-up, not timed, as benches/clients/confluent_bench.py does for confluent-kafka: the
+    // connection, the producer id and one acknowledged record, on a topic of its own.
+    let warm_start = Instant::now();
+    producer
+        .send(ProducerRecord::new(
+            warm_up_topic,
+            Bytes::from_static(b"warm-up"),
+        ))
+        .await
+        .map_err(|e| format!("warm-up record failed: {}", e.error))?;
+    let warm_up = warm_start.elapsed();
+
+    let value = Bytes::from(vec![b'x'; bench.size]);
+    let total = bench.messages;
+    let deliveries = Arc::new(Deliveries {
+        latencies_us: std::sync::Mutex::new(Vec::with_capacity(total as usize)),
+        ..Deliveries::default()
+    });
+    let mut progress = Progress::new(total);
+    let started = Instant::now();
+    for n in 0..total {
+        let sent_at = Instant::now();
+        let shared = deliveries.clone();
+        producer
+            .send_async(
+                ProducerRecord::new(bench.topic.clone(), value.clone()),
+                move |outcome| {
+                    let deliveries = shared;
+                    let now = Instant::now();
+                    match outcome {
+                        Ok(_) => {
+                            let us = now.duration_since(sent_at).as_micros();
+                            if let Ok(mut latencies) = deliveries.latencies_us.lock() {
+                                latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+                            }
+                        }
+                        Err(e) => {
+                            if deliveries.failed.fetch_add(1, Ordering::Relaxed) == 0
+                                && let Ok(mut first) = deliveries.first_error.lock()
+                            {
+                                *first = Some(e.error.to_string());
+                            }
+                        }
+                    }
+                    if deliveries.done.fetch_add(1, Ordering::AcqRel) + 1 == total {
+                        let ns = now.duration_since(started).as_nanos();
+                        deliveries
+                            .last_ns
+                            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Release);
+                    }
+                },
+            )
+            .await;
+        if n % 4096 == 0 {
+            progress.update(deliveries.done.load(Ordering::Relaxed));
+        }
+    }
+    let accepted = started.elapsed();
+    producer.flush().await;
+    let flushed = started.elapsed();
+    progress.finish();
+    producer.close().await;
+    let metrics = producer.metrics();
+
+    let failed = deliveries.failed.load(Ordering::Acquire);
+    if failed > 0 {
+        let first = deliveries
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default();
+        return Err(format!(
+            "{failed} of {total} records failed, first: {first}"
+        ));
+    }
+    let last_ns = deliveries.last_ns.load(Ordering::Acquire);
+    let elapsed = if last_ns > 0 {
+        Duration::from_nanos(last_ns)
+    } else {
+        flushed
+    };
+    let mut latencies = std::mem::take(
+        &mut *deliveries
+            .latencies_us
+            .lock()
+            .map_err(|_| "a delivery callback panicked".to_owned())?,
+    );
+    latencies.sort_unstable();
+    let latency_ms = |p: f64| {
+        let at = ((latencies.len().max(1) - 1) as f64 * p).round() as usize;
+        f64::from(latencies.get(at).copied().unwrap_or(0)) / 1e3
+    };
+    let seconds = elapsed.as_secs_f64();
+    let rate = total as f64 / seconds;
+    let mb_per_s = (total * bench.size as u64) as f64 / seconds / 1e6;
+    if bench.client.json {
+        crate::output::print_json(&serde_json::json!({
+            "records": total,
+            "record_bytes": bench.size,
+            "seconds": seconds,
+            "records_per_second": rate,
+            "mb_per_second": mb_per_s,
+            "accepted_seconds": accepted.as_secs_f64(),
+            "warm_up_seconds": warm_up.as_secs_f64(),
+            "ack_latency_ms": {
+                "p50": latency_ms(0.5),
+                "p99": latency_ms(0.99),
+                "max": latency_ms(1.0),
+            },
+            "retried": metrics.retried,
+            "acks": "all",
+            "idempotence": config.idempotence,
+            "linger_ms": config.linger.as_secs_f64() * 1e3,
+            "batch_size": config.batch_size,
+            "max_in_flight_per_partition": config.max_in_flight_per_partition,
+        }));
+        return Ok(());
+    }
+    println!(
+        "producer: {total} records of {} B, last ack after {seconds:.2} s = {rate:.0} records/s, {mb_per_s:.1} MB/s (acks=all, idempotence {}, linger {:?}, batch.size {} B, {} in flight per partition)",
+        bench.size,
+        if config.idempotence { "on" } else { "off" },
+        config.linger,
+        config.batch_size,
+        config.max_in_flight_per_partition,
+    );
+    println!(
+        "send-to-ack latency: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; all records accepted after {:.2} s; {} retried (after a {:.2} s warm-up: connect, producer id, first record)",
+        latency_ms(0.5),
+        latency_ms(0.99),
+        latency_ms(1.0),
+        accepted.as_secs_f64(),
+        metrics.retried,
+        warm_up.as_secs_f64(),
     );
     Ok(())
 }

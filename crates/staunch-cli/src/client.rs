@@ -17,7 +17,7 @@ use staunch_client::kafka_protocol::messages::{
     ApiKey, BrokerId, ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use staunch_client::kafka_protocol::protocol::{Request, StrBytes};
-use staunch_client::{ClientError, Connection};
+use staunch_client::{Client, ClientConfig, ClientError, Connection};
 use staunch_core::ErrorCode;
 
 /// The client id the CLI sends.
@@ -73,6 +73,26 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, S
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     Ok(runtime.block_on(future))
+}
+
+/// A cluster client (the `BrokerApi` the producer and consumer libraries need) to the
+/// bootstrap broker, with `--timeout` as its connect and request timeout.
+pub(crate) async fn connect_cluster(args: &ClientArgs) -> Result<Client, String> {
+    let target = &args.bootstrap;
+    let with_port = if target.contains(':') {
+        target.clone()
+    } else {
+        format!("{target}:9092")
+    };
+    let config = ClientConfig {
+        client_id: CLIENT_ID.to_owned(),
+        request_timeout: args.timeout,
+        connect_timeout: args.timeout,
+        ..ClientConfig::default()
+    };
+    Client::connect(vec![with_port], config)
+        .await
+        .map_err(|e| format!("cannot connect to {target}: {e}"))
 }
 
 /// Connects to the bootstrap broker (trying each address its name resolves to).

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use humantime_serde::re::humantime;
 use serde_json::json;
-use staunch_client::{Client, ClientConfig};
 use staunch_consumer::headers::{ErrorKind, is_staunch_header};
 use staunch_consumer::redrive::{
     DeadLetter, DeadLetterTopicSummary, RedriveOptions, RedriveProgress, RedriveReport,
@@ -20,7 +19,7 @@ use staunch_consumer::redrive::{
     redrive_with_progress,
 };
 
-use crate::client::{self, CLIENT_ID, ClientArgs, now_ms};
+use crate::client::{self, ClientArgs, connect_cluster as connect, now_ms};
 use crate::output::{Table, cell, json_bytes, print_json};
 
 /// `staunch dlq`.
@@ -126,25 +125,6 @@ pub(crate) fn run(args: DlqArgs) -> Result<(), String> {
             DlqCommand::Redrive(a) => redrive(a).await,
         }
     })?
-}
-
-/// A cluster client (the `BrokerApi` the library needs) to the bootstrap broker.
-async fn connect(args: &ClientArgs) -> Result<Client, String> {
-    let target = &args.bootstrap;
-    let with_port = if target.contains(':') {
-        target.clone()
-    } else {
-        format!("{target}:9092")
-    };
-    let config = ClientConfig {
-        client_id: CLIENT_ID.to_owned(),
-        request_timeout: args.timeout,
-        connect_timeout: args.timeout,
-        ..ClientConfig::default()
-    };
-    Client::connect(vec![with_port], config)
-        .await
-        .map_err(|e| format!("cannot connect to {target}: {e}"))
 }
 
 /// Fails unless `topic` exists (checked without auto-creating it).

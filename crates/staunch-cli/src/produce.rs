@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use serde_json::json;
-use staunch_client::{Client, ClientConfig};
+use staunch_client::Client;
 use staunch_core::{Acks, ApiError, BrokerApi, ErrorCode};
 use staunch_producer::{
     Compression, OutboxConfig, Producer, ProducerConfig, ProducerRecord, RecordMetadata, SendError,
@@ -22,7 +22,7 @@ use staunch_producer::{
 };
 use tokio::sync::mpsc;
 
-use crate::client::{CLIENT_ID, ClientArgs, parse_duration};
+use crate::client::{ClientArgs, connect_cluster as connect, parse_duration};
 use crate::output::{cell, print_json};
 
 /// Unkeyed records (without `--partition`) go to one partition for at most this many records,
@@ -190,25 +190,6 @@ fn spawn_reader(values: Vec<String>) -> mpsc::Receiver<Result<Vec<u8>, String>> 
 /// Runs `staunch produce`.
 pub(crate) fn run(args: ProduceArgs) -> Result<(), String> {
     crate::client::block_on(produce(args))?
-}
-
-/// Connects a cluster client to the bootstrap broker.
-async fn connect(args: &ClientArgs) -> Result<Client, String> {
-    let target = &args.bootstrap;
-    let with_port = if target.contains(':') {
-        target.clone()
-    } else {
-        format!("{target}:9092")
-    };
-    let config = ClientConfig {
-        client_id: CLIENT_ID.to_owned(),
-        request_timeout: args.timeout,
-        connect_timeout: args.timeout,
-        ..ClientConfig::default()
-    };
-    Client::connect(vec![with_port], config)
-        .await
-        .map_err(|e| format!("cannot connect to {target}: {e}"))
 }
 
 /// The topic's partition count, creating the topic if the broker auto-creates topics; waits

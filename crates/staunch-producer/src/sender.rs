@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use staunch_core::{
@@ -302,6 +303,29 @@ struct PendingCall {
     bytes: usize,
     /// The latest delivery deadline among the batches.
     deadline: Instant,
+}
+
+/// Polls `future` once, here, then lets it go on in a task of the set.
+///
+/// [`BrokerApi::produce`] appends concurrent calls on one partition in the order they were
+/// *first polled*. A freshly spawned task is first polled whenever the runtime gets to it: on a
+/// multi-threaded runtime two tasks spawned one after the other may start in either order (the
+/// newer one sits in this worker's LIFO slot while the older one is stolen by another worker, or
+/// the other way round). Two batches of a partition would then reach the broker swapped: an
+/// idempotent producer gets OUT_OF_ORDER_SEQUENCE_NUMBER and retries, a plain one stores the
+/// records out of order. Polling the first time on the sender task makes that order the order
+/// calls are made. The first poll uses a no-op waker: the task the future moves into polls it
+/// again as soon as it runs, which registers the real waker.
+fn spawn_started<F>(tasks: &mut JoinSet<TaskOutput>, future: F) -> tokio::task::AbortHandle
+where
+    F: Future<Output = TaskOutput> + Send + 'static,
+{
+    let mut future = Box::pin(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => tasks.spawn(std::future::ready(output)),
+        Poll::Pending => tasks.spawn(future),
+    }
 }
 
 /// Keeps the earliest of several wake-up times.
@@ -1033,7 +1057,7 @@ impl<B: BrokerApi> Sender<B> {
         };
         tracing::trace!(?leader, batches = keys.len(), "produce request");
         let api = self.api.clone();
-        let handle = self.tasks.spawn(async move {
+        let handle = spawn_started(&mut self.tasks, async move {
             TaskOutput::Produce(tokio::time::timeout(wait, api.produce(call)).await.ok())
         });
         self.task_kinds.insert(

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use staunch_core::TopicPartition;
+use staunch_core::{Acks, TopicPartition};
 use staunch_producer::{
     ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata, SendResult,
     partition_for_key,
@@ -281,6 +281,47 @@ async fn order_per_partition_is_the_send_order() {
         assert_eq!(producer.metrics().acknowledged, N as u64);
         for (p, expected) in sent.iter().enumerate() {
             assert_eq!(&values(&broker, "ordered", p as i32).await, expected);
+        }
+    })
+    .await;
+}
+
+/// Several batches of one partition in flight on a multi-threaded runtime: the broker must see
+/// them in the order they were stamped. Without idempotence nothing would repair a swap (the
+/// records would be stored out of order); with it, each swap costs an
+/// OUT_OF_ORDER_SEQUENCE_NUMBER and a retry, which the happy path must not need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_batches_reach_the_broker_in_send_order() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_broker(dir.path()).await;
+        for idempotence in [false, true] {
+            let topic = format!("pipelined-{idempotence}");
+            create_topic(&broker, &topic, 1).await;
+            let config = ProducerConfig {
+                acks: if idempotence { Acks::All } else { Acks::Leader },
+                idempotence,
+                // Small batches: five in flight most of the time.
+                batch_size: 512,
+                ..ProducerConfig::default()
+            };
+            let producer = Producer::new(broker.clone(), config).unwrap();
+            const N: usize = 5000;
+            for i in 0..N {
+                producer
+                    .send_oneway(ProducerRecord::new(topic.clone(), i.to_string()))
+                    .await
+                    .unwrap();
+            }
+            producer.close().await;
+            let metrics = producer.metrics();
+            assert_eq!(metrics.acknowledged, N as u64);
+            assert_eq!(metrics.retried, 0, "idempotence {idempotence}: {metrics:?}");
+            let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+            assert!(
+                values(&broker, &topic, 0).await == expected,
+                "idempotence {idempotence}: records stored out of send order"
+            );
         }
     })
     .await;
