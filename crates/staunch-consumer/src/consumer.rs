@@ -540,7 +540,7 @@ impl<B: BrokerApi> Consumer<B> {
     async fn process_partition<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
-        bytes: &[u8],
+        bytes: &bytes::Bytes,
         handler: &H,
     ) -> Result<(), ConsumerError> {
         let Some(mut st) = self.parts.remove(tp) else {
@@ -555,7 +555,7 @@ impl<B: BrokerApi> Consumer<B> {
         &mut self,
         tp: &TopicPartition,
         st: &mut PartitionState,
-        bytes: &[u8],
+        bytes: &bytes::Bytes,
         handler: &H,
     ) -> Result<(), ConsumerError> {
         let Some(from) = st.position else {
