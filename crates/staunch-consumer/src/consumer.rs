@@ -14,32 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use staunch_core::api::{FetchCall, FetchPosition, GroupMembership, OffsetAndMetadata, OffsetSpec};
 use staunch_core::{ApiError, BrokerApi, ErrorCode, Offset, TopicPartition};
+use tracing::Instrument;
 
 use crate::config::{ConsumerConfig, ConsumerEvents, NoEvents, OffsetReset};
 use crate::decode::{attempt_of, decode, due_of, origin};
 use crate::error::ConsumerError;
 use crate::forward::Forwarder;
 use crate::group::{GroupSession, GroupSettings};
-use crate::handler::{BatchHandler, ConsumerRecord, HandlerError};
+use crate::handler::{BatchFailure, BatchHandler, ConsumerRecord, Handler, HandlerError};
 use crate::headers::{ErrorKind, ForwardFacts};
 use crate::ledger::{RetryEntry, RetryLedger};
+use crate::metrics::{Counters, Metrics};
 use crate::ordered::{ParkKey, ParkingLot};
 use crate::policy::FailurePolicy;
-
-/// Counters since the consumer was created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Metrics {
-    /// Records the handler finished.
-    pub processed: u64,
-    /// Failed deliveries that will be retried in place.
-    pub retried: u64,
-    /// Records forwarded (acknowledged) to a retry topic.
-    pub forwarded_to_retry: u64,
-    /// Records forwarded (acknowledged) to a dead-letter topic.
-    pub dead_lettered: u64,
-    /// Forward writes that failed (and will be tried again).
-    pub forward_failures: u64,
-}
 
 /// A partition stopped because forwarding one of its records keeps failing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +70,9 @@ struct PartitionState {
     wait_until_ms: i64,
     pending: Option<PendingForward>,
     lot: Option<ParkingLot>,
+    /// The partition's end as last seen: the high watermark of its last fetch, or past this
+    /// consumer's latest forward to it.
+    end: Option<Offset>,
 }
 
 impl PartitionState {
@@ -95,7 +85,34 @@ impl PartitionState {
             wait_until_ms: 0,
             pending: None,
             lot: ordered.map(ParkingLot::new),
+            end: None,
         }
+    }
+
+    /// Notes that the partition reaches at least `end`.
+    fn saw_end(&mut self, end: Offset) {
+        self.end = Some(self.end.map_or(end, |e| e.max(end)));
+    }
+
+    /// Records that failed and are not finished ([`Counters::in_retry`]); `retry_topic` says
+    /// whether this is a partition of a retry topic, all of whose unread records count.
+    fn in_retry(&self, retry_topic: bool) -> u64 {
+        let mut n = self.ledger.len();
+        let mut pending_counted = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| self.ledger.get(p.record.offset).is_some());
+        if retry_topic && let (Some(position), Some(end)) = (self.position, self.end) {
+            n += usize::try_from(end - position).unwrap_or(0);
+            pending_counted |= self
+                .pending
+                .as_ref()
+                .is_some_and(|p| (position..end).contains(&p.record.offset));
+        }
+        if self.pending.is_some() && !pending_counted {
+            n += 1;
+        }
+        n as u64
     }
 
     /// The offset to commit: the lowest not finished.
@@ -135,7 +152,10 @@ pub struct Consumer<B: BrokerApi> {
     parts: BTreeMap<TopicPartition, PartitionState>,
     forwarder: Forwarder,
     events: Box<dyn ConsumerEvents>,
-    metrics: Metrics,
+    /// Running counters by topic read from; `in_retry` is computed in [`Consumer::metrics`].
+    counters: BTreeMap<String, Counters>,
+    /// The group id, shared with the handler spans of each poll.
+    group: Arc<str>,
     rng: fastrand::Rng,
 }
 
@@ -145,7 +165,7 @@ impl<B: BrokerApi> std::fmt::Debug for Consumer<B> {
             .field("group_id", &self.config.group_id)
             .field("mode", &self.mode)
             .field("partitions", &self.parts.keys().collect::<Vec<_>>())
-            .field("metrics", &self.metrics)
+            .field("counters", &self.counters)
             .finish()
     }
 }
@@ -173,6 +193,7 @@ impl<B: BrokerApi> Consumer<B> {
             }
         }
         let forwarder = Forwarder::new(config.forward_timeout);
+        let group = Arc::from(config.group_id.as_str());
         Ok(Consumer {
             api,
             config,
@@ -180,7 +201,8 @@ impl<B: BrokerApi> Consumer<B> {
             parts: BTreeMap::new(),
             forwarder,
             events: Box::new(NoEvents),
-            metrics: Metrics::default(),
+            counters: BTreeMap::new(),
+            group,
             rng: fastrand::Rng::new(),
         })
     }
@@ -191,9 +213,41 @@ impl<B: BrokerApi> Consumer<B> {
         self
     }
 
-    /// Counters since creation.
+    /// The counters since creation, per topic and in total, with the
+    /// [`in_retry`](Counters::in_retry) gauge as of now; see [`crate::metrics`] for what each
+    /// one counts.
     pub fn metrics(&self) -> Metrics {
-        self.metrics
+        let retry_topics = self.retry_topic_names();
+        let in_retry = self.parts.iter().map(|(tp, st)| {
+            (
+                tp.topic.clone(),
+                st.in_retry(retry_topics.contains(&tp.topic)),
+            )
+        });
+        Metrics::snapshot(&self.config.group_id, &self.counters, in_retry)
+    }
+
+    /// The retry topics of the assigned topics under a retry-topic policy.
+    fn retry_topic_names(&self) -> std::collections::BTreeSet<String> {
+        let FailurePolicy::RetryTopics(backoff) = &self.config.failure else {
+            return std::collections::BTreeSet::new();
+        };
+        self.parts
+            .keys()
+            .flat_map(|tp| {
+                self.config
+                    .naming
+                    .retry_topics(&tp.topic, &self.config.group_id, backoff)
+            })
+            .collect()
+    }
+
+    /// Updates the running counters of `topic` (allocating its name only the first time).
+    fn count(&mut self, topic: &str, update: impl FnOnce(&mut Counters)) {
+        match self.counters.get_mut(topic) {
+            Some(c) => update(c),
+            None => update(self.counters.entry(topic.to_owned()).or_default()),
+        }
     }
 
     /// The partitions this consumer reads now.
@@ -445,20 +499,42 @@ impl<B: BrokerApi> Consumer<B> {
         Ok(())
     }
 
-    /// One round with a record handler: see [`Consumer::poll_batch`].
+    /// One round with a record handler: see [`Consumer::poll_batch`]. Each call of
+    /// `handler` runs in a `handle` span (see [`Consumer::poll_batch`] for the spans).
     pub async fn poll<H: crate::handler::Handler>(
         &mut self,
         handler: &H,
     ) -> Result<(), ConsumerError> {
-        let adapter = crate::handler::PerRecord(RefHandler(handler));
-        self.poll_batch(&adapter).await
+        let traced = TracedRecords {
+            handler,
+            group: Arc::clone(&self.group),
+        };
+        let span = tracing::info_span!("poll", group = %self.group);
+        self.poll_round(&traced).instrument(span).await
     }
 
     /// One round: rejoins the group if a rebalance is due (committing first), retries due
     /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
     /// hands records to `handler` partition by partition (at most `max_batch_records` per
     /// call; in ordered mode one record per call), and commits.
+    ///
+    /// # Tracing
+    /// The round runs in an INFO span `poll` (field `group`); each handler call in an INFO
+    /// span `handle` with the fields `group`, `topic`, `partition`, `offset` and `attempt` of
+    /// its (first) record, and `records` for a batch — so whatever the handler logs carries
+    /// them. A dead-lettered record is reported by a WARN event `dead-lettered`, a forward to a
+    /// retry topic by an INFO event, a forward that failed by a WARN event, a blocking retry
+    /// by a DEBUG event.
     pub async fn poll_batch<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
+        let traced = TracedBatch {
+            handler,
+            group: Arc::clone(&self.group),
+        };
+        let span = tracing::info_span!("poll", group = %self.group);
+        self.poll_round(&traced).instrument(span).await
+    }
+
+    async fn poll_round<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
         self.rebalance_if_needed().await?;
         self.init_positions().await?;
         self.retry_pending_forwards().await;
@@ -500,6 +576,9 @@ impl<B: BrokerApi> Consumer<B> {
         for (tp, answer) in answers {
             match answer {
                 Ok(fetched) => {
+                    if let Some(st) = self.parts.get_mut(&tp) {
+                        st.saw_end(fetched.high_watermark);
+                    }
                     if let Err(e) = self.process_partition(&tp, &fetched.records, handler).await {
                         error.get_or_insert(e);
                     }
@@ -598,14 +677,15 @@ impl<B: BrokerApi> Consumer<B> {
                         st.ledger.remove(r.offset);
                     }
                     st.position = chunk.last().map(|r| r.offset + 1);
-                    self.metrics.processed += chunk.len() as u64;
+                    let n = chunk.len() as u64;
+                    self.count(&tp.topic, |c| c.processed += n);
                 }
                 Err(failure) => {
                     let index = failure.index.min(chunk.len() - 1);
                     for r in &chunk[..index] {
                         st.ledger.remove(r.offset);
                     }
-                    self.metrics.processed += index as u64;
+                    self.count(&tp.topic, |c| c.processed += index as u64);
                     let failed = chunk[index].clone();
                     st.position = Some(failed.offset);
                     self.fail(tp, st, failed, failure.error, None).await;
@@ -686,7 +766,7 @@ impl<B: BrokerApi> Consumer<B> {
                         },
                     );
                     let due = now.saturating_add(ms(delay));
-                    self.metrics.retried += 1;
+                    self.count(&tp.topic, |c| c.retried += 1);
                     tracing::debug!(partition = %tp, offset = record.offset, failures, "retrying in place");
                     match ordered_key {
                         Some(key) => {
@@ -759,11 +839,44 @@ impl<B: BrokerApi> Consumer<B> {
             )
             .await;
         match result {
-            Ok(dest) => {
+            Ok((dest, offset)) => {
+                let facts = &pending.facts;
                 if pending.dead_letter {
-                    self.metrics.dead_lettered += 1;
+                    self.count(&tp.topic, |c| c.dead_lettered += 1);
+                    tracing::warn!(
+                        group = %self.config.group_id,
+                        topic = %tp.topic,
+                        partition = tp.partition,
+                        offset = pending.record.offset,
+                        attempt = facts.attempts,
+                        destination = %dest,
+                        error_kind = facts.error_kind.as_str(),
+                        error_type = %facts.error_type,
+                        error = %facts.error_message,
+                        "dead-lettered"
+                    );
                 } else {
-                    self.metrics.forwarded_to_retry += 1;
+                    self.count(&tp.topic, |c| {
+                        c.retried += 1;
+                        c.forwarded_to_retry += 1;
+                    });
+                    tracing::info!(
+                        group = %self.config.group_id,
+                        topic = %tp.topic,
+                        partition = tp.partition,
+                        offset = pending.record.offset,
+                        attempt = facts.attempts,
+                        destination = %dest,
+                        due_ms = facts.due_ms,
+                        error_type = %facts.error_type,
+                        error = %facts.error_message,
+                        "forwarded to a retry topic"
+                    );
+                }
+                if dest == *tp {
+                    st.saw_end(offset + 1);
+                } else if let Some(d) = self.parts.get_mut(&dest) {
+                    d.saw_end(offset + 1);
                 }
                 self.events
                     .on_forwarded(&pending.record, &dest, pending.dead_letter);
@@ -786,7 +899,7 @@ impl<B: BrokerApi> Consumer<B> {
                 }
             }
             Err(e) => {
-                self.metrics.forward_failures += 1;
+                self.count(&tp.topic, |c| c.forward_failures += 1);
                 pending.failures = pending.failures.saturating_add(1);
                 let delay = self
                     .config
@@ -878,7 +991,7 @@ impl<B: BrokerApi> Consumer<B> {
             record.delivery_attempt = attempt_of(&record, &st.ledger);
             match handler.handle_batch(std::slice::from_ref(&record)).await {
                 Ok(()) => {
-                    self.metrics.processed += 1;
+                    self.count(&tp.topic, |c| c.processed += 1);
                     st.ledger.remove(record.offset);
                     if !in_lot {
                         return;
@@ -952,20 +1065,64 @@ impl<B: BrokerApi> Consumer<B> {
     }
 }
 
-/// A `&Handler` as a `Handler`.
-struct RefHandler<'a, H>(&'a H);
+/// A record handler as a batch handler: record by record, each call in a `handle` span,
+/// stopping at the first failure.
+struct TracedRecords<'a, H> {
+    handler: &'a H,
+    group: Arc<str>,
+}
 
-impl<H: crate::handler::Handler> crate::handler::Handler for RefHandler<'_, H> {
-    fn handle(
-        &self,
-        record: &ConsumerRecord,
-    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
-        self.0.handle(record)
+impl<H: Handler> BatchHandler for TracedRecords<'_, H> {
+    async fn handle_batch(&self, records: &[ConsumerRecord]) -> Result<(), BatchFailure> {
+        for (index, record) in records.iter().enumerate() {
+            let span = tracing::info_span!(
+                "handle",
+                group = %self.group,
+                topic = %record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                attempt = record.delivery_attempt,
+            );
+            self.handler
+                .handle(record)
+                .instrument(span)
+                .await
+                .map_err(|error| BatchFailure { index, error })?;
+        }
+        Ok(())
     }
 }
 
-impl<H> std::fmt::Debug for RefHandler<'_, H> {
+impl<H> std::fmt::Debug for TracedRecords<'_, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefHandler")
+        f.write_str("TracedRecords")
+    }
+}
+
+/// A batch handler whose every call runs in a `handle` span.
+struct TracedBatch<'a, H> {
+    handler: &'a H,
+    group: Arc<str>,
+}
+
+impl<H: BatchHandler> BatchHandler for TracedBatch<'_, H> {
+    async fn handle_batch(&self, records: &[ConsumerRecord]) -> Result<(), BatchFailure> {
+        let first = records.first();
+        let span = tracing::info_span!(
+            "handle",
+            group = %self.group,
+            topic = first.map(|r| r.topic.as_str()),
+            partition = first.map(|r| r.partition),
+            offset = first.map(|r| r.offset),
+            attempt = first.map(|r| r.delivery_attempt),
+            records = records.len(),
+        );
+        self.handler.handle_batch(records).instrument(span).await
+    }
+}
+
+impl<H> std::fmt::Debug for TracedBatch<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TracedBatch")
     }
 }

@@ -3,6 +3,7 @@
 
 mod suite;
 mod support;
+mod traces;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,6 +125,12 @@ async fn ordered_mode_parks_the_key_not_the_partition() {
         "B flows while A waits: {log:?}"
     );
     assert_eq!(log.iter().filter(|e| e.0 == "a1").count(), 3);
+    let m = consumer.metrics().topic("keyed");
+    assert_eq!(
+        (m.processed, m.retried, m.dead_lettered, m.in_retry),
+        (5, 2, 0, 0),
+        "{m:?}"
+    );
     consumer.commit().await.unwrap();
     assert_eq!(
         committed(b.as_ref(), "g-ordered", &tp)
@@ -182,6 +189,12 @@ async fn batch_handler_commits_before_the_failed_record() {
     .await;
     let calls = handler.0.lock().unwrap().clone();
     assert_eq!(calls, vec![vec!["a", "b", "x", "c"], vec!["c"]]);
+    let m = consumer.metrics().topic("batch");
+    assert_eq!(
+        (m.processed, m.retried, m.dead_lettered),
+        (3, 0, 1),
+        "{m:?}"
+    );
     let dead = read_all(b.as_ref(), "batch.DLT").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].value.as_deref(), Some(&b"x"[..]));
