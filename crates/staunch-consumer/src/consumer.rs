@@ -7,6 +7,14 @@
 //! rebalance gives partitions away, and on [`Consumer::close`]. A failing record that will be
 //! retried in place is committed *as the next offset to read*, with its attempt count in the
 //! metadata ([`crate::ledger`]), before it is delivered again.
+//!
+//! # What is fetched
+//! A poll fetches each ready partition from its position. When handing out a fetch's records
+//! stops early — a record failed (retried in place, or forwarded and passed), or a
+//! retry-topic record is not due yet — the records not handed out are kept, and the next
+//! round hands them out from memory instead of fetching them again (a seek elsewhere drops
+//! them). Commits are unaffected: the round still ends with one, so a retry's attempt count
+//! is committed before the retry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +81,9 @@ struct PartitionState {
     /// The partition's end as last seen: the high watermark of its last fetch, or past this
     /// consumer's latest forward to it.
     end: Option<Offset>,
+    /// Records of the last fetch that were not handed out (from a failed record on, or from
+    /// one not yet due): the next round hands them out instead of fetching them again.
+    kept: Vec<ConsumerRecord>,
 }
 
 impl PartitionState {
@@ -86,7 +97,25 @@ impl PartitionState {
             pending: None,
             lot: ordered.map(ParkingLot::new),
             end: None,
+            kept: Vec::new(),
         }
+    }
+
+    /// Whether the kept records start at the position, so the next round can use them; drops
+    /// those below the position (finished since) and all of them when they do not start there
+    /// (after a seek).
+    fn kept_ready(&mut self) -> bool {
+        let Some(position) = self.position else {
+            self.kept.clear();
+            return false;
+        };
+        let below = self.kept.partition_point(|r| r.offset < position);
+        self.kept.drain(..below);
+        if self.kept.first().is_some_and(|r| r.offset == position) {
+            return true;
+        }
+        self.kept.clear();
+        false
     }
 
     /// Notes that the partition reaches at least `end`.
@@ -542,36 +571,52 @@ impl<B: BrokerApi> Consumer<B> {
             self.retry_due_keys(handler).await;
         }
         let now = now_ms();
-        let fetchable: Vec<FetchPosition> = self
-            .parts
-            .iter()
-            .filter(|(_, st)| {
-                !st.user_paused
-                    && st.pending.is_none()
-                    && st.wait_until_ms <= now
-                    && st.position.is_some()
-            })
-            .map(|(tp, st)| FetchPosition {
-                partition: tp.clone(),
-                offset: st.position.unwrap_or(0),
-                max_bytes: self.config.partition_max_bytes,
-            })
-            .collect();
-        if fetchable.is_empty() {
+        let mut kept = Vec::new();
+        let mut fetchable = Vec::new();
+        for (tp, st) in &mut self.parts {
+            if st.user_paused
+                || st.pending.is_some()
+                || st.wait_until_ms > now
+                || st.position.is_none()
+            {
+                continue;
+            }
+            if st.kept_ready() {
+                kept.push(tp.clone());
+            } else {
+                fetchable.push(FetchPosition {
+                    partition: tp.clone(),
+                    offset: st.position.unwrap_or(0),
+                    max_bytes: self.config.partition_max_bytes,
+                });
+            }
+        }
+        if kept.is_empty() && fetchable.is_empty() {
             let wake = self.next_wake().unwrap_or(i64::MAX);
             let nap = (wake - now).clamp(1, ms(self.config.fetch_max_wait).max(1));
             tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
             return self.commit().await;
         }
-        let answers = self
-            .api
-            .fetch(FetchCall {
-                max_wait: self.config.fetch_max_wait,
-                min_bytes: 1,
-                max_bytes: self.config.fetch_max_bytes,
-                partitions: fetchable,
-            })
-            .await;
+        for tp in &kept {
+            self.process_kept(tp, handler).await;
+        }
+        let answers = if fetchable.is_empty() {
+            Vec::new()
+        } else {
+            self.api
+                .fetch(FetchCall {
+                    // Records were handled already: answer with what is there now.
+                    max_wait: if kept.is_empty() {
+                        self.config.fetch_max_wait
+                    } else {
+                        Duration::ZERO
+                    },
+                    min_bytes: 1,
+                    max_bytes: self.config.fetch_max_bytes,
+                    partitions: fetchable,
+                })
+                .await
+        };
         let mut error = None;
         for (tp, answer) in answers {
             match answer {
@@ -625,12 +670,25 @@ impl<B: BrokerApi> Consumer<B> {
         let Some(mut st) = self.parts.remove(tp) else {
             return Ok(());
         };
-        let result = self.process_in(tp, &mut st, bytes, handler).await;
+        let result = self.process_fetched(tp, &mut st, bytes, handler).await;
         self.parts.insert(tp.clone(), st);
         result
     }
 
-    async fn process_in<H: BatchHandler>(
+    /// Hands the records `tp` kept from its last fetch to `handler`.
+    async fn process_kept<H: BatchHandler>(&mut self, tp: &TopicPartition, handler: &H) {
+        let Some(mut st) = self.parts.remove(tp) else {
+            return;
+        };
+        let mut records = std::mem::take(&mut st.kept);
+        for r in &mut records {
+            r.delivery_attempt = attempt_of(r, &st.ledger);
+        }
+        self.process_records(tp, &mut st, records, handler).await;
+        self.parts.insert(tp.clone(), st);
+    }
+
+    async fn process_fetched<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
         st: &mut PartitionState,
@@ -651,26 +709,36 @@ impl<B: BrokerApi> Consumer<B> {
             }
             return Ok(());
         }
+        self.process_records(tp, st, records, handler).await;
+        Ok(())
+    }
+
+    /// Hands `records` (ascending, the first at the position) to `handler`, at most
+    /// `max_batch_records` at a time, until a record fails or one is not due yet; keeps the
+    /// rest (the failed record included) for the next round.
+    async fn process_records<H: BatchHandler>(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        mut records: Vec<ConsumerRecord>,
+        handler: &H,
+    ) {
         if st.lot.is_some() {
-            return {
-                self.process_ordered(st, records, handler).await;
-                Ok(())
-            };
+            self.process_ordered(st, records, handler).await;
+            return;
         }
         let now = now_ms();
-        let mut records = records;
+        let mut later = Vec::new();
         if let Some(i) = records
             .iter()
             .position(|r| due_of(r).is_some_and(|due| due > now))
         {
             st.wait_until_ms = due_of(&records[i]).unwrap_or(now);
-            records.truncate(i);
-            if records.is_empty() {
-                return Ok(());
-            }
+            later = records.split_off(i);
         }
         let max = self.config.max_batch_records.max(1);
-        for chunk in records.chunks(max) {
+        let mut stopped = None;
+        for (n, chunk) in records.chunks(max).enumerate() {
             match handler.handle_batch(chunk).await {
                 Ok(()) => {
                     for r in chunk {
@@ -688,12 +756,18 @@ impl<B: BrokerApi> Consumer<B> {
                     self.count(&tp.topic, |c| c.processed += index as u64);
                     let failed = chunk[index].clone();
                     st.position = Some(failed.offset);
+                    stopped = Some(n * max + index);
                     self.fail(tp, st, failed, failure.error, None).await;
                     break;
                 }
             }
         }
-        Ok(())
+        if let Some(at) = stopped {
+            records.drain(..at);
+            records.append(&mut later);
+            later = records;
+        }
+        st.kept = later;
     }
 
     /// The failure path of one record whose position is already set to it (or past it in

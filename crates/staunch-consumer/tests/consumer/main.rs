@@ -325,3 +325,60 @@ impl<B: BrokerApi> Intercept for FailingDlt<B> {
         self.inner.produce(call).await
     }
 }
+
+/// A seek wins over what a poll kept for the next round: seeking past a record waiting for its
+/// blocking retry delivers the next one at once, and seeking back delivers from the new offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_past_a_record_waiting_for_its_retry() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "seeky", 1).await;
+    let tp = TopicPartition::new("seeky", 0);
+    produce(b.as_ref(), &tp, &[("k", "a"), ("k", "b"), ("k", "c")]).await;
+    let log = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
+    let failed = Arc::new(AtomicBool::new(false));
+    let (l, f) = (log.clone(), failed.clone());
+    let handler = PerRecord(handler_fn(move |r| {
+        let (log, failed) = (l.clone(), f.clone());
+        async move {
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            log.lock().unwrap().push((v.clone(), r.delivery_attempt));
+            if v == "a" && !failed.swap(true, Ordering::SeqCst) {
+                Err(HandlerError::retriable("Busy", "later"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-seek");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::from_secs(60), 3));
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        !log.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(consumer.metrics().topic("seeky").in_retry, 1);
+    consumer.seek(&tp, 1);
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().len() == 3
+    })
+    .await;
+    consumer.seek(&tp, 0);
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().len() == 6
+    })
+    .await;
+    let got = log.lock().unwrap().clone();
+    let got: Vec<(&str, u32)> = got.iter().map(|(v, n)| (v.as_str(), *n)).collect();
+    assert_eq!(
+        got,
+        [("a", 1), ("b", 1), ("c", 1), ("a", 1), ("b", 1), ("c", 1)],
+        "a's failed attempt was committed away with the seek past it"
+    );
+    assert_eq!(consumer.metrics().topic("seeky").in_retry, 0);
+    assert_eq!(
+        committed(b.as_ref(), "g-seek", &tp).await.unwrap().offset,
+        3
+    );
+}
