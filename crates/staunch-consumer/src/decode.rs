@@ -34,6 +34,8 @@ pub(crate) fn decode(
             continue;
         }
         let records = batch.decompressed().map_err(|e| e.to_string())?;
+        // Room for the batch's records up front (the count is the sender's word: bounded).
+        out.reserve(usize::try_from(batch.record_count()).unwrap_or(0).min(4096));
         let share = if records.is_borrowed() {
             Shared::new(bytes, bytes.clone())
         } else {
