@@ -108,6 +108,19 @@ impl Timings {
         (iters > 0).then(|| elapsed.div_f64(iters as f64))
     }
 
+    /// Wall time of one iteration of `id` in its fastest of the last `samples` calls (that
+    /// call's time over its iterations), or `None` if `id` did not run in this process. Less
+    /// disturbed than the mean by other work on a shared machine.
+    pub fn fastest_per_iter(&self, id: &str, samples: usize) -> Option<Duration> {
+        let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let calls = calls.get(id)?;
+        calls[calls.len().saturating_sub(samples)..]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, t)| t.div_f64(*n as f64))
+            .min()
+    }
+
     /// Whether nothing was measured (criterion was asked to list, or filtered everything out).
     pub fn is_empty(&self) -> bool {
         self.calls
@@ -155,5 +168,7 @@ mod tests {
         t.record("x", 2, Duration::from_secs(4));
         assert_eq!(t.per_iter("x", 2), Some(Duration::from_millis(1500)));
         assert_eq!(t.per_iter("y", 2), None);
+        assert_eq!(t.fastest_per_iter("x", 2), Some(Duration::from_secs(1)));
+        assert_eq!(t.fastest_per_iter("y", 2), None);
     }
 }

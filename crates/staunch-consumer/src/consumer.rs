@@ -11,6 +11,14 @@
 //! consumer killed at any moment resumes the count after the last failure it delivered
 //! again. Only a delivery that was still running, or whose failure was not yet committed,
 //! when the process died is delivered again under the same attempt number.
+//!
+//! # What is fetched
+//! A poll fetches each ready partition from its position. When handing out a fetch's records
+//! stops early — a record failed (retried in place, or forwarded and passed), or a
+//! retry-topic record is not due yet — the records not handed out are kept, and the next
+//! round hands them out from memory instead of fetching them again (a seek elsewhere drops
+//! them). Commits are unaffected: the round still ends with one, so a retry's attempt count
+//! is committed before the retry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,32 +26,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use staunch_core::api::{FetchCall, FetchPosition, GroupMembership, OffsetAndMetadata, OffsetSpec};
 use staunch_core::{ApiError, BrokerApi, ErrorCode, Offset, TopicPartition};
+use tracing::Instrument;
 
 use crate::config::{ConsumerConfig, ConsumerEvents, NoEvents, OffsetReset};
 use crate::decode::{attempt_of, decode, due_of, origin};
 use crate::error::ConsumerError;
 use crate::forward::Forwarder;
 use crate::group::{GroupSession, GroupSettings};
-use crate::handler::{BatchHandler, ConsumerRecord, HandlerError};
+use crate::handler::{BatchFailure, BatchHandler, ConsumerRecord, Handler, HandlerError};
 use crate::headers::{ErrorKind, ForwardFacts};
 use crate::ledger::{RetryEntry, RetryLedger};
+use crate::metrics::{Counters, Metrics};
 use crate::ordered::{ParkKey, ParkingLot};
 use crate::policy::FailurePolicy;
-
-/// Counters since the consumer was created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Metrics {
-    /// Records the handler finished.
-    pub processed: u64,
-    /// Failed deliveries that will be retried in place.
-    pub retried: u64,
-    /// Records forwarded (acknowledged) to a retry topic.
-    pub forwarded_to_retry: u64,
-    /// Records forwarded (acknowledged) to a dead-letter topic.
-    pub dead_lettered: u64,
-    /// Forward writes that failed (and will be tried again).
-    pub forward_failures: u64,
-}
 
 /// A partition stopped because forwarding one of its records keeps failing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +82,12 @@ struct PartitionState {
     wait_until_ms: i64,
     pending: Option<PendingForward>,
     lot: Option<ParkingLot>,
+    /// The partition's end as last seen: the high watermark of its last fetch, or past this
+    /// consumer's latest forward to it.
+    end: Option<Offset>,
+    /// Records of the last fetch that were not handed out (from a failed record on, or from
+    /// one not yet due): the next round hands them out instead of fetching them again.
+    kept: Vec<ConsumerRecord>,
 }
 
 impl PartitionState {
@@ -99,7 +100,52 @@ impl PartitionState {
             wait_until_ms: 0,
             pending: None,
             lot: ordered.map(ParkingLot::new),
+            end: None,
+            kept: Vec::new(),
         }
+    }
+
+    /// Whether the kept records start at the position, so the next round can use them; drops
+    /// those below the position (finished since) and all of them when they do not start there
+    /// (after a seek).
+    fn kept_ready(&mut self) -> bool {
+        let Some(position) = self.position else {
+            self.kept.clear();
+            return false;
+        };
+        let below = self.kept.partition_point(|r| r.offset < position);
+        self.kept.drain(..below);
+        if self.kept.first().is_some_and(|r| r.offset == position) {
+            return true;
+        }
+        self.kept.clear();
+        false
+    }
+
+    /// Notes that the partition reaches at least `end`.
+    fn saw_end(&mut self, end: Offset) {
+        self.end = Some(self.end.map_or(end, |e| e.max(end)));
+    }
+
+    /// Records that failed and are not finished ([`Counters::in_retry`]); `retry_topic` says
+    /// whether this is a partition of a retry topic, all of whose unread records count.
+    fn in_retry(&self, retry_topic: bool) -> u64 {
+        let mut n = self.ledger.len();
+        let mut pending_counted = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| self.ledger.get(p.record.offset).is_some());
+        if retry_topic && let (Some(position), Some(end)) = (self.position, self.end) {
+            n += usize::try_from(end - position).unwrap_or(0);
+            pending_counted |= self
+                .pending
+                .as_ref()
+                .is_some_and(|p| (position..end).contains(&p.record.offset));
+        }
+        if self.pending.is_some() && !pending_counted {
+            n += 1;
+        }
+        n as u64
     }
 
     /// The offset to commit: the lowest not finished.
@@ -154,7 +200,10 @@ pub struct Consumer<B: BrokerApi> {
     parts: BTreeMap<TopicPartition, PartitionState>,
     forwarder: Forwarder,
     events: Box<dyn ConsumerEvents>,
-    metrics: Metrics,
+    /// Running counters by topic read from; `in_retry` is computed in [`Consumer::metrics`].
+    counters: BTreeMap<String, Counters>,
+    /// The group id, shared with the handler spans of each poll.
+    group: Arc<str>,
     rng: fastrand::Rng,
 }
 
@@ -164,7 +213,7 @@ impl<B: BrokerApi> std::fmt::Debug for Consumer<B> {
             .field("group_id", &self.config.group_id)
             .field("mode", &self.mode)
             .field("partitions", &self.parts.keys().collect::<Vec<_>>())
-            .field("metrics", &self.metrics)
+            .field("counters", &self.counters)
             .finish()
     }
 }
@@ -192,6 +241,7 @@ impl<B: BrokerApi> Consumer<B> {
             }
         }
         let forwarder = Forwarder::new(config.forward_timeout);
+        let group = Arc::from(config.group_id.as_str());
         Ok(Consumer {
             api,
             config,
@@ -199,7 +249,8 @@ impl<B: BrokerApi> Consumer<B> {
             parts: BTreeMap::new(),
             forwarder,
             events: Box::new(NoEvents),
-            metrics: Metrics::default(),
+            counters: BTreeMap::new(),
+            group,
             rng: fastrand::Rng::new(),
         })
     }
@@ -210,9 +261,41 @@ impl<B: BrokerApi> Consumer<B> {
         self
     }
 
-    /// Counters since creation.
+    /// The counters since creation, per topic and in total, with the
+    /// [`in_retry`](Counters::in_retry) gauge as of now; see [`crate::metrics`] for what each
+    /// one counts.
     pub fn metrics(&self) -> Metrics {
-        self.metrics
+        let retry_topics = self.retry_topic_names();
+        let in_retry = self.parts.iter().map(|(tp, st)| {
+            (
+                tp.topic.clone(),
+                st.in_retry(retry_topics.contains(&tp.topic)),
+            )
+        });
+        Metrics::snapshot(&self.config.group_id, &self.counters, in_retry)
+    }
+
+    /// The retry topics of the assigned topics under a retry-topic policy.
+    fn retry_topic_names(&self) -> std::collections::BTreeSet<String> {
+        let FailurePolicy::RetryTopics(backoff) = &self.config.failure else {
+            return std::collections::BTreeSet::new();
+        };
+        self.parts
+            .keys()
+            .flat_map(|tp| {
+                self.config
+                    .naming
+                    .retry_topics(&tp.topic, &self.config.group_id, backoff)
+            })
+            .collect()
+    }
+
+    /// Updates the running counters of `topic` (allocating its name only the first time).
+    fn count(&mut self, topic: &str, update: impl FnOnce(&mut Counters)) {
+        match self.counters.get_mut(topic) {
+            Some(c) => update(c),
+            None => update(self.counters.entry(topic.to_owned()).or_default()),
+        }
     }
 
     /// The partitions this consumer reads now.
@@ -488,20 +571,42 @@ impl<B: BrokerApi> Consumer<B> {
         Ok(())
     }
 
-    /// One round with a record handler: see [`Consumer::poll_batch`].
+    /// One round with a record handler: see [`Consumer::poll_batch`]. Each call of
+    /// `handler` runs in a `handle` span (see [`Consumer::poll_batch`] for the spans).
     pub async fn poll<H: crate::handler::Handler>(
         &mut self,
         handler: &H,
     ) -> Result<(), ConsumerError> {
-        let adapter = crate::handler::PerRecord(RefHandler(handler));
-        self.poll_batch(&adapter).await
+        let traced = TracedRecords {
+            handler,
+            group: Arc::clone(&self.group),
+        };
+        let span = tracing::info_span!("poll", group = %self.group);
+        self.poll_round(&traced).instrument(span).await
     }
 
     /// One round: rejoins the group if a rebalance is due (committing first), retries due
     /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
     /// hands records to `handler` partition by partition (at most `max_batch_records` per
     /// call; in ordered mode one record per call), and commits.
+    ///
+    /// # Tracing
+    /// The round runs in an INFO span `poll` (field `group`); each handler call in an INFO
+    /// span `handle` with the fields `group`, `topic`, `partition`, `offset` and `attempt` of
+    /// its (first) record, and `records` for a batch — so whatever the handler logs carries
+    /// them. A dead-lettered record is reported by a WARN event `dead-lettered`, a forward to a
+    /// retry topic by an INFO event, a forward that failed by a WARN event, a blocking retry
+    /// by a DEBUG event.
     pub async fn poll_batch<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
+        let traced = TracedBatch {
+            handler,
+            group: Arc::clone(&self.group),
+        };
+        let span = tracing::info_span!("poll", group = %self.group);
+        self.poll_round(&traced).instrument(span).await
+    }
+
+    async fn poll_round<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
         self.rebalance_if_needed().await?;
         self.init_positions().await?;
         self.retry_pending_forwards().await;
@@ -509,41 +614,60 @@ impl<B: BrokerApi> Consumer<B> {
             self.retry_due_keys(handler).await;
         }
         let now = now_ms();
-        let fetchable: Vec<FetchPosition> = self
-            .parts
-            .iter()
-            .filter(|(_, st)| {
-                !st.user_paused
-                    && st.pending.is_none()
-                    && st.wait_until_ms <= now
-                    && st.position.is_some()
-                    && !st.retry_count_uncommitted()
-            })
-            .map(|(tp, st)| FetchPosition {
-                partition: tp.clone(),
-                offset: st.position.unwrap_or(0),
-                max_bytes: self.config.partition_max_bytes,
-            })
-            .collect();
-        if fetchable.is_empty() {
+        let mut kept = Vec::new();
+        let mut fetchable = Vec::new();
+        for (tp, st) in &mut self.parts {
+            if st.user_paused
+                || st.pending.is_some()
+                || st.wait_until_ms > now
+                || st.position.is_none()
+                || st.retry_count_uncommitted()
+            {
+                continue;
+            }
+            if st.kept_ready() {
+                kept.push(tp.clone());
+            } else {
+                fetchable.push(FetchPosition {
+                    partition: tp.clone(),
+                    offset: st.position.unwrap_or(0),
+                    max_bytes: self.config.partition_max_bytes,
+                });
+            }
+        }
+        if kept.is_empty() && fetchable.is_empty() {
             let wake = self.next_wake().unwrap_or(i64::MAX);
             let nap = (wake - now).clamp(1, ms(self.config.fetch_max_wait).max(1));
             tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
             return self.commit().await;
         }
-        let answers = self
-            .api
-            .fetch(FetchCall {
-                max_wait: self.config.fetch_max_wait,
-                min_bytes: 1,
-                max_bytes: self.config.fetch_max_bytes,
-                partitions: fetchable,
-            })
-            .await;
+        for tp in &kept {
+            self.process_kept(tp, handler).await;
+        }
+        let answers = if fetchable.is_empty() {
+            Vec::new()
+        } else {
+            self.api
+                .fetch(FetchCall {
+                    // Records were handled already: answer with what is there now.
+                    max_wait: if kept.is_empty() {
+                        self.config.fetch_max_wait
+                    } else {
+                        Duration::ZERO
+                    },
+                    min_bytes: 1,
+                    max_bytes: self.config.fetch_max_bytes,
+                    partitions: fetchable,
+                })
+                .await
+        };
         let mut error = None;
         for (tp, answer) in answers {
             match answer {
                 Ok(fetched) => {
+                    if let Some(st) = self.parts.get_mut(&tp) {
+                        st.saw_end(fetched.high_watermark);
+                    }
                     if let Err(e) = self.process_partition(&tp, &fetched.records, handler).await {
                         error.get_or_insert(e);
                     }
@@ -588,22 +712,35 @@ impl<B: BrokerApi> Consumer<B> {
     async fn process_partition<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
-        bytes: &[u8],
+        bytes: &bytes::Bytes,
         handler: &H,
     ) -> Result<(), ConsumerError> {
         let Some(mut st) = self.parts.remove(tp) else {
             return Ok(());
         };
-        let result = self.process_in(tp, &mut st, bytes, handler).await;
+        let result = self.process_fetched(tp, &mut st, bytes, handler).await;
         self.parts.insert(tp.clone(), st);
         result
     }
 
-    async fn process_in<H: BatchHandler>(
+    /// Hands the records `tp` kept from its last fetch to `handler`.
+    async fn process_kept<H: BatchHandler>(&mut self, tp: &TopicPartition, handler: &H) {
+        let Some(mut st) = self.parts.remove(tp) else {
+            return;
+        };
+        let mut records = std::mem::take(&mut st.kept);
+        for r in &mut records {
+            r.delivery_attempt = attempt_of(r, &st.ledger);
+        }
+        self.process_records(tp, &mut st, records, handler).await;
+        self.parts.insert(tp.clone(), st);
+    }
+
+    async fn process_fetched<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
         st: &mut PartitionState,
-        bytes: &[u8],
+        bytes: &bytes::Bytes,
         handler: &H,
     ) -> Result<(), ConsumerError> {
         let Some(from) = st.position else {
@@ -620,48 +757,65 @@ impl<B: BrokerApi> Consumer<B> {
             }
             return Ok(());
         }
+        self.process_records(tp, st, records, handler).await;
+        Ok(())
+    }
+
+    /// Hands `records` (ascending, the first at the position) to `handler`, at most
+    /// `max_batch_records` at a time, until a record fails or one is not due yet; keeps the
+    /// rest (the failed record included) for the next round.
+    async fn process_records<H: BatchHandler>(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        mut records: Vec<ConsumerRecord>,
+        handler: &H,
+    ) {
         if st.lot.is_some() {
-            return {
-                self.process_ordered(st, records, handler).await;
-                Ok(())
-            };
+            self.process_ordered(st, records, handler).await;
+            return;
         }
         let now = now_ms();
-        let mut records = records;
+        let mut later = Vec::new();
         if let Some(i) = records
             .iter()
             .position(|r| due_of(r).is_some_and(|due| due > now))
         {
             st.wait_until_ms = due_of(&records[i]).unwrap_or(now);
-            records.truncate(i);
-            if records.is_empty() {
-                return Ok(());
-            }
+            later = records.split_off(i);
         }
         let max = self.config.max_batch_records.max(1);
-        for chunk in records.chunks(max) {
+        let mut stopped = None;
+        for (n, chunk) in records.chunks(max).enumerate() {
             match handler.handle_batch(chunk).await {
                 Ok(()) => {
                     for r in chunk {
                         st.ledger.remove(r.offset);
                     }
                     st.position = chunk.last().map(|r| r.offset + 1);
-                    self.metrics.processed += chunk.len() as u64;
+                    let n = chunk.len() as u64;
+                    self.count(&tp.topic, |c| c.processed += n);
                 }
                 Err(failure) => {
                     let index = failure.index.min(chunk.len() - 1);
                     for r in &chunk[..index] {
                         st.ledger.remove(r.offset);
                     }
-                    self.metrics.processed += index as u64;
+                    self.count(&tp.topic, |c| c.processed += index as u64);
                     let failed = chunk[index].clone();
                     st.position = Some(failed.offset);
+                    stopped = Some(n * max + index);
                     self.fail(tp, st, failed, failure.error, None).await;
                     break;
                 }
             }
         }
-        Ok(())
+        if let Some(at) = stopped {
+            records.drain(..at);
+            records.append(&mut later);
+            later = records;
+        }
+        st.kept = later;
     }
 
     /// The failure path of one record whose position is already set to it (or past it in
@@ -734,7 +888,7 @@ impl<B: BrokerApi> Consumer<B> {
                         },
                     );
                     let due = now.saturating_add(ms(delay));
-                    self.metrics.retried += 1;
+                    self.count(&tp.topic, |c| c.retried += 1);
                     tracing::debug!(partition = %tp, offset = record.offset, failures, "retrying in place");
                     match ordered_key {
                         Some(key) => {
@@ -807,11 +961,44 @@ impl<B: BrokerApi> Consumer<B> {
             )
             .await;
         match result {
-            Ok(dest) => {
+            Ok((dest, offset)) => {
+                let facts = &pending.facts;
                 if pending.dead_letter {
-                    self.metrics.dead_lettered += 1;
+                    self.count(&tp.topic, |c| c.dead_lettered += 1);
+                    tracing::warn!(
+                        group = %self.config.group_id,
+                        topic = %tp.topic,
+                        partition = tp.partition,
+                        offset = pending.record.offset,
+                        attempt = facts.attempts,
+                        destination = %dest,
+                        error_kind = facts.error_kind.as_str(),
+                        error_type = %facts.error_type,
+                        error = %facts.error_message,
+                        "dead-lettered"
+                    );
                 } else {
-                    self.metrics.forwarded_to_retry += 1;
+                    self.count(&tp.topic, |c| {
+                        c.retried += 1;
+                        c.forwarded_to_retry += 1;
+                    });
+                    tracing::info!(
+                        group = %self.config.group_id,
+                        topic = %tp.topic,
+                        partition = tp.partition,
+                        offset = pending.record.offset,
+                        attempt = facts.attempts,
+                        destination = %dest,
+                        due_ms = facts.due_ms,
+                        error_type = %facts.error_type,
+                        error = %facts.error_message,
+                        "forwarded to a retry topic"
+                    );
+                }
+                if dest == *tp {
+                    st.saw_end(offset + 1);
+                } else if let Some(d) = self.parts.get_mut(&dest) {
+                    d.saw_end(offset + 1);
                 }
                 self.events
                     .on_forwarded(&pending.record, &dest, pending.dead_letter);
@@ -834,7 +1021,7 @@ impl<B: BrokerApi> Consumer<B> {
                 }
             }
             Err(e) => {
-                self.metrics.forward_failures += 1;
+                self.count(&tp.topic, |c| c.forward_failures += 1);
                 pending.failures = pending.failures.saturating_add(1);
                 let delay = self
                     .config
@@ -926,7 +1113,7 @@ impl<B: BrokerApi> Consumer<B> {
             record.delivery_attempt = attempt_of(&record, &st.ledger);
             match handler.handle_batch(std::slice::from_ref(&record)).await {
                 Ok(()) => {
-                    self.metrics.processed += 1;
+                    self.count(&tp.topic, |c| c.processed += 1);
                     st.ledger.remove(record.offset);
                     if !in_lot {
                         return;
@@ -1000,20 +1187,64 @@ impl<B: BrokerApi> Consumer<B> {
     }
 }
 
-/// A `&Handler` as a `Handler`.
-struct RefHandler<'a, H>(&'a H);
+/// A record handler as a batch handler: record by record, each call in a `handle` span,
+/// stopping at the first failure.
+struct TracedRecords<'a, H> {
+    handler: &'a H,
+    group: Arc<str>,
+}
 
-impl<H: crate::handler::Handler> crate::handler::Handler for RefHandler<'_, H> {
-    fn handle(
-        &self,
-        record: &ConsumerRecord,
-    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
-        self.0.handle(record)
+impl<H: Handler> BatchHandler for TracedRecords<'_, H> {
+    async fn handle_batch(&self, records: &[ConsumerRecord]) -> Result<(), BatchFailure> {
+        for (index, record) in records.iter().enumerate() {
+            let span = tracing::info_span!(
+                "handle",
+                group = %self.group,
+                topic = %record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                attempt = record.delivery_attempt,
+            );
+            self.handler
+                .handle(record)
+                .instrument(span)
+                .await
+                .map_err(|error| BatchFailure { index, error })?;
+        }
+        Ok(())
     }
 }
 
-impl<H> std::fmt::Debug for RefHandler<'_, H> {
+impl<H> std::fmt::Debug for TracedRecords<'_, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefHandler")
+        f.write_str("TracedRecords")
+    }
+}
+
+/// A batch handler whose every call runs in a `handle` span.
+struct TracedBatch<'a, H> {
+    handler: &'a H,
+    group: Arc<str>,
+}
+
+impl<H: BatchHandler> BatchHandler for TracedBatch<'_, H> {
+    async fn handle_batch(&self, records: &[ConsumerRecord]) -> Result<(), BatchFailure> {
+        let first = records.first();
+        let span = tracing::info_span!(
+            "handle",
+            group = %self.group,
+            topic = first.map(|r| r.topic.as_str()),
+            partition = first.map(|r| r.partition),
+            offset = first.map(|r| r.offset),
+            attempt = first.map(|r| r.delivery_attempt),
+            records = records.len(),
+        );
+        self.handler.handle_batch(records).instrument(span).await
+    }
+}
+
+impl<H> std::fmt::Debug for TracedBatch<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TracedBatch")
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use staunch_core::api::{CreateTopicCall, PartitionBatch, ProduceCall};
-use staunch_core::{Acks, ApiError, BatchBuilder, BrokerApi, TopicPartition};
+use staunch_core::{Acks, ApiError, BatchBuilder, BrokerApi, Offset, TopicPartition};
 
 use crate::handler::ConsumerRecord;
 use crate::headers::{ForwardFacts, is_staunch_header};
@@ -67,14 +67,14 @@ impl Forwarder {
     /// Writes `record` to `topic` with acks=all: same key, value, timestamp and own headers,
     /// Staunch's headers replaced by `facts`. Same partition index as the source when the
     /// destination has it, else the index modulo its partition count. `Ok` only once every
-    /// in-sync replica has it.
+    /// in-sync replica has it, with the partition and offset it got.
     pub(crate) async fn forward<B: BrokerApi>(
         &mut self,
         api: &B,
         topic: &str,
         record: &ConsumerRecord,
         facts: &ForwardFacts,
-    ) -> Result<TopicPartition, ApiError> {
+    ) -> Result<(TopicPartition, Offset), ApiError> {
         let count = self.ensure_topic(api, topic, &facts.original_topic).await?;
         let partition = TopicPartition::new(topic, record.partition.rem_euclid(count));
         let added = facts.to_headers();
@@ -106,7 +106,7 @@ impl Forwarder {
         };
         let mut answers = api.produce(call).await;
         match answers.pop() {
-            Some((_, Ok(_))) => Ok(partition),
+            Some((_, Ok(ack))) => Ok((partition, ack.base_offset)),
             Some((_, Err(e))) => {
                 if e.code()
                     .is_some_and(|c| c == staunch_core::ErrorCode::UnknownTopicOrPartition)

@@ -13,6 +13,11 @@ use staunch_core::{Offset, TopicPartition};
 use crate::headers::ForwardFacts;
 
 /// One record as delivered to a handler.
+///
+/// Key, value and headers are [`Bytes`] sharing the buffer the records were fetched in (no
+/// copy per record); a record kept after its handler returned keeps that buffer (about
+/// `max.partition.fetch.bytes`) alive — copy what you keep for long
+/// (`Bytes::copy_from_slice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
     /// The topic it was read from (a retry topic for a record being retried there).

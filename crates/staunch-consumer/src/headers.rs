@@ -178,12 +178,18 @@ impl ForwardFacts {
     pub fn from_headers<'a>(
         headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Option<Self> {
-        let mut get = std::collections::HashMap::new();
+        // Only Staunch's headers are looked up; a record without any (the usual case on a
+        // source topic) costs no map.
+        let mut get: Option<std::collections::HashMap<&str, &str>> = None;
         for (k, v) in headers {
+            if !is_staunch_header(k) {
+                continue;
+            }
             if let (Ok(k), Some(Ok(v))) = (std::str::from_utf8(k), v.map(std::str::from_utf8)) {
-                get.insert(k, v);
+                get.get_or_insert_with(Default::default).insert(k, v);
             }
         }
+        let get = get?;
         let text = |name: &str| get.get(name).map(|v| (*v).to_owned());
         let num = |name: &str| get.get(name).and_then(|v| v.parse::<i64>().ok());
         Some(ForwardFacts {

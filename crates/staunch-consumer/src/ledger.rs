@@ -98,6 +98,11 @@ impl RetryLedger {
         self.entries = self.entries.split_off(&offset);
     }
 
+    /// How many records are being retried.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether no record is being retried.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

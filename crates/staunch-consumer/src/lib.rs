@@ -26,6 +26,11 @@
 //!   in the broker under the group `staunch-redrive.<dlt>`).
 //! - **Batch handlers** ([`BatchHandler`]): a failed batch names the failing record; the ones
 //!   before it are committed and it goes through the same retry path.
+//! - **Counters and spans** ([`metrics`]): [`Consumer::metrics`] gives processed, retried,
+//!   dead-lettered and in-retry counts per topic for the consumer's group (a redrive reports
+//!   what it replayed in its [`RedriveReport`]); every poll and handler call runs in a
+//!   `tracing` span with the group, topic, partition, offset and attempt, and dead letters
+//!   and retry-topic forwards are `tracing` events ([`Consumer::poll_batch`]).
 //!
 //! ```no_run
 //! # async fn demo(broker: std::sync::Arc<impl staunch_core::BrokerApi>) -> Result<(), staunch_consumer::ConsumerError> {
@@ -55,18 +60,20 @@ mod group;
 pub mod handler;
 pub mod headers;
 pub mod ledger;
+pub mod metrics;
 pub mod ordered;
 pub mod policy;
 pub mod redrive;
 
 pub use assignor::Assignor;
 pub use config::{ConsumerConfig, ConsumerEvents, NoEvents, OffsetReset};
-pub use consumer::{Consumer, Metrics, Stalled};
+pub use consumer::{Consumer, Stalled};
 pub use error::ConsumerError;
 pub use handler::{
     BatchFailure, BatchHandler, ConsumerRecord, ErrorClassifier, Handler, HandlerError, PerRecord,
     Severity, handler_fn,
 };
+pub use metrics::{Counters, Metrics};
 pub use policy::{FailurePolicy, TopicNaming};
 pub use redrive::{
     DeadLetter, DeadLetterTopicSummary, RedriveError, RedriveOptions, RedriveReport,

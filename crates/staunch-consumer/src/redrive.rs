@@ -44,7 +44,7 @@
 //! stops with [`RedriveError::LedgerFull`] before replaying anything more — redrive the
 //! left-alone records (without the filter) to close the gaps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -331,7 +331,11 @@ pub struct RedriveReport {
     /// Records read that were not redriven before and passed the filters.
     pub matched: u64,
     /// Records replayed and acknowledged, and marked redriven in the ledger; 0 in a dry run.
+    /// The redrive's "redriven" counter: a consumer does not count replays, the run does.
     pub redriven: u64,
+    /// [`redriven`](Self::redriven) by destination topic (the original topic, or
+    /// [`RedriveOptions::to`]); empty in a dry run.
+    pub redriven_to: BTreeMap<String, u64>,
     /// Records left alone by the filters (a later run may still replay them).
     pub skipped_by_filter: u64,
     /// Records an earlier run had already replayed (including one whose replay a crashed run
@@ -436,6 +440,7 @@ pub async fn redrive_with_progress<B: BrokerApi>(
                         )
                         .await?;
                         report.redriven += 1;
+                        *report.redriven_to.entry(to).or_default() += 1;
                     }
                 } else {
                     report.no_destination += 1;

@@ -165,6 +165,17 @@ async fn redrive_puts_consumer_dead_letters_back_and_they_get_processed_once() {
         read_all(api, "orders.DLT").await.len() == 2
     })
     .await;
+    let counted = consumer.metrics().topic("orders");
+    assert_eq!(
+        (
+            counted.processed,
+            counted.retried,
+            counted.dead_lettered,
+            counted.in_retry
+        ),
+        (1, 2, 2, 0),
+        "{counted:?}"
+    );
 
     let summary = list_dead_letter_topics(api, &["orders.DLT".to_owned()])
         .await
@@ -187,6 +198,11 @@ async fn redrive_puts_consumer_dead_letters_back_and_they_get_processed_once() {
         .await
         .unwrap();
     assert_eq!((report.matched, report.redriven), (2, 2), "{report:?}");
+    assert_eq!(
+        report.redriven_to,
+        [("orders".to_owned(), 2)].into(),
+        "{report:?}"
+    );
     let source = read_all(api, "orders").await;
     assert_eq!(source.len(), 5);
     for (replayed, (key, value, ts, trace, from)) in source[3..].iter().zip([
@@ -206,6 +222,7 @@ async fn redrive_puts_consumer_dead_letters_back_and_they_get_processed_once() {
         processed.lock().unwrap().len() == 3
     })
     .await;
+    assert_eq!(consumer.metrics().topic("orders").processed, 3);
     let got = processed.lock().unwrap().clone();
     assert_eq!(
         got,
@@ -221,6 +238,7 @@ async fn redrive_puts_consumer_dead_letters_back_and_they_get_processed_once() {
         .await
         .unwrap();
     assert_eq!(again.redriven, 0);
+    assert!(again.redriven_to.is_empty(), "{again:?}");
     assert_eq!(again.matched, 0);
     assert_eq!(again.already_redriven, 2);
     assert_eq!(read_all(api, "orders").await.len(), 5);
@@ -287,6 +305,7 @@ async fn filters_and_dry_run() {
     };
     let report = redrive(api, &dry).await.unwrap();
     assert!(report.dry_run);
+    assert!(report.redriven_to.is_empty(), "{report:?}");
     assert_eq!(
         (report.matched, report.redriven, report.skipped_by_filter),
         (2, 0, 2)
@@ -367,6 +386,7 @@ async fn override_topic_and_records_without_facts() {
     };
     let report = redrive(api, &to).await.unwrap();
     assert_eq!(report.redriven, 1);
+    assert_eq!(report.redriven_to, [("elsewhere".to_owned(), 1)].into());
     let out = read_all(api, "elsewhere").await;
     assert_eq!(values(&out), ["foreign"]);
     assert_eq!(header(&out[0], "kafka_dlt-exception-message"), Some("x"));

@@ -4,6 +4,7 @@
 mod rebalance;
 mod suite;
 mod support;
+mod traces;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,6 +126,12 @@ async fn ordered_mode_parks_the_key_not_the_partition() {
         "B flows while A waits: {log:?}"
     );
     assert_eq!(log.iter().filter(|e| e.0 == "a1").count(), 3);
+    let m = consumer.metrics().topic("keyed");
+    assert_eq!(
+        (m.processed, m.retried, m.dead_lettered, m.in_retry),
+        (5, 2, 0, 0),
+        "{m:?}"
+    );
     consumer.commit().await.unwrap();
     assert_eq!(
         committed(b.as_ref(), "g-ordered", &tp)
@@ -183,6 +190,12 @@ async fn batch_handler_commits_before_the_failed_record() {
     .await;
     let calls = handler.0.lock().unwrap().clone();
     assert_eq!(calls, vec![vec!["a", "b", "x", "c"], vec!["c"]]);
+    let m = consumer.metrics().topic("batch");
+    assert_eq!(
+        (m.processed, m.retried, m.dead_lettered),
+        (3, 0, 1),
+        "{m:?}"
+    );
     let dead = read_all(b.as_ref(), "batch.DLT").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].value.as_deref(), Some(&b"x"[..]));
@@ -429,5 +442,62 @@ async fn blocking_retry_waits_for_the_attempt_count_to_be_committed() {
     assert_eq!(
         header(&dead[0], staunch_consumer::headers::ATTEMPTS),
         Some("5")
+    );
+}
+
+/// A seek wins over what a poll kept for the next round: seeking past a record waiting for its
+/// blocking retry delivers the next one at once, and seeking back delivers from the new offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_past_a_record_waiting_for_its_retry() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "seeky", 1).await;
+    let tp = TopicPartition::new("seeky", 0);
+    produce(b.as_ref(), &tp, &[("k", "a"), ("k", "b"), ("k", "c")]).await;
+    let log = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
+    let failed = Arc::new(AtomicBool::new(false));
+    let (l, f) = (log.clone(), failed.clone());
+    let handler = PerRecord(handler_fn(move |r| {
+        let (log, failed) = (l.clone(), f.clone());
+        async move {
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            log.lock().unwrap().push((v.clone(), r.delivery_attempt));
+            if v == "a" && !failed.swap(true, Ordering::SeqCst) {
+                Err(HandlerError::retriable("Busy", "later"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-seek");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::from_secs(60), 3));
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        !log.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(consumer.metrics().topic("seeky").in_retry, 1);
+    consumer.seek(&tp, 1);
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().len() == 3
+    })
+    .await;
+    consumer.seek(&tp, 0);
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().len() == 6
+    })
+    .await;
+    let got = log.lock().unwrap().clone();
+    let got: Vec<(&str, u32)> = got.iter().map(|(v, n)| (v.as_str(), *n)).collect();
+    assert_eq!(
+        got,
+        [("a", 1), ("b", 1), ("c", 1), ("a", 1), ("b", 1), ("c", 1)],
+        "a's failed attempt was committed away with the seek past it"
+    );
+    assert_eq!(consumer.metrics().topic("seeky").in_retry, 0);
+    assert_eq!(
+        committed(b.as_ref(), "g-seek", &tp).await.unwrap().offset,
+        3
     );
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use staunch_consumer::headers as h;
 use staunch_consumer::{
-    Consumer, ConsumerConfig, FailurePolicy, HandlerError, PerRecord, handler_fn,
+    Consumer, ConsumerConfig, Counters, FailurePolicy, HandlerError, PerRecord, handler_fn,
 };
 use staunch_core::{BackOff, BrokerApi, TopicPartition};
 
@@ -71,6 +71,21 @@ pub(crate) async fn default_policy<B: BrokerApi>(api: Arc<B>, topic: &str) {
     })
     .await;
     assert_eq!(count(&log, "bad"), 10, "exactly ten deliveries");
+    let m = consumer.metrics();
+    assert_eq!(m.group, "g-default");
+    assert_eq!(
+        m.topic(topic),
+        Counters {
+            processed: 1,
+            retried: 9,
+            forwarded_to_retry: 0,
+            dead_lettered: 1,
+            forward_failures: 0,
+            in_retry: 0,
+        },
+        "{m:?}"
+    );
+    assert_eq!(m.total, m.topic(topic), "only one topic: {m:?}");
     let attempts: Vec<u32> = log
         .lock()
         .unwrap()
@@ -126,6 +141,12 @@ pub(crate) async fn exponential_backoff<B: BrokerApi>(api: Arc<B>, topic: &str) 
     .await;
     let times: Vec<Instant> = log.lock().unwrap().iter().map(|e| e.2).collect();
     assert_eq!(times.len(), 3, "three deliveries");
+    let m = consumer.metrics().topic(topic);
+    assert_eq!(
+        (m.retried, m.dead_lettered, m.processed, m.in_retry),
+        (2, 1, 0, 0),
+        "{m:?}"
+    );
     assert!(times[1] - times[0] >= Duration::from_millis(30));
     assert!(times[2] - times[1] >= Duration::from_millis(90));
 }
@@ -147,6 +168,12 @@ pub(crate) async fn head_of_line_blocking<B: BrokerApi>(api: Arc<B>, topic: &str
     let log = log.lock().unwrap();
     let order: Vec<&str> = log.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(order, ["one", "one", "one", "two"]);
+    let m = consumer.metrics().topic(topic);
+    assert_eq!(
+        (m.retried, m.dead_lettered, m.processed, m.in_retry),
+        (2, 1, 1, 0),
+        "{m:?}"
+    );
 }
 
 /// Retry topics: record 2 is processed while record 1 waits in `-retry-300`; both reach the DLT.
@@ -159,11 +186,55 @@ pub(crate) async fn retry_topics_do_not_block<B: BrokerApi>(api: Arc<B>, topic: 
     let policy = FailurePolicy::RetryTopics(BackOff::fixed(Duration::from_millis(300), 1));
     let mut consumer = Consumer::new(api.clone(), config("g-rt", policy)).unwrap();
     consumer.subscribe(&[topic]).await.unwrap();
+    let retry_topic = format!("{topic}-retry-300");
+    // Both records failed once and wait in the retry topic.
+    let start = Instant::now();
+    while log.lock().unwrap().len() < 2 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "no first deliveries within {LIMIT:?}"
+        );
+        let _ = consumer.poll_batch(&handler).await;
+    }
+    let m = consumer.metrics();
+    let (source, retry) = (m.topic(topic), m.topic(&retry_topic));
+    assert_eq!(
+        (source.retried, source.forwarded_to_retry, source.in_retry),
+        (2, 2, 0),
+        "{m:?}"
+    );
+    assert_eq!(retry.in_retry, 2, "both wait in {retry_topic}: {m:?}");
+    assert_eq!(m.total.in_retry, 2, "{m:?}");
     let dlt = format!("{topic}.DLT");
     poll_until(&mut consumer, &handler, || async {
         read_all(api.as_ref(), &dlt).await.len() == 2
     })
     .await;
+    let m = consumer.metrics();
+    assert_eq!(
+        m.topic(topic),
+        Counters {
+            processed: 0,
+            retried: 2,
+            forwarded_to_retry: 2,
+            dead_lettered: 0,
+            forward_failures: 0,
+            in_retry: 0,
+        },
+        "{m:?}"
+    );
+    assert_eq!(
+        m.topic(&retry_topic),
+        Counters {
+            dead_lettered: 2,
+            ..Counters::default()
+        },
+        "{m:?}"
+    );
+    assert_eq!(
+        (m.total.retried, m.total.dead_lettered, m.total.in_retry),
+        (2, 2, 0)
+    );
     let log = log.lock().unwrap().clone();
     let order: Vec<(&str, u32)> = log.iter().map(|e| (e.0.as_str(), e.1)).collect();
     assert_eq!(order, [("one", 1), ("two", 1), ("one", 2), ("two", 2)]);
@@ -198,12 +269,21 @@ pub(crate) async fn restart_mid_retry<B: BrokerApi>(api: Arc<B>, topic: &str) {
     let mut first = Consumer::new(api.clone(), config("g-restart", policy.clone())).unwrap();
     first.assign(vec![tp.clone()]).await.unwrap();
     poll_until(&mut first, &handler, || async { count(&log, "bad") == 3 }).await;
+    let m = first.metrics().topic(topic);
+    assert_eq!((m.retried, m.in_retry), (3, 1), "{m:?}");
     drop(first); // no close: nothing more is committed
     let meta = committed(api.as_ref(), "g-restart", &tp).await.unwrap();
     assert_eq!(meta.offset, 0);
     assert!(meta.metadata.contains(":3:"), "{}", meta.metadata);
     let mut second = Consumer::new(api.clone(), config("g-restart", policy)).unwrap();
     second.assign(vec![tp.clone()]).await.unwrap();
+    second.poll_batch(&handler).await.unwrap();
+    assert_eq!(
+        second.metrics().topic(topic).in_retry,
+        1,
+        "the count read back from the committed metadata: {:?}",
+        second.metrics()
+    );
     let dlt = format!("{topic}.DLT");
     poll_until(&mut second, &handler, || async {
         !read_all(api.as_ref(), &dlt).await.is_empty()
@@ -211,6 +291,8 @@ pub(crate) async fn restart_mid_retry<B: BrokerApi>(api: Arc<B>, topic: &str) {
     .await;
     let attempts: Vec<u32> = log.lock().unwrap().iter().map(|e| e.1).collect();
     assert_eq!(attempts, [1, 2, 3, 4, 5]);
+    let m = second.metrics().topic(topic);
+    assert_eq!((m.retried, m.dead_lettered, m.in_retry), (1, 1, 0), "{m:?}");
     let dead = read_all(api.as_ref(), &dlt).await;
     assert_eq!(header(&dead[0], h::ATTEMPTS), Some("5"));
 }
@@ -250,10 +332,12 @@ pub(crate) async fn dead_letter_topic_unavailable<B: BrokerApi>(
     for _ in 0..20 {
         let _ = consumer.poll_batch(&handler).await;
     }
-    assert!(
-        consumer.metrics().forward_failures >= 2,
-        "{:?}",
-        consumer.metrics()
+    let m = consumer.metrics();
+    assert!(m.topic(topic).forward_failures >= 2, "{m:?}");
+    assert_eq!(
+        (m.topic(topic).in_retry, m.topic(topic).dead_lettered),
+        (1, 0),
+        "the poison record is not finished: {m:?}"
     );
     let stalled = consumer.stalled();
     assert_eq!(stalled.len(), 1);
@@ -279,5 +363,11 @@ pub(crate) async fn dead_letter_topic_unavailable<B: BrokerApi>(
     );
     assert_eq!(header(&dead[0], h::ERROR_KIND), Some("fatal"));
     assert!(consumer.stalled().is_empty());
+    let m = consumer.metrics().topic(topic);
+    assert_eq!(
+        (m.dead_lettered, m.retried, m.processed, m.in_retry),
+        (1, 0, 1, 0),
+        "{m:?}"
+    );
     assert_eq!(committed(inner, "g-dlt-down", &tp).await.unwrap().offset, 2);
 }
