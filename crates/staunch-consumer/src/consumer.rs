@@ -220,6 +220,18 @@ impl<B: BrokerApi> Consumer<B> {
         self.parts.keys().cloned().collect()
     }
 
+    /// Where `partition` is read next: past the last record taken in, or, before its first
+    /// fetch, the committed (or reset) offset. `None` for a partition not assigned or not yet
+    /// positioned (positions are set by the first poll after an assignment).
+    pub fn position(&self, partition: &TopicPartition) -> Option<Offset> {
+        self.parts.get(partition).and_then(|st| st.position)
+    }
+
+    /// Sets [`ConsumerConfig::max_poll_records`] for the next polls.
+    pub fn set_max_poll_records(&mut self, max: Option<usize>) {
+        self.config.max_poll_records = max;
+    }
+
     /// Partitions stopped by a forward that keeps failing.
     pub fn stalled(&self) -> Vec<Stalled> {
         self.parts
@@ -500,7 +512,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// One round: rejoins the group if a rebalance is due (committing first), retries due
     /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
     /// hands records to `handler` partition by partition (at most `max_batch_records` per
-    /// call; in ordered mode one record per call), and commits.
+    /// call, at most `max_poll_records` in all; in ordered mode one record per call), and
+    /// commits.
     pub async fn poll_batch<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
         self.rebalance_if_needed().await?;
         self.init_positions().await?;
@@ -513,7 +526,8 @@ impl<B: BrokerApi> Consumer<B> {
             .parts
             .iter()
             .filter(|(_, st)| {
-                !st.user_paused
+                self.config.max_poll_records != Some(0)
+                    && !st.user_paused
                     && st.pending.is_none()
                     && st.wait_until_ms <= now
                     && st.position.is_some()
@@ -541,10 +555,14 @@ impl<B: BrokerApi> Consumer<B> {
             })
             .await;
         let mut error = None;
+        let mut budget = self.config.max_poll_records;
         for (tp, answer) in answers {
             match answer {
                 Ok(fetched) => {
-                    if let Err(e) = self.process_partition(&tp, &fetched.records, handler).await {
+                    if let Err(e) = self
+                        .process_partition(&tp, &fetched.records, handler, &mut budget)
+                        .await
+                    {
                         error.get_or_insert(e);
                     }
                 }
@@ -590,11 +608,12 @@ impl<B: BrokerApi> Consumer<B> {
         tp: &TopicPartition,
         bytes: &[u8],
         handler: &H,
+        budget: &mut Option<usize>,
     ) -> Result<(), ConsumerError> {
         let Some(mut st) = self.parts.remove(tp) else {
             return Ok(());
         };
-        let result = self.process_in(tp, &mut st, bytes, handler).await;
+        let result = self.process_in(tp, &mut st, bytes, handler, budget).await;
         self.parts.insert(tp.clone(), st);
         result
     }
@@ -605,11 +624,12 @@ impl<B: BrokerApi> Consumer<B> {
         st: &mut PartitionState,
         bytes: &[u8],
         handler: &H,
+        budget: &mut Option<usize>,
     ) -> Result<(), ConsumerError> {
         let Some(from) = st.position else {
             return Ok(());
         };
-        let (records, end) =
+        let (mut records, end) =
             decode(tp, bytes, from, &st.ledger).map_err(|reason| ConsumerError::Corrupt {
                 partition: tp.clone(),
                 reason,
@@ -619,6 +639,14 @@ impl<B: BrokerApi> Consumer<B> {
                 st.position = Some(end);
             }
             return Ok(());
+        }
+        if let Some(left) = budget.as_mut() {
+            // max.poll.records: the rest stay unread (the position does not pass them).
+            records.truncate(*left);
+            *left -= records.len();
+            if records.is_empty() {
+                return Ok(());
+            }
         }
         if st.lot.is_some() {
             return {
