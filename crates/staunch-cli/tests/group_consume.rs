@@ -4,7 +4,8 @@
 //!   only its own partitions, none lost and none twice; a later run of the group prints
 //!   nothing old (the offsets were committed) and then exactly the one new record;
 //! - SIGTERM: the member commits what it printed and leaves the group at once (no member
-//!   left to time out), over two topics with `--json`;
+//!   left to time out), over two topics with `--json`; a member proposing another assignor
+//!   is refused with a hint;
 //! - flags that make no sense with a group are refused with a clear error;
 //! - interop with a real client: a confluent-kafka consumer (librdkafka) and `staunch
 //!   consume` processes share one cooperative-sticky group, with either of them leading it
@@ -296,6 +297,30 @@ fn sigterm_commits_what_was_printed_and_leaves_the_group() {
     wait_until("all 30 records printed", &[&member], || {
         member.lines().len() >= 30
     });
+    // A member proposing another assignor is refused, with what to do about it.
+    let refused = run(
+        "a member with another assignor",
+        staunch_cli(
+            &staunch,
+            &[
+                "consume",
+                "term-a",
+                "--group",
+                group,
+                "--assignor",
+                "sticky",
+            ],
+        ),
+        None,
+        work.path(),
+    );
+    assert!(!refused.status.success(), "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains("INCONSISTENT_GROUP_PROTOCOL")
+            && refused.stderr.contains("pass the --assignor they use"),
+        "{}",
+        refused.transcript()
+    );
     member.sigterm();
     let status = member.wait_exit(WAIT);
     assert!(

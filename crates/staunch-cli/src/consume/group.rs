@@ -269,6 +269,17 @@ fn is_transient(e: &ConsumerError) -> bool {
     }
 }
 
+/// What to do about an error that ends the command, where there is something to say.
+fn hint(e: &ConsumerError) -> &'static str {
+    match e {
+        ConsumerError::Api(e) if e.code() == Some(ErrorCode::InconsistentGroupProtocol) => {
+            " (the group's members use another assignor or are not consumers: pass the \
+             --assignor they use)"
+        }
+        _ => "",
+    }
+}
+
 /// Whether every partition this member owns has been read to its end. A member without
 /// partitions is not at the end: it waits for an assignment, as kcat -G -e does.
 async fn at_end(api: &Client, consumer: &Consumer<Client>) -> Result<bool, ApiError> {
@@ -447,7 +458,7 @@ async fn run_member(
                 }
                 continue;
             }
-            Err(e) => return Err(format!("group {group}: {e}")),
+            Err(e) => return Err(format!("group {group}: {e}{}", hint(&e))),
         }
         if args.exit_at_end
             && printer.state().closed.is_none()
