@@ -1,8 +1,20 @@
 //! `staunch consume`: print a topic's records.
 //!
-//! A plain fetch loop over chosen partitions from chosen offsets: no consumer group, nothing
-//! committed, no rebalancing. Issue 5's group consumer will add `--group`. Batches compressed
-//! with any of Kafka's codecs (gzip, snappy, lz4, zstd) are decompressed for printing.
+//! Without `--group`: a plain fetch loop over chosen partitions from chosen offsets, with no
+//! consumer group, nothing committed and no rebalancing.
+//!
+//! With `--group G` ([`group`]): a member of consumer group `G` over one or more topics, built
+//! on `staunch_consumer::Consumer` (kafka-console-consumer's `--group`, kcat's `-G`). The group
+//! assigns the partitions (`--assignor range|sticky|cooperative-sticky`), reading starts at the
+//! group's committed offsets (`--from beginning|end` only where it has none), and a record's
+//! offset is committed only after the record was written to standard output and flushed. `-n`
+//! stops after exactly that many records, all committed; `-e` once every partition this member
+//! owns is at its end; SIGINT / SIGTERM commit what was printed and leave the group.
+//!
+//! Either way, batches compressed with any of Kafka's codecs (gzip, snappy, lz4, zstd) are
+//! decompressed for printing.
+
+mod group;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,6 +25,8 @@ use serde_json::json;
 use staunch_client::kafka_protocol::messages::{FetchRequest, fetch_request};
 use staunch_core::ErrorCode;
 use staunch_core::batch::{Record, batches};
+
+use staunch_consumer::Assignor;
 
 use crate::client::{self, ClientArgs, EARLIEST, LATEST, call_error, error_text, topic_name};
 use crate::output::json_bytes;
@@ -55,19 +69,31 @@ fn parse_from(text: &str) -> Result<Start, String> {
 /// Flags of `staunch consume`.
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
-    /// The topic.
-    topic: String,
+    /// The topic; with --group, one or more topics.
+    #[arg(required = true, value_name = "TOPIC")]
+    topics: Vec<String>,
+    /// Consume as a member of this consumer group: the group assigns the partitions, reading
+    /// starts at its committed offsets, and each record's offset is committed after the record
+    /// was printed.
+    #[arg(long, short = 'G', value_name = "GROUP")]
+    group: Option<String>,
+    /// With --group: the partition assignor this member proposes, range (Kafka's default),
+    /// sticky or cooperative-sticky. Every member of a group must propose the same one.
+    #[arg(long, value_parser = group::parse_assignor, value_name = "ASSIGNOR", requires = "group")]
+    assignor: Option<Assignor>,
     /// Read only this partition (default: every partition).
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', conflicts_with = "group")]
     partition: Option<i32>,
     /// Where to start in each partition: beginning, end, an offset, or -N (N records before
-    /// the end).
+    /// the end). With --group only beginning or end, and only where the group has no
+    /// committed offset (Kafka's auto.offset.reset).
     #[arg(long, short = 'o', default_value = "beginning", value_parser = parse_from, allow_hyphen_values = true)]
     from: Start,
-    /// Stop after this many records.
-    #[arg(long, short = 'n')]
+    /// Stop after this many records (with --group: all of them committed).
+    #[arg(long, short = 'n', visible_alias = "count")]
     max: Option<u64>,
-    /// Stop once every partition read has reached its high watermark.
+    /// Stop once every partition read has reached its high watermark (with --group: every
+    /// partition assigned to this member).
     #[arg(long, short = 'e')]
     exit_at_end: bool,
     /// Output of each record (ignored with --json): %t topic, %p partition, %o offset,
@@ -196,27 +222,35 @@ struct Position {
 /// Runs `staunch consume`.
 pub(crate) fn run(args: ConsumeArgs) -> Result<(), String> {
     let pieces = parse_format(&args.format)?;
+    if let Some(group) = args.group.clone() {
+        return client::block_on(group::consume(args, group, pieces))?;
+    }
+    if args.topics.len() > 1 {
+        return Err(format!(
+            "{} topics given: reading several topics needs --group (without it, consume reads one topic)",
+            args.topics.len()
+        ));
+    }
     client::block_on(consume(args, pieces))?
 }
 
 async fn consume(args: ConsumeArgs, pieces: Vec<Piece>) -> Result<(), String> {
+    let topic = args.topics[0].as_str();
     let mut connection = client::connect(&args.client).await?;
-    let info = client::topic(&mut connection, &args.topic, false).await?;
+    let info = client::topic(&mut connection, topic, false).await?;
     let all: Vec<i32> = info.partitions.iter().map(|p| p.index).collect();
     let partitions = match args.partition {
         Some(p) if all.contains(&p) => vec![p],
         Some(p) => {
             return Err(format!(
-                "topic '{}' has no partition {p} (it has {})",
-                args.topic,
+                "topic '{topic}' has no partition {p} (it has {})",
                 all.len()
             ));
         }
         None => all,
     };
-    let earliest =
-        client::list_offsets(&mut connection, &args.topic, &partitions, EARLIEST).await?;
-    let latest = client::list_offsets(&mut connection, &args.topic, &partitions, LATEST).await?;
+    let earliest = client::list_offsets(&mut connection, topic, &partitions, EARLIEST).await?;
+    let latest = client::list_offsets(&mut connection, topic, &partitions, LATEST).await?;
     let mut positions = BTreeMap::new();
     for &p in &partitions {
         let offset_of = |offsets: &BTreeMap<i32, Result<i64, String>>, what: &str| {
@@ -273,7 +307,7 @@ async fn consume(args: ConsumeArgs, pieces: Vec<Piece>) -> Result<(), String> {
             .with_max_bytes(FETCH_MAX_BYTES)
             .with_topics(vec![
                 fetch_request::FetchTopic::default()
-                    .with_topic(topic_name(&args.topic))
+                    .with_topic(topic_name(topic))
                     .with_partitions(
                         wanted
                             .iter()
@@ -297,12 +331,12 @@ async fn consume(args: ConsumeArgs, pieces: Vec<Piece>) -> Result<(), String> {
             ));
         }
         let mut retriable = None;
-        for topic in response
+        for answer in response
             .responses
             .iter()
-            .filter(|t| t.topic.0.as_str() == args.topic)
+            .filter(|t| t.topic.0.as_str() == topic)
         {
-            for data in &topic.partitions {
+            for data in &answer.partitions {
                 let p = data.partition_index;
                 let Some(pos) = positions.get_mut(&p) else {
                     continue;
@@ -366,11 +400,11 @@ async fn consume(args: ConsumeArgs, pieces: Vec<Piece>) -> Result<(), String> {
                             }
                             if args.client.json {
                                 buf.extend_from_slice(
-                                    record_json(&args.topic, p, &record).to_string().as_bytes(),
+                                    record_json(topic, p, &record).to_string().as_bytes(),
                                 );
                                 buf.push(b'\n');
                             } else {
-                                render(&pieces, &args.topic, p, &record, &mut buf);
+                                render(&pieces, topic, p, &record, &mut buf);
                             }
                             pos.next = record.offset + 1;
                             printed += 1;

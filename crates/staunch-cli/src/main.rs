@@ -29,7 +29,8 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Send lines from standard input (or --value) to a topic.
     Produce(produce::ProduceArgs),
-    /// Print a topic's records (no consumer group: nothing is committed).
+    /// Print a topic's records; with --group, as a consumer-group member that commits each
+    /// record's offset once it was printed.
     Consume(consume::ConsumeArgs),
     /// List and describe consumer groups: members, assignments, committed offsets and lag.
     Groups(groups::GroupsArgs),

@@ -127,6 +127,9 @@ fn range(
     out
 }
 
+/// Kafka's constrained sticky assignment: balanced (partition counts differ by at most one:
+/// `total % members` members get one more than the rest), keeping as many owned partitions as
+/// that balance allows.
 fn sticky(
     members: &BTreeMap<String, (Vec<String>, Vec<TopicPartition>)>,
     partitions: &BTreeMap<String, i32>,
@@ -142,17 +145,26 @@ fn sticky(
         return out;
     }
     let n = members.len();
-    let quota = all.len().div_ceil(n);
+    let min_quota = all.len() / n;
+    // How many members may hold one partition more than `min_quota`.
+    let mut over_min = all.len() % n;
     let mut taken = BTreeSet::new();
-    // Keep what each member owns, up to the quota.
+    // Keep what each member owns (still existing, still subscribed, not claimed twice), up to
+    // the quota: `min_quota + 1` while members may still have that many, else `min_quota`.
     for (member, (topics, owned)) in members {
-        for tp in owned {
-            let list = out.get_mut(member).expect("every member has a list");
-            if list.len() < quota
-                && all.contains(tp)
-                && topics.contains(&tp.topic)
-                && taken.insert(tp.clone())
-            {
+        let valid: Vec<&TopicPartition> = owned
+            .iter()
+            .filter(|tp| all.contains(*tp) && topics.contains(&tp.topic) && !taken.contains(*tp))
+            .collect();
+        let keep = if valid.len() > min_quota && over_min > 0 {
+            over_min -= 1;
+            min_quota + 1
+        } else {
+            min_quota
+        };
+        let list = out.get_mut(member).expect("every member has a list");
+        for tp in valid.into_iter().take(keep) {
+            if taken.insert(tp.clone()) {
                 list.push(tp.clone());
             }
         }
@@ -248,6 +260,82 @@ mod tests {
             &parts,
         );
         assert_eq!(third, second);
+    }
+
+    /// Four partitions over three members, two of which own two each: Kafka's sticky gives
+    /// 2 + 1 + 1, moving one partition, never 2 + 2 + 0.
+    #[test]
+    fn sticky_balances_a_newcomer_against_full_members() {
+        let parts = BTreeMap::from([("t".to_string(), 4)]);
+        let tp = |p| TopicPartition::new("t", p);
+        let before = members(&[
+            ("a", vec![tp(0), tp(1)]),
+            ("b", vec![tp(2), tp(3)]),
+            ("c", vec![]),
+        ]);
+        let out = Assignor::Sticky.assign(&before, &parts);
+        assert_eq!(out["a"], vec![tp(0), tp(1)]);
+        assert_eq!(out["b"], vec![tp(2)]);
+        assert_eq!(out["c"], vec![tp(3)]);
+        // Cooperative: t-3 is first only taken from b, then given to c.
+        let first = Assignor::CooperativeSticky.assign(&before, &parts);
+        assert_eq!(first["b"], vec![tp(2)]);
+        assert!(first["c"].is_empty(), "{first:?}");
+        let second = Assignor::CooperativeSticky.assign(
+            &members(&[
+                ("a", first["a"].clone()),
+                ("b", first["b"].clone()),
+                ("c", vec![]),
+            ]),
+            &parts,
+        );
+        assert_eq!(second, out);
+    }
+
+    /// For every member and partition count up to 8 and every way of owning partitions
+    /// round-robin from a previous, smaller group: each partition once, counts differ by at
+    /// most one, and a member keeps min(owned, its share) of what it owned.
+    #[test]
+    fn sticky_is_balanced_and_keeps_what_balance_allows() {
+        for total in 0..=8 {
+            for n in 1..=8usize {
+                for previous in 1..=n {
+                    let parts = BTreeMap::from([("t".to_string(), total)]);
+                    let owners: Vec<(String, Vec<TopicPartition>)> = (0..n)
+                        .map(|m| {
+                            let owned = (0..total)
+                                .filter(|p| m < previous && *p as usize % previous == m)
+                                .map(|p| TopicPartition::new("t", p))
+                                .collect();
+                            (format!("m{m}"), owned)
+                        })
+                        .collect();
+                    let input: BTreeMap<String, (Vec<String>, Vec<TopicPartition>)> = owners
+                        .iter()
+                        .map(|(m, o)| (m.clone(), (vec!["t".to_string()], o.clone())))
+                        .collect();
+                    let out = Assignor::Sticky.assign(&input, &parts);
+                    let all: Vec<&TopicPartition> = out.values().flatten().collect();
+                    let distinct: BTreeSet<&&TopicPartition> = all.iter().collect();
+                    assert_eq!(all.len(), total as usize, "{total}/{n}/{previous}: {out:?}");
+                    assert_eq!(distinct.len(), total as usize, "{out:?}");
+                    let sizes: Vec<usize> = out.values().map(Vec::len).collect();
+                    let (min, max) = (sizes.iter().min(), sizes.iter().max());
+                    assert!(
+                        max.unwrap() - min.unwrap() <= 1,
+                        "{total}/{n}/{previous}: {out:?}"
+                    );
+                    for (m, owned) in &owners {
+                        let kept = out[m].iter().filter(|tp| owned.contains(tp)).count();
+                        assert_eq!(
+                            kept,
+                            owned.len().min(out[m].len()),
+                            "{total}/{n}/{previous}: {m} {out:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

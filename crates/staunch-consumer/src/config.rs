@@ -47,6 +47,12 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: i32,
     /// At most this many records per batch-handler call.
     pub max_batch_records: usize,
+    /// `max.poll.records`: at most this many fetched records are taken in by one poll (handed
+    /// to the handler, or parked behind a failing key in ordered mode); the rest are not read
+    /// and are fetched again by the next poll. `None` (the default): no limit. Can be changed
+    /// between polls with [`crate::Consumer::set_max_poll_records`], e.g. to stop after
+    /// exactly N records.
+    pub max_poll_records: Option<usize>,
     /// How long a forward (retry / dead-letter write) may wait for acks=all.
     pub forward_timeout: Duration,
     /// Pause between tries of a forward that failed; it is retried for ever (the partition
@@ -75,6 +81,7 @@ impl ConsumerConfig {
             fetch_max_bytes: 50 << 20,
             partition_max_bytes: 1 << 20,
             max_batch_records: 500,
+            max_poll_records: None,
             forward_timeout: Duration::from_secs(30),
             forward_backoff: BackOff::exponential(
                 Duration::from_millis(100),

@@ -303,6 +303,18 @@ impl<B: BrokerApi> Consumer<B> {
         self.parts.keys().cloned().collect()
     }
 
+    /// Where `partition` is read next: past the last record taken in, or, before its first
+    /// fetch, the committed (or reset) offset. `None` for a partition not assigned or not yet
+    /// positioned (positions are set by the first poll after an assignment).
+    pub fn position(&self, partition: &TopicPartition) -> Option<Offset> {
+        self.parts.get(partition).and_then(|st| st.position)
+    }
+
+    /// Sets [`ConsumerConfig::max_poll_records`] for the next polls.
+    pub fn set_max_poll_records(&mut self, max: Option<usize>) {
+        self.config.max_poll_records = max;
+    }
+
     /// Partitions stopped by a forward that keeps failing.
     pub fn stalled(&self) -> Vec<Stalled> {
         self.parts
@@ -588,7 +600,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// One round: rejoins the group if a rebalance is due (committing first), retries due
     /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
     /// hands records to `handler` partition by partition (at most `max_batch_records` per
-    /// call; in ordered mode one record per call), and commits.
+    /// call, at most `max_poll_records` in all; in ordered mode one record per call), and
+    /// commits.
     ///
     /// # Tracing
     /// The round runs in an INFO span `poll` (field `group`); each handler call in an INFO
@@ -617,7 +630,8 @@ impl<B: BrokerApi> Consumer<B> {
         let mut kept = Vec::new();
         let mut fetchable = Vec::new();
         for (tp, st) in &mut self.parts {
-            if st.user_paused
+            if self.config.max_poll_records == Some(0)
+                || st.user_paused
                 || st.pending.is_some()
                 || st.wait_until_ms > now
                 || st.position.is_none()
@@ -641,8 +655,9 @@ impl<B: BrokerApi> Consumer<B> {
             tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
             return self.commit().await;
         }
+        let mut budget = self.config.max_poll_records;
         for tp in &kept {
-            self.process_kept(tp, handler).await;
+            self.process_kept(tp, handler, &mut budget).await;
         }
         let answers = if fetchable.is_empty() {
             Vec::new()
@@ -668,7 +683,10 @@ impl<B: BrokerApi> Consumer<B> {
                     if let Some(st) = self.parts.get_mut(&tp) {
                         st.saw_end(fetched.high_watermark);
                     }
-                    if let Err(e) = self.process_partition(&tp, &fetched.records, handler).await {
+                    if let Err(e) = self
+                        .process_partition(&tp, &fetched.records, handler, &mut budget)
+                        .await
+                    {
                         error.get_or_insert(e);
                     }
                 }
@@ -714,17 +732,25 @@ impl<B: BrokerApi> Consumer<B> {
         tp: &TopicPartition,
         bytes: &bytes::Bytes,
         handler: &H,
+        budget: &mut Option<usize>,
     ) -> Result<(), ConsumerError> {
         let Some(mut st) = self.parts.remove(tp) else {
             return Ok(());
         };
-        let result = self.process_fetched(tp, &mut st, bytes, handler).await;
+        let result = self
+            .process_fetched(tp, &mut st, bytes, handler, budget)
+            .await;
         self.parts.insert(tp.clone(), st);
         result
     }
 
     /// Hands the records `tp` kept from its last fetch to `handler`.
-    async fn process_kept<H: BatchHandler>(&mut self, tp: &TopicPartition, handler: &H) {
+    async fn process_kept<H: BatchHandler>(
+        &mut self,
+        tp: &TopicPartition,
+        handler: &H,
+        budget: &mut Option<usize>,
+    ) {
         let Some(mut st) = self.parts.remove(tp) else {
             return;
         };
@@ -732,7 +758,8 @@ impl<B: BrokerApi> Consumer<B> {
         for r in &mut records {
             r.delivery_attempt = attempt_of(r, &st.ledger);
         }
-        self.process_records(tp, &mut st, records, handler).await;
+        self.process_records(tp, &mut st, records, handler, budget)
+            .await;
         self.parts.insert(tp.clone(), st);
     }
 
@@ -742,6 +769,7 @@ impl<B: BrokerApi> Consumer<B> {
         st: &mut PartitionState,
         bytes: &bytes::Bytes,
         handler: &H,
+        budget: &mut Option<usize>,
     ) -> Result<(), ConsumerError> {
         let Some(from) = st.position else {
             return Ok(());
@@ -757,21 +785,32 @@ impl<B: BrokerApi> Consumer<B> {
             }
             return Ok(());
         }
-        self.process_records(tp, st, records, handler).await;
+        self.process_records(tp, st, records, handler, budget).await;
         Ok(())
     }
 
     /// Hands `records` (ascending, the first at the position) to `handler`, at most
-    /// `max_batch_records` at a time, until a record fails or one is not due yet; keeps the
-    /// rest (the failed record included) for the next round.
+    /// `max_batch_records` at a time and at most `budget` in all (`max_poll_records`), until a
+    /// record fails or one is not due yet; keeps the rest (the failed record included) for the
+    /// next round.
     async fn process_records<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
         st: &mut PartitionState,
         mut records: Vec<ConsumerRecord>,
         handler: &H,
+        budget: &mut Option<usize>,
     ) {
+        let mut over_budget = Vec::new();
+        if let Some(left) = budget.as_mut() {
+            if records.len() > *left {
+                over_budget = records.split_off(*left);
+            }
+            *left -= records.len();
+        }
         if st.lot.is_some() {
+            // Records over the budget are not kept here: the position does not pass them, so
+            // they are fetched again.
             self.process_ordered(st, records, handler).await;
             return;
         }
@@ -815,6 +854,7 @@ impl<B: BrokerApi> Consumer<B> {
             records.append(&mut later);
             later = records;
         }
+        later.append(&mut over_budget);
         st.kept = later;
     }
 

@@ -501,3 +501,104 @@ async fn seek_past_a_record_waiting_for_its_retry() {
         3
     );
 }
+
+/// `max_poll_records` caps what one poll takes in across partitions; the records left over
+/// are delivered by later polls, each once, and the committed offsets never pass a record the
+/// handler has not finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_poll_records_caps_each_poll_and_commits_only_what_was_handled() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "capped", 2).await;
+    for p in 0..2 {
+        let tp = TopicPartition::new("capped", p);
+        let values: Vec<String> = (0..5).map(|i| format!("{p}-{i}")).collect();
+        let pairs: Vec<(&str, &str)> = values.iter().map(|v| ("k", v.as_str())).collect();
+        produce(b.as_ref(), &tp, &pairs).await;
+    }
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s = seen.clone();
+    let handler = handler_fn(move |r| {
+        let s = s.clone();
+        async move {
+            s.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+            Ok(())
+        }
+    });
+    let mut config = ConsumerConfig::new("g-capped");
+    config.fetch_max_wait = Duration::from_millis(20);
+    config.max_poll_records = Some(3);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    let tps = [
+        TopicPartition::new("capped", 0),
+        TopicPartition::new("capped", 1),
+    ];
+    consumer.assign(tps.to_vec()).await.unwrap();
+    let committed_total = |b: Arc<staunch_broker::Broker>| async move {
+        let mut total = 0;
+        for p in 0..2 {
+            let tp = TopicPartition::new("capped", p);
+            total += committed(b.as_ref(), "g-capped", &tp)
+                .await
+                .map_or(0, |c| c.offset);
+        }
+        total
+    };
+    let start = Instant::now();
+    let mut polls = 0;
+    while seen.lock().unwrap().len() < 6 {
+        assert!(start.elapsed() < LIMIT, "6 records not handled in time");
+        let before = seen.lock().unwrap().len();
+        consumer.poll(&handler).await.unwrap();
+        let after = seen.lock().unwrap().len();
+        assert!(
+            after - before <= 3,
+            "one poll handled {} records",
+            after - before
+        );
+        assert_eq!(committed_total(b.clone()).await, after as i64);
+        polls += 1;
+    }
+    assert!(
+        polls >= 2,
+        "6 records at most 3 a poll need 2 polls, took {polls}"
+    );
+    // Stop at exactly 8 (6, 7 or 8 were handled): a limit of what is left.
+    consumer.set_max_poll_records(Some(8 - seen.lock().unwrap().len()));
+    while seen.lock().unwrap().len() < 8 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the 8th record not handled in time"
+        );
+        consumer.poll(&handler).await.unwrap();
+    }
+    assert_eq!(seen.lock().unwrap().len(), 8);
+    let positions: i64 = tps.iter().map(|tp| consumer.position(tp).unwrap()).sum();
+    assert_eq!(
+        positions, 8,
+        "positions stop right after the handled records"
+    );
+    // A limit of zero takes in nothing.
+    consumer.set_max_poll_records(Some(0));
+    consumer.poll(&handler).await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 8);
+    consumer.close().await.unwrap();
+    assert_eq!(committed_total(b.clone()).await, 8);
+    // The rest, read by a new consumer of the group: each record once in all.
+    let mut config = ConsumerConfig::new("g-capped");
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(tps.to_vec()).await.unwrap();
+    while seen.lock().unwrap().len() < 10 {
+        assert!(start.elapsed() < LIMIT, "the rest not handled in time");
+        consumer.poll(&handler).await.unwrap();
+    }
+    let mut all = seen.lock().unwrap().clone();
+    all.sort();
+    let expected: Vec<String> = (0..2)
+        .flat_map(|p| (0..5).map(move |i| format!("{p}-{i}")))
+        .collect();
+    assert_eq!(all, expected, "every record handled exactly once");
+    consumer.close().await.unwrap();
+}
