@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use staunch_client::{Client, ClientConfig};
+use staunch_client::Client;
 use staunch_consumer::{
     Assignor, BatchFailure, BatchHandler, Consumer, ConsumerConfig, ConsumerError, ConsumerEvents,
     ConsumerRecord, FailurePolicy, HandlerError, OffsetReset,
@@ -31,7 +31,7 @@ use staunch_core::{ApiError, BackOff, BrokerApi, ErrorCode, TopicPartition};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{ConsumeArgs, MAX_WAIT, Piece, Start, record_json, render};
-use crate::client::{self, CLIENT_ID};
+use crate::client;
 
 /// How often the member heartbeats: a rebalance is noticed within this (Kafka's default is
 /// 3 s; a command-line consumer favours a quick hand-over).
