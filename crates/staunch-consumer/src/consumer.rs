@@ -720,7 +720,9 @@ impl<B: BrokerApi> Consumer<B> {
     /// One round: rejoins the group if a rebalance is due (committing first), retries due
     /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
     /// hands records to `handler` partition by partition (at most `max_batch_records` per
-    /// call; in ordered mode one record per call), and commits.
+    /// call; in ordered mode one record per call), and commits — without waiting for the
+    /// broker on the happy path: the commit is pipelined with the next round, whose result
+    /// reports it if it failed (see the [module docs](self)).
     ///
     /// # Tracing
     /// The round runs in an INFO span `poll` (field `group`); each handler call in an INFO
