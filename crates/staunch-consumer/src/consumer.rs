@@ -4,8 +4,21 @@
 //! A partition's committed offset moves past a record only when (a) the handler returned `Ok`
 //! for it, or (b) it was forwarded to a retry or dead-letter topic and that write was
 //! acknowledged with acks=all. Commits happen at the end of every [`Consumer::poll`], before a
-//! rebalance gives partitions away, and on [`Consumer::close`]. A failing record that will be
-//! retried in place is committed *as the next offset to read*, with its attempt count in the
+//! rebalance gives partitions away, and on [`Consumer::close`].
+//!
+//! The end-of-poll commit is pipelined (Kafka's `commitAsync`): it is sent in a task of its
+//! own and the next poll fetches and processes while it is in flight; its answer (committed
+//! offsets, a rejoin on a group error) is applied when it arrives, and a failure is the error
+//! of the poll that applies it. At most one commit is in flight: a later one is sent only
+//! after the previous one was answered, so they never overtake each other. Everything that
+//! needs offsets durable waits for them: [`Consumer::commit`], [`Consumer::close`],
+//! [`Consumer::assign`], a rebalance, a round in which a record failed (its retry, forward or
+//! dead letter), and a blocking retry (below). A crash therefore costs at
+//! most the records of the last poll or two being delivered again; nothing is ever committed
+//! before it was processed. A consumer dropped without [`Consumer::close`] lets a commit in
+//! flight finish in the background.
+//!
+//! A failing record that will be retried in place is committed *as the next offset to read*, with its attempt count in the
 //! metadata ([`crate::ledger`]), before it is delivered again: while that commit fails, the
 //! partition is not fetched (and, in ordered mode, its parked keys are not retried), so a
 //! consumer killed at any moment resumes the count after the last failure it delivered
@@ -17,8 +30,8 @@
 //! stops early — a record failed (retried in place, or forwarded and passed), or a
 //! retry-topic record is not due yet — the records not handed out are kept, and the next
 //! round hands them out from memory instead of fetching them again (a seek elsewhere drops
-//! them). Commits are unaffected: the round still ends with one, so a retry's attempt count
-//! is committed before the retry.
+//! them). Commits are unaffected: the round still ends with one, waited for whenever a
+//! retry's attempt count is in it, so that count is committed before the retry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -205,6 +218,21 @@ pub struct Consumer<B: BrokerApi> {
     /// The group id, shared with the handler spans of each poll.
     group: Arc<str>,
     rng: fastrand::Rng,
+    /// The end-of-round commit, sent and not yet applied (at most one).
+    in_flight: Option<InFlight>,
+    /// A commit failure not yet reported by a poll.
+    commit_error: Option<ConsumerError>,
+    /// A record failed this round (retried, forwarded or dead-lettered): the round's commit
+    /// is waited for, as a failure path always did.
+    failed_this_round: bool,
+}
+
+/// A commit sent at the end of a round whose answer is not applied yet.
+#[derive(Debug)]
+struct InFlight {
+    task: tokio::task::JoinHandle<Vec<(TopicPartition, Result<(), ApiError>)>>,
+    /// The offset and metadata sent per partition.
+    sent: BTreeMap<TopicPartition, (Offset, String)>,
 }
 
 impl<B: BrokerApi> std::fmt::Debug for Consumer<B> {
@@ -252,6 +280,9 @@ impl<B: BrokerApi> Consumer<B> {
             counters: BTreeMap::new(),
             group,
             rng: fastrand::Rng::new(),
+            in_flight: None,
+            commit_error: None,
+            failed_this_round: false,
         })
     }
 
@@ -412,18 +443,115 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     /// Commits every partition's lowest unfinished offset with its retry ledger, where it
-    /// changed. Fails with the first broker error (the rest are still tried).
+    /// changed, and waits until the broker has them (first waiting for a commit a poll left in
+    /// flight, so commits never overtake each other). Fails with the first broker error (the
+    /// rest are still tried); an earlier failed commit that this one supersedes is not
+    /// reported again.
     pub async fn commit(&mut self) -> Result<(), ConsumerError> {
+        let result = self.commit_sync().await;
+        self.commit_error = None;
+        result
+    }
+
+    /// [`Consumer::commit`] keeping the failure of a commit left in flight (if any) for the
+    /// next poll to report.
+    async fn commit_sync(&mut self) -> Result<(), ConsumerError> {
+        if let Err(e) = self.settle().await {
+            self.commit_error.get_or_insert(e);
+        }
+        let Some((member, offsets, sent)) = self.commit_request() else {
+            return Ok(());
+        };
+        let answers = self.api.commit_offsets(&member, offsets).await;
+        self.apply_commit(&sent, answers)
+    }
+
+    /// The end-of-round commit. When a partition's retry waits for its attempt count to be
+    /// committed, or a record failed this round (its retry, forward or dead letter is then
+    /// committed before the poll returns, as before), this waits for the commit like
+    /// [`Consumer::commit`]; otherwise it sends the
+    /// commit and returns at once (Kafka's `commitAsync`), and the next round applies the
+    /// answer. At most one commit is in flight: while the previous one is unanswered no new
+    /// one is sent (a later round, or any waiting commit, covers what this one would have).
+    /// Reports a commit that failed since the last report.
+    async fn commit_round(&mut self) -> Result<(), ConsumerError> {
+        if std::mem::take(&mut self.failed_this_round)
+            || self
+                .parts
+                .values()
+                .any(PartitionState::retry_count_uncommitted)
+        {
+            let result = self.commit_sync().await;
+            let earlier = self.commit_error.take();
+            return match (result, earlier) {
+                (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+                (Ok(()), None) => Ok(()),
+            };
+        }
+        self.reap().await;
+        if self.in_flight.is_none()
+            && let Some((member, offsets, sent)) = self.commit_request()
+        {
+            let api = Arc::clone(&self.api);
+            let task = tokio::spawn(async move { api.commit_offsets(&member, offsets).await });
+            self.in_flight = Some(InFlight { task, sent });
+        }
+        self.commit_error.take().map_or(Ok(()), Err)
+    }
+
+    /// Applies the answer of the commit in flight if it has arrived; a failure is kept for
+    /// the next report.
+    async fn reap(&mut self) {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.task.is_finished())
+            && let Err(e) = self.settle().await
+        {
+            self.commit_error.get_or_insert(e);
+        }
+    }
+
+    /// Waits for the commit in flight (if any) and applies its answer.
+    async fn settle(&mut self) -> Result<(), ConsumerError> {
+        let Some(InFlight { task, sent }) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(answers) => self.apply_commit(&sent, answers),
+            Err(e) => Err(ConsumerError::Api(ApiError::NoAnswer {
+                broker: "group coordinator".into(),
+                reason: format!("commit task: {e}"),
+            })),
+        }
+    }
+
+    /// What to commit now: every partition's lowest unfinished offset with its retry ledger,
+    /// where it differs from what the broker has; `None` when nothing does.
+    #[allow(clippy::type_complexity)]
+    fn commit_request(
+        &mut self,
+    ) -> Option<(
+        GroupMembership,
+        Vec<(TopicPartition, OffsetAndMetadata)>,
+        BTreeMap<TopicPartition, (Offset, String)>,
+    )> {
         let mut offsets = Vec::new();
+        let mut sent = BTreeMap::new();
         for (tp, st) in &mut self.parts {
             let Some(offset) = st.commit_offset() else {
                 continue;
             };
             st.ledger.prune_below(offset);
             let metadata = st.ledger.encode();
-            if st.committed.as_ref() == Some(&(offset, metadata.clone())) {
+            if st
+                .committed
+                .as_ref()
+                .is_some_and(|(o, m)| *o == offset && *m == metadata)
+            {
                 continue;
             }
+            sent.insert(tp.clone(), (offset, metadata.clone()));
             offsets.push((
                 tp.clone(),
                 OffsetAndMetadata {
@@ -434,14 +562,18 @@ impl<B: BrokerApi> Consumer<B> {
             ));
         }
         if offsets.is_empty() {
-            return Ok(());
+            return None;
         }
-        let member = self.membership();
-        let sent: BTreeMap<TopicPartition, (Offset, String)> = offsets
-            .iter()
-            .map(|(tp, o)| (tp.clone(), (o.offset, o.metadata.clone())))
-            .collect();
-        let answers = self.api.commit_offsets(&member, offsets).await;
+        Some((self.membership(), offsets, sent))
+    }
+
+    /// Applies a commit's answers: what the broker took becomes the partition's committed
+    /// offset; a group error asks for a rejoin. Fails with the first error.
+    fn apply_commit(
+        &mut self,
+        sent: &BTreeMap<TopicPartition, (Offset, String)>,
+        answers: Vec<(TopicPartition, Result<(), ApiError>)>,
+    ) -> Result<(), ConsumerError> {
         let mut first_error = None;
         for (tp, answer) in answers {
             match answer {
@@ -486,7 +618,7 @@ impl<B: BrokerApi> Consumer<B> {
         if !needs {
             return Ok(());
         }
-        if let Err(e) = self.commit().await {
+        if let Err(e) = self.commit_sync().await {
             tracing::warn!(error = %e, "commit before rebalance failed; uncommitted records are redelivered");
         }
         let cooperative = self.config.assignor.is_cooperative();
@@ -601,7 +733,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
     /// hands records to `handler` partition by partition (at most `max_batch_records` per
     /// call, at most `max_poll_records` in all; in ordered mode one record per call), and
-    /// commits.
+    /// commits — without waiting for the broker on the happy path: the commit is pipelined
+    /// with the next round, whose result reports it if it failed (see the [module docs](self)).
     ///
     /// # Tracing
     /// The round runs in an INFO span `poll` (field `group`); each handler call in an INFO
@@ -620,6 +753,8 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     async fn poll_round<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
+        // A commit answered since the last round: apply it (a group error asks for a rejoin).
+        self.reap().await;
         self.rebalance_if_needed().await?;
         self.init_positions().await?;
         self.retry_pending_forwards().await;
@@ -653,7 +788,7 @@ impl<B: BrokerApi> Consumer<B> {
             let wake = self.next_wake().unwrap_or(i64::MAX);
             let nap = (wake - now).clamp(1, ms(self.config.fetch_max_wait).max(1));
             tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
-            return self.commit().await;
+            return self.commit_round().await;
         }
         let mut budget = self.config.max_poll_records;
         for tp in &kept {
@@ -696,7 +831,7 @@ impl<B: BrokerApi> Consumer<B> {
                 Err(e) => tracing::debug!(partition = %tp, error = %e, "fetch failed"),
             }
         }
-        let committed = self.commit().await;
+        let committed = self.commit_round().await;
         match error {
             Some(e) => Err(e),
             None => committed,
@@ -868,6 +1003,7 @@ impl<B: BrokerApi> Consumer<B> {
         error: HandlerError,
         ordered_key: Option<ParkKey>,
     ) {
+        self.failed_this_round = true;
         let now = now_ms();
         let retriable = self.config.classifier.is_retriable(&error);
         let previous = origin(&record);
@@ -1002,6 +1138,7 @@ impl<B: BrokerApi> Consumer<B> {
             .await;
         match result {
             Ok((dest, offset)) => {
+                self.failed_this_round = true;
                 let facts = &pending.facts;
                 if pending.dead_letter {
                     self.count(&tp.topic, |c| c.dead_lettered += 1);
