@@ -25,16 +25,11 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import OFFSET_BEGINNING
 
-from staunch_checks import check, error_cb, Failure, log
+from staunch_checks import check, client_config, Failure, log
 
 
 def base_config(args):
-    return {
-        "bootstrap.servers": args.bootstrap,
-        "client.id": "staunch-test-compression",
-        "error_cb": error_cb,
-        "socket.timeout.ms": 10000,
-    }
+    return client_config(args.bootstrap, "staunch-test-compression")
 
 
 def records(args):

@@ -20,9 +20,8 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from staunch_checks import check, error_cb, Failure, log
+from staunch_checks import check, client_config, create_topic, Failure, log
 
 PARTITIONS = 4
 SESSION_TIMEOUT_MS = 6000
@@ -30,27 +29,7 @@ BUDGET_END = float("inf")  # set from --budget
 
 
 def base_config(args, client_id):
-    return {
-        "bootstrap.servers": args.bootstrap,
-        "client.id": client_id,
-        "error_cb": error_cb,
-        "socket.timeout.ms": 10000,
-    }
-
-
-def create_topic(args):
-    admin = AdminClient(base_config(args, "staunch-test-admin"))
-    futures = admin.create_topics([NewTopic(args.topic, num_partitions=PARTITIONS,
-                                            replication_factor=1)],
-                                  operation_timeout=10, request_timeout=15)
-    try:
-        futures[args.topic].result(timeout=20)
-    except KafkaException as e:
-        raise Failure(f"creating topic {args.topic}: {e}") from e
-    topic = admin.list_topics(timeout=10).topics.get(args.topic)
-    check(topic is not None and len(topic.partitions) == PARTITIONS,
-          f"topic {args.topic} metadata after creation: {topic}")
-    log(f"created topic {args.topic} with {PARTITIONS} partitions")
+    return client_config(args.bootstrap, client_id)
 
 
 def make_consumer(args, name):
@@ -118,7 +97,7 @@ def wait_for(description, topic, consumers, condition, timeout, stable_for):
 
 
 def run(args):
-    create_topic(args)
+    create_topic(args.bootstrap, args.topic, PARTITIONS)
     all_parts = set(range(PARTITIONS))
     c1 = make_consumer(args, "consumer-1")
     c2 = make_consumer(args, "consumer-2")

@@ -27,18 +27,12 @@ import sys
 import time
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from staunch_checks import check, error_cb, Failure, log
+from staunch_checks import check, client_config, create_topic, Failure, log
 
 
 def base_config(args):
-    return {
-        "bootstrap.servers": args.bootstrap,
-        "client.id": "staunch-test-keyed",
-        "error_cb": error_cb,
-        "socket.timeout.ms": 10000,
-    }
+    return client_config(args.bootstrap, "staunch-test-keyed")
 
 
 def keys(count):
@@ -61,23 +55,8 @@ def keys(count):
     return out
 
 
-def create_topic(args):
-    admin = AdminClient(base_config(args))
-    futures = admin.create_topics([NewTopic(args.topic, num_partitions=args.partitions,
-                                            replication_factor=1)],
-                                  operation_timeout=10, request_timeout=15)
-    try:
-        futures[args.topic].result(timeout=20)
-    except KafkaException as e:
-        raise Failure(f"creating topic {args.topic}: {e}") from e
-    topic = admin.list_topics(timeout=10).topics.get(args.topic)
-    check(topic is not None and topic.error is None and len(topic.partitions) == args.partitions,
-          f"topic {args.topic} metadata after creation: {topic}")
-    log(f"created topic {args.topic} with {args.partitions} partitions")
-
-
 def run(args):
-    create_topic(args)
+    create_topic(args.bootstrap, args.topic, args.partitions)
     producer = Producer({
         **base_config(args),
         # Java-compatible murmur2 (see the module docstring); NOT librdkafka's default

@@ -22,9 +22,8 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from staunch_checks import check, error_cb, Failure, log
+from staunch_checks import check, client_config, create_topic, Failure, log
 
 
 def value_of(index):
@@ -32,34 +31,11 @@ def value_of(index):
 
 
 def base_config(args):
-    return {
-        "bootstrap.servers": args.bootstrap,
-        "client.id": "staunch-test-resume",
-        "error_cb": error_cb,
-        "socket.timeout.ms": 10000,
-    }
-
-
-def create_topic(args, partitions):
-    admin = AdminClient(base_config(args))
-    futures = admin.create_topics([NewTopic(args.topic, num_partitions=partitions,
-                                            replication_factor=1)],
-                                  operation_timeout=10, request_timeout=15)
-    try:
-        futures[args.topic].result(timeout=20)
-    except KafkaException as e:
-        raise Failure(f"creating topic {args.topic}: {e}") from e
-    metadata = admin.list_topics(timeout=10)
-    topic = metadata.topics.get(args.topic)
-    check(topic is not None, f"topic {args.topic} missing from metadata after creation")
-    check(topic.error is None, f"topic {args.topic} metadata error: {topic.error}")
-    check(len(topic.partitions) == partitions,
-          f"topic {args.topic} has {len(topic.partitions)} partitions, expected {partitions}")
-    log(f"created topic {args.topic} with {partitions} partition(s)")
+    return client_config(args.bootstrap, "staunch-test-resume")
 
 
 def phase_produce(args):
-    create_topic(args, 1)
+    create_topic(args.bootstrap, args.topic, 1)
     producer = Producer({
         **base_config(args),
         "acks": "all",

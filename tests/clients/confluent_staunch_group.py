@@ -45,9 +45,8 @@ import time
 
 from confluent_kafka import (Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from staunch_checks import check, error_cb, Failure, log
+from staunch_checks import check, client_config, create_topic, Failure, log
 
 PARTITIONS = 4
 PER_PARTITION = 25
@@ -56,24 +55,7 @@ BUDGET_END = float("inf")  # set from --budget
 
 
 def base_config(args, client_id):
-    return {
-        "bootstrap.servers": args.bootstrap,
-        "client.id": client_id,
-        "error_cb": error_cb,
-        "socket.timeout.ms": 10000,
-    }
-
-
-def create_topic(args):
-    admin = AdminClient(base_config(args, "staunch-test-admin"))
-    futures = admin.create_topics([NewTopic(args.topic, num_partitions=PARTITIONS,
-                                            replication_factor=1)],
-                                  operation_timeout=10, request_timeout=15)
-    try:
-        futures[args.topic].result(timeout=20)
-    except KafkaException as e:
-        raise Failure(f"creating topic {args.topic}: {e}") from e
-    log(f"created topic {args.topic} with {PARTITIONS} partitions")
+    return client_config(args.bootstrap, client_id)
 
 
 def new_producer(args):
@@ -380,7 +362,7 @@ def consumed_all(everyone, produced):
 
 
 def run(args, everyone):
-    create_topic(args)
+    create_topic(args.bootstrap, args.topic, PARTITIONS)
     produced = produce_phase(args, 1)
     staunch = StaunchMember(args, "staunch-1")
     confluent = ConfluentMember(args)
