@@ -227,6 +227,15 @@ pub struct Consumer<B: BrokerApi> {
     failed_this_round: bool,
 }
 
+/// What one commit sends: offsets with their metadata, for the current membership.
+#[derive(Debug)]
+struct CommitRequest {
+    member: GroupMembership,
+    offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    /// The offset and metadata per partition, to record once the broker took them.
+    sent: BTreeMap<TopicPartition, (Offset, String)>,
+}
+
 /// A commit sent at the end of a round whose answer is not applied yet.
 #[derive(Debug)]
 struct InFlight {
@@ -459,11 +468,14 @@ impl<B: BrokerApi> Consumer<B> {
         if let Err(e) = self.settle().await {
             self.commit_error.get_or_insert(e);
         }
-        let Some((member, offsets, sent)) = self.commit_request() else {
+        let Some(request) = self.commit_request() else {
             return Ok(());
         };
-        let answers = self.api.commit_offsets(&member, offsets).await;
-        self.apply_commit(&sent, answers)
+        let answers = self
+            .api
+            .commit_offsets(&request.member, request.offsets)
+            .await;
+        self.apply_commit(&request.sent, answers)
     }
 
     /// The end-of-round commit. When a partition's retry waits for its attempt count to be
@@ -490,7 +502,11 @@ impl<B: BrokerApi> Consumer<B> {
         }
         self.reap().await;
         if self.in_flight.is_none()
-            && let Some((member, offsets, sent)) = self.commit_request()
+            && let Some(CommitRequest {
+                member,
+                offsets,
+                sent,
+            }) = self.commit_request()
         {
             let api = Arc::clone(&self.api);
             let task = tokio::spawn(async move { api.commit_offsets(&member, offsets).await });
@@ -528,14 +544,7 @@ impl<B: BrokerApi> Consumer<B> {
 
     /// What to commit now: every partition's lowest unfinished offset with its retry ledger,
     /// where it differs from what the broker has; `None` when nothing does.
-    #[allow(clippy::type_complexity)]
-    fn commit_request(
-        &mut self,
-    ) -> Option<(
-        GroupMembership,
-        Vec<(TopicPartition, OffsetAndMetadata)>,
-        BTreeMap<TopicPartition, (Offset, String)>,
-    )> {
+    fn commit_request(&mut self) -> Option<CommitRequest> {
         let mut offsets = Vec::new();
         let mut sent = BTreeMap::new();
         for (tp, st) in &mut self.parts {
@@ -564,7 +573,11 @@ impl<B: BrokerApi> Consumer<B> {
         if offsets.is_empty() {
             return None;
         }
-        Some((self.membership(), offsets, sent))
+        Some(CommitRequest {
+            member: self.membership(),
+            offsets,
+            sent,
+        })
     }
 
     /// Applies a commit's answers: what the broker took becomes the partition's committed
