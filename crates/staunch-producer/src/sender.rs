@@ -1007,8 +1007,9 @@ impl<B: BrokerApi> Sender<B> {
             }
             // The stamp reaches the outbox before the batch leaves: after a crash the batch is
             // sent again exactly like this, and the broker recognizes it.
-            if let (Some(journal), Some((identity, base)), Some(offsets)) =
-                (&self.ledger.journal, stamp.sequence, batch.outbox_offsets())
+            if let Some(journal) = &self.ledger.journal
+                && let Some((identity, base)) = stamp.sequence
+                && let Some(offsets) = batch.outbox_offsets()
                 && let Err(error) = journal.stamp(p.tp.partition, identity, base, &offsets)
             {
                 tracing::warn!(partition = %p.tp, %error,
