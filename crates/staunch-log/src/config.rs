@@ -106,6 +106,12 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Largest batch accepted. Default 1 MiB + 12 bytes (Kafka's `message.max.bytes`).
     pub max_batch_bytes: u32,
+    /// Under flush `always` only: how many bytes past the data of the active segment a
+    /// background thread keeps written with zeros (and fsynced). An `fdatasync` of writes into
+    /// written blocks need not commit file-system metadata, which made it about 2x cheaper on
+    /// ext4. Each log holds up to this much disk beyond its data; 0 turns it off (the segment
+    /// then reserves blocks with `fallocate`, as under `os` and `interval`). Default 8 MiB.
+    pub zero_fill_bytes: u64,
 }
 
 /// The defaults, in one place.
@@ -117,6 +123,7 @@ const DEFAULTS: LogConfig = LogConfig {
     retention_bytes: None,
     index_interval_bytes: 4096,
     max_batch_bytes: 1_048_588,
+    zero_fill_bytes: 8 << 20,
 };
 
 impl Default for LogConfig {

@@ -13,20 +13,29 @@ use staunch_log::{Durability, FileLog, FlushPolicy, LogConfig, LogError, LogStor
 use staunch_testkit::log_store_suite::{batch, read_all};
 use staunch_testkit::{CrashMode, FaultyIo};
 
+mod zero_fill;
+
 fn config(flush: FlushPolicy) -> LogConfig {
     LogConfig {
         flush,
         segment_bytes: 2 * 1024,
         max_batch_bytes: 2 * 1024,
         index_interval_bytes: 256,
+        // Off in most tests: the background zero-fill's fsyncs would make fsync counts and
+        // "fail the n-th fsync" depend on timing. The `zero_fill_*` tests turn it on.
+        zero_fill_bytes: 0,
         ..LogConfig::default()
     }
 }
 
 fn open(io: &FaultyIo, flush: FlushPolicy) -> Result<FileLog, LogError> {
+    open_configured(io, config(flush))
+}
+
+fn open_configured(io: &FaultyIo, config: LogConfig) -> Result<FileLog, LogError> {
     FileLog::open_with(
         Arc::new(io.clone()),
-        config(flush),
+        config,
         Arc::new(ManualClock::new(1_000)),
     )
 }
@@ -52,9 +61,15 @@ fn values(log: &dyn LogStore) -> Vec<Record> {
 /// acknowledged before the cut is in the recovered log, byte for byte.
 #[test]
 fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
+    power_loss_during_concurrent_appends(config(FlushPolicy::Always));
+}
+
+/// The appends of [`power_loss_during_concurrent_appends_loses_nothing_acknowledged`] with a
+/// log configured by `config` (flush `always`).
+fn power_loss_during_concurrent_appends(config: LogConfig) {
     for seed in 0..20u64 {
         let io = FaultyIo::new();
-        let log = Arc::new(open(&io, FlushPolicy::Always).unwrap());
+        let log = Arc::new(open_configured(&io, config.clone()).unwrap());
         let acked: Arc<Mutex<Vec<Record>>> = Arc::default();
         let writers: Vec<_> = (0..4u32)
             .map(|t| {
@@ -90,7 +105,7 @@ fn power_loss_during_concurrent_appends_loses_nothing_acknowledged() {
         for w in writers {
             w.join().unwrap();
         }
-        let recovered = open(&image, FlushPolicy::Always).unwrap();
+        let recovered = open_configured(&image, config.clone()).unwrap();
         let found: std::collections::HashMap<_, _> = values(&recovered).into_iter().collect();
         for (offset, value) in &acknowledged {
             assert_eq!(
