@@ -33,6 +33,9 @@ use crate::io::write_all_at;
 
 /// Zeros written (and fsynced) per claim, at most; a quarter of `zero_fill_bytes` if smaller.
 const ZERO_CHUNK: u64 = 2 << 20;
+/// A claim starts at least this far past the data (at most a chunk), so an appender rarely
+/// catches up with a zero-fill in progress and has to wait for it.
+const ZERO_GAP: u64 = 256 << 10;
 /// Bytes per zero write.
 const ZERO_BUFFER: usize = 64 << 10;
 
@@ -143,9 +146,9 @@ impl Inner {
                     zeros.segment = Some(active.base);
                 }
                 let chunk = ZERO_CHUNK.min(self.config.zero_fill_bytes / 4).max(1);
-                // At least a chunk past the data, so appenders do not catch up with the claim
-                // and wait for it; a gap this leaves is written by appends as without zeros.
-                let start = zeros.zeroed.max(active.size + chunk);
+                // A gap this leaves (in a new segment, or when appends outran the zeros) is
+                // written by appends as without zero-filling.
+                let start = zeros.zeroed.max(active.size + ZERO_GAP.min(chunk));
                 let target =
                     (active.size + self.config.zero_fill_bytes).min(self.config.segment_bytes);
                 if !self.zero_fills() || zeros.gave_up || zeros.claim.is_some() || start >= target {
