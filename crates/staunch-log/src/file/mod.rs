@@ -741,6 +741,34 @@ impl Inner {
         }
     }
 
+    /// One fsync round: syncs the closed segments still waiting to be sealed (oldest first)
+    /// and the active segment. Returns the log end and generation it covers, the outcome and
+    /// the file it last synced.
+    fn sync_round(&self) -> (Offset, u64, std::io::Result<()>, String) {
+        // Everything written so far is below `goal`: writes happen under the state lock.
+        let (goal, generation, files) = {
+            let st = self.read_state();
+            let files: Vec<_> = st
+                .unsealed
+                .iter()
+                .map(|base| &st.segments[base])
+                .chain(std::iter::once(st.active()))
+                .map(|segment| (segment.file.clone(), segment.name()))
+                .collect();
+            (st.log_end, st.generation, files)
+        };
+        let mut result = Ok(());
+        let mut name = String::new();
+        for (file, file_name) in files {
+            name = file_name;
+            result = file.sync_data();
+            if result.is_err() {
+                break;
+            }
+        }
+        (goal, generation, result, name)
+    }
+
     /// Blocks until everything below `target` is durable, joining or starting a group sync.
     fn sync_through(&self, target: Offset) -> Result<Offset, LogError> {
         let mut sync = self.lock_sync();
@@ -760,59 +788,54 @@ impl Inner {
             sync.syncing = true;
             drop(sync);
             self.gather_group();
-
-            // Everything written so far is below `goal`: writes happen under the state lock.
-            // Closed segments still waiting to be sealed are synced too, oldest first.
-            let (goal, generation, files) = {
-                let st = self.read_state();
-                let files: Vec<_> = st
-                    .unsealed
-                    .iter()
-                    .map(|base| &st.segments[base])
-                    .chain(std::iter::once(st.active()))
-                    .map(|segment| (segment.file.clone(), segment.name()))
-                    .collect();
-                (st.log_end, st.generation, files)
-            };
-            let mut result = Ok(());
-            let mut name = String::new();
-            for (file, file_name) in files {
-                name = file_name;
-                result = file.sync_data();
-                if result.is_err() {
-                    break;
-                }
-            }
-
-            sync = self.lock_sync();
-            sync.syncing = false;
-            if result.is_ok()
-                && let Some(reason) = self.failure.get()
-            {
-                // Another fsync of this log (the zero-filler's) failed meanwhile: its lost
-                // pages may be ours, so this one's success proves nothing.
-                let reason = reason.clone();
-                drop(sync);
-                self.synced.notify_all();
-                return Err(LogError::Failed { reason });
-            }
-            match result {
-                Ok(()) if sync.generation == generation => {
-                    sync.durable_end = sync.durable_end.max(goal);
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    // Set while still holding the lock: no other thread may start a new fsync
-                    // now, which Linux could report as successful after dropping dirty pages.
-                    let reason = format!("fdatasync of {name} failed: {e}");
-                    let _ = self.failure.set(reason.clone());
+            // A syncer whose own records are durable runs one more round at once if appends
+            // are already waiting for it: the disk goes straight on to their fsync instead of
+            // idling until one of them wakes up and starts it. Just one, so its own caller
+            // waits at most one round longer.
+            let mut extra_round = true;
+            loop {
+                let (goal, generation, result, name) = self.sync_round();
+                let end_now = self.read_state().log_end;
+                sync = self.lock_sync();
+                if result.is_ok()
+                    && let Some(reason) = self.failure.get()
+                {
+                    // Another fsync of this log (the zero-filler's) failed meanwhile: its lost
+                    // pages may be ours, so this one's success proves nothing.
+                    let reason = reason.clone();
+                    sync.syncing = false;
                     drop(sync);
-                    tracing::error!(%reason, "log failed; refusing further appends");
                     self.synced.notify_all();
-                    return Err(LogError::Failed {
-                        reason: self.failure.get().cloned().unwrap_or(reason),
-                    });
+                    return Err(LogError::Failed { reason });
                 }
+                match result {
+                    Ok(()) if sync.generation == generation => {
+                        sync.durable_end = sync.durable_end.max(goal);
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        // Set while still holding the lock: no other thread may start a new
+                        // fsync now, which Linux could report as successful after dropping
+                        // dirty pages.
+                        let reason = format!("fdatasync of {name} failed: {e}");
+                        let _ = self.failure.set(reason.clone());
+                        sync.syncing = false;
+                        drop(sync);
+                        tracing::error!(%reason, "log failed; refusing further appends");
+                        self.synced.notify_all();
+                        return Err(LogError::Failed {
+                            reason: self.failure.get().cloned().unwrap_or(reason),
+                        });
+                    }
+                }
+                if extra_round && end_now > goal && sync.durable_end >= target {
+                    extra_round = false;
+                    drop(sync);
+                    self.synced.notify_all();
+                    continue;
+                }
+                sync.syncing = false;
+                break;
             }
             self.synced.notify_all();
         }
