@@ -63,6 +63,10 @@ pub enum LogError {
     /// The configuration is invalid.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
+    /// The log was truncated while this call waited for records to become durable: they may
+    /// have been cut, so they are not reported durable (the caller must not acknowledge them).
+    #[error("the log was truncated before the records became durable")]
+    Truncated,
     /// The log was closed.
     #[error("log is closed")]
     Closed,

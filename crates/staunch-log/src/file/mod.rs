@@ -347,11 +347,13 @@ fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -> JoinHandl
                 {
                     next_flush = Some(Instant::now() + every);
                     let target = log.read_state().log_end;
-                    if log.durable_end() < target
-                        && let Err(e) = log.sync_through(target)
-                    {
-                        tracing::error!(error = %e, "interval flush failed; log refuses appends");
-                        return;
+                    match log.sync_through(target) {
+                        // Cut meanwhile: the next interval syncs whatever is there then.
+                        Ok(_) | Err(LogError::Truncated) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "interval flush failed; log refuses appends");
+                            return;
+                        }
                     }
                 }
             }
@@ -770,8 +772,11 @@ impl Inner {
     }
 
     /// Blocks until everything below `target` is durable, joining or starting a group sync.
+    /// Fails with [`LogError::Truncated`] if a truncation happens first: the offsets below
+    /// `target` may then hold other records, or none, so they can never be confirmed.
     fn sync_through(&self, target: Offset) -> Result<Offset, LogError> {
         let mut sync = self.lock_sync();
+        let generation = sync.generation;
         loop {
             if let Some(reason) = self.failure.get() {
                 return Err(LogError::Failed {
@@ -780,6 +785,9 @@ impl Inner {
             }
             if sync.durable_end >= target {
                 return Ok(sync.durable_end);
+            }
+            if sync.generation != generation {
+                return Err(LogError::Truncated);
             }
             if sync.syncing {
                 sync = self.synced.wait(sync).unwrap_or_else(|p| p.into_inner());
@@ -827,6 +835,14 @@ impl Inner {
                             reason: self.failure.get().cloned().unwrap_or(reason),
                         });
                     }
+                }
+                if goal < target {
+                    // The log end was below `target` when this round started: a truncation cut
+                    // those records (nothing else lowers it), so no sync can ever reach it.
+                    sync.syncing = false;
+                    drop(sync);
+                    self.synced.notify_all();
+                    return Err(LogError::Truncated);
                 }
                 if extra_round && end_now > goal && sync.durable_end >= target {
                     extra_round = false;
@@ -1351,7 +1367,10 @@ impl FileLog {
     /// The second half of [`LogStore::append`]: blocks until everything below `end` is as
     /// durable as the flush policy promises (on disk under `always`, joining or starting a group
     /// fsync; the page cache otherwise) and returns that durability. Fails if the log has
-    /// failed (an fsync or write error): the records must then not be acknowledged.
+    /// failed (an fsync or write error): the records must then not be acknowledged. Fails with
+    /// [`LogError::Truncated`] if a truncation cut the log below `end` first (or happened while
+    /// waiting). A truncation *and* new writes past `end` between `write` and this call cannot
+    /// be told apart from the original records: do not truncate records still being waited for.
     pub fn wait_durable(&self, end: Offset) -> Result<Durability, LogError> {
         self.inner.wait_durable(end)
     }

@@ -748,3 +748,28 @@ fn pipelined_writes_are_durable_only_after_the_wait() {
     assert!(matches!(err, Err(LogError::Failed { .. })), "got {err:?}");
     assert!(recovered.write(&mut batch(61, 1, 1_000), 0).is_err());
 }
+
+/// A wait for records that a truncation cut fails with `Truncated` instead of syncing forever
+/// toward an end the log no longer reaches; so does the interval flusher's, which then goes on.
+#[test]
+fn waiting_for_truncated_records_fails_instead_of_hanging() {
+    let io = FaultyIo::new();
+    let log = Arc::new(open(&io, FlushPolicy::Always).unwrap());
+    log.append(&mut batch(0, 2, 1_000), 0).unwrap();
+    let info = log.write(&mut batch(1, 3, 1_000), 0).unwrap();
+    assert_eq!(log.truncate_to(2).unwrap(), 2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let log = log.clone();
+        std::thread::spawn(move || tx.send(log.wait_durable(info.last_offset + 1)))
+    };
+    let result = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("wait_durable for truncated records hung");
+    waiter.join().unwrap().unwrap();
+    assert!(matches!(result, Err(LogError::Truncated)), "got {result:?}");
+    // The log itself is fine: appends go on at the cut.
+    let next = log.append(&mut batch(2, 1, 1_000), 0).unwrap();
+    assert_eq!(next.base_offset, 2);
+    assert_eq!(next.durability, Durability::OnDisk);
+}
