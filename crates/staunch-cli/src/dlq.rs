@@ -396,6 +396,7 @@ fn print_report(args: &RedriveArgs, report: &RedriveReport) {
             "dry_run": report.dry_run,
             "matched": report.matched,
             "redriven": report.redriven,
+            "redriven_to": report.redriven_to,
             "skipped_by_filter": report.skipped_by_filter,
             "already_redriven": report.already_redriven,
             "no_destination": report.no_destination,
@@ -414,6 +415,9 @@ fn print_report(args: &RedriveArgs, report: &RedriveReport) {
     ]);
     if !report.dry_run {
         table.row(["redriven".to_owned(), report.redriven.to_string()]);
+        for (topic, n) in &report.redriven_to {
+            table.row([format!("  to {topic}"), n.to_string()]);
+        }
     }
     table.row([
         "skipped by filter".to_owned(),

@@ -166,6 +166,11 @@ fn dlq_list_show_and_redrive_against_staunch_serve() {
         &["dlq", "redrive", "orders.DLT", "--key", "k2", "--json"],
     );
     assert_eq!(by_key["redriven"], 1, "{by_key}");
+    assert_eq!(
+        by_key["redriven_to"],
+        serde_json::json!({ "orders": 1 }),
+        "replayed to the original topic: {by_key}"
+    );
     let (out, err) = ok(
         &staunch,
         work,
@@ -173,6 +178,11 @@ fn dlq_list_show_and_redrive_against_staunch_serve() {
     );
     let rest: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rest["redriven"], 2, "{rest}");
+    assert_eq!(
+        rest["redriven_to"],
+        serde_json::json!({ "orders": 2 }),
+        "{rest}"
+    );
     assert_eq!(rest["already_redriven"], 1);
     assert!(
         err.contains("orders.DLT: read"),
