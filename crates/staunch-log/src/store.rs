@@ -82,7 +82,9 @@ pub trait LogStore: Send + Sync + Debug {
     /// size limit), assigns them the next offsets and stamps `leader_epoch` — both rewritten in
     /// place in `batches`, outside the CRC — then stores the bytes unchanged.
     ///
-    /// On error nothing of this call is stored and no offset is used.
+    /// On error nothing of this call is stored and no offset is used. A truncation running at
+    /// the same time may cut the records before they are durable: the append then fails with
+    /// [`LogError::Truncated`] and must not be acknowledged.
     fn append(&self, batches: &mut [u8], leader_epoch: LeaderEpoch)
     -> Result<AppendInfo, LogError>;
 
@@ -113,7 +115,8 @@ pub trait LogStore: Send + Sync + Debug {
     /// follower back to where it agrees with the leader.
     fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError>;
 
-    /// Makes everything appended so far durable; returns the new durable end.
+    /// Makes everything appended so far durable; returns the new durable end. Fails with
+    /// [`LogError::Truncated`] if a truncation at the same time cut below that end first.
     fn flush(&self) -> Result<Offset, LogError>;
 
     /// Deletes whole closed segments past the retention limits (total size, and age: the time

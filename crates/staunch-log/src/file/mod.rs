@@ -73,7 +73,8 @@ pub struct Recovery {
     pub truncation_reason: Option<String>,
 }
 
-/// One partition's durable log in a directory. See the [module docs](self).
+/// One partition's durable log in a directory of segment files: layout, group commit, zero-filling
+/// and crash recovery are described in `docs/design.md`.
 pub struct FileLog {
     inner: Arc<Inner>,
     background: Mutex<Option<JoinHandle<()>>>,

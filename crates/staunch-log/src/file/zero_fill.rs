@@ -65,6 +65,14 @@ impl ZeroFill {
             gave_up: false,
         }
     }
+
+    /// Starts over if these facts are about another segment than the one at `base`.
+    fn about(&mut self, base: Offset) {
+        if self.segment != Some(base) {
+            *self = ZeroFill::fresh();
+            self.segment = Some(base);
+        }
+    }
 }
 
 impl Inner {
@@ -80,8 +88,8 @@ impl Inner {
     /// Called by an appender holding the state lock before it writes `position..needed` of the
     /// active segment: waits while that range is being zero-filled, refreshes the segment's
     /// `allocated` (its known zero end) and asks the background thread for more zeros when they
-    /// run low. Cheap unless the write comes within half of [`zero_fill_bytes`](crate::LogConfig::zero_fill_bytes) of
-    /// the zeros' end.
+    /// run low. Cheap (no lock) unless the write comes within half of `zero_fill_bytes` of the
+    /// zeros' end.
     pub(super) fn before_zero_filled_write(&self, st: &mut State, position: u64, needed: u64) {
         let low_water = self.config.zero_fill_bytes / 2;
         if !self.zero_fills() || needed + low_water <= st.active().allocated {
@@ -89,10 +97,7 @@ impl Inner {
         }
         let active = st.active_mut();
         let mut zeros = self.lock_zero_fill();
-        if zeros.segment != Some(active.base) {
-            *zeros = ZeroFill::fresh();
-            zeros.segment = Some(active.base);
-        }
+        zeros.about(active.base);
         while zeros
             .claim
             .as_ref()
@@ -129,9 +134,9 @@ impl Inner {
         *zeros = ZeroFill::fresh();
     }
 
-    /// Background work: zero-fills the active segment until [`zero_fill_bytes`](crate::LogConfig::zero_fill_bytes) past
-    /// its data are zeros (or the segment's maximum size is reached). Fails only if an fsync failed,
-    /// which has poisoned the log.
+    /// Background work: zero-fills the active segment until `zero_fill_bytes` past its data are
+    /// zeros (or the segment's maximum size is reached). Fails only if an fsync failed, which
+    /// has poisoned the log.
     pub(super) fn zero_fill_ahead(&self, buffer: &[u8]) -> Result<(), LogError> {
         loop {
             let (segment, file, name, range) = {
@@ -141,10 +146,7 @@ impl Inner {
                 }
                 let active = st.active();
                 let mut zeros = self.lock_zero_fill();
-                if zeros.segment != Some(active.base) {
-                    *zeros = ZeroFill::fresh();
-                    zeros.segment = Some(active.base);
-                }
+                zeros.about(active.base);
                 let chunk = ZERO_CHUNK.min(self.config.zero_fill_bytes / 4).max(1);
                 // A gap this leaves (in a new segment, or when appends outran the zeros) is
                 // written by appends as without zero-filling.
