@@ -803,8 +803,9 @@ impl Inner {
             // waits at most one round longer.
             let mut extra_round = true;
             loop {
-                let (goal, generation, result, name) = self.sync_round();
-                let end_now = self.read_state().log_end;
+                let (goal, round_generation, result, name) = self.sync_round();
+                // Read before taking the sync lock (the state lock comes first).
+                let more_waiting = extra_round && self.read_state().log_end > goal;
                 sync = self.lock_sync();
                 if result.is_ok()
                     && let Some(reason) = self.failure.get()
@@ -812,13 +813,11 @@ impl Inner {
                     // Another fsync of this log (the zero-filler's) failed meanwhile: its lost
                     // pages may be ours, so this one's success proves nothing.
                     let reason = reason.clone();
-                    sync.syncing = false;
-                    drop(sync);
-                    self.synced.notify_all();
+                    self.release_syncer(sync);
                     return Err(LogError::Failed { reason });
                 }
                 match result {
-                    Ok(()) if sync.generation == generation => {
+                    Ok(()) if sync.generation == round_generation => {
                         sync.durable_end = sync.durable_end.max(goal);
                     }
                     Ok(()) => {}
@@ -828,10 +827,8 @@ impl Inner {
                         // dirty pages.
                         let reason = format!("fdatasync of {name} failed: {e}");
                         let _ = self.failure.set(reason.clone());
-                        sync.syncing = false;
-                        drop(sync);
+                        self.release_syncer(sync);
                         tracing::error!(%reason, "log failed; refusing further appends");
-                        self.synced.notify_all();
                         return Err(LogError::Failed {
                             reason: self.failure.get().cloned().unwrap_or(reason),
                         });
@@ -840,22 +837,28 @@ impl Inner {
                 if goal < target {
                     // The log end was below `target` when this round started: a truncation cut
                     // those records (nothing else lowers it), so no sync can ever reach it.
-                    sync.syncing = false;
-                    drop(sync);
-                    self.synced.notify_all();
+                    self.release_syncer(sync);
                     return Err(LogError::Truncated);
                 }
-                if extra_round && end_now > goal && sync.durable_end >= target {
+                if more_waiting && sync.durable_end >= target {
                     extra_round = false;
                     drop(sync);
                     self.synced.notify_all();
                     continue;
                 }
-                sync.syncing = false;
+                self.release_syncer(sync);
                 break;
             }
-            self.synced.notify_all();
+            sync = self.lock_sync();
         }
+    }
+
+    /// Ends this thread's turn as the syncer and wakes every waiter, so one of them may start
+    /// the next round.
+    fn release_syncer(&self, mut sync: std::sync::MutexGuard<'_, SyncState>) {
+        sync.syncing = false;
+        drop(sync);
+        self.synced.notify_all();
     }
 
     /// Closes the active segment and starts a new one at the log end. Under `always` the closed
