@@ -277,7 +277,14 @@ impl Partition {
             if kept == 0 {
                 break;
             }
-            out.extend_from_slice(&read.bytes[..kept]);
+            if out.is_empty() {
+                // The common case, one read: its buffer is the answer (no copy).
+                let mut first = read.bytes;
+                first.truncate(kept);
+                out = first;
+            } else {
+                out.extend_from_slice(&read.bytes[..kept]);
+            }
         }
         Ok(Fetched {
             records: bytes::Bytes::from(out),

@@ -32,6 +32,12 @@
 //! round hands them out from memory instead of fetching them again (a seek elsewhere drops
 //! them). Commits are unaffected: the round still ends with one, waited for whenever a
 //! retry's attempt count is in it, so that count is committed before the retry.
+//!
+//! A round that fetched records sends the next fetch ahead before handing them out (Kafka's
+//! consumer does the same): the broker reads the next records of each partition that had
+//! some while the handler works. The next round uses that read-ahead only for a partition it
+//! wants from the same offset; after a failure, a seek, a pause or a rebalance it fetches
+//! afresh. Reading ahead never commits anything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +58,7 @@ use crate::ledger::{RetryEntry, RetryLedger};
 use crate::metrics::{Counters, Metrics};
 use crate::ordered::{ParkKey, ParkingLot};
 use crate::policy::FailurePolicy;
+use crate::prefetch::{self, FetchAnswers, Prefetch};
 
 /// A partition stopped because forwarding one of its records keeps failing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +232,8 @@ pub struct Consumer<B: BrokerApi> {
     /// A record failed this round (retried, forwarded or dead-lettered): the round's commit
     /// is waited for, as a failure path always did.
     failed_this_round: bool,
+    /// The next round's fetch, sent ahead ([`crate::prefetch`]).
+    prefetch: Option<Prefetch>,
 }
 
 /// What one commit sends: offsets with their metadata, for the current membership.
@@ -292,6 +301,7 @@ impl<B: BrokerApi> Consumer<B> {
             in_flight: None,
             commit_error: None,
             failed_this_round: false,
+            prefetch: None,
         })
     }
 
@@ -402,6 +412,7 @@ impl<B: BrokerApi> Consumer<B> {
         self.commit().await?;
         self.mode = Mode::Manual;
         self.parts.clear();
+        self.prefetch = None;
         for tp in &partitions {
             self.parts
                 .insert(tp.clone(), PartitionState::new(self.config.ordered));
@@ -643,6 +654,8 @@ impl<B: BrokerApi> Consumer<B> {
             }
             self.parts.clear();
         }
+        // A new assignment starts from committed offsets: nothing read ahead is used.
+        self.prefetch = None;
         let settings = self.group_settings();
         let api = Arc::clone(&self.api);
         let Mode::Group(g) = &mut self.mode else {
@@ -807,23 +820,8 @@ impl<B: BrokerApi> Consumer<B> {
         for tp in &kept {
             self.process_kept(tp, handler, &mut budget).await;
         }
-        let answers = if fetchable.is_empty() {
-            Vec::new()
-        } else {
-            self.api
-                .fetch(FetchCall {
-                    // Records were handled already: answer with what is there now.
-                    max_wait: if kept.is_empty() {
-                        self.config.fetch_max_wait
-                    } else {
-                        Duration::ZERO
-                    },
-                    min_bytes: 1,
-                    max_bytes: self.config.fetch_max_bytes,
-                    partitions: fetchable,
-                })
-                .await
-        };
+        // Records were handled already: answer with what is there now.
+        let answers = self.fetch_round(fetchable, kept.is_empty()).await;
         let mut error = None;
         for (tp, answer) in answers {
             match answer {
@@ -849,6 +847,70 @@ impl<B: BrokerApi> Consumer<B> {
             Some(e) => Err(e),
             None => committed,
         }
+    }
+
+    /// This round's fetch of `wanted`: the records the read-ahead sent last round has for it
+    /// (same partition, same offset), and a fresh fetch of the rest — which waits up to
+    /// `fetch_max_wait` for data only if `may_wait` and the read-ahead brought nothing. Then
+    /// sends the next read-ahead, for each partition that answered with records here, from
+    /// where it will be once they are handled, so the broker reads them while the handler
+    /// works. The read-ahead never waits for data (a partition without any is fetched afresh
+    /// next round, waiting as usual). Nothing wanted: the read-ahead is kept for a later round.
+    async fn fetch_round(&mut self, wanted: Vec<FetchPosition>, may_wait: bool) -> FetchAnswers {
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let mut answers = match self.prefetch.take() {
+            Some(prefetch) if wanted.iter().any(|w| prefetch.covers(w)) => {
+                prefetch.answers_for(&wanted).await
+            }
+            // Dropping a read-ahead that covers nothing wanted drops its fetch.
+            _ => Vec::new(),
+        };
+        let rest: Vec<FetchPosition> = wanted
+            .iter()
+            .filter(|w| !answers.iter().any(|(tp, _)| *tp == w.partition))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            let max_wait = if may_wait && answers.is_empty() {
+                self.config.fetch_max_wait
+            } else {
+                Duration::ZERO
+            };
+            answers.extend(
+                self.api
+                    .fetch(FetchCall {
+                        max_wait,
+                        min_bytes: 1,
+                        max_bytes: self.config.fetch_max_bytes,
+                        partitions: rest,
+                    })
+                    .await,
+            );
+        }
+        let ahead: Vec<FetchPosition> = answers
+            .iter()
+            .filter_map(|(tp, answer)| {
+                let fetched = answer.as_ref().ok().filter(|f| !f.records.is_empty())?;
+                let from = wanted.iter().find(|w| w.partition == *tp)?.offset;
+                Some(FetchPosition {
+                    partition: tp.clone(),
+                    offset: prefetch::next_offset(from, fetched),
+                    max_bytes: self.config.partition_max_bytes,
+                })
+            })
+            .collect();
+        if !ahead.is_empty() {
+            let call = FetchCall {
+                max_wait: Duration::ZERO,
+                min_bytes: 1,
+                max_bytes: self.config.fetch_max_bytes,
+                partitions: ahead,
+            };
+            self.prefetch = Some(Prefetch::start(&self.api, call));
+        }
+        answers
     }
 
     fn next_wake(&self) -> Option<i64> {

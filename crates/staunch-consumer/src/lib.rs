@@ -63,6 +63,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod ordered;
 pub mod policy;
+mod prefetch;
 pub mod redrive;
 
 pub use assignor::Assignor;

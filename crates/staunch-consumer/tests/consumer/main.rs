@@ -607,3 +607,39 @@ async fn max_poll_records_caps_each_poll_and_commits_only_what_was_handled() {
     assert_eq!(all, expected, "every record handled exactly once");
     consumer.close().await.unwrap();
 }
+
+/// The next fetch is sent ahead while a round's records are handled; a seek back must not
+/// hand out that read-ahead (it starts where the seek left), but fetch from the new position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_drops_the_read_ahead() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "ahead", 1).await;
+    let tp = TopicPartition::new("ahead", 0);
+    for batch in [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]] {
+        let records: Vec<(&str, &str)> = batch.iter().map(|v| ("k", *v)).collect();
+        produce(b.as_ref(), &tp, &records).await;
+    }
+    let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let s = seen.clone();
+    let handler = handler_fn(move |r| {
+        s.lock().unwrap().push(r.offset);
+        async { Ok(()) }
+    });
+    let mut config = ConsumerConfig::new("g-ahead");
+    config.fetch_max_wait = Duration::from_millis(20);
+    // One batch per fetch (a fetch always returns at least one whole batch).
+    config.partition_max_bytes = 1;
+    config.fetch_max_bytes = 1;
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    consumer.poll(&handler).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+    // The read-ahead of offsets 3..6 is out now; go back instead.
+    consumer.seek(&tp, 1);
+    consumer.poll(&handler).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 1, 2]);
+    consumer.poll(&handler).await.unwrap();
+    consumer.poll(&handler).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8]);
+    consumer.close().await.unwrap();
+}
