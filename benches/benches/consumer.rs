@@ -184,8 +184,8 @@ async fn plain_fetch(broker: &Broker, commit_group: Option<&str>) -> Duration {
     elapsed
 }
 
-/// Reads the whole topic with a `Consumer` of a fresh group under `failure`; returns the wall
-/// time (consumer creation included, close excluded).
+/// Reads the whole topic with a `Consumer` of a fresh group under `failure` and commits;
+/// returns the wall time (consumer creation and the last commit included, close excluded).
 async fn consume(
     broker: &Arc<Broker>,
     group: &str,
@@ -232,6 +232,8 @@ async fn consume(
     while consumer.metrics().total.processed < RECORDS {
         consumer.poll(&handler).await.expect("poll");
     }
+    // Everything handled is committed, and every forward acknowledged.
+    consumer.commit().await.expect("commit");
     let elapsed = start.elapsed();
     let metrics = consumer.metrics();
     consumer.close().await.expect("close");

@@ -12,18 +12,33 @@
 //! of the poll that applies it. At most one commit is in flight: a later one is sent only
 //! after the previous one was answered, so they never overtake each other. Everything that
 //! needs offsets durable waits for them: [`Consumer::commit`], [`Consumer::close`],
-//! [`Consumer::assign`], a rebalance, a round in which a record failed (its retry, forward or
-//! dead letter), and a blocking retry (below). A crash therefore costs at
-//! most the records of the last poll or two being delivered again; nothing is ever committed
-//! before it was processed. A consumer dropped without [`Consumer::close`] lets a commit in
-//! flight finish in the background.
+//! [`Consumer::assign`], a rebalance, and a retry in place (below). A crash therefore costs
+//! at most the records of the last poll or two being delivered again; nothing is ever
+//! committed before it was processed. A consumer dropped without [`Consumer::close`] lets a
+//! commit in flight finish in the background.
 //!
-//! A failing record that will be retried in place is committed *as the next offset to read*, with its attempt count in the
-//! metadata ([`crate::ledger`]), before it is delivered again: while that commit fails, the
-//! partition is not fetched (and, in ordered mode, its parked keys are not retried), so a
-//! consumer killed at any moment resumes the count after the last failure it delivered
-//! again. Only a delivery that was still running, or whose failure was not yet committed,
-//! when the process died is delivered again under the same attempt number.
+//! A failing record that will be retried in place is committed *as the next offset to read*,
+//! with its attempt count in the metadata ([`crate::ledger`]), before it is delivered again:
+//! while that commit fails, the partition is not fetched (and, in ordered mode, its parked
+//! keys are not retried), so a consumer killed at any moment resumes the count after the last
+//! failure it delivered again. Only a delivery that was still running, or whose failure was
+//! not yet committed, when the process died is delivered again under the same attempt
+//! number.
+//!
+//! # Forwards
+//! A record forwarded to a retry or dead-letter topic (outside ordered mode) is sent without
+//! waiting, and the partition goes on with the next record at once — as spring's retry
+//! topics let the next record through — with at most 64 per
+//! partition in flight. Sending takes the record's place in the destination partition, so
+//! forwards of a partition land in order. Until the broker acknowledged a forward, nothing
+//! at or after its record is committed; its answer is applied by a later round, and
+//! [`Consumer::commit`] (so also `close`, `assign` and a rebalance) waits for all of them
+//! first. A forward that fails stops the partition — nothing more is fetched, and the
+//! committed offset stays below the record — until a retry of it succeeds
+//! ([`Consumer::stalled`]); records of the same fetch after it may have been handled
+//! meanwhile, and are committed once it is through. The counters count a forward when it is
+//! acknowledged. In ordered mode the record's key waits for its forward, so that is written
+//! and waited for in place.
 //!
 //! # What is fetched
 //! A poll fetches each ready partition from its position. When handing out a fetch's records
@@ -39,7 +54,7 @@
 //! wants from the same offset; after a failure, a seek, a pause or a rebalance it fetches
 //! afresh. Reading ahead never commits anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,7 +65,7 @@ use tracing::Instrument;
 use crate::config::{ConsumerConfig, ConsumerEvents, NoEvents, OffsetReset};
 use crate::decode::{attempt_of, decode, due_of, origin};
 use crate::error::ConsumerError;
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, SentForward};
 use crate::group::{GroupSession, GroupSettings};
 use crate::handler::{BatchFailure, BatchHandler, ConsumerRecord, Handler, HandlerError};
 use crate::headers::{ErrorKind, ForwardFacts};
@@ -93,6 +108,16 @@ struct PendingForward {
     last_error: Option<ApiError>,
 }
 
+/// A forward sent without waiting ([`Consumer::send_forward`]).
+#[derive(Debug)]
+struct InFlightForward {
+    pending: PendingForward,
+    sent: SentForward,
+}
+
+/// At most this many forwards of one partition are in flight; the next waits for the oldest.
+const MAX_FORWARDS_IN_FLIGHT: usize = 64;
+
 #[derive(Debug)]
 struct PartitionState {
     position: Option<Offset>,
@@ -101,6 +126,9 @@ struct PartitionState {
     user_paused: bool,
     wait_until_ms: i64,
     pending: Option<PendingForward>,
+    /// Forwards sent and not yet acknowledged, oldest first: the partition reads on, but
+    /// nothing at or after the oldest is committed.
+    sending: VecDeque<InFlightForward>,
     lot: Option<ParkingLot>,
     /// The partition's end as last seen: the high watermark of its last fetch, or past this
     /// consumer's latest forward to it.
@@ -119,6 +147,7 @@ impl PartitionState {
             user_paused: false,
             wait_until_ms: 0,
             pending: None,
+            sending: VecDeque::new(),
             lot: ordered.map(ParkingLot::new),
             end: None,
             kept: Vec::new(),
@@ -165,16 +194,32 @@ impl PartitionState {
         if self.pending.is_some() && !pending_counted {
             n += 1;
         }
+        n += self
+            .sending
+            .iter()
+            .filter(|f| self.ledger.get(f.pending.record.offset).is_none())
+            .count();
         n as u64
     }
 
-    /// The offset to commit: the lowest not finished.
+    /// The offset to commit: the lowest not finished — below the position, a parked record
+    /// (ordered mode) or a record whose forward is not acknowledged yet.
     fn commit_offset(&self) -> Option<Offset> {
         let position = self.position?;
-        Some(match self.lot.as_ref().and_then(ParkingLot::lowest) {
-            Some(low) => low.min(position),
-            None => position,
-        })
+        let parked = self.lot.as_ref().and_then(ParkingLot::lowest);
+        let forwarding = self
+            .pending
+            .iter()
+            .map(|p| &p.record)
+            .chain(self.sending.iter().map(|f| &f.pending.record))
+            .map(|r| r.offset)
+            .min();
+        Some(
+            [parked, forwarding]
+                .into_iter()
+                .flatten()
+                .fold(position, Offset::min),
+        )
     }
 
     /// Whether a record is being retried in place and the broker does not have the ledger
@@ -229,9 +274,6 @@ pub struct Consumer<B: BrokerApi> {
     in_flight: Option<InFlight>,
     /// A commit failure not yet reported by a poll.
     commit_error: Option<ConsumerError>,
-    /// A record failed this round (retried, forwarded or dead-lettered): the round's commit
-    /// is waited for, as a failure path always did.
-    failed_this_round: bool,
     /// The next round's fetch, sent ahead ([`crate::prefetch`]).
     prefetch: Option<Prefetch>,
 }
@@ -300,7 +342,6 @@ impl<B: BrokerApi> Consumer<B> {
             rng: fastrand::Rng::new(),
             in_flight: None,
             commit_error: None,
-            failed_this_round: false,
             prefetch: None,
         })
     }
@@ -464,7 +505,8 @@ impl<B: BrokerApi> Consumer<B> {
 
     /// Commits every partition's lowest unfinished offset with its retry ledger, where it
     /// changed, and waits until the broker has them (first waiting for a commit a poll left in
-    /// flight, so commits never overtake each other). Fails with the first broker error (the
+    /// flight, so commits never overtake each other, and for the forwards in flight, so the
+    /// records they carry count as finished once acknowledged). Fails with the first broker error (the
     /// rest are still tried); an earlier failed commit that this one supersedes is not
     /// reported again.
     pub async fn commit(&mut self) -> Result<(), ConsumerError> {
@@ -479,6 +521,8 @@ impl<B: BrokerApi> Consumer<B> {
         if let Err(e) = self.settle().await {
             self.commit_error.get_or_insert(e);
         }
+        // What the forwards in flight let through is committed too.
+        self.reap_all_forwards(0).await;
         let Some(request) = self.commit_request() else {
             return Ok(());
         };
@@ -490,19 +534,16 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     /// The end-of-round commit. When a partition's retry waits for its attempt count to be
-    /// committed, or a record failed this round (its retry, forward or dead letter is then
-    /// committed before the poll returns, as before), this waits for the commit like
-    /// [`Consumer::commit`]; otherwise it sends the
+    /// committed, this waits for the commit like [`Consumer::commit`]; otherwise it sends the
     /// commit and returns at once (Kafka's `commitAsync`), and the next round applies the
     /// answer. At most one commit is in flight: while the previous one is unanswered no new
     /// one is sent (a later round, or any waiting commit, covers what this one would have).
     /// Reports a commit that failed since the last report.
     async fn commit_round(&mut self) -> Result<(), ConsumerError> {
-        if std::mem::take(&mut self.failed_this_round)
-            || self
-                .parts
-                .values()
-                .any(PartitionState::retry_count_uncommitted)
+        if self
+            .parts
+            .values()
+            .any(PartitionState::retry_count_uncommitted)
         {
             let result = self.commit_sync().await;
             let earlier = self.commit_error.take();
@@ -781,6 +822,7 @@ impl<B: BrokerApi> Consumer<B> {
     async fn poll_round<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
         // A commit answered since the last round: apply it (a group error asks for a rejoin).
         self.reap().await;
+        self.reap_all_forwards(usize::MAX).await;
         self.rebalance_if_needed().await?;
         self.init_positions().await?;
         self.retry_pending_forwards().await;
@@ -1034,8 +1076,11 @@ impl<B: BrokerApi> Consumer<B> {
             later = records.split_off(i);
         }
         let max = self.config.max_batch_records.max(1);
-        let mut stopped = None;
-        for (n, chunk) in records.chunks(max).enumerate() {
+        // Handed out up to here; a record that fails and is forwarded (sent without waiting)
+        // is passed, and the rest go on in the same round; one retried in place stops it.
+        let mut at = 0;
+        while at < records.len() {
+            let chunk = &records[at..records.len().min(at + max)];
             match handler.handle_batch(chunk).await {
                 Ok(()) => {
                     for r in chunk {
@@ -1044,6 +1089,7 @@ impl<B: BrokerApi> Consumer<B> {
                     st.position = chunk.last().map(|r| r.offset + 1);
                     let n = chunk.len() as u64;
                     self.count(&tp.topic, |c| c.processed += n);
+                    at += chunk.len();
                 }
                 Err(failure) => {
                     let index = failure.index.min(chunk.len() - 1);
@@ -1052,20 +1098,21 @@ impl<B: BrokerApi> Consumer<B> {
                     }
                     self.count(&tp.topic, |c| c.processed += index as u64);
                     let failed = chunk[index].clone();
-                    st.position = Some(failed.offset);
-                    stopped = Some(n * max + index);
+                    let offset = failed.offset;
+                    st.position = Some(offset);
+                    at += index;
                     self.fail(tp, st, failed, failure.error, None).await;
-                    break;
+                    if st.pending.is_some() || st.position != Some(offset + 1) {
+                        break;
+                    }
+                    at += 1;
                 }
             }
         }
-        if let Some(at) = stopped {
-            records.drain(..at);
-            records.append(&mut later);
-            later = records;
-        }
-        later.append(&mut over_budget);
-        st.kept = later;
+        records.drain(..at);
+        records.append(&mut later);
+        records.append(&mut over_budget);
+        st.kept = records;
     }
 
     /// The failure path of one record whose position is already set to it (or past it in
@@ -1078,7 +1125,6 @@ impl<B: BrokerApi> Consumer<B> {
         error: HandlerError,
         ordered_key: Option<ParkKey>,
     ) {
-        self.failed_this_round = true;
         let now = now_ms();
         let retriable = self.config.classifier.is_retriable(&error);
         let previous = origin(&record);
@@ -1172,7 +1218,7 @@ impl<B: BrokerApi> Consumer<B> {
                         next_try_ms: now,
                         last_error: None,
                     };
-                    self.try_forward(tp, st, pending).await;
+                    self.start_forward(tp, st, pending).await;
                     return;
                 }
             }
@@ -1191,16 +1237,32 @@ impl<B: BrokerApi> Consumer<B> {
             next_try_ms: now,
             last_error: None,
         };
-        self.try_forward(tp, st, pending).await;
+        self.start_forward(tp, st, pending).await;
     }
 
-    /// Writes a forward; on success lets the partition move past the record, on failure keeps
-    /// it pending (the partition stays stopped) and reports it.
+    /// A record's forward: sent without waiting when the partition moves on past it,
+    /// written and waited for in ordered mode (where the record's key waits for it).
+    async fn start_forward(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        pending: PendingForward,
+    ) {
+        match pending.after {
+            AfterForward::Advance => self.send_forward(tp, st, pending).await,
+            AfterForward::OrderedHead(_) => {
+                self.try_forward(tp, st, pending).await;
+            }
+        }
+    }
+
+    /// Writes a forward and waits for it; on success lets the partition move past the record,
+    /// on failure keeps it pending (the partition stays stopped) and reports it.
     async fn try_forward(
         &mut self,
         tp: &TopicPartition,
         st: &mut PartitionState,
-        mut pending: PendingForward,
+        pending: PendingForward,
     ) -> Option<ParkKey> {
         let result = self
             .forwarder
@@ -1212,86 +1274,172 @@ impl<B: BrokerApi> Consumer<B> {
             )
             .await;
         match result {
-            Ok((dest, offset)) => {
-                self.failed_this_round = true;
-                let facts = &pending.facts;
-                if pending.dead_letter {
-                    self.count(&tp.topic, |c| c.dead_lettered += 1);
-                    tracing::warn!(
-                        group = %self.config.group_id,
-                        topic = %tp.topic,
-                        partition = tp.partition,
-                        offset = pending.record.offset,
-                        attempt = facts.attempts,
-                        destination = %dest,
-                        error_kind = facts.error_kind.as_str(),
-                        error_type = %facts.error_type,
-                        error = %facts.error_message,
-                        "dead-lettered"
-                    );
-                } else {
-                    self.count(&tp.topic, |c| {
-                        c.retried += 1;
-                        c.forwarded_to_retry += 1;
-                    });
-                    tracing::info!(
-                        group = %self.config.group_id,
-                        topic = %tp.topic,
-                        partition = tp.partition,
-                        offset = pending.record.offset,
-                        attempt = facts.attempts,
-                        destination = %dest,
-                        due_ms = facts.due_ms,
-                        error_type = %facts.error_type,
-                        error = %facts.error_message,
-                        "forwarded to a retry topic"
-                    );
-                }
-                if dest == *tp {
-                    st.saw_end(offset + 1);
-                } else if let Some(d) = self.parts.get_mut(&dest) {
-                    d.saw_end(offset + 1);
-                }
-                self.events
-                    .on_forwarded(&pending.record, &dest, pending.dead_letter);
-                st.ledger.remove(pending.record.offset);
-                match pending.after {
-                    AfterForward::Advance => {
-                        if st.position.is_none_or(|p| p <= pending.record.offset) {
-                            st.position = Some(pending.record.offset + 1);
-                        }
-                        None
-                    }
-                    AfterForward::OrderedHead(key) => {
-                        if let Some(lot) = st.lot.as_mut()
-                            && lot.head(&key).map(|r| r.offset) == Some(pending.record.offset)
-                        {
-                            lot.pop(&key);
-                        }
-                        Some(key)
-                    }
-                }
-            }
+            Ok((dest, offset)) => self.forwarded(tp, st, pending, &dest, offset),
             Err(e) => {
-                self.count(&tp.topic, |c| c.forward_failures += 1);
-                pending.failures = pending.failures.saturating_add(1);
-                let delay = self
-                    .config
-                    .forward_backoff
-                    .delay(pending.failures, Duration::ZERO)
-                    .unwrap_or(Duration::from_secs(1));
-                pending.next_try_ms = now_ms().saturating_add(ms(delay));
-                tracing::warn!(partition = %tp, offset = pending.record.offset, destination = %pending.topic, error = %e, "forward failed; partition stopped until it succeeds");
-                self.events
-                    .on_forward_failed(tp, pending.record.offset, &pending.topic, &e);
-                pending.last_error = Some(e);
-                if let AfterForward::Advance = pending.after {
-                    st.position = Some(pending.record.offset);
-                }
-                st.pending = Some(pending);
+                self.forward_failed(tp, st, pending, e);
                 None
             }
         }
+    }
+
+    /// Sends a forward without waiting for it (see [`Forwarder::send`]) and moves the
+    /// partition on past the record; nothing at or after it is committed until the broker
+    /// acknowledged it ([`PartitionState::commit_offset`]). With
+    /// [`MAX_FORWARDS_IN_FLIGHT`] in flight, first waits for the oldest.
+    async fn send_forward(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        pending: PendingForward,
+    ) {
+        self.reap_forwards(tp, st, MAX_FORWARDS_IN_FLIGHT - 1).await;
+        let sent = self
+            .forwarder
+            .send(&self.api, &pending.topic, &pending.record, &pending.facts)
+            .await;
+        match sent {
+            Ok(sent) => {
+                let offset = pending.record.offset;
+                if st.position.is_none_or(|p| p <= offset) {
+                    st.position = Some(offset + 1);
+                }
+                st.sending.push_back(InFlightForward { pending, sent });
+            }
+            Err(e) => self.forward_failed(tp, st, pending, e),
+        }
+    }
+
+    /// Applies the answers of `st`'s forwards in flight, oldest first: those already answered,
+    /// and, waiting for them, as many more as it takes to leave at most `keep` in flight.
+    /// Stops at a forward that failed: it becomes the partition's pending forward, which
+    /// stops the partition until a retry of it succeeds.
+    async fn reap_forwards(&mut self, tp: &TopicPartition, st: &mut PartitionState, keep: usize) {
+        while st.pending.is_none()
+            && let Some(oldest) = st.sending.front()
+            && (st.sending.len() > keep || oldest.sent.is_finished())
+        {
+            let Some(InFlightForward { pending, sent }) = st.sending.pop_front() else {
+                break;
+            };
+            match sent.outcome(&mut self.forwarder).await {
+                Ok((dest, offset)) => {
+                    self.forwarded(tp, st, pending, &dest, offset);
+                }
+                Err(e) => self.forward_failed(tp, st, pending, e),
+            }
+        }
+    }
+
+    /// [`Consumer::reap_forwards`] for every partition; `keep` as there.
+    async fn reap_all_forwards(&mut self, keep: usize) {
+        let busy: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| !st.sending.is_empty())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in busy {
+            let Some(mut st) = self.parts.remove(&tp) else {
+                continue;
+            };
+            self.reap_forwards(&tp, &mut st, keep).await;
+            self.parts.insert(tp, st);
+        }
+    }
+
+    /// Books a forward the broker acknowledged (`dest` at `offset`): counts and reports it,
+    /// forgets the record's retry entry, and lets the partition (or, in ordered mode, the
+    /// record's key) move past it. Returns the key to drain in ordered mode.
+    fn forwarded(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        pending: PendingForward,
+        dest: &TopicPartition,
+        offset: Offset,
+    ) -> Option<ParkKey> {
+        let facts = &pending.facts;
+        if pending.dead_letter {
+            self.count(&tp.topic, |c| c.dead_lettered += 1);
+            tracing::warn!(
+                group = %self.config.group_id,
+                topic = %tp.topic,
+                partition = tp.partition,
+                offset = pending.record.offset,
+                attempt = facts.attempts,
+                destination = %dest,
+                error_kind = facts.error_kind.as_str(),
+                error_type = %facts.error_type,
+                error = %facts.error_message,
+                "dead-lettered"
+            );
+        } else {
+            self.count(&tp.topic, |c| {
+                c.retried += 1;
+                c.forwarded_to_retry += 1;
+            });
+            tracing::info!(
+                group = %self.config.group_id,
+                topic = %tp.topic,
+                partition = tp.partition,
+                offset = pending.record.offset,
+                attempt = facts.attempts,
+                destination = %dest,
+                due_ms = facts.due_ms,
+                error_type = %facts.error_type,
+                error = %facts.error_message,
+                "forwarded to a retry topic"
+            );
+        }
+        if dest == tp {
+            st.saw_end(offset + 1);
+        } else if let Some(d) = self.parts.get_mut(dest) {
+            d.saw_end(offset + 1);
+        }
+        self.events
+            .on_forwarded(&pending.record, dest, pending.dead_letter);
+        st.ledger.remove(pending.record.offset);
+        match pending.after {
+            AfterForward::Advance => {
+                if st.position.is_none_or(|p| p <= pending.record.offset) {
+                    st.position = Some(pending.record.offset + 1);
+                }
+                None
+            }
+            AfterForward::OrderedHead(key) => {
+                if let Some(lot) = st.lot.as_mut()
+                    && lot.head(&key).map(|r| r.offset) == Some(pending.record.offset)
+                {
+                    lot.pop(&key);
+                }
+                Some(key)
+            }
+        }
+    }
+
+    /// Books a forward that failed: it becomes the partition's pending forward, retried after
+    /// the forward back-off, and the partition stops until it succeeds; nothing at or after
+    /// the record is committed meanwhile.
+    fn forward_failed(
+        &mut self,
+        tp: &TopicPartition,
+        st: &mut PartitionState,
+        mut pending: PendingForward,
+        e: ApiError,
+    ) {
+        self.count(&tp.topic, |c| c.forward_failures += 1);
+        pending.failures = pending.failures.saturating_add(1);
+        let delay = self
+            .config
+            .forward_backoff
+            .delay(pending.failures, Duration::ZERO)
+            .unwrap_or(Duration::from_secs(1));
+        pending.next_try_ms = now_ms().saturating_add(ms(delay));
+        tracing::warn!(partition = %tp, offset = pending.record.offset, destination = %pending.topic, error = %e, "forward failed; partition stopped until it succeeds");
+        self.events
+            .on_forward_failed(tp, pending.record.offset, &pending.topic, &e);
+        pending.last_error = Some(e);
+        st.pending = Some(pending);
     }
 
     async fn retry_pending_forwards(&mut self) {

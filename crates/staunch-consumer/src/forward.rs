@@ -7,11 +7,15 @@
 //! not).
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use staunch_core::api::{CreateTopicCall, PartitionBatch, ProduceCall};
-use staunch_core::{Acks, ApiError, BatchBuilder, BrokerApi, Offset, TopicPartition};
+use staunch_core::{Acks, ApiError, BatchBuilder, BrokerApi, Offset, ProduceAck, TopicPartition};
+use tokio::task::JoinHandle;
 
 use crate::handler::ConsumerRecord;
 use crate::headers::{ForwardFacts, is_staunch_header};
@@ -75,6 +79,49 @@ impl Forwarder {
         record: &ConsumerRecord,
         facts: &ForwardFacts,
     ) -> Result<(TopicPartition, Offset), ApiError> {
+        let call = self.prepare(api, topic, record, facts).await?;
+        let answers = api.produce(call).await;
+        self.outcome(topic, answers)
+    }
+
+    /// [`Forwarder::forward`] without waiting for the broker: the write is sent (its place in
+    /// the destination partition is taken, in call order) and runs in a task of its own;
+    /// [`SentForward::outcome`] says how it went. Fails at once if the destination topic is
+    /// missing and cannot be created.
+    pub(crate) async fn send<B: BrokerApi>(
+        &mut self,
+        api: &Arc<B>,
+        topic: &str,
+        record: &ConsumerRecord,
+        facts: &ForwardFacts,
+    ) -> Result<SentForward, ApiError> {
+        let call = self.prepare(api.as_ref(), topic, record, facts).await?;
+        let api = Arc::clone(api);
+        let mut produce: ProduceFuture = Box::pin(async move { api.produce(call).await });
+        // The first poll sends it, so forwards of one partition keep their order (the broker
+        // appends calls naming the same partition in the order they were first polled).
+        let first = produce
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        let task = match first {
+            Poll::Ready(answers) => tokio::spawn(std::future::ready(answers)),
+            Poll::Pending => tokio::spawn(produce),
+        };
+        Ok(SentForward {
+            topic: topic.to_owned(),
+            task,
+        })
+    }
+
+    /// The produce call of a forward (see [`Forwarder::forward`]), creating the destination
+    /// topic if it is missing.
+    async fn prepare<B: BrokerApi>(
+        &mut self,
+        api: &B,
+        topic: &str,
+        record: &ConsumerRecord,
+        facts: &ForwardFacts,
+    ) -> Result<ProduceCall, ApiError> {
         let count = self.ensure_topic(api, topic, &facts.original_topic).await?;
         let partition = TopicPartition::new(topic, record.partition.rem_euclid(count));
         let added = facts.to_headers();
@@ -96,17 +143,25 @@ impl Forwarder {
             record.value.as_deref(),
             headers.iter().copied(),
         );
-        let call = ProduceCall {
+        Ok(ProduceCall {
             acks: Acks::All,
             timeout: self.timeout,
             batches: vec![PartitionBatch {
-                partition: partition.clone(),
+                partition,
                 records: Bytes::from(builder.build()),
             }],
-        };
-        let mut answers = api.produce(call).await;
+        })
+    }
+
+    /// The partition and offset a forward to `topic` got, from the produce's answers; forgets
+    /// the topic's partition count if the broker no longer knows it.
+    fn outcome(
+        &mut self,
+        topic: &str,
+        mut answers: ProduceAnswers,
+    ) -> Result<(TopicPartition, Offset), ApiError> {
         match answers.pop() {
-            Some((_, Ok(ack))) => Ok((partition, ack.base_offset)),
+            Some((partition, Ok(ack))) => Ok((partition, ack.base_offset)),
             Some((_, Err(e))) => {
                 if e.code()
                     .is_some_and(|c| c == staunch_core::ErrorCode::UnknownTopicOrPartition)
@@ -118,6 +173,41 @@ impl Forwarder {
             None => Err(ApiError::Protocol(
                 "produce answered for no partition".into(),
             )),
+        }
+    }
+}
+
+/// The answers of a forward's produce.
+type ProduceAnswers = Vec<(TopicPartition, Result<ProduceAck, ApiError>)>;
+
+/// A forward's produce, owning its broker handle.
+type ProduceFuture = Pin<Box<dyn Future<Output = ProduceAnswers> + Send>>;
+
+/// A forward sent by [`Forwarder::send`] and not yet looked at.
+#[derive(Debug)]
+pub(crate) struct SentForward {
+    topic: String,
+    task: JoinHandle<ProduceAnswers>,
+}
+
+impl SentForward {
+    /// Whether the broker has answered.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for the broker's answer: the partition and offset the record got, or why it may
+    /// not be there.
+    pub(crate) async fn outcome(
+        self,
+        forwarder: &mut Forwarder,
+    ) -> Result<(TopicPartition, Offset), ApiError> {
+        match self.task.await {
+            Ok(answers) => forwarder.outcome(&self.topic, answers),
+            Err(e) => Err(ApiError::NoAnswer {
+                broker: "forward".into(),
+                reason: format!("forward task: {e}"),
+            }),
         }
     }
 }

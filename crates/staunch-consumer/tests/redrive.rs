@@ -165,6 +165,8 @@ async fn redrive_puts_consumer_dead_letters_back_and_they_get_processed_once() {
         read_all(api, "orders.DLT").await.len() == 2
     })
     .await;
+    // Dead letters are sent without waiting; a commit waits for them.
+    consumer.commit().await.unwrap();
     let counted = consumer.metrics().topic("orders");
     assert_eq!(
         (
