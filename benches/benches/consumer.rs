@@ -15,7 +15,10 @@
 //! - `consumer/fail_1pct_blocking`: the same, with 1 % of the records failing their first
 //!   delivery (blocking retry, zero back-off: the attempt is committed, then redelivered);
 //! - `consumer/fail_1pct_retry_topic`: the same failures under a retry-topic policy (one retry,
-//!   zero delay, through `bench-retry-0`).
+//!   zero delay, through `bench-retry-0`);
+//! - `consumer/happy_ordered`, `consumer/fail_1pct_ordered`: `happy` and `fail_1pct_blocking`
+//!   in ordered mode (park the key, not the partition; the records have no key, so each is its
+//!   own): a failed record waits for its attempt count to be committed while the others go on.
 //!
 //! After criterion's report a table prints records/s per case and the ratios the issue names,
 //! from the mean of the samples and from the fastest sample (steadier on a busy machine).
@@ -49,6 +52,8 @@ const FAIL_EVERY: i64 = 100;
 const SAMPLES: usize = 10;
 /// The source topic.
 const TOPIC: &str = "bench";
+/// The parking lot of the ordered cases (records parked behind a failed key at most).
+const ORDERED: Option<usize> = Some(10_000);
 /// The retry topic of `fail_1pct_retry_topic` (one retry after 0 ms, spring's naming).
 const RETRY_TOPIC: &str = "bench-retry-0";
 
@@ -190,6 +195,7 @@ async fn consume(
     broker: &Arc<Broker>,
     group: &str,
     failure: FailurePolicy,
+    ordered: Option<usize>,
     fail_first_delivery: bool,
 ) -> Duration {
     let mut partitions = vec![TopicPartition::new(TOPIC, 0)];
@@ -223,6 +229,7 @@ async fn consume(
     };
     let config = ConsumerConfig {
         failure,
+        ordered,
         fetch_max_wait: Duration::from_millis(10),
         ..ConsumerConfig::new(group)
     };
@@ -255,6 +262,8 @@ enum Case {
     Happy,
     FailBlocking,
     FailRetryTopic,
+    HappyOrdered,
+    FailOrdered,
 }
 
 impl Case {
@@ -265,6 +274,8 @@ impl Case {
             Case::Happy => "happy",
             Case::FailBlocking => "fail_1pct_blocking",
             Case::FailRetryTopic => "fail_1pct_retry_topic",
+            Case::HappyOrdered => "happy_ordered",
+            Case::FailOrdered => "fail_1pct_ordered",
         }
     }
 
@@ -272,11 +283,19 @@ impl Case {
         match self {
             Case::Plain => plain_fetch(broker, None).await,
             Case::PlainCommit => plain_fetch(broker, Some(group)).await,
-            Case::Happy => consume(broker, group, FailurePolicy::default(), false).await,
-            Case::FailBlocking => consume(broker, group, FailurePolicy::default(), true).await,
+            Case::Happy => consume(broker, group, FailurePolicy::default(), None, false).await,
+            Case::FailBlocking => {
+                consume(broker, group, FailurePolicy::default(), None, true).await
+            }
             Case::FailRetryTopic => {
                 let policy = FailurePolicy::RetryTopics(BackOff::fixed(Duration::ZERO, 1));
-                consume(broker, group, policy, true).await
+                consume(broker, group, policy, None, true).await
+            }
+            Case::HappyOrdered => {
+                consume(broker, group, FailurePolicy::default(), ORDERED, false).await
+            }
+            Case::FailOrdered => {
+                consume(broker, group, FailurePolicy::default(), ORDERED, true).await
             }
         }
     }
@@ -311,6 +330,8 @@ fn main() {
         Case::Happy,
         Case::FailBlocking,
         Case::FailRetryTopic,
+        Case::HappyOrdered,
+        Case::FailOrdered,
     ];
     let groups = AtomicU64::new(0);
     let mut group = criterion.benchmark_group("consumer");
@@ -360,6 +381,8 @@ fn main() {
         (Case::Happy, Case::PlainCommit),
         (Case::FailBlocking, Case::Happy),
         (Case::FailRetryTopic, Case::Happy),
+        (Case::HappyOrdered, Case::Plain),
+        (Case::FailOrdered, Case::HappyOrdered),
     ] {
         if let (Some(ma), Some(mb), Some(ba), Some(bb)) = (mean(a), mean(b), best(a), best(b)) {
             println!(

@@ -60,7 +60,9 @@ pub struct ConsumerConfig {
     pub forward_backoff: BackOff,
     /// Ordered mode: `Some(capacity)` parks failing keys (at most `capacity` records per
     /// partition) instead of blocking the partition. Needs a [`FailurePolicy::Blocking`]
-    /// policy and a record handler.
+    /// policy and a record handler. At most 64 failed records of a partition are retried at
+    /// a time (their attempt counts must fit the committed offset's metadata); with that many,
+    /// the partition waits as it does for a full lot.
     pub ordered: Option<usize>,
 }
 

@@ -19,9 +19,9 @@
 //!
 //! A failing record that will be retried in place is committed *as the next offset to read*,
 //! with its attempt count in the metadata ([`crate::ledger`]), before it is delivered again:
-//! while that commit fails, the partition is not fetched (and, in ordered mode, its parked
-//! keys are not retried), so a consumer killed at any moment resumes the count after the last
-//! failure it delivered again. Only a delivery that was still running, or whose failure was
+//! while that commit fails, the partition is not fetched — in ordered mode only the record's
+//! key waits, and the other keys go on, their commits sent without waiting — so a consumer
+//! killed at any moment resumes the count after the last failure it delivered again. Only a delivery that was still running, or whose failure was
 //! not yet committed, when the process died is delivered again under the same attempt
 //! number.
 //!
@@ -114,6 +114,11 @@ struct InFlightForward {
     pending: PendingForward,
     sent: SentForward,
 }
+
+/// Ordered mode retries at most this many records of one partition at a time: their attempt
+/// counts must fit the committed offset's metadata (at most about 60 bytes each, and Kafka
+/// takes 4096 bytes by default). With this many, the partition waits as for a full parking lot.
+const MAX_RETRYING_KEYS: usize = 64;
 
 /// At most this many forwards of one partition are in flight; the next waits for the oldest.
 const MAX_FORWARDS_IN_FLIGHT: usize = 64;
@@ -226,6 +231,10 @@ impl PartitionState {
     /// this partition would commit now: no retry may be delivered until it has, or a restart
     /// would deliver attempt numbers again (and more attempts than the policy allows).
     fn retry_count_uncommitted(&self) -> bool {
+        if self.lot.is_some() {
+            // Ordered mode waits per key instead ([`PartitionState::count_committed`]).
+            return false;
+        }
         if self.ledger.is_empty() {
             return false;
         }
@@ -235,6 +244,20 @@ impl PartitionState {
         let mut ledger = self.ledger.clone();
         ledger.prune_below(offset);
         self.committed.as_ref() != Some(&(offset, ledger.encode()))
+    }
+
+    /// Whether the broker has every failure of the record at `offset` that the ledger
+    /// counts: ordered mode retries a parked key only then, while the partition's other keys
+    /// go on (their commit is not waited for).
+    fn count_committed(&self, offset: Offset) -> bool {
+        let Some(entry) = self.ledger.get(offset) else {
+            return true;
+        };
+        self.committed.as_ref().is_some_and(|(_, metadata)| {
+            RetryLedger::decode(metadata)
+                .get(offset)
+                .is_some_and(|c| c.attempts >= entry.attempts)
+        })
     }
 }
 
@@ -1476,6 +1499,13 @@ impl<B: BrokerApi> Consumer<B> {
                 break;
             }
             let key = ParkKey::of(&record);
+            if st.ledger.len() >= MAX_RETRYING_KEYS {
+                // Another failure could not be counted in the committed metadata: wait, as
+                // for a full lot, until retried keys finish.
+                st.position = Some(record.offset);
+                st.wait_until_ms = st.lot.as_ref().and_then(ParkingLot::next_due).unwrap_or(0);
+                break;
+            }
             let Some(lot) = st.lot.as_mut() else {
                 return;
             };
@@ -1566,7 +1596,7 @@ impl<B: BrokerApi> Consumer<B> {
             let Some(mut st) = self.parts.remove(&tp) else {
                 continue;
             };
-            let due = if st.user_paused || st.pending.is_some() || st.retry_count_uncommitted() {
+            let due = if st.user_paused || st.pending.is_some() {
                 Vec::new()
             } else {
                 st.lot.as_ref().map(|l| l.due(now)).unwrap_or_default()
@@ -1575,11 +1605,16 @@ impl<B: BrokerApi> Consumer<B> {
                 if st.pending.is_some() {
                     break;
                 }
-                if let Some(head) = st.lot.as_ref().and_then(|l| l.head(&key)).cloned() {
+                if let Some(head) = st.lot.as_ref().and_then(|l| l.head(&key)).cloned()
+                    && st.count_committed(head.offset)
+                {
                     self.run_key(&tp, &mut st, key, head, handler).await;
                 }
             }
-            if st.lot.as_ref().is_some_and(|l| !l.is_full()) && st.wait_until_ms > now {
+            if st.lot.as_ref().is_some_and(|l| !l.is_full())
+                && st.ledger.len() < MAX_RETRYING_KEYS
+                && st.wait_until_ms > now
+            {
                 st.wait_until_ms = 0;
             }
             self.parts.insert(tp, st);

@@ -645,3 +645,150 @@ async fn a_seek_drops_the_read_ahead() {
     assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8]);
     consumer.close().await.unwrap();
 }
+
+/// Ordered mode waits for a failure's count per key, not per partition: while commits fail,
+/// the failed key is not delivered again, yet the other keys keep flowing (their commit is not
+/// waited for); once commits succeed, the key's next delivery finds its failure committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "okeys", 1).await;
+    let tp = TopicPartition::new("okeys", 0);
+    produce(b.as_ref(), &tp, &[("A", "a1"), ("B", "b1"), ("A", "a2")]).await;
+    let down = Arc::new(AtomicBool::new(true));
+    let api = Arc::new(Intercepted(FailingCommits {
+        inner: (*b).clone(),
+        down: down.clone(),
+    }));
+    // (value, delivery attempt, failures of it in the committed ledger when it was delivered)
+    let log = Arc::new(Mutex::new(Vec::<(String, u32, Option<u32>)>::new()));
+    let (l, inner) = (log.clone(), b.clone());
+    let handler = PerRecord(handler_fn(move |r| {
+        let (log, inner) = (l.clone(), inner.clone());
+        async move {
+            let ledger = committed(inner.as_ref(), "g-okeys", &r.topic_partition())
+                .await
+                .and_then(|c| {
+                    staunch_consumer::ledger::RetryLedger::decode(&c.metadata).get(r.offset)
+                })
+                .map(|e| e.attempts);
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            let fail = v == "a1" && r.delivery_attempt == 1;
+            log.lock().unwrap().push((v, r.delivery_attempt, ledger));
+            if fail {
+                Err(HandlerError::retriable("Busy", "once"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-okeys");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
+    config.ordered = Some(100);
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(api.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    let start = Instant::now();
+    let mut produced_later = false;
+    while start.elapsed() < Duration::from_millis(300) {
+        let _ = consumer.poll_batch(&handler).await;
+        if !produced_later && !log.lock().unwrap().is_empty() {
+            // Fetched after A's failure: the partition is still read.
+            produce(b.as_ref(), &tp, &[("B", "b2")]).await;
+            produced_later = true;
+        }
+    }
+    assert_eq!(
+        log.lock().unwrap().clone(),
+        [
+            ("a1".to_owned(), 1, None),
+            ("b1".to_owned(), 1, None),
+            ("b2".to_owned(), 1, None)
+        ],
+        "B flows; A waits for its failure to be committed"
+    );
+    down.store(false, Ordering::SeqCst);
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().iter().any(|e| e.0 == "a2")
+    })
+    .await;
+    assert_eq!(
+        log.lock().unwrap().clone(),
+        [
+            ("a1".to_owned(), 1, None),
+            ("b1".to_owned(), 1, None),
+            ("b2".to_owned(), 1, None),
+            ("a1".to_owned(), 2, Some(1)),
+            ("a2".to_owned(), 1, None),
+        ],
+        "A's next delivery finds its failure committed, and A stays in order"
+    );
+    consumer.commit().await.unwrap();
+    assert_eq!(
+        committed(b.as_ref(), "g-okeys", &tp).await.unwrap().offset,
+        4
+    );
+}
+
+/// Ordered mode keeps the attempt counts of at most 64 failed records per partition, so they
+/// always fit the committed metadata (4096 bytes in Kafka): with 64 keys waiting for a retry,
+/// no further record is handed out until some finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_mode_retries_at_most_64_records_at_a_time() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "many", 1).await;
+    let tp = TopicPartition::new("many", 0);
+    let keys: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
+    let records: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
+    produce(b.as_ref(), &tp, &records).await;
+    let down = Arc::new(AtomicBool::new(true));
+    let api = Arc::new(Intercepted(FailingCommits {
+        inner: (*b).clone(),
+        down: down.clone(),
+    }));
+    let deliveries = Arc::new(Mutex::new(Vec::<(i64, u32)>::new()));
+    let d = deliveries.clone();
+    let handler = PerRecord(handler_fn(move |r| {
+        d.lock().unwrap().push((r.offset, r.delivery_attempt));
+        let first = r.delivery_attempt == 1;
+        async move {
+            if first {
+                Err(HandlerError::retriable("Busy", "first delivery"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-many");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
+    config.ordered = Some(1_000);
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(api.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        let _ = consumer.poll_batch(&handler).await;
+    }
+    let first: Vec<i64> = deliveries.lock().unwrap().iter().map(|d| d.0).collect();
+    assert_eq!(
+        first,
+        (0..64).collect::<Vec<_>>(),
+        "64 failed, then it waits"
+    );
+    down.store(false, Ordering::SeqCst);
+    poll_until(&mut consumer, &handler, || async {
+        deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.1 == 2)
+            .count()
+            == 70
+    })
+    .await;
+    consumer.commit().await.unwrap();
+    assert_eq!(
+        committed(b.as_ref(), "g-many", &tp).await.unwrap().offset,
+        70
+    );
+}
