@@ -127,6 +127,8 @@ const MAX_FORWARDS_IN_FLIGHT: usize = 64;
 struct PartitionState {
     position: Option<Offset>,
     committed: Option<(Offset, String)>,
+    /// The retry ledger in `committed`, decoded.
+    committed_ledger: RetryLedger,
     ledger: RetryLedger,
     user_paused: bool,
     wait_until_ms: i64,
@@ -148,6 +150,7 @@ impl PartitionState {
         PartitionState {
             position: None,
             committed: None,
+            committed_ledger: RetryLedger::default(),
             ledger: RetryLedger::default(),
             user_paused: false,
             wait_until_ms: 0,
@@ -246,6 +249,15 @@ impl PartitionState {
         self.committed.as_ref() != Some(&(offset, ledger.encode()))
     }
 
+    /// Ordered mode: whether no record may be handed out now — the parking lot is full, or
+    /// [`MAX_RETRYING_KEYS`] records are being retried (one more failure would not fit the
+    /// committed metadata). The partition then waits (is not read) until retried keys finish.
+    fn ordered_waits(&self) -> bool {
+        self.lot
+            .as_ref()
+            .is_some_and(|l| l.is_full() || self.ledger.len() >= MAX_RETRYING_KEYS)
+    }
+
     /// Whether the broker has every failure of the record at `offset` that the ledger
     /// counts: ordered mode retries a parked key only then, while the partition's other keys
     /// go on (their commit is not waited for).
@@ -253,11 +265,9 @@ impl PartitionState {
         let Some(entry) = self.ledger.get(offset) else {
             return true;
         };
-        self.committed.as_ref().is_some_and(|(_, metadata)| {
-            RetryLedger::decode(metadata)
-                .get(offset)
-                .is_some_and(|c| c.attempts >= entry.attempts)
-        })
+        self.committed_ledger
+            .get(offset)
+            .is_some_and(|c| c.attempts >= entry.attempts)
     }
 }
 
@@ -667,6 +677,7 @@ impl<B: BrokerApi> Consumer<B> {
             match answer {
                 Ok(()) => {
                     if let (Some(st), Some(c)) = (self.parts.get_mut(&tp), sent.get(&tp)) {
+                        st.committed_ledger = RetryLedger::decode(&c.1);
                         st.committed = Some(c.clone());
                     }
                 }
@@ -775,6 +786,7 @@ impl<B: BrokerApi> Consumer<B> {
                     if let Some(st) = self.parts.get_mut(&tp) {
                         st.position = Some(c.offset);
                         st.ledger = RetryLedger::decode(&c.metadata);
+                        st.committed_ledger = st.ledger.clone();
                         st.committed = Some((c.offset, c.metadata));
                     }
                 }
@@ -862,6 +874,7 @@ impl<B: BrokerApi> Consumer<B> {
                 || st.wait_until_ms > now
                 || st.position.is_none()
                 || st.retry_count_uncommitted()
+                || st.ordered_waits()
             {
                 continue;
             }
@@ -1084,9 +1097,9 @@ impl<B: BrokerApi> Consumer<B> {
             *left -= records.len();
         }
         if st.lot.is_some() {
-            // Records over the budget are not kept here: the position does not pass them, so
-            // they are fetched again.
-            self.process_ordered(st, records, handler).await;
+            let mut rest = self.process_ordered(st, records, handler).await;
+            rest.append(&mut over_budget);
+            st.kept = rest;
             return;
         }
         let now = now_ms();
@@ -1484,44 +1497,41 @@ impl<B: BrokerApi> Consumer<B> {
         }
     }
 
+    /// Ordered mode: hands each record to the handler unless its key is blocked (then it is
+    /// parked); stops where the partition has to wait ([`PartitionState::ordered_waits`]) or a
+    /// forward failed, and returns the records from there on (the next round keeps them).
     async fn process_ordered<H: BatchHandler>(
         &mut self,
         st: &mut PartitionState,
         records: Vec<ConsumerRecord>,
         handler: &H,
-    ) {
+    ) -> Vec<ConsumerRecord> {
         let Some(first) = records.first() else {
-            return;
+            return Vec::new();
         };
         let tp = first.topic_partition();
-        for record in records {
-            if st.pending.is_some() {
-                break;
-            }
+        let mut records = records.into_iter();
+        while let Some(record) = records.next() {
             let key = ParkKey::of(&record);
-            if st.ledger.len() >= MAX_RETRYING_KEYS {
-                // Another failure could not be counted in the committed metadata: wait, as
-                // for a full lot, until retried keys finish.
+            let blocked = st.lot.as_ref().is_some_and(|l| l.is_blocked(&key));
+            // A parked record takes room in the lot; a handled one may add a retry count.
+            let waits = if blocked {
+                st.lot.as_ref().is_some_and(ParkingLot::is_full)
+            } else {
+                st.ledger.len() >= MAX_RETRYING_KEYS
+            };
+            if st.pending.is_some() || waits {
                 st.position = Some(record.offset);
                 st.wait_until_ms = st.lot.as_ref().and_then(ParkingLot::next_due).unwrap_or(0);
-                break;
-            }
-            let Some(lot) = st.lot.as_mut() else {
-                return;
-            };
-            if lot.is_blocked(&key) {
-                if lot.is_full() {
-                    st.position = Some(record.offset);
-                    st.wait_until_ms = lot.next_due().unwrap_or(0);
-                    break;
-                }
-                st.position = Some(record.offset + 1);
-                lot.park(&key, record);
-                continue;
+                return std::iter::once(record).chain(records).collect();
             }
             st.position = Some(record.offset + 1);
-            self.run_key(&tp, st, key, record, handler).await;
+            match st.lot.as_mut() {
+                Some(lot) if blocked => lot.park(&key, record),
+                _ => self.run_key(&tp, st, key, record, handler).await,
+            }
         }
+        Vec::new()
     }
 
     /// Handles `record` (not parked behind anything) and then, while the key's head keeps
@@ -1611,10 +1621,7 @@ impl<B: BrokerApi> Consumer<B> {
                     self.run_key(&tp, &mut st, key, head, handler).await;
                 }
             }
-            if st.lot.as_ref().is_some_and(|l| !l.is_full())
-                && st.ledger.len() < MAX_RETRYING_KEYS
-                && st.wait_until_ms > now
-            {
+            if !st.ordered_waits() && st.wait_until_ms > now {
                 st.wait_until_ms = 0;
             }
             self.parts.insert(tp, st);

@@ -8,8 +8,10 @@
 //! after it).
 //!
 //! **Policy when full:** the lot holds at most `capacity` records. When a record of a blocked
-//! key arrives and the lot is full, the whole partition waits (is not fetched) until a blocked
-//! key is due again — back-pressure instead of unbounded memory. Records without a key are
+//! key arrives and the lot is full, the whole partition waits (is not read; the records not
+//! handed out are kept in memory) until a blocked key finishes — back-pressure instead of
+//! unbounded memory. The same happens while 64 failed records are being retried, as their
+//! attempt counts must fit the committed metadata. Records without a key are
 //! never parked behind each other: each is its own key.
 
 use std::collections::{HashMap, VecDeque};
