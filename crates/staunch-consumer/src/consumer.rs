@@ -1282,8 +1282,9 @@ impl<B: BrokerApi> Consumer<B> {
         &mut self,
         tp: &TopicPartition,
         st: &mut PartitionState,
-        pending: PendingForward,
+        mut pending: PendingForward,
     ) {
+        pending.record.detach();
         match pending.after {
             AfterForward::Advance => self.send_forward(tp, st, pending).await,
             AfterForward::OrderedHead(_) => {

@@ -70,7 +70,8 @@ impl ParkingLot {
 
     /// Blocks `key` with `head` as its failing record (or moves the due time of an already
     /// blocked key whose head is `head`).
-    pub(crate) fn block(&mut self, key: ParkKey, head: ConsumerRecord, due_ms: i64) {
+    pub(crate) fn block(&mut self, key: ParkKey, mut head: ConsumerRecord, due_ms: i64) {
+        head.detach();
         match self.keys.get_mut(&key) {
             Some(b) if b.records.front().map(|r| r.offset) == Some(head.offset) => {
                 b.due_ms = due_ms;
@@ -97,8 +98,9 @@ impl ParkingLot {
     }
 
     /// Parks `record` behind its blocked key.
-    pub(crate) fn park(&mut self, key: &ParkKey, record: ConsumerRecord) {
+    pub(crate) fn park(&mut self, key: &ParkKey, mut record: ConsumerRecord) {
         if let Some(b) = self.keys.get_mut(key) {
+            record.detach();
             b.records.push_back(record);
             self.len += 1;
         }
