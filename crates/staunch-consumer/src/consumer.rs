@@ -26,17 +26,19 @@
 //! number.
 //!
 //! # Forwards
-//! A record forwarded to a retry or dead-letter topic (outside ordered mode) is sent without
-//! waiting, and the partition goes on with the next record at once — as spring's retry
-//! topics let the next record through — with at most 64 per
-//! partition in flight. Sending takes the record's place in the destination partition, so
-//! forwards of a partition land in order. Until the broker acknowledged a forward, nothing
+//! A record forwarded to a retry or dead-letter topic (outside ordered mode) is not waited
+//! for: the partition goes on with the next record at once — as spring's retry topics let the
+//! next record through — and the round's forwards go out together at its end, in one produce
+//! call with one batch per destination partition (at most 64 per partition queued or in
+//! flight). Sending takes the records' places in the destination partitions, so forwards of
+//! a partition land in order. Until the broker acknowledged a forward, nothing
 //! at or after its record is committed; its answer is applied by a later round, and
 //! [`Consumer::commit`] (so also `close`, `assign` and a rebalance) waits for all of them
 //! first. A forward that fails stops the partition — nothing more is fetched, and the
 //! committed offset stays below the record — until a retry of it succeeds
-//! ([`Consumer::stalled`]); records of the same fetch after it may have been handled
-//! meanwhile, and are committed once it is through. The counters count a forward when it is
+//! ([`Consumer::stalled`]; other forwards that failed with it are tried again after it, in
+//! order); records of the same fetch after it may have been handled meanwhile, and are
+//! committed once it is through. The counters count a forward when it is
 //! acknowledged. In ordered mode the record's key waits for its forward, so that is written
 //! and waited for in place.
 //!
@@ -133,9 +135,15 @@ struct PartitionState {
     user_paused: bool,
     wait_until_ms: i64,
     pending: Option<PendingForward>,
+    /// Forwards of this round not sent yet: they go out together at the end of the round
+    /// ([`Consumer::flush_forwards`]).
+    outbox: Vec<PendingForward>,
     /// Forwards sent and not yet acknowledged, oldest first: the partition reads on, but
     /// nothing at or after the oldest is committed.
     sending: VecDeque<InFlightForward>,
+    /// Forwards that failed while another one was already `pending`: tried again, in order,
+    /// once it went through.
+    resend: VecDeque<PendingForward>,
     lot: Option<ParkingLot>,
     /// The partition's end as last seen: the high watermark of its last fetch, or past this
     /// consumer's latest forward to it.
@@ -155,7 +163,9 @@ impl PartitionState {
             user_paused: false,
             wait_until_ms: 0,
             pending: None,
+            outbox: Vec::new(),
             sending: VecDeque::new(),
+            resend: VecDeque::new(),
             lot: ordered.map(ParkingLot::new),
             end: None,
             kept: Vec::new(),
@@ -203,9 +213,11 @@ impl PartitionState {
             n += 1;
         }
         n += self
-            .sending
+            .outbox
             .iter()
-            .filter(|f| self.ledger.get(f.pending.record.offset).is_none())
+            .chain(self.sending.iter().map(|f| &f.pending))
+            .chain(&self.resend)
+            .filter(|p| self.ledger.get(p.record.offset).is_none())
             .count();
         n as u64
     }
@@ -219,7 +231,9 @@ impl PartitionState {
             .pending
             .iter()
             .map(|p| &p.record)
+            .chain(self.outbox.iter().map(|p| &p.record))
             .chain(self.sending.iter().map(|f| &f.pending.record))
+            .chain(self.resend.iter().map(|p| &p.record))
             .map(|r| r.offset)
             .min();
         Some(
@@ -1145,6 +1159,7 @@ impl<B: BrokerApi> Consumer<B> {
                 }
             }
         }
+        self.flush_forwards(tp, st).await;
         records.drain(..at);
         records.append(&mut later);
         records.append(&mut over_budget);
@@ -1319,40 +1334,58 @@ impl<B: BrokerApi> Consumer<B> {
         }
     }
 
-    /// Sends a forward without waiting for it (see [`Forwarder::send`]) and moves the
-    /// partition on past the record; nothing at or after it is committed until the broker
-    /// acknowledged it ([`PartitionState::commit_offset`]). With
-    /// [`MAX_FORWARDS_IN_FLIGHT`] in flight, first waits for the oldest.
+    /// Queues a forward to be sent without waiting for it, with the round's others
+    /// ([`Consumer::flush_forwards`]), and moves the partition on past the record; nothing
+    /// at or after it is committed until the broker acknowledged it
+    /// ([`PartitionState::commit_offset`]). With [`MAX_FORWARDS_IN_FLIGHT`] queued or in
+    /// flight, first sends the queue and waits for the oldest.
     async fn send_forward(
         &mut self,
         tp: &TopicPartition,
         st: &mut PartitionState,
         pending: PendingForward,
     ) {
-        self.reap_forwards(tp, st, MAX_FORWARDS_IN_FLIGHT - 1).await;
-        let sent = self
-            .forwarder
-            .send(&self.api, &pending.topic, &pending.record, &pending.facts)
-            .await;
-        match sent {
-            Ok(sent) => {
-                let offset = pending.record.offset;
-                if st.position.is_none_or(|p| p <= offset) {
-                    st.position = Some(offset + 1);
+        let offset = pending.record.offset;
+        if st.position.is_none_or(|p| p <= offset) {
+            st.position = Some(offset + 1);
+        }
+        st.outbox.push(pending);
+        if st.outbox.len() + st.sending.len() >= MAX_FORWARDS_IN_FLIGHT {
+            self.flush_forwards(tp, st).await;
+            self.reap_forwards(tp, st, MAX_FORWARDS_IN_FLIGHT / 2).await;
+        }
+    }
+
+    /// Sends the queued forwards of `st` in one produce call ([`Forwarder::send_all`]).
+    async fn flush_forwards(&mut self, tp: &TopicPartition, st: &mut PartitionState) {
+        if st.outbox.is_empty() {
+            return;
+        }
+        let queued = std::mem::take(&mut st.outbox);
+        let forwards: Vec<(&str, &ConsumerRecord, &ForwardFacts)> = queued
+            .iter()
+            .map(|p| (p.topic.as_str(), &p.record, &p.facts))
+            .collect();
+        match self.forwarder.send_all(&self.api, &forwards).await {
+            Ok(sent) => st.sending.extend(
+                queued
+                    .into_iter()
+                    .zip(sent)
+                    .map(|(pending, sent)| InFlightForward { pending, sent }),
+            ),
+            Err(e) => {
+                for pending in queued {
+                    self.forward_failed(tp, st, pending, e.clone());
                 }
-                st.sending.push_back(InFlightForward { pending, sent });
             }
-            Err(e) => self.forward_failed(tp, st, pending, e),
         }
     }
 
     /// Applies the answers of `st`'s forwards in flight, oldest first: those already answered,
-    /// and, waiting for them, as many more as it takes to leave at most `keep` in flight.
-    /// Stops at a forward that failed: it becomes the partition's pending forward, which
-    /// stops the partition until a retry of it succeeds.
+    /// and, waiting for them, as many more as it takes to leave at most `keep` in flight. A
+    /// forward that failed stops the partition ([`Consumer::forward_failed`]).
     async fn reap_forwards(&mut self, tp: &TopicPartition, st: &mut PartitionState, keep: usize) {
-        while st.pending.is_none()
-            && let Some(oldest) = st.sending.front()
+        while let Some(oldest) = st.sending.front()
             && (st.sending.len() > keep || oldest.sent.is_finished())
         {
             let Some(InFlightForward { pending, sent }) = st.sending.pop_front() else {
@@ -1455,8 +1488,9 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     /// Books a forward that failed: it becomes the partition's pending forward, retried after
-    /// the forward back-off, and the partition stops until it succeeds; nothing at or after
-    /// the record is committed meanwhile.
+    /// the forward back-off (or, if one is pending already, waits behind it in `resend`), and
+    /// the partition stops until they went through; nothing at or after the record is
+    /// committed meanwhile.
     fn forward_failed(
         &mut self,
         tp: &TopicPartition,
@@ -1476,7 +1510,11 @@ impl<B: BrokerApi> Consumer<B> {
         self.events
             .on_forward_failed(tp, pending.record.offset, &pending.topic, &e);
         pending.last_error = Some(e);
-        st.pending = Some(pending);
+        if st.pending.is_some() {
+            st.resend.push_back(pending);
+        } else {
+            st.pending = Some(pending);
+        }
     }
 
     async fn retry_pending_forwards(&mut self) {
@@ -1493,6 +1531,12 @@ impl<B: BrokerApi> Consumer<B> {
             };
             if let Some(pending) = st.pending.take() {
                 self.try_forward(&tp, &mut st, pending).await;
+                // Then those that failed behind it, in order, until one fails again.
+                while st.pending.is_none()
+                    && let Some(next) = st.resend.pop_front()
+                {
+                    self.try_forward(&tp, &mut st, next).await;
+                }
             }
             self.parts.insert(tp, st);
         }

@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use staunch_core::api::{CreateTopicCall, PartitionBatch, ProduceCall};
 use staunch_core::{Acks, ApiError, BatchBuilder, BrokerApi, Offset, ProduceAck, TopicPartition};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use crate::handler::ConsumerRecord;
 use crate::headers::{ForwardFacts, is_staunch_header};
@@ -84,33 +84,81 @@ impl Forwarder {
         self.outcome(topic, answers)
     }
 
-    /// [`Forwarder::forward`] without waiting for the broker: the write is sent (its place in
-    /// the destination partition is taken, in call order) and runs in a task of its own;
-    /// [`SentForward::outcome`] says how it went. Fails at once if the destination topic is
-    /// missing and cannot be created.
-    pub(crate) async fn send<B: BrokerApi>(
+    /// [`Forwarder::forward`] for several records at once, without waiting for the broker:
+    /// one produce call, with one batch per destination partition holding its records in the
+    /// order given. The call is sent (its place in each destination partition taken, in call
+    /// order) and runs in a task of its own; each returned [`SentForward`] (one per record, in
+    /// order) says how its record went. Fails at once if a destination topic is missing and
+    /// cannot be created.
+    pub(crate) async fn send_all<B: BrokerApi>(
         &mut self,
         api: &Arc<B>,
-        topic: &str,
-        record: &ConsumerRecord,
-        facts: &ForwardFacts,
-    ) -> Result<SentForward, ApiError> {
-        let call = self.prepare(api.as_ref(), topic, record, facts).await?;
+        forwards: &[(&str, &ConsumerRecord, &ForwardFacts)],
+    ) -> Result<Vec<SentForward>, ApiError> {
+        let mut destinations: Vec<(TopicPartition, BatchBuilder)> = Vec::new();
+        let mut placed = Vec::with_capacity(forwards.len());
+        for (topic, record, facts) in forwards {
+            let count = self
+                .ensure_topic(api.as_ref(), topic, &facts.original_topic)
+                .await?;
+            let partition = TopicPartition::new(*topic, record.partition.rem_euclid(count));
+            let batch = match destinations.iter().position(|(d, _)| *d == partition) {
+                Some(i) => i,
+                None => {
+                    destinations.push((partition, BatchBuilder::new(record.timestamp)));
+                    destinations.len() - 1
+                }
+            };
+            let index = placed.iter().filter(|(b, _)| *b == batch).count();
+            push_forward(&mut destinations[batch].1, record, facts);
+            placed.push((batch, index));
+        }
+        let partitions: Vec<TopicPartition> = destinations.iter().map(|(d, _)| d.clone()).collect();
+        let call = ProduceCall {
+            acks: Acks::All,
+            timeout: self.timeout,
+            batches: destinations
+                .into_iter()
+                .map(|(partition, builder)| PartitionBatch {
+                    partition,
+                    records: Bytes::from(builder.build()),
+                })
+                .collect(),
+        };
         let api = Arc::clone(api);
-        let mut produce: ProduceFuture = Box::pin(async move { api.produce(call).await });
+        let (done, outcome) = watch::channel(None);
+        let batches = partitions.len();
+        let mut produce: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            let answers = api.produce(call).await;
+            let mut bases: Vec<Result<Offset, ApiError>> = answers
+                .into_iter()
+                .map(|(_, answer)| answer.map(|ack| ack.base_offset))
+                .collect();
+            bases.resize_with(batches, || {
+                Err(ApiError::Protocol(
+                    "produce answered for fewer batches".into(),
+                ))
+            });
+            let _ = done.send(Some(Arc::new(bases)));
+        });
         // The first poll sends it, so forwards of one partition keep their order (the broker
         // appends calls naming the same partition in the order they were first polled).
-        let first = produce
+        if produce
             .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()));
-        let task = match first {
-            Poll::Ready(answers) => tokio::spawn(std::future::ready(answers)),
-            Poll::Pending => tokio::spawn(produce),
-        };
-        Ok(SentForward {
-            topic: topic.to_owned(),
-            task,
-        })
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+        {
+            tokio::spawn(produce);
+        }
+        Ok(placed
+            .into_iter()
+            .map(|(batch, index)| SentForward {
+                outcome: outcome.clone(),
+                batch,
+                destination: partitions[batch].clone(),
+                index,
+            })
+            .collect())
     }
 
     /// The produce call of a forward (see [`Forwarder::forward`]), creating the destination
@@ -124,25 +172,8 @@ impl Forwarder {
     ) -> Result<ProduceCall, ApiError> {
         let count = self.ensure_topic(api, topic, &facts.original_topic).await?;
         let partition = TopicPartition::new(topic, record.partition.rem_euclid(count));
-        let added = facts.to_headers();
-        let headers: Vec<(&[u8], Option<&[u8]>)> = record
-            .headers
-            .iter()
-            .filter(|(k, _)| !is_staunch_header(k))
-            .map(|(k, v)| (k.as_ref(), v.as_deref()))
-            .chain(
-                added
-                    .iter()
-                    .map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))),
-            )
-            .collect();
         let mut builder = BatchBuilder::new(record.timestamp);
-        builder.push(
-            record.timestamp,
-            record.key.as_deref(),
-            record.value.as_deref(),
-            headers.iter().copied(),
-        );
+        push_forward(&mut builder, record, facts);
         Ok(ProduceCall {
             acks: Acks::All,
             timeout: self.timeout,
@@ -180,33 +211,73 @@ impl Forwarder {
 /// The answers of a forward's produce.
 type ProduceAnswers = Vec<(TopicPartition, Result<ProduceAck, ApiError>)>;
 
-/// A forward's produce, owning its broker handle.
-type ProduceFuture = Pin<Box<dyn Future<Output = ProduceAnswers> + Send>>;
+/// Appends `record` as forwarded: same key, value, timestamp and own headers, Staunch's
+/// headers replaced by `facts`.
+fn push_forward(builder: &mut BatchBuilder, record: &ConsumerRecord, facts: &ForwardFacts) {
+    let added = facts.to_headers();
+    let headers: Vec<(&[u8], Option<&[u8]>)> = record
+        .headers
+        .iter()
+        .filter(|(k, _)| !is_staunch_header(k))
+        .map(|(k, v)| (k.as_ref(), v.as_deref()))
+        .chain(
+            added
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))),
+        )
+        .collect();
+    builder.push(
+        record.timestamp,
+        record.key.as_deref(),
+        record.value.as_deref(),
+        headers.iter().copied(),
+    );
+}
 
-/// A forward sent by [`Forwarder::send`] and not yet looked at.
+/// The base offset each destination batch of a [`Forwarder::send_all`] call got, once the
+/// broker answered.
+type BatchOutcome = Option<Arc<Vec<Result<Offset, ApiError>>>>;
+
+/// One record of a [`Forwarder::send_all`] call, not yet looked at.
 #[derive(Debug)]
 pub(crate) struct SentForward {
-    topic: String,
-    task: JoinHandle<ProduceAnswers>,
+    outcome: watch::Receiver<BatchOutcome>,
+    /// Which batch of the call holds the record, and where in it.
+    batch: usize,
+    index: usize,
+    destination: TopicPartition,
 }
 
 impl SentForward {
-    /// Whether the broker has answered.
+    /// Whether the broker has answered (or the call was lost).
     pub(crate) fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.outcome.borrow().is_some() || self.outcome.has_changed().is_err()
     }
 
     /// Waits for the broker's answer: the partition and offset the record got, or why it may
-    /// not be there.
+    /// not be there. Forgets the destination's partition count if the broker no longer
+    /// knows it.
     pub(crate) async fn outcome(
-        self,
+        mut self,
         forwarder: &mut Forwarder,
     ) -> Result<(TopicPartition, Offset), ApiError> {
-        match self.task.await {
-            Ok(answers) => forwarder.outcome(&self.topic, answers),
-            Err(e) => Err(ApiError::NoAnswer {
+        let answer = match self.outcome.wait_for(Option::is_some).await {
+            Ok(bases) => bases.as_ref().and_then(|b| b.get(self.batch).cloned()),
+            Err(_) => None,
+        };
+        match answer {
+            Some(Ok(base)) => Ok((self.destination, base + self.index as Offset)),
+            Some(Err(e)) => {
+                if e.code()
+                    .is_some_and(|c| c == staunch_core::ErrorCode::UnknownTopicOrPartition)
+                {
+                    forwarder.partitions.remove(&self.destination.topic);
+                }
+                Err(e)
+            }
+            None => Err(ApiError::NoAnswer {
                 broker: "forward".into(),
-                reason: format!("forward task: {e}"),
+                reason: "the forward's produce task ended without an answer".into(),
             }),
         }
     }

@@ -792,3 +792,97 @@ async fn ordered_mode_retries_at_most_64_records_at_a_time() {
         70
     );
 }
+
+/// Several dead letters of one round go out in one produce call; when it fails, every one of
+/// them waits (the first is retried, the rest queue behind it), the committed offset stays
+/// below the first, and once the topic is back all arrive, in order, before the offset moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_dead_letters_of_one_round_all_wait_and_land_in_order() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "poisons", 1).await;
+    let tp = TopicPartition::new("poisons", 0);
+    produce(
+        b.as_ref(),
+        &tp,
+        &[
+            ("k", "p1"),
+            ("k", "ok1"),
+            ("k", "p2"),
+            ("k", "p3"),
+            ("k", "ok2"),
+        ],
+    )
+    .await;
+    let down = Arc::new(AtomicBool::new(true));
+    let api = Arc::new(Intercepted(FailingDlt {
+        inner: (*b).clone(),
+        down: down.clone(),
+    }));
+    let handler = handler_fn(|r| {
+        let poison = r.value.as_deref().is_some_and(|v| v.starts_with(b"p"));
+        async move {
+            if poison {
+                Err(HandlerError::fatal("Poison", "unparseable"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let mut config = ConsumerConfig::new("g-poisons");
+    config.fetch_max_wait = Duration::from_millis(20);
+    config.forward_backoff = BackOff::fixed(Duration::from_millis(20), u32::MAX);
+    let mut consumer = Consumer::new(api.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        let _ = consumer.poll(&handler).await;
+    }
+    let m = consumer.metrics().topic("poisons");
+    assert_eq!((m.dead_lettered, m.in_retry), (0, 3), "{m:?}");
+    assert_eq!(consumer.stalled().len(), 1);
+    assert_eq!(consumer.stalled()[0].offset, 0);
+    let c = committed(b.as_ref(), "g-poisons", &tp).await;
+    assert!(c.as_ref().is_none_or(|c| c.offset == 0), "{c:?}");
+    down.store(false, Ordering::SeqCst);
+    poll_until(&mut consumer, &api, &handler, &tp).await;
+    let dead: Vec<String> = read_all(b.as_ref(), "poisons.DLT")
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(dead, ["p1", "p2", "p3"]);
+    let m = consumer.metrics().topic("poisons");
+    assert_eq!(
+        (m.dead_lettered, m.processed, m.in_retry),
+        (3, 2, 0),
+        "{m:?}"
+    );
+    assert_eq!(
+        committed(b.as_ref(), "g-poisons", &tp)
+            .await
+            .unwrap()
+            .offset,
+        5
+    );
+
+    /// Polls until everything is dead-lettered and committed.
+    async fn poll_until<B: BrokerApi, H: staunch_consumer::Handler>(
+        consumer: &mut Consumer<B>,
+        api: &B,
+        handler: &H,
+        tp: &TopicPartition,
+    ) {
+        let start = Instant::now();
+        loop {
+            let _ = consumer.poll(handler).await;
+            consumer.commit().await.unwrap();
+            if committed(api, "g-poisons", tp)
+                .await
+                .is_some_and(|c| c.offset == 5)
+            {
+                return;
+            }
+            assert!(start.elapsed() < LIMIT, "not committed within {LIMIT:?}");
+        }
+    }
+}
