@@ -281,6 +281,10 @@ impl Partition {
                 // The common case, one read: its buffer is the answer (no copy).
                 let mut first = read.bytes;
                 first.truncate(kept);
+                if first.capacity() - kept > kept / 8 {
+                    // Do not keep much more memory alive than the answer holds.
+                    first.shrink_to_fit();
+                }
                 out = first;
             } else {
                 out.extend_from_slice(&read.bytes[..kept]);

@@ -30,17 +30,18 @@
 //! for: the partition goes on with the next record at once — as spring's retry topics let the
 //! next record through — and the round's forwards go out together at its end, in one produce
 //! call with one batch per destination partition (at most 64 per partition queued or in
-//! flight). Sending takes the records' places in the destination partitions, so forwards of
-//! a partition land in order. Until the broker acknowledged a forward, nothing
-//! at or after its record is committed; its answer is applied by a later round, and
-//! [`Consumer::commit`] (so also `close`, `assign` and a rebalance) waits for all of them
-//! first. A forward that fails stops the partition — nothing more is fetched, and the
-//! committed offset stays below the record — until a retry of it succeeds
-//! ([`Consumer::stalled`]; other forwards that failed with it are tried again after it, in
-//! order); records of the same fetch after it may have been handled meanwhile, and are
-//! committed once it is through. The counters count a forward when it is
-//! acknowledged. In ordered mode the record's key waits for its forward, so that is written
-//! and waited for in place.
+//! flight, and under 512 KiB per call). Sending takes the records' places in the destination
+//! partitions, so forwards of a partition are appended in order — except that one that fails
+//! is tried again after later ones may have landed.
+//!
+//! Until the broker acknowledged a forward, nothing at or after its record is committed. Its
+//! answer is applied by a later round, and [`Consumer::commit`] (so also `close`, `assign`
+//! and a rebalance) waits for all of them first. A forward found failed stops the partition
+//! — nothing more is fetched, and the committed offset stays below the record — until a
+//! retry of it succeeds ([`Consumer::stalled`]); other forwards that failed with it are
+//! tried again after it, in order. Records after it that were already handled are committed
+//! once it is through. The counters count a forward when it is acknowledged. In ordered mode
+//! the record's key waits for its forward, so that one is written and waited for in place.
 //!
 //! # What is fetched
 //! A poll fetches each ready partition from its position. When handing out a fetch's records
@@ -109,6 +110,28 @@ struct PendingForward {
     next_try_ms: i64,
     last_error: Option<ApiError>,
 }
+
+impl PendingForward {
+    /// About how many bytes the forwarded record takes in a batch.
+    fn size(&self) -> usize {
+        let r = &self.record;
+        let headers: usize = r
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        // Staunch's forward headers, generously.
+        const FACTS: usize = 1024;
+        r.key.as_ref().map_or(0, |k| k.len())
+            + r.value.as_ref().map_or(0, |v| v.len())
+            + headers
+            + FACTS
+    }
+}
+
+/// The forwards queued for one produce call stay under this many bytes, so each destination
+/// batch stays well under a broker's largest batch (1 MiB by default).
+const MAX_FORWARD_CALL_BYTES: usize = 512 * 1024;
 
 /// A forward sent without waiting ([`Consumer::send_forward`]).
 #[derive(Debug)]
@@ -269,7 +292,29 @@ impl PartitionState {
     fn ordered_waits(&self) -> bool {
         self.lot
             .as_ref()
-            .is_some_and(|l| l.is_full() || self.ledger.len() >= MAX_RETRYING_KEYS)
+            .is_some_and(|l| l.is_full() || self.position.is_some_and(|p| !self.may_add_retry(p)))
+    }
+
+    /// Ordered mode: whether the record at `offset` may be handed out as far as the retry
+    /// ledger goes — it has an entry already (a failure only updates it), or fewer than
+    /// [`MAX_RETRYING_KEYS`] records have one, or none of them is being retried now (all are
+    /// ahead, read back from the committed metadata after a restart or rebalance: reading on
+    /// is what finishes them).
+    fn may_add_retry(&self, offset: Offset) -> bool {
+        self.ledger.get(offset).is_some()
+            || self.ledger.len() < MAX_RETRYING_KEYS
+            || self.ledger.lowest().is_none_or(|low| low >= offset)
+    }
+
+    /// Ordered mode: whether a blocked key is due at `now` but waits for its attempt count
+    /// to be committed.
+    fn due_count_uncommitted(&self, now: i64) -> bool {
+        self.lot.as_ref().is_some_and(|lot| {
+            lot.due(now).iter().any(|key| {
+                lot.head(key)
+                    .is_some_and(|head| !self.count_committed(head.offset))
+            })
+        })
     }
 
     /// Whether the broker has every failure of the record at `offset` that the ledger
@@ -903,6 +948,20 @@ impl<B: BrokerApi> Consumer<B> {
             }
         }
         if kept.is_empty() && fetchable.is_empty() {
+            if self.parts.values().any(|st| st.due_count_uncommitted(now)) {
+                // Ordered mode with nothing to do but retry keys whose counts the broker does
+                // not have yet: the commit's answer is the wake-up.
+                let committed = self.commit_sync().await;
+                if committed.is_err() {
+                    // Do not hammer a coordinator that fails: nap before the next try.
+                    tokio::time::sleep(self.config.fetch_max_wait).await;
+                }
+                let earlier = self.commit_error.take();
+                return match (committed, earlier) {
+                    (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+                    (Ok(()), None) => Ok(()),
+                };
+            }
             let wake = self.next_wake().unwrap_or(i64::MAX);
             let nap = (wake - now).clamp(1, ms(self.config.fetch_max_wait).max(1));
             tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
@@ -1093,8 +1152,9 @@ impl<B: BrokerApi> Consumer<B> {
 
     /// Hands `records` (ascending, the first at the position) to `handler`, at most
     /// `max_batch_records` at a time and at most `budget` in all (`max_poll_records`), until a
-    /// record fails or one is not due yet; keeps the rest (the failed record included) for the
-    /// next round.
+    /// record is retried in place, a forward fails at once, or a record is not due yet; keeps
+    /// the rest (from that record on) for the next round. A record forwarded without waiting
+    /// is passed; the round's forwards are sent at the end.
     async fn process_records<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
@@ -1349,6 +1409,10 @@ impl<B: BrokerApi> Consumer<B> {
         if st.position.is_none_or(|p| p <= offset) {
             st.position = Some(offset + 1);
         }
+        let queued: usize = st.outbox.iter().map(PendingForward::size).sum();
+        if queued + pending.size() > MAX_FORWARD_CALL_BYTES {
+            self.flush_forwards(tp, st).await;
+        }
         st.outbox.push(pending);
         if st.outbox.len() + st.sending.len() >= MAX_FORWARDS_IN_FLIGHT {
             self.flush_forwards(tp, st).await;
@@ -1470,12 +1534,8 @@ impl<B: BrokerApi> Consumer<B> {
             .on_forwarded(&pending.record, dest, pending.dead_letter);
         st.ledger.remove(pending.record.offset);
         match pending.after {
-            AfterForward::Advance => {
-                if st.position.is_none_or(|p| p <= pending.record.offset) {
-                    st.position = Some(pending.record.offset + 1);
-                }
-                None
-            }
+            // The position passed the record when the forward was queued; a seek since wins.
+            AfterForward::Advance => None,
             AfterForward::OrderedHead(key) => {
                 if let Some(lot) = st.lot.as_mut()
                     && lot.head(&key).map(|r| r.offset) == Some(pending.record.offset)
@@ -1563,7 +1623,7 @@ impl<B: BrokerApi> Consumer<B> {
             let waits = if blocked {
                 st.lot.as_ref().is_some_and(ParkingLot::is_full)
             } else {
-                st.ledger.len() >= MAX_RETRYING_KEYS
+                !st.may_add_retry(record.offset)
             };
             if st.pending.is_some() || waits {
                 st.position = Some(record.offset);

@@ -127,18 +127,24 @@ impl Forwarder {
         };
         let api = Arc::clone(api);
         let (done, outcome) = watch::channel(None);
-        let batches = partitions.len();
+        let answered = partitions.clone();
         let mut produce: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             let answers = api.produce(call).await;
-            let mut bases: Vec<Result<Offset, ApiError>> = answers
-                .into_iter()
-                .map(|(_, answer)| answer.map(|ack| ack.base_offset))
+            // One answer per batch, matched by partition (each partition has one batch here).
+            let bases: Vec<Result<Offset, ApiError>> = answered
+                .iter()
+                .map(|p| {
+                    answers
+                        .iter()
+                        .find(|(tp, _)| tp == p)
+                        .map(|(_, answer)| answer.clone().map(|ack| ack.base_offset))
+                        .unwrap_or_else(|| {
+                            Err(ApiError::Protocol(format!(
+                                "produce did not answer for {p}"
+                            )))
+                        })
+                })
                 .collect();
-            bases.resize_with(batches, || {
-                Err(ApiError::Protocol(
-                    "produce answered for fewer batches".into(),
-                ))
-            });
             let _ = done.send(Some(Arc::new(bases)));
         });
         // The first poll sends it, so forwards of one partition keep their order (the broker

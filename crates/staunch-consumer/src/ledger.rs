@@ -98,6 +98,11 @@ impl RetryLedger {
         self.entries = self.entries.split_off(&offset);
     }
 
+    /// The lowest offset with an entry.
+    pub fn lowest(&self) -> Option<Offset> {
+        self.entries.keys().next().copied()
+    }
+
     /// How many records are being retried.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -15,36 +15,43 @@ use std::task::{Context, Poll, Waker};
 use staunch_core::api::{FetchCall, FetchPosition, FetchedRecords};
 use staunch_core::batch::batches;
 use staunch_core::{ApiError, BrokerApi, Offset, TopicPartition};
+use tokio::task::JoinHandle;
 
 /// The answers of one fetch, per partition.
 pub(crate) type FetchAnswers = Vec<(TopicPartition, Result<FetchedRecords, ApiError>)>;
 
-/// The fetch future of a prefetch: owns its broker handle, so it outlives the round.
-type FetchFuture = Pin<Box<dyn Future<Output = FetchAnswers> + Send>>;
-
-/// A fetch sent ahead. It is polled once when sent — which starts the broker's work (the
-/// embedded broker's read on its blocking pool, a network client's request) without a task of
-/// its own, sparing a thread hand-off each way — and then not again until a round waits for
-/// it. Dropping it drops the fetch.
+/// A fetch sent ahead. It is polled once on the caller's thread when sent, which starts the
+/// broker's work at once (the embedded broker's read on its blocking pool, a network client's
+/// request) and, for a fetch the broker answers on the spot, spares a task; one still pending
+/// then runs in a task of its own, so it is driven to the end (and releases whatever it holds,
+/// such as a client's metadata lock) whether or not a round waits for it. Dropping it aborts
+/// that task.
+#[derive(Debug)]
 pub(crate) struct Prefetch {
-    fetch: FetchFuture,
-    /// The answer, if the first poll already had it.
-    ready: Option<FetchAnswers>,
+    answer: Answer,
     /// The offset each partition was asked for.
     from: BTreeMap<TopicPartition, Offset>,
 }
 
-impl std::fmt::Debug for Prefetch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prefetch")
-            .field("from", &self.from)
-            .field("ready", &self.ready.is_some())
-            .finish_non_exhaustive()
+/// Where a prefetch's answer is.
+#[derive(Debug)]
+enum Answer {
+    /// The first poll had it.
+    Ready(FetchAnswers),
+    /// The task running the fetch.
+    Running(JoinHandle<FetchAnswers>),
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        if let Answer::Running(task) = &self.answer {
+            task.abort();
+        }
     }
 }
 
 impl Prefetch {
-    /// Sends `call` and polls it once.
+    /// Sends `call` (see [`Prefetch`]).
     pub(crate) fn start<B: BrokerApi>(api: &Arc<B>, call: FetchCall) -> Self {
         let from = call
             .partitions
@@ -52,14 +59,14 @@ impl Prefetch {
             .map(|p| (p.partition.clone(), p.offset))
             .collect();
         let api = Arc::clone(api);
-        let mut fetch: FetchFuture = Box::pin(async move { api.fetch(call).await });
-        // Whoever waits for it later polls it again with a waker of its own.
-        let mut cx = Context::from_waker(Waker::noop());
-        let ready = match fetch.as_mut().poll(&mut cx) {
-            Poll::Ready(answers) => Some(answers),
-            Poll::Pending => None,
+        let mut fetch: Pin<Box<dyn Future<Output = FetchAnswers> + Send>> =
+            Box::pin(async move { api.fetch(call).await });
+        // The task polls it again with a waker of its own.
+        let answer = match fetch.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(answers) => Answer::Ready(answers),
+            Poll::Pending => Answer::Running(tokio::spawn(fetch)),
         };
-        Prefetch { fetch, ready, from }
+        Prefetch { answer, from }
     }
 
     /// Whether this prefetch asked for `position`'s partition at its offset.
@@ -70,12 +77,18 @@ impl Prefetch {
     /// Waits for the answer and returns those of the partitions in `wanted` it covers that
     /// hold records (or an error): a partition that had nothing is left to a fresh fetch,
     /// which may wait for data where a read-ahead does not.
-    pub(crate) async fn answers_for(self, wanted: &[FetchPosition]) -> FetchAnswers {
-        let Prefetch { fetch, ready, from } = self;
-        let answers = match ready {
-            Some(answers) => answers,
-            None => fetch.await,
+    pub(crate) async fn answers_for(mut self, wanted: &[FetchPosition]) -> FetchAnswers {
+        let answers = match &mut self.answer {
+            Answer::Ready(answers) => std::mem::take(answers),
+            Answer::Running(task) => match task.await {
+                Ok(answers) => answers,
+                Err(e) => {
+                    tracing::debug!(error = %e, "read-ahead task failed; fetching again");
+                    Vec::new()
+                }
+            },
         };
+        let from = &self.from;
         answers
             .into_iter()
             .filter(|(_, answer)| !matches!(answer, Ok(f) if f.records.is_empty()))

@@ -886,3 +886,69 @@ async fn failed_dead_letters_of_one_round_all_wait_and_land_in_order() {
         }
     }
 }
+
+/// After a restart, the retry counts read back from the committed metadata belong to records
+/// ahead of the position: they do not count against ordered mode's 64 retrying records, or a
+/// consumer starting with 64 of them would never read on to finish them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_mode_reads_on_past_counts_read_back_after_a_restart() {
+    use staunch_consumer::ledger::{RetryEntry, RetryLedger};
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "resume", 1).await;
+    let tp = TopicPartition::new("resume", 0);
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let records: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
+    produce(b.as_ref(), &tp, &records).await;
+    // What a consumer that died with 64 keys failing once left behind.
+    let mut ledger = RetryLedger::default();
+    for offset in 10..74 {
+        ledger.set(
+            offset,
+            RetryEntry {
+                attempts: 1,
+                first_failure_ms: 1_700_000_000_000,
+                last_failure_ms: 1_700_000_000_000,
+            },
+        );
+    }
+    let answers = BrokerApi::commit_offsets(
+        b.as_ref(),
+        &GroupMembership::simple("g-resume"),
+        vec![(
+            tp.clone(),
+            OffsetAndMetadata {
+                offset: 0,
+                leader_epoch: None,
+                metadata: ledger.encode(),
+            },
+        )],
+    )
+    .await;
+    assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
+    let attempts = Arc::new(Mutex::new(Vec::<(i64, u32)>::new()));
+    let a = attempts.clone();
+    let handler = PerRecord(handler_fn(move |r| {
+        a.lock().unwrap().push((r.offset, r.delivery_attempt));
+        async { Ok(()) }
+    }));
+    let mut config = ConsumerConfig::new("g-resume");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
+    config.ordered = Some(1_000);
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        attempts.lock().unwrap().len() == 100
+    })
+    .await;
+    let attempts = attempts.lock().unwrap().clone();
+    let expected: Vec<(i64, u32)> = (0..100)
+        .map(|o| (o, if (10..74).contains(&o) { 2 } else { 1 }))
+        .collect();
+    assert_eq!(attempts, expected, "the counts go on where they were");
+    consumer.commit().await.unwrap();
+    assert_eq!(
+        committed(b.as_ref(), "g-resume", &tp).await.unwrap().offset,
+        100
+    );
+}
