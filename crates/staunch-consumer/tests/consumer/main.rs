@@ -952,3 +952,81 @@ async fn ordered_mode_reads_on_past_counts_read_back_after_a_restart() {
         100
     );
 }
+
+/// Delegates to `inner`; produce to a `.DLT` topic is answered only after `delay`.
+#[derive(Debug, Clone)]
+struct SlowDlt<B> {
+    inner: B,
+    delay: Duration,
+}
+
+impl<B: BrokerApi> Intercept for SlowDlt<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    async fn produce(
+        &self,
+        call: ProduceCall,
+    ) -> Vec<(TopicPartition, Result<ProduceAck, ApiError>)> {
+        let slow = call
+            .batches
+            .iter()
+            .any(|b| b.partition.topic.ends_with(".DLT"));
+        let answers = self.inner.produce(call).await;
+        if slow {
+            tokio::time::sleep(self.delay).await;
+        }
+        answers
+    }
+}
+
+/// A seek made while a dead letter is in flight wins: the dead letter's acknowledgement,
+/// applied later, does not move the position past the record sought back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_wins_over_a_forward_acknowledged_later() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "seekfwd", 1).await;
+    let tp = TopicPartition::new("seekfwd", 0);
+    produce(b.as_ref(), &tp, &[("k", "poison"), ("k", "a"), ("k", "b")]).await;
+    let api = Arc::new(Intercepted(SlowDlt {
+        inner: (*b).clone(),
+        delay: Duration::from_millis(100),
+    }));
+    let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let s = seen.clone();
+    let handler = handler_fn(move |r| {
+        s.lock().unwrap().push(r.offset);
+        let poison = r.value.as_deref() == Some(&b"poison"[..]);
+        async move {
+            if poison {
+                Err(HandlerError::fatal("Poison", "unparseable"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let mut config = ConsumerConfig::new("g-seekfwd");
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(api.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    consumer.poll(&handler).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [0, 1, 2],
+        "the dead letter is in flight"
+    );
+    // Let the dead letter be acknowledged (its answer is applied by the next poll), then go
+    // back to the start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    consumer.seek(&tp, 0);
+    consumer.poll(&handler).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[3], 0,
+        "delivered again from the offset sought: {seen:?}"
+    );
+    consumer.close().await.unwrap();
+}
