@@ -638,11 +638,7 @@ impl<B: BrokerApi> Consumer<B> {
             .any(PartitionState::retry_count_uncommitted)
         {
             let result = self.commit_sync().await;
-            let earlier = self.commit_error.take();
-            return match (result, earlier) {
-                (Err(e), _) | (Ok(()), Some(e)) => Err(e),
-                (Ok(()), None) => Ok(()),
-            };
+            return self.with_earlier_commit_error(result);
         }
         self.reap().await;
         if self.in_flight.is_none()
@@ -657,6 +653,15 @@ impl<B: BrokerApi> Consumer<B> {
             self.in_flight = Some(InFlight { task, sent });
         }
         self.commit_error.take().map_or(Ok(()), Err)
+    }
+
+    /// `result`, or else a commit failure not yet reported (which is then reported).
+    fn with_earlier_commit_error(
+        &mut self,
+        result: Result<(), ConsumerError>,
+    ) -> Result<(), ConsumerError> {
+        let earlier = self.commit_error.take();
+        result.and(earlier.map_or(Ok(()), Err))
     }
 
     /// Applies the answer of the commit in flight if it has arrived; a failure is kept for
@@ -956,11 +961,7 @@ impl<B: BrokerApi> Consumer<B> {
                     // Do not hammer a coordinator that fails: nap before the next try.
                     tokio::time::sleep(self.config.fetch_max_wait).await;
                 }
-                let earlier = self.commit_error.take();
-                return match (committed, earlier) {
-                    (Err(e), _) | (Ok(()), Some(e)) => Err(e),
-                    (Ok(()), None) => Ok(()),
-                };
+                return self.with_earlier_commit_error(committed);
             }
             let wake = self.next_wake().unwrap_or(i64::MAX);
             let nap = (wake - now).clamp(1, ms(self.config.fetch_max_wait).max(1));
@@ -1378,12 +1379,7 @@ impl<B: BrokerApi> Consumer<B> {
     ) -> Option<ParkKey> {
         let result = self
             .forwarder
-            .forward(
-                self.api.as_ref(),
-                &pending.topic,
-                &pending.record,
-                &pending.facts,
-            )
+            .forward(&self.api, &pending.topic, &pending.record, &pending.facts)
             .await;
         match result {
             Ok((dest, offset)) => self.forwarded(tp, st, pending, &dest, offset),

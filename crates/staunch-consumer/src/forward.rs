@@ -7,16 +7,15 @@
 //! not).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use staunch_core::api::{CreateTopicCall, PartitionBatch, ProduceCall};
-use staunch_core::{Acks, ApiError, BatchBuilder, BrokerApi, Offset, ProduceAck, TopicPartition};
+use staunch_core::{Acks, ApiError, BatchBuilder, BrokerApi, Offset, TopicPartition};
 use tokio::sync::watch;
 
+use crate::eager;
 use crate::handler::ConsumerRecord;
 use crate::headers::{ForwardFacts, is_staunch_header};
 
@@ -68,20 +67,22 @@ impl Forwarder {
         Ok(n)
     }
 
-    /// Writes `record` to `topic` with acks=all: same key, value, timestamp and own headers,
-    /// Staunch's headers replaced by `facts`. Same partition index as the source when the
-    /// destination has it, else the index modulo its partition count. `Ok` only once every
-    /// in-sync replica has it, with the partition and offset it got.
+    /// Writes `record` to `topic` with acks=all and waits for the broker: same key, value,
+    /// timestamp and own headers, Staunch's headers replaced by `facts`. Same partition index
+    /// as the source when the destination has it, else the index modulo its partition count.
+    /// `Ok` only once every in-sync replica has it, with the partition and offset it got.
     pub(crate) async fn forward<B: BrokerApi>(
         &mut self,
-        api: &B,
+        api: &Arc<B>,
         topic: &str,
         record: &ConsumerRecord,
         facts: &ForwardFacts,
     ) -> Result<(TopicPartition, Offset), ApiError> {
-        let call = self.prepare(api, topic, record, facts).await?;
-        let answers = api.produce(call).await;
-        self.outcome(topic, answers)
+        let mut sent = self.send_all(api, &[(topic, record, facts)]).await?;
+        match sent.pop() {
+            Some(sent) => sent.outcome(self).await,
+            None => Err(ApiError::Protocol("no forward was sent".into())),
+        }
     }
 
     /// [`Forwarder::forward`] for several records at once, without waiting for the broker:
@@ -128,7 +129,9 @@ impl Forwarder {
         let api = Arc::clone(api);
         let (done, outcome) = watch::channel(None);
         let answered = partitions.clone();
-        let mut produce: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+        // Started at once, so forwards of one partition keep their order; dropping the
+        // handle leaves the task running, and the answer comes through `done`.
+        let _ = eager::start(async move {
             let answers = api.produce(call).await;
             // One answer per batch, matched by partition (each partition has one batch here).
             let bases: Vec<Result<Offset, ApiError>> = answered
@@ -147,15 +150,6 @@ impl Forwarder {
                 .collect();
             let _ = done.send(Some(Arc::new(bases)));
         });
-        // The first poll sends it, so forwards of one partition keep their order (the broker
-        // appends calls naming the same partition in the order they were first polled).
-        if produce
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-            .is_pending()
-        {
-            tokio::spawn(produce);
-        }
         Ok(placed
             .into_iter()
             .map(|(batch, index)| SentForward {
@@ -166,56 +160,7 @@ impl Forwarder {
             })
             .collect())
     }
-
-    /// The produce call of a forward (see [`Forwarder::forward`]), creating the destination
-    /// topic if it is missing.
-    async fn prepare<B: BrokerApi>(
-        &mut self,
-        api: &B,
-        topic: &str,
-        record: &ConsumerRecord,
-        facts: &ForwardFacts,
-    ) -> Result<ProduceCall, ApiError> {
-        let count = self.ensure_topic(api, topic, &facts.original_topic).await?;
-        let partition = TopicPartition::new(topic, record.partition.rem_euclid(count));
-        let mut builder = BatchBuilder::new(record.timestamp);
-        push_forward(&mut builder, record, facts);
-        Ok(ProduceCall {
-            acks: Acks::All,
-            timeout: self.timeout,
-            batches: vec![PartitionBatch {
-                partition,
-                records: Bytes::from(builder.build()),
-            }],
-        })
-    }
-
-    /// The partition and offset a forward to `topic` got, from the produce's answers; forgets
-    /// the topic's partition count if the broker no longer knows it.
-    fn outcome(
-        &mut self,
-        topic: &str,
-        mut answers: ProduceAnswers,
-    ) -> Result<(TopicPartition, Offset), ApiError> {
-        match answers.pop() {
-            Some((partition, Ok(ack))) => Ok((partition, ack.base_offset)),
-            Some((_, Err(e))) => {
-                if e.code()
-                    .is_some_and(|c| c == staunch_core::ErrorCode::UnknownTopicOrPartition)
-                {
-                    self.partitions.remove(topic);
-                }
-                Err(e)
-            }
-            None => Err(ApiError::Protocol(
-                "produce answered for no partition".into(),
-            )),
-        }
-    }
 }
-
-/// The answers of a forward's produce.
-type ProduceAnswers = Vec<(TopicPartition, Result<ProduceAck, ApiError>)>;
 
 /// Appends `record` as forwarded: same key, value, timestamp and own headers, Staunch's
 /// headers replaced by `facts`.

@@ -54,6 +54,7 @@ pub mod assignor;
 pub mod config;
 pub mod consumer;
 mod decode;
+mod eager;
 pub mod error;
 mod forward;
 mod group;

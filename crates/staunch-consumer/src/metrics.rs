@@ -31,7 +31,8 @@ pub struct Counters {
     /// retry topic that were acknowledged.
     pub forwarded_to_retry: u64,
     /// Records forwarded to a dead-letter topic, counted when the write was acknowledged
-    /// (after which the source offset may be committed).
+    /// (after which the source offset may be committed). Forwards are not waited for, so the
+    /// acknowledgement is counted by a later poll, or by `commit`, which waits for them.
     pub dead_lettered: u64,
     /// Forward writes (to a retry or dead-letter topic) that failed; each is tried again,
     /// with the partition stopped meanwhile ([`Consumer::stalled`](crate::Consumer::stalled)).

@@ -7,51 +7,36 @@
 //! position moved, and those partitions are fetched afresh. Fetched records are only read,
 //! never committed, so a prefetch that is thrown away loses nothing.
 
-use std::collections::BTreeMap;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-
 use staunch_core::api::{FetchCall, FetchPosition, FetchedRecords};
 use staunch_core::batch::batches;
 use staunch_core::{ApiError, BrokerApi, Offset, TopicPartition};
-use tokio::task::JoinHandle;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::eager::{self, Started};
 
 /// The answers of one fetch, per partition.
 pub(crate) type FetchAnswers = Vec<(TopicPartition, Result<FetchedRecords, ApiError>)>;
 
-/// A fetch sent ahead. It is polled once on the caller's thread when sent, which starts the
-/// broker's work at once (the embedded broker's read on its blocking pool, a network client's
-/// request) and, for a fetch the broker answers on the spot, spares a task; one still pending
-/// then runs in a task of its own, so it is driven to the end (and releases whatever it holds,
-/// such as a client's metadata lock) whether or not a round waits for it. Dropping it aborts
-/// that task.
+/// A fetch sent ahead, started with [`eager::start`]: the broker's read begins at once, and a
+/// fetch not answered on the spot runs in a task of its own. Dropping it aborts that task.
 #[derive(Debug)]
 pub(crate) struct Prefetch {
-    answer: Answer,
+    answer: Started<FetchAnswers>,
     /// The offset each partition was asked for.
     from: BTreeMap<TopicPartition, Offset>,
 }
 
-/// Where a prefetch's answer is.
-#[derive(Debug)]
-enum Answer {
-    /// The first poll had it.
-    Ready(FetchAnswers),
-    /// The task running the fetch.
-    Running(JoinHandle<FetchAnswers>),
-}
-
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        if let Answer::Running(task) = &self.answer {
+        if let Started::Running(task) = &self.answer {
             task.abort();
         }
     }
 }
 
 impl Prefetch {
-    /// Sends `call` (see [`Prefetch`]).
+    /// Sends `call`.
     pub(crate) fn start<B: BrokerApi>(api: &Arc<B>, call: FetchCall) -> Self {
         let from = call
             .partitions
@@ -59,13 +44,7 @@ impl Prefetch {
             .map(|p| (p.partition.clone(), p.offset))
             .collect();
         let api = Arc::clone(api);
-        let mut fetch: Pin<Box<dyn Future<Output = FetchAnswers> + Send>> =
-            Box::pin(async move { api.fetch(call).await });
-        // The task polls it again with a waker of its own.
-        let answer = match fetch.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(answers) => Answer::Ready(answers),
-            Poll::Pending => Answer::Running(tokio::spawn(fetch)),
-        };
+        let answer = eager::start(async move { api.fetch(call).await });
         Prefetch { answer, from }
     }
 
@@ -79,8 +58,8 @@ impl Prefetch {
     /// which may wait for data where a read-ahead does not.
     pub(crate) async fn answers_for(mut self, wanted: &[FetchPosition]) -> FetchAnswers {
         let answers = match &mut self.answer {
-            Answer::Ready(answers) => std::mem::take(answers),
-            Answer::Running(task) => match task.await {
+            Started::Ready(answers) => std::mem::take(answers),
+            Started::Running(task) => match task.await {
                 Ok(answers) => answers,
                 Err(e) => {
                     tracing::debug!(error = %e, "read-ahead task failed; fetching again");
