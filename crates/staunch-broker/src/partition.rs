@@ -250,19 +250,47 @@ impl Partition {
     /// Reads whole batches from `from`, up to about `max_bytes` (at least one batch if any is
     /// visible), never at or beyond the high watermark.
     pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Fetched, ErrorCode> {
+        self.read_from(from, max_bytes, false)?
+            .ok_or(ErrorCode::UnknownServerError)
+    }
+
+    /// [`Partition::read`] answered only from memory: `None` where it would wait for the
+    /// disk or for a writer (then call `read` from a thread that may block).
+    pub fn read_cached(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Option<Fetched>, ErrorCode> {
+        self.read_from(from, max_bytes, true)
+    }
+
+    fn read_from(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        cached_only: bool,
+    ) -> Result<Option<Fetched>, ErrorCode> {
         let high_watermark = self.high_watermark();
         let log_start_offset = self.log.earliest();
         if from < log_start_offset || from > self.log.log_end() {
             return Err(ErrorCode::OffsetOutOfRange);
         }
-        let mut out = Vec::new();
+        // The answer: one read's bytes in the common case (no copy), else a copy of several.
+        let mut out = bytes::Bytes::new();
         let mut next = from;
         while next < high_watermark && (out.is_empty() || out.len() < max_bytes) {
             let budget = max_bytes.saturating_sub(out.len()).max(1);
-            let read = self
-                .log
-                .read(next, budget)
-                .map_err(|e| log_error_code(&e))?;
+            let read = if cached_only {
+                match self.log.read_cached(next, budget) {
+                    Ok(Some(read)) => read,
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(log_error_code(&e)),
+                }
+            } else {
+                self.log
+                    .read(next, budget)
+                    .map_err(|e| log_error_code(&e))?
+            };
             let mut kept = 0;
             for batch in batches(&read.bytes) {
                 let Ok(batch) = batch else { break };
@@ -277,24 +305,19 @@ impl Partition {
             if kept == 0 {
                 break;
             }
-            if out.is_empty() {
-                // The common case, one read: its buffer is the answer (no copy).
-                let mut first = read.bytes;
-                first.truncate(kept);
-                if first.capacity() - kept > kept / 8 {
-                    // Do not keep much more memory alive than the answer holds.
-                    first.shrink_to_fit();
-                }
-                out = first;
+            out = if out.is_empty() && kept > read.bytes.len() / 2 {
+                read.bytes.slice(..kept)
             } else {
-                out.extend_from_slice(&read.bytes[..kept]);
-            }
+                // Joined to an earlier read, or a small part of this one: a copy of its own,
+                // so the answer does not keep much more memory alive than it holds.
+                [&out[..], &read.bytes[..kept]].concat().into()
+            };
         }
-        Ok(Fetched {
-            records: bytes::Bytes::from(out),
+        Ok(Some(Fetched {
+            records: out,
             high_watermark,
             log_start_offset,
-        })
+        }))
     }
 
     /// The offset of the first record with a timestamp at or after `timestamp` that is visible

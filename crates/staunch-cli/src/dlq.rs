@@ -249,7 +249,7 @@ fn dead_letter_json(d: &DeadLetter) -> serde_json::Value {
         })
     });
     json!({
-        "topic": r.topic,
+        "topic": &*r.topic,
         "partition": r.partition,
         "offset": r.offset,
         "timestamp": r.timestamp,

@@ -1001,23 +1001,28 @@ impl<B: BrokerApi> Consumer<B> {
         }
     }
 
-    /// This round's fetch of `wanted`: the records the read-ahead sent last round has for it
-    /// (same partition, same offset), and a fresh fetch of the rest — which waits up to
-    /// `fetch_max_wait` for data only if `may_wait` and the read-ahead brought nothing. Then
-    /// sends the next read-ahead, for each partition that answered with records here, from
-    /// where it will be once they are handled, so the broker reads them while the handler
-    /// works. The read-ahead never waits for data (a partition without any is fetched afresh
+    /// This round's fetch of `wanted`: the read-ahead's next answer for it (same partition,
+    /// same offset), and a fresh fetch of the rest — which waits up to `fetch_max_wait` for
+    /// data only if `may_wait` and the read-ahead brought nothing. The read-ahead is kept if
+    /// it goes on from where each partition that answered with records here will be once they
+    /// are handled, and started again from there otherwise, so the broker reads them while
+    /// the handler works. It never waits for data (a partition without any is fetched afresh
     /// next round, waiting as usual). Nothing wanted: the read-ahead is kept for a later round.
     async fn fetch_round(&mut self, wanted: Vec<FetchPosition>, may_wait: bool) -> FetchAnswers {
         if wanted.is_empty() {
             return Vec::new();
         }
-        let mut answers = match self.prefetch.take() {
-            Some(prefetch) if wanted.iter().any(|w| prefetch.covers(w)) => {
-                prefetch.answers_for(&wanted).await
-            }
-            // Dropping a read-ahead that covers nothing wanted drops its fetch.
-            _ => Vec::new(),
+        if !self
+            .prefetch
+            .as_ref()
+            .is_some_and(|p| wanted.iter().any(|w| p.covers(w)))
+        {
+            // Dropping a read-ahead that covers nothing wanted drops its fetches.
+            self.prefetch = None;
+        }
+        let mut answers = match &mut self.prefetch {
+            Some(prefetch) => prefetch.answers_for(&wanted).await,
+            None => Vec::new(),
         };
         let rest: Vec<FetchPosition> = wanted
             .iter()
@@ -1053,14 +1058,21 @@ impl<B: BrokerApi> Consumer<B> {
                 })
             })
             .collect();
-        if !ahead.is_empty() {
-            let call = FetchCall {
-                max_wait: Duration::ZERO,
-                min_bytes: 1,
-                max_bytes: self.config.fetch_max_bytes,
-                partitions: ahead,
-            };
-            self.prefetch = Some(Prefetch::start(&self.api, call));
+        let keep = self
+            .prefetch
+            .as_ref()
+            .is_some_and(|p| p.continues_at(&ahead));
+        if !keep {
+            self.prefetch = None;
+            if !ahead.is_empty() {
+                let call = FetchCall {
+                    max_wait: Duration::ZERO,
+                    min_bytes: 1,
+                    max_bytes: self.config.fetch_max_bytes,
+                    partitions: ahead,
+                };
+                self.prefetch = Some(Prefetch::start(&self.api, call));
+            }
         }
         answers
     }
@@ -1251,7 +1263,7 @@ impl<B: BrokerApi> Consumer<B> {
         let backoff = self.config.failure.backoff().clone();
         let source = previous
             .as_ref()
-            .map_or_else(|| record.topic.clone(), |f| f.original_topic.clone());
+            .map_or_else(|| record.topic.to_string(), |f| f.original_topic.clone());
         let mut facts = ForwardFacts {
             original_topic: source.clone(),
             original_partition: previous
@@ -1776,7 +1788,7 @@ impl<H: BatchHandler> BatchHandler for TracedBatch<'_, H> {
         let span = tracing::info_span!(
             "handle",
             group = %self.group,
-            topic = first.map(|r| r.topic.as_str()),
+            topic = first.map(|r| &*r.topic),
             partition = first.map(|r| r.partition),
             offset = first.map(|r| r.offset),
             attempt = first.map(|r| r.delivery_attempt),

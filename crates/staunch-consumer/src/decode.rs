@@ -23,6 +23,7 @@ pub(crate) fn decode(
 ) -> Result<(Vec<ConsumerRecord>, Option<Offset>), String> {
     let mut out = Vec::new();
     let mut end = None;
+    let topic: std::sync::Arc<str> = tp.topic.as_str().into();
     for batch in batches(bytes) {
         let batch = match batch {
             Ok(b) => b,
@@ -55,7 +56,7 @@ pub(crate) fn decode(
                 .map(|(k, v)| (share.get(k), v.map(|v| share.get(v))))
                 .collect();
             let mut r = ConsumerRecord {
-                topic: tp.topic.clone(),
+                topic: topic.clone(),
                 partition: tp.partition,
                 offset: record.offset,
                 timestamp: record.timestamp,
@@ -181,7 +182,7 @@ mod tests {
                 "{codec:?}"
             );
             for r in &records {
-                assert_eq!((r.topic.as_str(), r.partition), ("t", 2));
+                assert_eq!((&*r.topic, r.partition), ("t", 2));
                 assert_eq!(r.key.as_deref(), Some(&b"key"[..]));
                 assert_eq!(
                     r.headers,

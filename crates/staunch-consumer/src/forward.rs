@@ -131,7 +131,7 @@ impl Forwarder {
         let answered = partitions.clone();
         // Started at once, so forwards of one partition keep their order; dropping the
         // handle leaves the task running, and the answer comes through `done`.
-        let _ = eager::start(async move {
+        eager::start(async move {
             let answers = api.produce(call).await;
             // One answer per batch, matched by partition (each partition has one batch here).
             let bases: Vec<Result<Offset, ApiError>> = answered

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use staunch_core::{Offset, TopicPartition};
@@ -20,8 +21,9 @@ use crate::headers::ForwardFacts;
 /// (`Bytes::copy_from_slice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// The topic it was read from (a retry topic for a record being retried there).
-    pub topic: String,
+    /// The topic it was read from (a retry topic for a record being retried there); shared
+    /// by the records of one fetch.
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
     /// Its offset.
@@ -54,7 +56,7 @@ impl ConsumerRecord {
 
     /// The partition it was read from.
     pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition::new(self.topic.clone(), self.partition)
+        TopicPartition::new(&*self.topic, self.partition)
     }
 
     /// The facts Staunch put on it when it was forwarded (to a retry topic), if any.
@@ -71,7 +73,7 @@ impl ConsumerRecord {
     pub fn source_topic(&self) -> String {
         self.forward_facts()
             .map(|f| f.original_topic)
-            .unwrap_or_else(|| self.topic.clone())
+            .unwrap_or_else(|| self.topic.to_string())
     }
 }
 

@@ -1,73 +1,115 @@
-//! The next round's fetch, sent while the records of the last one are being handled (what
-//! Kafka's consumer does with its fetch buffer): the broker reads the next records while the
-//! handler works, instead of after it.
+//! Reading ahead of the handler (what Kafka's consumer does with its fetch buffer): a task
+//! that fetches the next records of the partitions being read while the records of the last
+//! fetch are being handled, and starts each fetch as soon as the one before it is answered —
+//! so the broker reads back to back instead of waiting for the consumer between reads.
 //!
-//! A prefetch answers a later round only for partitions that round wants from the **same
-//! offset** the prefetch asked for: after a failure, a seek, a pause or a rebalance the
-//! position moved, and those partitions are fetched afresh. Fetched records are only read,
-//! never committed, so a prefetch that is thrown away loses nothing.
+//! The task holds at most [`AHEAD`] answers the consumer has not taken, plus the fetch it is
+//! sending: with the records being handled, up to three fetches' worth of records
+//! (`fetch_max_bytes` each) per consumer.
+//!
+//! A read-ahead answers a round only for partitions that round wants from **the same offset**
+//! the read-ahead asked for: after a failure, a seek, a pause or a rebalance the position
+//! moved, and those partitions are fetched afresh (and the read-ahead is started again from
+//! where the consumer now reads). Fetched records are only read, never committed, so a
+//! read-ahead that is thrown away loses nothing. It never waits for data: a partition that
+//! had none drops out of it and is fetched afresh by the next round, which may wait.
 
 use staunch_core::api::{FetchCall, FetchPosition, FetchedRecords};
 use staunch_core::batch::batches;
 use staunch_core::{ApiError, BrokerApi, Offset, TopicPartition};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use crate::eager::{self, Started};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// The answers of one fetch, per partition.
 pub(crate) type FetchAnswers = Vec<(TopicPartition, Result<FetchedRecords, ApiError>)>;
 
-/// A fetch sent ahead, started with [`eager::start`]: the broker's read begins at once, and a
-/// fetch not answered on the spot runs in a task of its own. Dropping it aborts that task.
+/// Where each partition of a fetch was asked to start.
+type Positions = BTreeMap<TopicPartition, Offset>;
+
+/// Answers fetched ahead that the consumer has not taken yet, at most.
+const AHEAD: usize = 1;
+
+/// One fetch of the read-ahead: where it asked each partition to start, and the answers.
+#[derive(Debug)]
+struct Fetched {
+    from: Positions,
+    answers: FetchAnswers,
+}
+
+/// The read-ahead of a consumer: a task fetching from the positions it was started at, then
+/// on from where each answer leaves its partition, for as long as partitions answer with
+/// records. Dropping it stops the task.
 #[derive(Debug)]
 pub(crate) struct Prefetch {
-    answer: Started<FetchAnswers>,
-    /// The offset each partition was asked for.
-    from: BTreeMap<TopicPartition, Offset>,
+    fetched: mpsc::Receiver<Fetched>,
+    task: JoinHandle<()>,
+    /// Where the next answer to be taken asked each partition to start.
+    next_from: Positions,
 }
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        if let Started::Running(task) = &self.answer {
-            task.abort();
-        }
+        self.task.abort();
     }
 }
 
 impl Prefetch {
-    /// Sends `call`.
-    pub(crate) fn start<B: BrokerApi>(api: &Arc<B>, call: FetchCall) -> Self {
-        let from = call
-            .partitions
-            .iter()
-            .map(|p| (p.partition.clone(), p.offset))
-            .collect();
+    /// Starts reading ahead with `call` (its `max_wait` is ignored: a read-ahead never waits
+    /// for data).
+    pub(crate) fn start<B: BrokerApi>(api: &Arc<B>, mut call: FetchCall) -> Self {
+        call.max_wait = std::time::Duration::ZERO;
+        let next_from = positions(&call.partitions);
+        let (sender, fetched) = mpsc::channel(AHEAD);
         let api = Arc::clone(api);
-        let answer = eager::start(async move { api.fetch(call).await });
-        Prefetch { answer, from }
-    }
-
-    /// Whether this prefetch asked for `position`'s partition at its offset.
-    pub(crate) fn covers(&self, position: &FetchPosition) -> bool {
-        self.from.get(&position.partition) == Some(&position.offset)
-    }
-
-    /// Waits for the answer and returns those of the partitions in `wanted` it covers that
-    /// hold records (or an error): a partition that had nothing is left to a fresh fetch,
-    /// which may wait for data where a read-ahead does not.
-    pub(crate) async fn answers_for(mut self, wanted: &[FetchPosition]) -> FetchAnswers {
-        let answers = match &mut self.answer {
-            Started::Ready(answers) => std::mem::take(answers),
-            Started::Running(task) => match task.await {
-                Ok(answers) => answers,
-                Err(e) => {
-                    tracing::debug!(error = %e, "read-ahead task failed; fetching again");
-                    Vec::new()
+        let partition_max_bytes = call.partitions.first().map_or(0, |p| p.max_bytes);
+        let task = tokio::spawn(async move {
+            while !call.partitions.is_empty() {
+                let from = positions(&call.partitions);
+                let answers = api.fetch(call.clone()).await;
+                call.partitions = continuation(&from, &answers)
+                    .into_iter()
+                    .map(|(partition, offset)| FetchPosition {
+                        partition,
+                        offset,
+                        max_bytes: partition_max_bytes,
+                    })
+                    .collect();
+                if sender.send(Fetched { from, answers }).await.is_err() {
+                    return;
                 }
-            },
+            }
+        });
+        Prefetch {
+            fetched,
+            task,
+            next_from,
+        }
+    }
+
+    /// Whether the next answer of the read-ahead asks for `position`'s partition at its
+    /// offset.
+    pub(crate) fn covers(&self, position: &FetchPosition) -> bool {
+        self.next_from.get(&position.partition) == Some(&position.offset)
+    }
+
+    /// Whether the read-ahead goes on from exactly `positions` (the consumer would ask for
+    /// nothing else next): then it is kept, else started again.
+    pub(crate) fn continues_at(&self, positions: &[FetchPosition]) -> bool {
+        positions.len() == self.next_from.len() && positions.iter().all(|p| self.covers(p))
+    }
+
+    /// Takes the next answer (waiting for it) and returns those of the partitions in
+    /// `wanted` it covers that hold records (or an error): a partition that had nothing is
+    /// left to a fresh fetch, which may wait for data where a read-ahead does not.
+    pub(crate) async fn answers_for(&mut self, wanted: &[FetchPosition]) -> FetchAnswers {
+        let Some(Fetched { from, answers }) = self.fetched.recv().await else {
+            // The read-ahead ended (every partition answered without records).
+            self.next_from.clear();
+            return Vec::new();
         };
-        let from = &self.from;
+        self.next_from = continuation(&from, &answers);
         answers
             .into_iter()
             .filter(|(_, answer)| !matches!(answer, Ok(f) if f.records.is_empty()))
@@ -78,6 +120,26 @@ impl Prefetch {
             })
             .collect()
     }
+}
+
+fn positions(partitions: &[FetchPosition]) -> Positions {
+    partitions
+        .iter()
+        .map(|p| (p.partition.clone(), p.offset))
+        .collect()
+}
+
+/// Where the read-ahead goes on after `answers` to a fetch from `from`: each partition that
+/// answered with records, from past them.
+fn continuation(from: &Positions, answers: &FetchAnswers) -> Positions {
+    answers
+        .iter()
+        .filter_map(|(tp, answer)| {
+            let fetched = answer.as_ref().ok().filter(|f| !f.records.is_empty())?;
+            let from = *from.get(tp)?;
+            Some((tp.clone(), next_offset(from, fetched)))
+        })
+        .collect()
 }
 
 /// Where a partition is read next once every record of `fetched`, asked for from `from`, has

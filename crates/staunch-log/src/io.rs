@@ -19,6 +19,14 @@ pub trait SegmentFile: Send + Sync + Debug {
     fn size(&self) -> io::Result<u64>;
     /// Reads into `buf` from byte `pos`; returns the bytes read (0 at end of file).
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Like [`SegmentFile::read_at`], but only bytes already in memory (the page cache):
+    /// fails with [`io::ErrorKind::WouldBlock`] instead of waiting for the disk, and may read
+    /// fewer bytes than are there. Lets an async caller serve hot reads without a hop to a
+    /// blocking thread. The default reads nothing (always `WouldBlock`).
+    fn read_cached_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let _ = (buf, pos);
+        Err(io::ErrorKind::WouldBlock.into())
+    }
     /// Writes `buf` at byte `pos`; returns the bytes written, which may be fewer than asked.
     /// Written bytes are readable at once and durable only after [`SegmentFile::sync_data`].
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize>;
@@ -101,6 +109,46 @@ pub(crate) fn read_exact_at(
         }
     }
     Ok(())
+}
+
+/// Where a read may take its bytes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFrom {
+    /// The disk if need be (the caller may block).
+    Disk,
+    /// Only memory: give up rather than wait for the disk.
+    Cache,
+}
+
+/// Reads exactly `buf.len()` bytes at `pos` as [`read_exact_at`] does; from
+/// [`ReadFrom::Cache`], returns `Ok(false)` instead if that would wait for the disk (or the
+/// file cannot say: any error there is left to a read from the disk to report).
+pub(crate) fn read_exact_from(
+    file: &dyn SegmentFile,
+    mut buf: &mut [u8],
+    mut pos: u64,
+    from: ReadFrom,
+) -> io::Result<bool> {
+    if from == ReadFrom::Disk {
+        return read_exact_at(file, buf, pos).map(|()| true);
+    }
+    while !buf.is_empty() {
+        match file.read_cached_at(buf, pos) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ends early",
+                ));
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// Replaces `name` with `bytes` atomically and durably: write a temporary file, fsync it,
@@ -186,6 +234,19 @@ impl SegmentFile for FsFile {
     }
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         self.0.read_at(buf, pos)
+    }
+    /// `preadv2` with `RWF_NOWAIT` (Linux 4.14+): `EAGAIN` where the page cache does not
+    /// hold the bytes. Elsewhere, or where the file system does not support it, the error
+    /// sends the caller to [`SegmentFile::read_at`].
+    fn read_cached_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let mut slices = [io::IoSliceMut::new(buf)];
+        rustix::io::preadv2(
+            &self.0,
+            &mut slices,
+            pos,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        )
+        .map_err(io::Error::from)
     }
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
         self.0.write_at(buf, pos)

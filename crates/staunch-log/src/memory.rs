@@ -107,18 +107,23 @@ impl LogStore for MemoryLog {
             });
         }
         let first = st.batches.partition_point(|b| b.next <= from);
-        let mut out = ReadBatches {
-            bytes: Vec::new(),
-            next_offset: from,
-        };
+        let (mut bytes, mut next_offset) = (Vec::new(), from);
         for batch in &st.batches[first..] {
-            if !out.bytes.is_empty() && out.bytes.len() + batch.bytes.len() > max_bytes {
+            if !bytes.is_empty() && bytes.len() + batch.bytes.len() > max_bytes {
                 break;
             }
-            out.bytes.extend_from_slice(&batch.bytes);
-            out.next_offset = batch.next;
+            bytes.extend_from_slice(&batch.bytes);
+            next_offset = batch.next;
         }
-        Ok(out)
+        Ok(ReadBatches {
+            bytes: bytes.into(),
+            next_offset,
+        })
+    }
+
+    /// Memory never waits: the same as [`LogStore::read`].
+    fn read_cached(&self, from: Offset, max_bytes: usize) -> Result<Option<ReadBatches>, LogError> {
+        self.read(from, max_bytes).map(Some)
     }
 
     fn earliest(&self) -> Offset {

@@ -2,6 +2,8 @@
 
 use std::fmt::Debug;
 
+use bytes::Bytes;
+
 use staunch_core::{LeaderEpoch, Offset};
 
 use crate::LogError;
@@ -35,8 +37,9 @@ pub struct AppendInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadBatches {
     /// Concatenated v2 batches. The first one contains the requested offset (it may start
-    /// before it); empty if the request was at the log end.
-    pub bytes: Vec<u8>,
+    /// before it); empty if the request was at the log end. A large read shares a buffer
+    /// that is used again once the last clone of these bytes is dropped.
+    pub bytes: Bytes,
     /// Offset after the last returned record: where the next read continues.
     pub next_offset: Offset,
 }
@@ -95,6 +98,15 @@ pub trait LogStore: Send + Sync + Debug {
     ///
     /// Fails with [`LogError::OffsetOutOfRange`] outside `earliest ..= log_end`.
     fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError>;
+
+    /// [`LogStore::read`] answered only from memory, without waiting for the disk or for a
+    /// writer: `Ok(None)` where it would have to wait (then call `read` from a thread that may
+    /// block). Lets an async caller serve reads of hot data without a hop to a blocking
+    /// thread. The default always answers `None`.
+    fn read_cached(&self, from: Offset, max_bytes: usize) -> Result<Option<ReadBatches>, LogError> {
+        let _ = (from, max_bytes);
+        Ok(None)
+    }
 
     /// The first offset in the log (moves up with retention).
     fn earliest(&self) -> Offset;

@@ -260,6 +260,11 @@ impl SegmentFile for FaultyFile {
         Ok(n)
     }
 
+    /// The simulated disk is memory: it never waits.
+    fn read_cached_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.read_at(buf, pos)
+    }
+
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
         let mut disk = self.lock();
         let pos = pos as usize;

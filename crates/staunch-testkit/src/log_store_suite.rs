@@ -30,6 +30,7 @@ pub fn test_all<B: LogStoreBuilder>(builder: &B) {
     read_returns_whole_stored_batches(builder);
     read_respects_max_bytes_but_always_progresses(builder);
     read_out_of_range_is_an_error(builder);
+    read_cached_answers_as_read_does_or_not_at_all(builder);
     invalid_batches_are_rejected_and_store_nothing(builder);
     offset_for_timestamp_finds_the_first_record(builder);
     truncate_removes_the_tail(builder);
@@ -181,6 +182,52 @@ fn read_respects_max_bytes_but_always_progresses<B: LogStoreBuilder>(b: &B) {
         "only whole batches that fit"
     );
     assert_eq!(read.next_offset, 8);
+}
+
+/// `read_cached` may decline (`None`), but when it answers, it answers exactly what `read`
+/// does, errors included.
+fn read_cached_answers_as_read_does_or_not_at_all<B: LogStoreBuilder>(b: &B) {
+    let (log, _g) = b.build();
+    let one = batch(0, 4, 1_000);
+    for tag in 0..5 {
+        log.append(&mut batch(tag, 4, 1_000), 0).unwrap();
+    }
+    for (from, max_bytes) in [(0, 1), (0, one.len() * 2 + 1), (5, 1 << 20), (20, 1 << 20)] {
+        if let Some(cached) = log.read_cached(from, max_bytes).unwrap() {
+            assert_eq!(cached, log.read(from, max_bytes).unwrap(), "from {from}");
+        }
+    }
+    assert!(matches!(
+        log.read_cached(21, 1024),
+        Ok(None) | Err(LogError::OffsetOutOfRange { .. })
+    ));
+}
+
+/// Reads large enough to reuse buffers (see `staunch-log`'s read buffers) return each read's
+/// own bytes, whichever buffer an earlier read gave back. Not in [`test_all`]: it needs a log
+/// that takes batches of 200 KiB.
+pub fn large_reads_one_after_another_never_mix_contents<B: LogStoreBuilder>(b: &B) {
+    let (log, _g) = b.build();
+    let big = |fill: u8| {
+        let value = vec![fill; 200 << 10];
+        BatchBuilder::new(1_000)
+            .record_at(1_000, None, Some(&value[..]), &[])
+            .build()
+    };
+    log.append(&mut big(b'a'), 0).unwrap();
+    log.append(&mut big(b'b'), 0).unwrap();
+    for round in 0..3 {
+        for (offset, fill) in [(0, b'a'), (1, b'b')] {
+            let read = log.read(offset, 1).unwrap();
+            let records = records_of(&read.bytes);
+            assert_eq!(records.len(), 1, "round {round}");
+            let value = records[0].1.as_slice();
+            assert!(
+                value.len() == 200 << 10 && value.iter().all(|&v| v == fill),
+                "round {round}: offset {offset} holds its own bytes"
+            );
+        }
+    }
 }
 
 fn read_out_of_range_is_an_error<B: LogStoreBuilder>(b: &B) {

@@ -39,20 +39,23 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWr
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use staunch_core::{Clock, LeaderEpoch, Offset, RecordBatch, SystemClock};
 
 use crate::LogError;
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::is_out_of_space;
 use crate::io::{
-    FsSegmentIo, SegmentFile, SegmentIo, read_exact_at, read_file, replace_file, write_all_at,
+    FsSegmentIo, ReadFrom, SegmentFile, SegmentIo, read_exact_at, read_exact_from, read_file,
+    replace_file, write_all_at,
 };
+use crate::read_buffer::ReadBuffer;
 use crate::store::{
     AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
 };
 use crate::validate::{check_append, first_record_at_or_after, stamp};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
-use segment::{Segment, index_name, log_name, parse_log_name, peek_header, scan};
+use segment::{Segment, index_name, log_name, parse_log_name, peek_header, peek_header_from, scan};
 use zero_fill::{ZeroFill, zero_buffer};
 
 /// How far ahead of the data the active segment reserves disk blocks.
@@ -1025,18 +1028,33 @@ impl Inner {
         }
     }
 
-    fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
+    /// Reads as [`LogStore::read`] promises, taking bytes `source` where they may come
+    /// from: `None` if they are not all in memory, or a writer holds the log, and `source` is
+    /// [`ReadFrom::Cache`] (never `None` from [`ReadFrom::Disk`]).
+    fn read_from(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        source: ReadFrom,
+    ) -> Result<Option<ReadBatches>, LogError> {
         let (file, name, mut position, end) = {
-            let st = self.read_state();
+            let st = match source {
+                ReadFrom::Disk => self.read_state(),
+                ReadFrom::Cache => match self.state.try_read() {
+                    Ok(st) => st,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                },
+            };
             if st.closed {
                 return Err(LogError::Closed);
             }
             st.check_range(from)?;
             if from == st.log_end {
-                return Ok(ReadBatches {
-                    bytes: Vec::new(),
+                return Ok(Some(ReadBatches {
+                    bytes: Bytes::new(),
                     next_offset: from,
-                });
+                }));
             }
             let (_, segment) = st
                 .segments
@@ -1052,17 +1070,23 @@ impl Inner {
         };
         // Walk batch headers from the index position to the batch that holds `from`.
         let first = loop {
-            let header = peek_header(&*file, &name, position, end)?;
+            let Some(header) = peek_header_from(&*file, &name, position, end, source)? else {
+                return Ok(None);
+            };
             if header.next_offset > from {
                 break header;
             }
             position += header.size;
         };
         let want = (first.size.max(max_bytes as u64)).min(end - position) as usize;
-        let mut bytes = vec![0u8; want];
-        read_exact_at(&*file, &mut bytes, position)
+        let mut buffer = ReadBuffer::new(want);
+        let read = read_exact_from(&*file, buffer.as_mut_slice(), position, source)
             .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
+        if !read {
+            return Ok(None);
+        }
 
+        let bytes = buffer.as_ref();
         let mut kept = 0;
         let mut next_offset = from;
         while kept < bytes.len() {
@@ -1082,8 +1106,11 @@ impl Inner {
             next_offset = batch.next_offset();
             kept += batch.size();
         }
-        bytes.truncate(kept);
-        Ok(ReadBatches { bytes, next_offset })
+        buffer.truncate(kept);
+        Ok(Some(ReadBatches {
+            bytes: buffer.into_bytes(),
+            next_offset,
+        }))
     }
 
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
@@ -1401,7 +1428,13 @@ impl LogStore for FileLog {
     }
 
     fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
-        self.inner.read(from, max_bytes)
+        self.inner
+            .read_from(from, max_bytes, ReadFrom::Disk)?
+            .ok_or_else(|| LogError::io("reading", std::io::ErrorKind::WouldBlock.into()))
+    }
+
+    fn read_cached(&self, from: Offset, max_bytes: usize) -> Result<Option<ReadBatches>, LogError> {
+        self.inner.read_from(from, max_bytes, ReadFrom::Cache)
     }
 
     fn earliest(&self) -> Offset {

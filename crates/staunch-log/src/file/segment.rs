@@ -13,7 +13,7 @@ use staunch_core::batch::{HEADER_SIZE, LOG_OVERHEAD};
 use staunch_core::{Offset, RecordBatch};
 
 use crate::LogError;
-use crate::io::{SegmentFile, read_exact_at};
+use crate::io::{ReadFrom, SegmentFile, read_exact_at, read_exact_from};
 
 /// One index entry; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +150,23 @@ pub(crate) fn peek_header(
     position: u64,
     end: u64,
 ) -> Result<HeaderPeek, LogError> {
+    peek_header_from(file, name, position, end, ReadFrom::Disk)?.ok_or_else(|| {
+        LogError::io(
+            format!("reading {name} at {position}"),
+            std::io::ErrorKind::WouldBlock.into(),
+        )
+    })
+}
+
+/// [`peek_header`] reading `from` where it may: `None` if the header is not in memory and
+/// `from` is [`ReadFrom::Cache`].
+pub(crate) fn peek_header_from(
+    file: &dyn SegmentFile,
+    name: &str,
+    position: u64,
+    end: u64,
+    from: ReadFrom,
+) -> Result<Option<HeaderPeek>, LogError> {
     let corrupt = |reason: String| LogError::Corrupt {
         file: name.to_owned(),
         position,
@@ -159,8 +176,11 @@ pub(crate) fn peek_header(
         return Err(corrupt("batch header runs past the segment end".into()));
     }
     let mut header = [0u8; HEADER_SIZE];
-    read_exact_at(file, &mut header, position)
+    let read = read_exact_from(file, &mut header, position, from)
         .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
+    if !read {
+        return Ok(None);
+    }
     let size = match RecordBatch::peek_size(&header) {
         Some(Ok(size)) => size as u64,
         Some(Err(e)) => return Err(corrupt(e.to_string())),
@@ -176,11 +196,11 @@ pub(crate) fn peek_header(
     if batch.last_offset_delta() < 0 {
         return Err(corrupt("negative last offset delta".into()));
     }
-    Ok(HeaderPeek {
+    Ok(Some(HeaderPeek {
         next_offset: batch.next_offset(),
         size,
         max_timestamp: batch.max_timestamp(),
-    })
+    }))
 }
 
 /// What a full scan of a segment found.

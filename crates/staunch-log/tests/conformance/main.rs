@@ -8,7 +8,9 @@ use std::sync::Arc;
 use staunch_core::SystemClock;
 use staunch_log::{FileLog, FlushPolicy, LogConfig, MemoryLog};
 use staunch_testkit::FaultyIo;
-use staunch_testkit::log_store_suite::{LogStoreBuilder, test_all};
+use staunch_testkit::log_store_suite::{
+    LogStoreBuilder, batch, large_reads_one_after_another_never_mix_contents, test_all,
+};
 
 struct Memory;
 
@@ -82,6 +84,33 @@ fn file_log_conforms_with_flush_os() {
 #[test]
 fn file_log_conforms_with_tiny_segments() {
     test_all(&OnFaultyIo);
+}
+
+#[test]
+fn large_reads_never_mix_contents() {
+    large_reads_one_after_another_never_mix_contents(&Memory);
+    large_reads_one_after_another_never_mix_contents(&OnDisk(FlushPolicy::Always));
+}
+
+/// Just-written data is in the page cache, so the file log serves it without waiting (the
+/// path a broker's fetch takes on its async threads). Needs a file system with `RWF_NOWAIT`
+/// reads (ext4, xfs, btrfs, tmpfs on Linux 5.x and later).
+#[test]
+fn file_log_serves_hot_data_from_the_page_cache() {
+    use staunch_log::LogStore;
+
+    let (log, _dir) = OnDisk(FlushPolicy::Always).build();
+    for tag in 0..10 {
+        log.append(&mut batch(tag, 4, 1_000), 0).unwrap();
+    }
+    for from in [0, 17, 39] {
+        let cached = log.read_cached(from, 1 << 20).unwrap();
+        assert_eq!(
+            cached,
+            Some(log.read(from, 1 << 20).unwrap()),
+            "from {from}"
+        );
+    }
 }
 
 /// Found by fuzzing: a compressed batch may claim up to 2^31 records (its records are not

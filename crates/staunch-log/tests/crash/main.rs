@@ -210,6 +210,12 @@ fn corrupt_batch_is_never_served_by_read() {
         log.read(4, 1 << 20),
         Err(LogError::Corrupt { .. })
     ));
+    // The read from memory (the broker's fast path) is just as strict.
+    assert_eq!(log.read_cached(0, 1 << 20).unwrap(), Some(read));
+    assert!(matches!(
+        log.read_cached(4, 1 << 20),
+        Err(LogError::Corrupt { .. })
+    ));
 }
 
 /// Corruption inside a closed segment is not "a torn tail": the log refuses to open rather than
