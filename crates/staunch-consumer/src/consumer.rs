@@ -1046,18 +1046,7 @@ impl<B: BrokerApi> Consumer<B> {
                     .await,
             );
         }
-        let ahead: Vec<FetchPosition> = answers
-            .iter()
-            .filter_map(|(tp, answer)| {
-                let fetched = answer.as_ref().ok().filter(|f| !f.records.is_empty())?;
-                let from = wanted.iter().find(|w| w.partition == *tp)?.offset;
-                Some(FetchPosition {
-                    partition: tp.clone(),
-                    offset: prefetch::next_offset(from, fetched),
-                    max_bytes: self.config.partition_max_bytes,
-                })
-            })
-            .collect();
+        let ahead = prefetch::next_positions(&wanted, &answers);
         let keep = self
             .prefetch
             .as_ref()

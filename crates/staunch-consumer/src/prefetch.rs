@@ -11,8 +11,9 @@
 //! the read-ahead asked for: after a failure, a seek, a pause or a rebalance the position
 //! moved, and those partitions are fetched afresh (and the read-ahead is started again from
 //! where the consumer now reads). Fetched records are only read, never committed, so a
-//! read-ahead that is thrown away loses nothing. It never waits for data: a partition that
-//! had none drops out of it and is fetched afresh by the next round, which may wait.
+//! read-ahead that is thrown away loses nothing. It never waits for data: a partition without
+//! any rides along while others bring records, and once none does the read-ahead ends and
+//! the next round fetches afresh, waiting as usual.
 
 use staunch_core::api::{FetchCall, FetchPosition, FetchedRecords};
 use staunch_core::batch::batches;
@@ -101,25 +102,54 @@ impl Prefetch {
     }
 
     /// Takes the next answer (waiting for it) and returns those of the partitions in
-    /// `wanted` it covers that hold records (or an error): a partition that had nothing is
-    /// left to a fresh fetch, which may wait for data where a read-ahead does not.
+    /// `wanted` it covers — if at least one of them holds records. If none does, returns
+    /// nothing: those partitions are left to a fresh fetch, which may wait for data where a
+    /// read-ahead does not.
     pub(crate) async fn answers_for(&mut self, wanted: &[FetchPosition]) -> FetchAnswers {
         let Some(Fetched { from, answers }) = self.fetched.recv().await else {
-            // The read-ahead ended (every partition answered without records).
+            // The read-ahead ended (no partition answered with records).
             self.next_from.clear();
             return Vec::new();
         };
         self.next_from = continuation(&from, &answers);
-        answers
+        let covered: FetchAnswers = answers
             .into_iter()
-            .filter(|(_, answer)| !matches!(answer, Ok(f) if f.records.is_empty()))
             .filter(|(tp, _)| {
                 wanted
                     .iter()
                     .any(|w| &w.partition == tp && from.get(tp) == Some(&w.offset))
             })
-            .collect()
+            .collect();
+        if covered.iter().any(|(_, answer)| has_records(answer)) {
+            covered
+        } else {
+            Vec::new()
+        }
     }
+}
+
+/// Where the consumer reads next after this round's `answers` to a fetch of `wanted`: the
+/// read-ahead it wants (see [`continuation`]).
+pub(crate) fn next_positions(
+    wanted: &[FetchPosition],
+    answers: &FetchAnswers,
+) -> Vec<FetchPosition> {
+    let from: Positions = positions(wanted);
+    continuation(&from, answers)
+        .into_iter()
+        .filter_map(|(partition, offset)| {
+            let max_bytes = wanted.iter().find(|w| w.partition == partition)?.max_bytes;
+            Some(FetchPosition {
+                partition,
+                offset,
+                max_bytes,
+            })
+        })
+        .collect()
+}
+
+fn has_records(answer: &Result<FetchedRecords, ApiError>) -> bool {
+    matches!(answer, Ok(f) if !f.records.is_empty())
 }
 
 fn positions(partitions: &[FetchPosition]) -> Positions {
@@ -129,13 +159,19 @@ fn positions(partitions: &[FetchPosition]) -> Positions {
         .collect()
 }
 
-/// Where the read-ahead goes on after `answers` to a fetch from `from`: each partition that
-/// answered with records, from past them.
+/// Where the read-ahead goes on after `answers` to a fetch from `from`: if any partition
+/// answered with records, every partition that answered without an error — from past its
+/// records, or where it was for one that had none (it rides along at no cost, so the
+/// read-ahead need not be started again when its records come) — else nowhere: the
+/// read-ahead ends rather than ask again and again for data that is not there.
 fn continuation(from: &Positions, answers: &FetchAnswers) -> Positions {
+    if !answers.iter().any(|(_, answer)| has_records(answer)) {
+        return Positions::new();
+    }
     answers
         .iter()
         .filter_map(|(tp, answer)| {
-            let fetched = answer.as_ref().ok().filter(|f| !f.records.is_empty())?;
+            let fetched = answer.as_ref().ok()?;
             let from = *from.get(tp)?;
             Some((tp.clone(), next_offset(from, fetched)))
         })
@@ -144,7 +180,7 @@ fn continuation(from: &Positions, answers: &FetchAnswers) -> Positions {
 
 /// Where a partition is read next once every record of `fetched`, asked for from `from`, has
 /// been handled: past the last whole batch, or `from` if there was none.
-pub(crate) fn next_offset(from: Offset, fetched: &FetchedRecords) -> Offset {
+fn next_offset(from: Offset, fetched: &FetchedRecords) -> Offset {
     batches(&fetched.records)
         .map_while(Result::ok)
         .last()
