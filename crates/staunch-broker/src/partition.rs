@@ -1,7 +1,8 @@
 //! One partition on this broker: its log, its high watermark and its idempotent-producer state.
 //!
 //! Every method here is synchronous and may block on disk I/O (an append under flush `always`
-//! waits for fdatasync); the async broker calls them from blocking threads.
+//! waits for fdatasync); the async broker calls them from blocking threads — all but
+//! [`Partition::read_cached`] and [`Partition::log_start_offset_cached`], which never wait.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -108,6 +109,11 @@ impl Partition {
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> Offset {
         self.log.earliest()
+    }
+
+    /// [`Partition::log_start_offset`], unless that would wait for a writer.
+    pub fn log_start_offset_cached(&self) -> Option<Offset> {
+        self.log.try_bounds().map(|(earliest, _)| earliest)
     }
 
     /// The next offset the log assigns.
@@ -254,8 +260,9 @@ impl Partition {
             .ok_or(ErrorCode::UnknownServerError)
     }
 
-    /// [`Partition::read`] answered only from memory: `None` where it would wait for the
-    /// disk or for a writer (then call `read` from a thread that may block).
+    /// [`Partition::read`] answered only from memory, never waiting for the disk or for a
+    /// writer of the log: `None` where it would (then call `read` from a thread that may
+    /// block).
     pub fn read_cached(
         &self,
         from: Offset,
@@ -271,15 +278,24 @@ impl Partition {
         cached_only: bool,
     ) -> Result<Option<Fetched>, ErrorCode> {
         let high_watermark = self.high_watermark();
-        let log_start_offset = self.log.earliest();
-        if from < log_start_offset || from > self.log.log_end() {
+        let (log_start_offset, log_end) = if cached_only {
+            match self.log.try_bounds() {
+                Some(bounds) => bounds,
+                None => return Ok(None),
+            }
+        } else {
+            (self.log.earliest(), self.log.log_end())
+        };
+        if from < log_start_offset || from > log_end {
             return Err(ErrorCode::OffsetOutOfRange);
         }
-        // The answer: one read's bytes in the common case (no copy), else a copy of several.
-        let mut out = bytes::Bytes::new();
+        // The answer: one read's bytes in the common case (no copy), else one copy of the
+        // parts of several (a read stays within a segment).
+        let mut parts: Vec<bytes::Bytes> = Vec::new();
+        let mut len = 0;
         let mut next = from;
-        while next < high_watermark && (out.is_empty() || out.len() < max_bytes) {
-            let budget = max_bytes.saturating_sub(out.len()).max(1);
+        while next < high_watermark && (len == 0 || len < max_bytes) {
+            let budget = max_bytes.saturating_sub(len).max(1);
             let read = if cached_only {
                 match self.log.read_cached(next, budget) {
                     Ok(Some(read)) => read,
@@ -295,7 +311,7 @@ impl Partition {
             for batch in batches(&read.bytes) {
                 let Ok(batch) = batch else { break };
                 if batch.base_offset() >= high_watermark
-                    || (!out.is_empty() && out.len() + kept + batch.size() > max_bytes)
+                    || (len > 0 && len + kept + batch.size() > max_bytes)
                 {
                     break;
                 }
@@ -305,16 +321,21 @@ impl Partition {
             if kept == 0 {
                 break;
             }
-            out = if out.is_empty() && kept > read.bytes.len() / 2 {
-                read.bytes.slice(..kept)
+            len += kept;
+            parts.push(if read.bytes.len() - kept > read.bytes.len() / 8 {
+                // A small part of the read: a copy of its own, so the answer does not keep
+                // alive much more memory than it holds.
+                bytes::Bytes::copy_from_slice(&read.bytes[..kept])
             } else {
-                // Joined to an earlier read, or a small part of this one: a copy of its own,
-                // so the answer does not keep much more memory alive than it holds.
-                [&out[..], &read.bytes[..kept]].concat().into()
-            };
+                read.bytes.slice(..kept)
+            });
         }
+        let records = match parts.len() {
+            0 | 1 => parts.pop().unwrap_or_default(),
+            _ => parts.concat().into(),
+        };
         Ok(Some(Fetched {
-            records: out,
+            records,
             high_watermark,
             log_start_offset,
         }))

@@ -1004,10 +1004,11 @@ impl<B: BrokerApi> Consumer<B> {
     /// This round's fetch of `wanted`: the read-ahead's next answer for it (same partition,
     /// same offset), and a fresh fetch of the rest — which waits up to `fetch_max_wait` for
     /// data only if `may_wait` and the read-ahead brought nothing. The read-ahead is kept if
-    /// it goes on from where each partition that answered with records here will be once they
-    /// are handled, and started again from there otherwise, so the broker reads them while
-    /// the handler works. It never waits for data (a partition without any is fetched afresh
-    /// next round, waiting as usual). Nothing wanted: the read-ahead is kept for a later round.
+    /// it goes on from exactly where this round leaves the partitions that answered (see
+    /// [`prefetch::next_positions`]), and started again from there otherwise, so the broker
+    /// reads them while the handler works. It never waits for data: once no partition brings
+    /// records it ends, and the next round fetches afresh, waiting as usual. Nothing wanted:
+    /// the read-ahead is kept for a later round.
     async fn fetch_round(&mut self, wanted: Vec<FetchPosition>, may_wait: bool) -> FetchAnswers {
         if wanted.is_empty() {
             return Vec::new();

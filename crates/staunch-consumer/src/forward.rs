@@ -129,8 +129,8 @@ impl Forwarder {
         let api = Arc::clone(api);
         let (done, outcome) = watch::channel(None);
         let answered = partitions.clone();
-        // Started at once, so forwards of one partition keep their order; dropping the
-        // handle leaves the task running, and the answer comes through `done`.
+        // Started at once, so forwards of one partition keep their order; it runs to the end
+        // in a task of its own if need be, and the answer comes through `done`.
         eager::start(async move {
             let answers = api.produce(call).await;
             // One answer per batch, matched by partition (each partition has one batch here).

@@ -122,7 +122,8 @@ pub(crate) enum ReadFrom {
 
 /// Reads exactly `buf.len()` bytes at `pos` as [`read_exact_at`] does; from
 /// [`ReadFrom::Cache`], returns `Ok(false)` instead if that would wait for the disk (or the
-/// file cannot say: any error there is left to a read from the disk to report).
+/// file cannot say, or ends early: any error there is left to a read from the disk to
+/// report).
 pub(crate) fn read_exact_from(
     file: &dyn SegmentFile,
     mut buf: &mut [u8],
@@ -134,12 +135,7 @@ pub(crate) fn read_exact_from(
     }
     while !buf.is_empty() {
         match file.read_cached_at(buf, pos) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file ends early",
-                ));
-            }
+            Ok(0) => return Ok(false),
             Ok(n) => {
                 buf = &mut buf[n..];
                 pos += n as u64;

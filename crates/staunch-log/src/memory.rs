@@ -121,6 +121,13 @@ impl LogStore for MemoryLog {
         })
     }
 
+    /// A writer holds the lock only to copy its batch: waiting for it is not waiting for a
+    /// disk.
+    fn try_bounds(&self) -> Option<(Offset, Offset)> {
+        let st = self.locked();
+        Some((st.start, st.end))
+    }
+
     /// Memory never waits: the same as [`LogStore::read`].
     fn read_cached(&self, from: Offset, max_bytes: usize) -> Result<Option<ReadBatches>, LogError> {
         self.read(from, max_bytes).map(Some)

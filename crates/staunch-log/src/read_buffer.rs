@@ -5,8 +5,10 @@
 //! consumer benchmark, that was 8–14 % of all the CPU time of a fetch. A [`ReadBuffer`] of at
 //! least [`POOLED_MIN`] bytes is instead taken from a process-wide pool of buffers earlier
 //! reads gave back — their old contents are overwritten by the read, never shown — and goes
-//! back to the pool when the last [`Bytes`] sharing it is dropped. The pool holds at most
-//! [`POOL_MAX_BYTES`] bytes; beyond that, buffers are freed as usual.
+//! back to the pool when the last [`Bytes`] sharing it is dropped. A buffer is used for reads
+//! of 8/9 of its size or more, so an answer never holds much more memory than it needs. The
+//! pool holds at most [`POOL_MAX_BYTES`] bytes: a buffer given back to a full pool pushes out
+//! the oldest ones (so sizes no one reads any more do not stay).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -38,7 +40,7 @@ pub(crate) struct ReadBuffer {
 }
 
 impl ReadBuffer {
-    /// A buffer of `len` bytes: a pooled one at most twice that size if there is one.
+    /// A buffer of `len` bytes: a pooled one at most 1/8 larger if there is one.
     pub(crate) fn new(len: usize) -> Self {
         if len >= POOLED_MIN {
             let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
@@ -46,7 +48,7 @@ impl ReadBuffer {
                 .buffers
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.len() >= len && b.len() / 2 <= len)
+                .filter(|(_, b)| b.len() >= len && b.len() - len <= len / 8)
                 .min_by_key(|(_, b)| b.len())
                 .map(|(i, _)| i);
             if let Some(i) = fitting {
@@ -72,10 +74,10 @@ impl ReadBuffer {
     }
 
     /// The bytes read, sharing this buffer (which goes back to the pool when the last of them
-    /// is dropped) — or, if they fill less than half of it, a copy of their own, so a small
-    /// answer does not keep a large buffer out of the pool.
+    /// is dropped) — or, if they leave more than 1/8 of it unused, a copy of their own, so an
+    /// answer does not keep alive much more memory than it holds.
     pub(crate) fn into_bytes(self) -> Bytes {
-        if self.len < self.buf.len() / 2 {
+        if self.buf.len() - self.len > self.buf.len() / 8 {
             Bytes::copy_from_slice(self.as_ref())
         } else {
             Bytes::from_owner(self)
@@ -95,11 +97,16 @@ impl Drop for ReadBuffer {
         if size < POOLED_MIN {
             return;
         }
-        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-        if pool.bytes + size <= POOL_MAX_BYTES {
-            pool.bytes += size;
-            pool.buffers.push(std::mem::take(&mut self.buf));
+        if size > POOL_MAX_BYTES {
+            return;
         }
+        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        while pool.bytes + size > POOL_MAX_BYTES {
+            let oldest = pool.buffers.remove(0);
+            pool.bytes -= oldest.len();
+        }
+        pool.bytes += size;
+        pool.buffers.push(std::mem::take(&mut self.buf));
     }
 }
 
@@ -124,6 +131,17 @@ mod tests {
         assert_eq!(again.buf.as_ptr(), address, "given back: reused");
         assert_eq!(again.as_ref().len(), len);
         drop(other);
+    }
+
+    #[test]
+    fn a_buffer_much_larger_than_the_read_is_not_used() {
+        let len = POOLED_MIN + 54_321;
+        let large = ReadBuffer::new(len * 2);
+        let address = large.buf.as_ptr();
+        drop(large);
+        let small = ReadBuffer::new(len);
+        assert_ne!(small.buf.as_ptr(), address);
+        assert_eq!(small.buf.len(), len);
     }
 
     #[test]

@@ -108,6 +108,13 @@ pub trait LogStore: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// [`LogStore::earliest`] and [`LogStore::log_end`], if they can be had without waiting
+    /// for a writer (for the same async callers as [`LogStore::read_cached`]). The default
+    /// always answers `None`.
+    fn try_bounds(&self) -> Option<(Offset, Offset)> {
+        None
+    }
+
     /// The first offset in the log (moves up with retention).
     fn earliest(&self) -> Offset;
 

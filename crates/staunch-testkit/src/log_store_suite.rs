@@ -201,6 +201,9 @@ fn read_cached_answers_as_read_does_or_not_at_all<B: LogStoreBuilder>(b: &B) {
         log.read_cached(21, 1024),
         Ok(None) | Err(LogError::OffsetOutOfRange { .. })
     ));
+    if let Some(bounds) = log.try_bounds() {
+        assert_eq!(bounds, (log.earliest(), log.log_end()));
+    }
 }
 
 /// Reads large enough to reuse buffers (see `staunch-log`'s read buffers) return each read's

@@ -651,6 +651,15 @@ impl Inner {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state, unless a writer holds it (or waits for it).
+    fn try_read_state(&self) -> Option<RwLockReadGuard<'_, State>> {
+        match self.state.try_read() {
+            Ok(st) => Some(st),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
@@ -1040,10 +1049,9 @@ impl Inner {
         let (file, name, mut position, end) = {
             let st = match source {
                 ReadFrom::Disk => self.read_state(),
-                ReadFrom::Cache => match self.state.try_read() {
-                    Ok(st) => st,
-                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                ReadFrom::Cache => match self.try_read_state() {
+                    Some(st) => st,
+                    None => return Ok(None),
                 },
             };
             if st.closed {
@@ -1435,6 +1443,11 @@ impl LogStore for FileLog {
 
     fn read_cached(&self, from: Offset, max_bytes: usize) -> Result<Option<ReadBatches>, LogError> {
         self.inner.read_from(from, max_bytes, ReadFrom::Cache)
+    }
+
+    fn try_bounds(&self) -> Option<(Offset, Offset)> {
+        let st = self.inner.try_read_state()?;
+        Some((st.earliest(), st.log_end))
     }
 
     fn earliest(&self) -> Offset {

@@ -103,6 +103,7 @@ fn file_log_serves_hot_data_from_the_page_cache() {
     for tag in 0..10 {
         log.append(&mut batch(tag, 4, 1_000), 0).unwrap();
     }
+    assert_eq!(log.try_bounds(), Some((0, 40)));
     for from in [0, 17, 39] {
         let cached = log.read_cached(from, 1 << 20).unwrap();
         assert_eq!(
