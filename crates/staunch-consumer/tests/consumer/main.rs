@@ -646,6 +646,117 @@ async fn a_seek_drops_the_read_ahead() {
     consumer.close().await.unwrap();
 }
 
+/// A seek on one partition while another is read ahead too: the read-ahead's answer for the
+/// other partition is used, the one for the sought partition (from where it was before the
+/// seek) is not — else the records between the seek and that answer would be skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_drops_the_read_ahead_of_that_partition_only() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "ahead2", 2).await;
+    let parts = [
+        TopicPartition::new("ahead2", 0),
+        TopicPartition::new("ahead2", 1),
+    ];
+    for tp in &parts {
+        for batch in [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]] {
+            let records: Vec<(&str, &str)> = batch.iter().map(|v| ("k", *v)).collect();
+            produce(b.as_ref(), tp, &records).await;
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::<(i32, i64)>::new()));
+    let s = seen.clone();
+    let handler = handler_fn(move |r| {
+        s.lock().unwrap().push((r.partition, r.offset));
+        async { Ok(()) }
+    });
+    let mut config = ConsumerConfig::new("g-ahead2");
+    config.fetch_max_wait = Duration::from_millis(20);
+    // One batch per partition and fetch.
+    config.partition_max_bytes = 1;
+    config.fetch_max_bytes = 1;
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(parts.to_vec()).await.unwrap();
+    consumer.poll(&handler).await.unwrap();
+    // Both partitions are read ahead from offset 3 now; partition 0 goes back to 1.
+    consumer.seek(&parts[0], 1);
+    for _ in 0..20 {
+        if seen.lock().unwrap().len() >= 20 {
+            break;
+        }
+        consumer.poll(&handler).await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let of = |partition: i32| -> Vec<i64> {
+        seen.iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| *o)
+            .collect()
+    };
+    assert_eq!(of(0), [0, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8], "{seen:?}");
+    assert_eq!(of(1), [0, 1, 2, 3, 4, 5, 6, 7, 8], "{seen:?}");
+    consumer.close().await.unwrap();
+}
+
+/// A partition without records rides along in the read-ahead while another brings records;
+/// records that arrive in it later are read — each once, in order — while the busy partition
+/// is still being read, and once it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arriving_in_a_partition_riding_along_in_the_read_ahead_are_read_once() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "ride", 2).await;
+    let (busy, idle) = (
+        TopicPartition::new("ride", 0),
+        TopicPartition::new("ride", 1),
+    );
+    for batch in [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]] {
+        let records: Vec<(&str, &str)> = batch.iter().map(|v| ("k", *v)).collect();
+        produce(b.as_ref(), &busy, &records).await;
+    }
+    let seen = Arc::new(Mutex::new(Vec::<(i32, String)>::new()));
+    let s = seen.clone();
+    let handler = handler_fn(move |r| {
+        let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        s.lock().unwrap().push((r.partition, value));
+        async { Ok(()) }
+    });
+    let mut config = ConsumerConfig::new("g-ride");
+    config.fetch_max_wait = Duration::from_millis(20);
+    // One batch per partition and fetch.
+    config.partition_max_bytes = 1;
+    config.fetch_max_bytes = 1;
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer
+        .assign(vec![busy.clone(), idle.clone()])
+        .await
+        .unwrap();
+    consumer.poll(&handler).await.unwrap();
+    produce(b.as_ref(), &idle, &[("k", "x")]).await;
+    for _ in 0..4 {
+        consumer.poll(&handler).await.unwrap();
+    }
+    produce(b.as_ref(), &idle, &[("k", "y")]).await;
+    for _ in 0..20 {
+        if seen.lock().unwrap().len() >= 11 {
+            break;
+        }
+        consumer.poll(&handler).await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let of = |partition: i32| -> Vec<String> {
+        seen.iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        of(0),
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i"],
+        "{seen:?}"
+    );
+    assert_eq!(of(1), ["x", "y"], "{seen:?}");
+    consumer.close().await.unwrap();
+}
+
 /// Ordered mode waits for a failure's count per key, not per partition: while commits fail,
 /// the failed key is not delivered again, yet the other keys keep flowing (their commit is not
 /// waited for); once commits succeed, the key's next delivery finds its failure committed.
