@@ -147,7 +147,17 @@ async fn send_answers(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<O
         match answer {
             Ok(Some(frame)) => {
                 if let Err(e) = writer.write_all(&frame).await {
-                    close = Close::Local(format!("write failed: {e}"));
+                    close = if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        // The client hung up with answers owed (a consumer closing while its
+                        // long poll waits does): nothing went wrong here.
+                        tracing::debug!(error = %e, "client left before its answer was written");
+                        Close::Normal
+                    } else {
+                        Close::Local(format!("write failed: {e}"))
+                    };
                     break;
                 }
             }
