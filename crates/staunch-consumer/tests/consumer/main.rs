@@ -610,6 +610,24 @@ async fn max_poll_records_caps_each_poll_and_commits_only_what_was_handled() {
     consumer.close().await.unwrap();
 }
 
+/// Offsets 0..9 of `tp` in three batches of three records ("a".."i", key "k").
+async fn produce_three_batches(b: &Broker, tp: &TopicPartition) {
+    for batch in [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]] {
+        let records: Vec<(&str, &str)> = batch.iter().map(|v| ("k", *v)).collect();
+        produce(b, tp, &records).await;
+    }
+}
+
+/// A consumer config of `group` whose every fetch brings one batch per partition (a fetch
+/// always returns at least one whole batch), so tests see the read-ahead one batch at a time.
+fn one_batch_per_fetch(group: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(group);
+    config.fetch_max_wait = Duration::from_millis(20);
+    config.partition_max_bytes = 1;
+    config.fetch_max_bytes = 1;
+    config
+}
+
 /// The next fetch is sent ahead while a round's records are handled; a seek back must not
 /// hand out that read-ahead (it starts where the seek left), but fetch from the new position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,22 +635,14 @@ async fn a_seek_drops_the_read_ahead() {
     let (_d, b) = embedded().await;
     create(b.as_ref(), "ahead", 1).await;
     let tp = TopicPartition::new("ahead", 0);
-    for batch in [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]] {
-        let records: Vec<(&str, &str)> = batch.iter().map(|v| ("k", *v)).collect();
-        produce(b.as_ref(), &tp, &records).await;
-    }
+    produce_three_batches(b.as_ref(), &tp).await;
     let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
     let s = seen.clone();
     let handler = handler_fn(move |r| {
         s.lock().unwrap().push(r.offset);
         async { Ok(()) }
     });
-    let mut config = ConsumerConfig::new("g-ahead");
-    config.fetch_max_wait = Duration::from_millis(20);
-    // One batch per fetch (a fetch always returns at least one whole batch).
-    config.partition_max_bytes = 1;
-    config.fetch_max_bytes = 1;
-    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    let mut consumer = Consumer::new(b.clone(), one_batch_per_fetch("g-ahead")).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
     consumer.poll(&handler).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
@@ -658,10 +668,7 @@ async fn a_seek_drops_the_read_ahead_of_that_partition_only() {
         TopicPartition::new("ahead2", 1),
     ];
     for tp in &parts {
-        for batch in [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]] {
-            let records: Vec<(&str, &str)> = batch.iter().map(|v| ("k", *v)).collect();
-            produce(b.as_ref(), tp, &records).await;
-        }
+        produce_three_batches(b.as_ref(), tp).await;
     }
     let seen = Arc::new(Mutex::new(Vec::<(i32, i64)>::new()));
     let s = seen.clone();
@@ -669,12 +676,7 @@ async fn a_seek_drops_the_read_ahead_of_that_partition_only() {
         s.lock().unwrap().push((r.partition, r.offset));
         async { Ok(()) }
     });
-    let mut config = ConsumerConfig::new("g-ahead2");
-    config.fetch_max_wait = Duration::from_millis(20);
-    // One batch per partition and fetch.
-    config.partition_max_bytes = 1;
-    config.fetch_max_bytes = 1;
-    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    let mut consumer = Consumer::new(b.clone(), one_batch_per_fetch("g-ahead2")).unwrap();
     consumer.assign(parts.to_vec()).await.unwrap();
     consumer.poll(&handler).await.unwrap();
     // Both partitions are read ahead from offset 3 now; partition 0 goes back to 1.
@@ -708,10 +710,7 @@ async fn records_arriving_in_a_partition_riding_along_in_the_read_ahead_are_read
         TopicPartition::new("ride", 0),
         TopicPartition::new("ride", 1),
     );
-    for batch in [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]] {
-        let records: Vec<(&str, &str)> = batch.iter().map(|v| ("k", *v)).collect();
-        produce(b.as_ref(), &busy, &records).await;
-    }
+    produce_three_batches(b.as_ref(), &busy).await;
     let seen = Arc::new(Mutex::new(Vec::<(i32, String)>::new()));
     let s = seen.clone();
     let handler = handler_fn(move |r| {
@@ -719,12 +718,7 @@ async fn records_arriving_in_a_partition_riding_along_in_the_read_ahead_are_read
         s.lock().unwrap().push((r.partition, value));
         async { Ok(()) }
     });
-    let mut config = ConsumerConfig::new("g-ride");
-    config.fetch_max_wait = Duration::from_millis(20);
-    // One batch per partition and fetch.
-    config.partition_max_bytes = 1;
-    config.fetch_max_bytes = 1;
-    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    let mut consumer = Consumer::new(b.clone(), one_batch_per_fetch("g-ride")).unwrap();
     consumer
         .assign(vec![busy.clone(), idle.clone()])
         .await
