@@ -32,11 +32,13 @@ type Positions = BTreeMap<TopicPartition, Offset>;
 /// Answers fetched ahead that the consumer has not taken yet, at most.
 const AHEAD: usize = 1;
 
-/// One fetch of the read-ahead: where it asked each partition to start, and the answers.
+/// One fetch of the read-ahead: where it asked each partition to start, the answers, and
+/// where its next fetch starts (their [`continuation`]).
 #[derive(Debug)]
 struct Fetched {
     from: Positions,
     answers: FetchAnswers,
+    next: Positions,
 }
 
 /// The read-ahead of a consumer: a task fetching from the positions it was started at, then
@@ -69,15 +71,24 @@ impl Prefetch {
             while !call.partitions.is_empty() {
                 let from = positions(&call.partitions);
                 let answers = api.fetch(call.clone()).await;
-                call.partitions = continuation(&from, &answers)
-                    .into_iter()
-                    .map(|(partition, offset)| FetchPosition {
-                        partition,
+                let next = continuation(&from, &answers);
+                call.partitions = next
+                    .iter()
+                    .map(|(partition, &offset)| FetchPosition {
+                        partition: partition.clone(),
                         offset,
                         max_bytes: partition_max_bytes,
                     })
                     .collect();
-                if sender.send(Fetched { from, answers }).await.is_err() {
+                if sender
+                    .send(Fetched {
+                        from,
+                        answers,
+                        next,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -106,12 +117,17 @@ impl Prefetch {
     /// nothing: those partitions are left to a fresh fetch, which may wait for data where a
     /// read-ahead does not.
     pub(crate) async fn answers_for(&mut self, wanted: &[FetchPosition]) -> FetchAnswers {
-        let Some(Fetched { from, answers }) = self.fetched.recv().await else {
+        let Some(Fetched {
+            from,
+            answers,
+            next,
+        }) = self.fetched.recv().await
+        else {
             // The read-ahead ended (no partition answered with records).
             self.next_from.clear();
             return Vec::new();
         };
-        self.next_from = continuation(&from, &answers);
+        self.next_from = next;
         let covered: FetchAnswers = answers
             .into_iter()
             .filter(|(tp, _)| {
