@@ -13,12 +13,13 @@
 //! - `consumer/happy`: `Consumer` with the default blocking policy (spring's ten deliveries, no
 //!   pause) and a handler that always succeeds;
 //! - `consumer/fail_1pct_blocking`: the same, with 1 % of the records failing their first
-//!   delivery (blocking retry, zero back-off: the attempt is committed, then redelivered);
+//!   delivery (blocking retry, zero back-off, the default `max_uncommitted_failures` 1: the
+//!   record is delivered again at once, its count goes out with the round's commit);
 //! - `consumer/fail_1pct_retry_topic`: the same failures under a retry-topic policy (one retry,
 //!   zero delay, through `bench-retry-0`);
 //! - `consumer/happy_ordered`, `consumer/fail_1pct_ordered`: `happy` and `fail_1pct_blocking`
 //!   in ordered mode (park the key, not the partition; the records have no key, so each is its
-//!   own): a failed record waits for its attempt count to be committed while the others go on.
+//!   own): a failed record is retried at once, as in `fail_1pct_blocking`.
 //!
 //! After criterion's report a table prints records/s per case and the ratios the issue names,
 //! from the mean of the samples and from the fastest sample (steadier on a busy machine).

@@ -443,8 +443,8 @@ async fn wait_for_commit(
 /// one: it continues at 4", with a real process and kill -9.
 ///
 /// What "after attempt 3" guarantees: the consumer commits a failed delivery's attempt count
-/// (in the offset metadata) before it delivers the record again, and delivers nothing more
-/// while that commit fails (`blocking_retry_waits_for_the_attempt_count_to_be_committed` in
+/// (in the offset metadata) at most one failure behind its deliveries (by default; see
+/// `blocking_retry_runs_at_most_one_failure_ahead_of_the_committed_count` in
 /// staunch-consumer). So a process killed any time after attempt 3's count was committed
 /// resumes at 4; one killed while attempt 3 was still running, or before its failure was
 /// committed, delivers attempt 3 again (the count of an unfinished delivery dies with it;

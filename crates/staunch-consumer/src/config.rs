@@ -64,6 +64,22 @@ pub struct ConsumerConfig {
     /// a time (their attempt counts must fit the committed offset's metadata); with that many,
     /// the partition waits as it does for a full lot.
     pub ordered: Option<usize>,
+    /// How many failed deliveries of a record retried in place (blocking retry, ordered
+    /// mode) may be missing from the committed attempt count when it is delivered again.
+    ///
+    /// `1` (the default): delivery `n + 1` waits only until the broker has the count `n - 1`;
+    /// the count `n` goes out with the round's pipelined commit. A record that fails once is
+    /// therefore retried at once, without waiting for a durable commit, and a record that
+    /// keeps failing waits for one commit every second delivery. A consumer killed before
+    /// the last count reached the broker repeats that one failed attempt number: per crash,
+    /// a record may get one delivery more than the policy allows.
+    ///
+    /// `0`: every failure is committed before the record is delivered again (one durable
+    /// commit, an fsync on Staunch, per failed delivery); a crash never repeats an attempt
+    /// number whose failure was reported.
+    ///
+    /// Either way a graceful hand-over (commit, close, rebalance) commits the exact count.
+    pub max_uncommitted_failures: u32,
 }
 
 impl ConsumerConfig {
@@ -91,6 +107,7 @@ impl ConsumerConfig {
                 Duration::from_secs(5),
             ),
             ordered: None,
+            max_uncommitted_failures: 1,
         }
     }
 }

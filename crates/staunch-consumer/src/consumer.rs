@@ -18,13 +18,18 @@
 //! commit in flight finish in the background.
 //!
 //! A failing record that will be retried in place is committed *as the next offset to read*,
-//! with its attempt count in the metadata ([`crate::ledger`]), before it is delivered again:
-//! while that commit fails, the partition is not fetched — in ordered mode only the record's
-//! key waits, and the other keys go on, their commits sent without waiting — so a consumer
-//! killed at any moment resumes the count after the last failure it delivered again. Only a delivery that was still running, or whose failure was
-//! not yet committed, when the process died is delivered again under the same attempt
-//! number.
-//!
+//! with its attempt count in the metadata ([`crate::ledger`]). How far that count may lag
+//! behind the deliveries is [`ConsumerConfig::max_uncommitted_failures`]: by default the
+//! record is delivered again once the broker has all its failures but the last one — a
+//! record that fails once is retried at once, in the same round when its back-off is zero,
+//! and its count goes out with the round's pipelined commit; a record that keeps failing
+//! waits for a commit every second delivery. With `0`, every failure is committed before the
+//! next delivery. While the commit the record waits for fails, the partition is not fetched
+//! — in ordered mode only the record's key waits, and the other keys go on, their commits
+//! sent without waiting. So a consumer killed at any moment resumes the count at most that
+//! many failures behind the last one it delivered again; a delivery still running when the
+//! process died is delivered again under the same attempt number.
+
 //! # Forwards
 //! A record forwarded to a retry or dead-letter topic (outside ordered mode) is not waited
 //! for: the partition goes on with the next record at once — as spring's retry topics let the
@@ -49,7 +54,7 @@
 //! retry-topic record is not due yet — the records not handed out are kept, and the next
 //! round hands them out from memory instead of fetching them again (a seek elsewhere drops
 //! them). Commits are unaffected: the round still ends with one, waited for whenever a
-//! retry's attempt count is in it, so that count is committed before the retry.
+//! retry waits for its attempt count.
 //!
 //! A round that fetched records sends the next fetch ahead before handing them out (Kafka's
 //! consumer does the same): the broker reads the next records of each partition that had
@@ -267,23 +272,17 @@ impl PartitionState {
         )
     }
 
-    /// Whether a record is being retried in place and the broker does not have the ledger
-    /// this partition would commit now: no retry may be delivered until it has, or a restart
-    /// would deliver attempt numbers again (and more attempts than the policy allows).
-    fn retry_count_uncommitted(&self) -> bool {
+    /// Whether the record retried in place at the position (blocking retry) may not be
+    /// delivered again yet: the broker lacks more than `lag` of its failures
+    /// ([`ConsumerConfig::max_uncommitted_failures`]), so a restart now would deliver those
+    /// attempt numbers again.
+    fn retry_count_uncommitted(&self, lag: u32) -> bool {
         if self.lot.is_some() {
             // Ordered mode waits per key instead ([`PartitionState::count_committed`]).
             return false;
         }
-        if self.ledger.is_empty() {
-            return false;
-        }
-        let Some(offset) = self.commit_offset() else {
-            return false;
-        };
-        let mut ledger = self.ledger.clone();
-        ledger.prune_below(offset);
-        self.committed.as_ref() != Some(&(offset, ledger.encode()))
+        self.position
+            .is_some_and(|position| !self.count_committed(position, lag))
     }
 
     /// Ordered mode: whether no record may be handed out now — the parking lot is full, or
@@ -307,26 +306,26 @@ impl PartitionState {
     }
 
     /// Ordered mode: whether a blocked key is due at `now` but waits for its attempt count
-    /// to be committed.
-    fn due_count_uncommitted(&self, now: i64) -> bool {
+    /// to be committed (more than `lag` failures missing).
+    fn due_count_uncommitted(&self, now: i64, lag: u32) -> bool {
         self.lot.as_ref().is_some_and(|lot| {
             lot.due(now).iter().any(|key| {
                 lot.head(key)
-                    .is_some_and(|head| !self.count_committed(head.offset))
+                    .is_some_and(|head| !self.count_committed(head.offset, lag))
             })
         })
     }
 
-    /// Whether the broker has every failure of the record at `offset` that the ledger
-    /// counts: ordered mode retries a parked key only then, while the partition's other keys
-    /// go on (their commit is not waited for).
-    fn count_committed(&self, offset: Offset) -> bool {
+    /// Whether the broker has all but at most `lag` of the failures the ledger counts for
+    /// the record at `offset` ([`ConsumerConfig::max_uncommitted_failures`]): only then is
+    /// it delivered again. Ordered mode checks this per key, while the partition's other
+    /// keys go on (their commit is not waited for).
+    fn count_committed(&self, offset: Offset, lag: u32) -> bool {
         let Some(entry) = self.ledger.get(offset) else {
             return true;
         };
-        self.committed_ledger
-            .get(offset)
-            .is_some_and(|c| c.attempts >= entry.attempts)
+        let committed = self.committed_ledger.get(offset).map_or(0, |c| c.attempts);
+        committed.saturating_add(lag) >= entry.attempts
     }
 }
 
@@ -570,11 +569,14 @@ impl<B: BrokerApi> Consumer<B> {
 
     /// Reads `partition` from `offset` next. Seeking back redelivers; seeking forward skips,
     /// and the skipped offsets are committed at the next commit, as in Kafka — a deliberate
-    /// act of the caller.
+    /// act of the caller. Attempt counts of records skipped that way are dropped with them.
     pub fn seek(&mut self, partition: &TopicPartition, offset: Offset) {
         if let Some(st) = self.parts.get_mut(partition) {
             st.position = Some(offset);
             st.wait_until_ms = 0;
+            if let Some(finished_below) = st.commit_offset() {
+                st.ledger.prune_below(finished_below);
+            }
         }
     }
 
@@ -632,10 +634,11 @@ impl<B: BrokerApi> Consumer<B> {
     /// one is sent (a later round, or any waiting commit, covers what this one would have).
     /// Reports a commit that failed since the last report.
     async fn commit_round(&mut self) -> Result<(), ConsumerError> {
+        let lag = self.config.max_uncommitted_failures;
         if self
             .parts
             .values()
-            .any(PartitionState::retry_count_uncommitted)
+            .any(|st| st.retry_count_uncommitted(lag))
         {
             let result = self.commit_sync().await;
             return self.with_earlier_commit_error(result);
@@ -929,6 +932,7 @@ impl<B: BrokerApi> Consumer<B> {
             self.retry_due_keys(handler).await;
         }
         let now = now_ms();
+        let lag = self.config.max_uncommitted_failures;
         let mut kept = Vec::new();
         let mut fetchable = Vec::new();
         for (tp, st) in &mut self.parts {
@@ -937,7 +941,7 @@ impl<B: BrokerApi> Consumer<B> {
                 || st.pending.is_some()
                 || st.wait_until_ms > now
                 || st.position.is_none()
-                || st.retry_count_uncommitted()
+                || st.retry_count_uncommitted(lag)
                 || st.ordered_waits()
             {
                 continue;
@@ -953,7 +957,11 @@ impl<B: BrokerApi> Consumer<B> {
             }
         }
         if kept.is_empty() && fetchable.is_empty() {
-            if self.parts.values().any(|st| st.due_count_uncommitted(now)) {
+            if self
+                .parts
+                .values()
+                .any(|st| st.due_count_uncommitted(now, lag))
+            {
                 // Ordered mode with nothing to do but retry keys whose counts the broker does
                 // not have yet: the commit's answer is the wake-up.
                 let committed = self.commit_sync().await;
@@ -1068,13 +1076,14 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     fn next_wake(&self) -> Option<i64> {
+        let lag = self.config.max_uncommitted_failures;
         self.parts
             .values()
             .filter(|st| !st.user_paused)
             .filter_map(|st| {
                 let mut t = Vec::new();
                 // Waiting for a commit: the next poll's commit is the wake-up, not the due time.
-                let waits_for_commit = st.retry_count_uncommitted();
+                let waits_for_commit = st.retry_count_uncommitted(lag);
                 if st.wait_until_ms > 0 && !waits_for_commit {
                     t.push(st.wait_until_ms);
                 }
@@ -1215,6 +1224,11 @@ impl<B: BrokerApi> Consumer<B> {
                     st.position = Some(offset);
                     at += index;
                     self.fail(tp, st, failed, failure.error, None).await;
+                    if self.may_retry_at_once(st, offset) {
+                        // Due now and counted enough: deliver it again in this round.
+                        records[at].delivery_attempt = attempt_of(&records[at], &st.ledger);
+                        continue;
+                    }
                     if st.pending.is_some() || st.position != Some(offset + 1) {
                         break;
                     }
@@ -1227,6 +1241,30 @@ impl<B: BrokerApi> Consumer<B> {
         records.append(&mut later);
         records.append(&mut over_budget);
         st.kept = records;
+    }
+
+    /// Whether the record at `offset`, which just failed and is retried in place at the
+    /// position (blocking retry), may be delivered again right now: its back-off is over
+    /// (zero back-off) and the broker has enough of its attempt count
+    /// ([`ConsumerConfig::max_uncommitted_failures`]).
+    fn may_retry_at_once(&self, st: &PartitionState, offset: Offset) -> bool {
+        st.pending.is_none()
+            && st.position == Some(offset)
+            && st.ledger.get(offset).is_some()
+            && st.wait_until_ms <= now_ms()
+            && !st.retry_count_uncommitted(self.config.max_uncommitted_failures)
+    }
+
+    /// Ordered mode: whether `key`, just blocked behind its failed head at `offset`, may
+    /// retry that head right now — as [`Consumer::may_retry_at_once`] for a partition.
+    fn may_retry_key_at_once(&self, st: &PartitionState, key: &ParkKey, offset: Offset) -> bool {
+        st.pending.is_none()
+            && st
+                .lot
+                .as_ref()
+                .and_then(|lot| lot.due_ms(key))
+                .is_some_and(|due| due <= now_ms())
+            && st.count_committed(offset, self.config.max_uncommitted_failures)
     }
 
     /// The failure path of one record whose position is already set to it (or past it in
@@ -1670,6 +1708,10 @@ impl<B: BrokerApi> Consumer<B> {
                         .lot
                         .as_ref()
                         .is_some_and(|l| l.head(&key).is_some_and(|h| h.offset == record.offset));
+                    if blocked && self.may_retry_key_at_once(st, &key, record.offset) {
+                        // Due now and counted enough: deliver the head again at once.
+                        continue;
+                    }
                     if blocked || (st.pending.is_some() && !before) {
                         if st.pending.is_some() && !blocked {
                             // Keep the record as the key's head until the forward succeeds.
@@ -1704,6 +1746,7 @@ impl<B: BrokerApi> Consumer<B> {
 
     async fn retry_due_keys<H: BatchHandler>(&mut self, handler: &H) {
         let now = now_ms();
+        let lag = self.config.max_uncommitted_failures;
         let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         for tp in tps {
             let Some(mut st) = self.parts.remove(&tp) else {
@@ -1719,7 +1762,7 @@ impl<B: BrokerApi> Consumer<B> {
                     break;
                 }
                 if let Some(head) = st.lot.as_ref().and_then(|l| l.head(&key)).cloned()
-                    && st.count_committed(head.offset)
+                    && st.count_committed(head.offset, lag)
                 {
                     self.run_key(&tp, &mut st, key, head, handler).await;
                 }

@@ -134,6 +134,11 @@ impl ParkingLot {
             .collect()
     }
 
+    /// When the blocked `key`'s head is due to be retried.
+    pub(crate) fn due_ms(&self, key: &ParkKey) -> Option<i64> {
+        self.keys.get(key).map(|b| b.due_ms)
+    }
+
     /// The earliest due time of any blocked key.
     pub(crate) fn next_due(&self) -> Option<i64> {
         self.keys.values().map(|b| b.due_ms).min()

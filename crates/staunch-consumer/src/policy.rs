@@ -15,7 +15,8 @@ pub enum FailurePolicy {
     /// spring's `DefaultErrorHandler`: the partition is sought back to the failed record and
     /// paused for the delay (other partitions keep flowing); later records of the partition
     /// wait (head-of-line blocking, which keeps order). The attempt count is committed in the
-    /// offset metadata before the next delivery.
+    /// offset metadata, at most one failure behind the deliveries by default
+    /// ([`crate::ConsumerConfig::max_uncommitted_failures`]).
     Blocking(BackOff),
     /// spring's `RetryTopicConfiguration` / RocketMQ's retry queue: the record is forwarded to
     /// a retry topic with its due time in a header and the source partition moves on.

@@ -364,13 +364,51 @@ impl<B: BrokerApi> Intercept for FailingCommits<B> {
     }
 }
 
-/// Blocking retry delivers a record again only once the count of its failed delivery is
-/// committed: a consumer killed at any moment never goes back to an attempt number it
-/// already reported as failed. While commits fail, the record waits (it is not retried with
-/// a count that a restart would forget); once they succeed, each delivery `n > 1` finds
-/// `n - 1` failures in the committed metadata.
+/// Blocking retry with `max_uncommitted_failures` 0 delivers a record again only once the
+/// count of its failed delivery is committed: a consumer killed at any moment never goes back
+/// to an attempt number it already reported as failed. While commits fail, the record waits
+/// (it is not retried with a count that a restart would forget); once they succeed, each
+/// delivery `n > 1` finds `n - 1` failures in the committed metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_retry_waits_for_the_attempt_count_to_be_committed() {
+    let bad = blocking_retry_while_commits_fail(0).await;
+    assert_eq!(
+        bad,
+        [
+            (1, None),
+            (2, Some(1)),
+            (3, Some(2)),
+            (4, Some(3)),
+            (5, Some(4))
+        ],
+        "each delivery after the first finds the previous failures committed"
+    );
+}
+
+/// With the default `max_uncommitted_failures` 1, a failed record is delivered again without
+/// waiting for its count to be committed — once: while commits fail it gets exactly two
+/// deliveries, and once they succeed, each delivery `n > 2` finds at least `n - 2` failures
+/// committed, so a restart repeats at most one failed attempt number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_retry_runs_at_most_one_failure_ahead_of_the_committed_count() {
+    let bad = blocking_retry_while_commits_fail(1).await;
+    let attempts: Vec<u32> = bad.iter().map(|d| d.0).collect();
+    assert_eq!(attempts, [1, 2, 3, 4, 5], "{bad:?}");
+    for (attempt, committed) in &bad {
+        assert!(
+            committed.unwrap_or(0) + 2 >= *attempt,
+            "delivery {attempt} found only {committed:?} failures committed: {bad:?}"
+        );
+    }
+}
+
+/// Runs a blocking-retry consumer (5 deliveries, 5 ms apart) with
+/// `max_uncommitted_failures = lag` over a record that always fails and one that succeeds.
+/// Commits fail for the first 300 ms: by then the bad record must have been delivered exactly
+/// `lag + 1` times. Then they succeed; once the good record is handled, checks the bad one is
+/// in the DLT after 5 attempts and returns its deliveries as (attempt, failures of it in the
+/// committed metadata at the time).
+async fn blocking_retry_while_commits_fail(lag: u32) -> Vec<(u32, Option<u32>)> {
     let (_d, b) = embedded().await;
     create(b.as_ref(), "ledger", 1).await;
     let tp = TopicPartition::new("ledger", 0);
@@ -407,39 +445,30 @@ async fn blocking_retry_waits_for_the_attempt_count_to_be_committed() {
     let mut config = ConsumerConfig::new("g-ledger");
     config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(5), 4));
     config.fetch_max_wait = Duration::from_millis(20);
+    config.max_uncommitted_failures = lag;
     let mut consumer = Consumer::new(api.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
     let start = Instant::now();
+    let mut failed_polls = 0;
     while start.elapsed() < Duration::from_millis(300) {
-        assert!(consumer.poll_batch(&handler).await.is_err(), "commits fail");
+        // A pipelined commit's failure is reported by a later poll.
+        failed_polls += usize::from(consumer.poll_batch(&handler).await.is_err());
     }
+    assert!(failed_polls > 0, "commits fail, and polls say so");
+    let uncommitted: Vec<(String, u32, Option<u32>)> = (1..=lag + 1)
+        .map(|attempt| ("bad".to_owned(), attempt, None))
+        .collect();
     assert_eq!(
         log.lock().unwrap().clone(),
-        [("bad".to_owned(), 1, None)],
-        "no second delivery while the first failure is not committed"
+        uncommitted,
+        "no more deliveries while {} failures are not committed",
+        lag + 1
     );
     down.store(false, Ordering::SeqCst);
     poll_until(&mut consumer, &handler, || async {
         log.lock().unwrap().iter().any(|e| e.0 == "good")
     })
     .await;
-    let log = log.lock().unwrap().clone();
-    let bad: Vec<(u32, Option<u32>)> = log
-        .iter()
-        .filter(|e| e.0 == "bad")
-        .map(|e| (e.1, e.2))
-        .collect();
-    assert_eq!(
-        bad,
-        [
-            (1, None),
-            (2, Some(1)),
-            (3, Some(2)),
-            (4, Some(3)),
-            (5, Some(4))
-        ],
-        "each delivery after the first finds the previous failures committed"
-    );
     consumer.commit().await.unwrap();
     let dead = read_all(b.as_ref(), "ledger.DLT").await;
     assert_eq!(dead.len(), 1);
@@ -447,6 +476,11 @@ async fn blocking_retry_waits_for_the_attempt_count_to_be_committed() {
         header(&dead[0], staunch_consumer::headers::ATTEMPTS),
         Some("5")
     );
+    let log = log.lock().unwrap().clone();
+    log.iter()
+        .filter(|e| e.0 == "bad")
+        .map(|e| (e.1, e.2))
+        .collect()
 }
 
 /// A seek wins over what a poll kept for the next round: seeking past a record waiting for its
@@ -751,7 +785,8 @@ async fn records_arriving_in_a_partition_riding_along_in_the_read_ahead_are_read
     consumer.close().await.unwrap();
 }
 
-/// Ordered mode waits for a failure's count per key, not per partition: while commits fail,
+/// Ordered mode (with `max_uncommitted_failures` 0) waits for a failure's count per key, not
+/// per partition: while commits fail,
 /// the failed key is not delivered again, yet the other keys keep flowing (their commit is not
 /// waited for); once commits succeed, the key's next delivery finds its failure committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,6 +825,7 @@ async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
     let mut config = ConsumerConfig::new("g-okeys");
     config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
     config.ordered = Some(100);
+    config.max_uncommitted_failures = 0;
     config.fetch_max_wait = Duration::from_millis(20);
     let mut consumer = Consumer::new(api.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
@@ -835,6 +871,90 @@ async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
     );
 }
 
+/// Ordered mode with the default `max_uncommitted_failures` 1 and zero back-off retries a
+/// failed key's head at once, without waiting for its count to be committed — once: while
+/// commits fail, the head gets exactly two deliveries, the key's later record stays parked
+/// and the other key flows. Once commits succeed, the head runs out of attempts, goes to the
+/// DLT, and its key goes on in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_mode_retries_a_failed_key_once_before_its_count_is_committed() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "oonce", 1).await;
+    let tp = TopicPartition::new("oonce", 0);
+    produce(
+        b.as_ref(),
+        &tp,
+        &[("A", "a1"), ("B", "b1"), ("A", "a2"), ("B", "b2")],
+    )
+    .await;
+    let down = Arc::new(AtomicBool::new(true));
+    let api = Arc::new(Intercepted(FailingCommits {
+        inner: (*b).clone(),
+        down: down.clone(),
+    }));
+    let log = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
+    let l = log.clone();
+    let handler = PerRecord(handler_fn(move |r| {
+        let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        let fail = v == "a1";
+        l.lock().unwrap().push((v, r.delivery_attempt));
+        async move {
+            if fail {
+                Err(HandlerError::retriable("Boom", "always"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-oonce");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
+    config.ordered = Some(100);
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(api.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        let _ = consumer.poll_batch(&handler).await;
+    }
+    let seen =
+        |log: &Mutex<Vec<(String, u32)>>| -> Vec<(String, u32)> { log.lock().unwrap().clone() };
+    let pairs = |expected: &[(&str, u32)]| -> Vec<(String, u32)> {
+        expected
+            .iter()
+            .map(|(v, n)| ((*v).to_owned(), *n))
+            .collect()
+    };
+    assert_eq!(
+        seen(&log),
+        pairs(&[("a1", 1), ("a1", 2), ("b1", 1), ("b2", 1)]),
+        "A's head is retried once at once, then waits for its count; B flows"
+    );
+    down.store(false, Ordering::SeqCst);
+    poll_until(&mut consumer, &handler, || async {
+        log.lock().unwrap().iter().any(|e| e.0 == "a2")
+    })
+    .await;
+    assert_eq!(
+        seen(&log),
+        pairs(&[
+            ("a1", 1),
+            ("a1", 2),
+            ("b1", 1),
+            ("b2", 1),
+            ("a1", 3),
+            ("a1", 4),
+            ("a2", 1)
+        ]),
+        "A's head runs out of attempts, then A goes on in order"
+    );
+    consumer.commit().await.unwrap();
+    assert_eq!(read_all(b.as_ref(), "oonce.DLT").await.len(), 1);
+    assert_eq!(
+        committed(b.as_ref(), "g-oonce", &tp).await.unwrap().offset,
+        4
+    );
+}
+
 /// Ordered mode keeps the attempt counts of at most 64 failed records per partition, so they
 /// always fit the committed metadata (4096 bytes in Kafka): with 64 keys waiting for a retry,
 /// no further record is handed out until some finish.
@@ -867,6 +987,8 @@ async fn ordered_mode_retries_at_most_64_records_at_a_time() {
     let mut config = ConsumerConfig::new("g-many");
     config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
     config.ordered = Some(1_000);
+    // Every failure waits for its count, so the failed records pile up.
+    config.max_uncommitted_failures = 0;
     config.fetch_max_wait = Duration::from_millis(20);
     let mut consumer = Consumer::new(api.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();

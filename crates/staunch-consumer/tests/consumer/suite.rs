@@ -267,19 +267,35 @@ pub(crate) async fn retry_topics_do_not_block<B: BrokerApi>(api: Arc<B>, topic: 
     consumer.close().await.unwrap();
 }
 
-/// A new consumer continues the attempt count persisted in the offset metadata.
+/// A new consumer continues the attempt count persisted in the offset metadata. The first
+/// consumer waits an hour before attempt 4, and is dropped (no close) once the broker has the
+/// count 3: the count of the last failure may reach the broker after the record's next
+/// delivery started (`max_uncommitted_failures`), and a crash before that would repeat
+/// attempt 3 — not what this test is about.
 pub(crate) async fn restart_mid_retry<B: BrokerApi>(api: Arc<B>, topic: &str) {
     create(api.as_ref(), topic, 1).await;
     let tp = TopicPartition::new(topic, 0);
     produce(api.as_ref(), &tp, &[("k", "bad")]).await;
-    let policy = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(20), 4));
+    let tick = Duration::from_millis(20);
+    let policy = FailurePolicy::Blocking(BackOff::fixed(tick, 4));
+    let hold = FailurePolicy::Blocking(BackOff::levels(
+        vec![tick, tick, Duration::from_secs(3600), tick],
+        4,
+    ));
     let log: Log = Log::default();
     let handler = fails_on(&["bad"], log.clone());
-    let mut first = Consumer::new(api.clone(), config("g-restart", policy.clone())).unwrap();
+    let mut first = Consumer::new(api.clone(), config("g-restart", hold)).unwrap();
     first.assign(vec![tp.clone()]).await.unwrap();
     poll_until(&mut first, &handler, || async { count(&log, "bad") == 3 }).await;
     let m = first.metrics().topic(topic);
     assert_eq!((m.retried, m.in_retry), (3, 1), "{m:?}");
+    poll_until(&mut first, &handler, || async {
+        committed(api.as_ref(), "g-restart", &tp)
+            .await
+            .is_some_and(|c| c.metadata.contains(":3:"))
+    })
+    .await;
+    assert_eq!(count(&log, "bad"), 3, "attempt 4 waits an hour");
     drop(first); // no close: nothing more is committed
     let meta = committed(api.as_ref(), "g-restart", &tp).await.unwrap();
     assert_eq!(meta.offset, 0);
