@@ -34,10 +34,13 @@
 //! A record forwarded to a retry or dead-letter topic (outside ordered mode) is not waited
 //! for: the partition goes on with the next record at once — as spring's retry topics let the
 //! next record through — and the round's forwards go out together at its end, in one produce
-//! call with one batch per destination partition (at most 64 per partition queued or in
-//! flight, and under 512 KiB per call). Sending takes the records' places in the destination
-//! partitions, so forwards of a partition are appended in order — except that one that fails
-//! is tried again after later ones may have landed.
+//! call with one batch per destination partition (under 512 KiB per call). While the previous
+//! call of a partition is not answered yet (being made durable), its next forwards gather in
+//! its queue instead, and go out together once it is — or before the consumer waits for data
+//! or naps, and before any commit that waits. At most 512 forwards (8 MiB) of a partition are
+//! queued or in flight; past that, the partition waits for the oldest half. Sending takes the
+//! records' places in the destination partitions, so forwards of a partition are appended in
+//! order — except that one that fails is tried again after later ones may have landed.
 //!
 //! Until the broker acknowledged a forward, nothing at or after its record is committed. Its
 //! answer is applied by a later round, and [`Consumer::commit`] (so also `close`, `assign`
@@ -150,8 +153,18 @@ struct InFlightForward {
 /// takes 4096 bytes by default). With this many, the partition waits as for a full parking lot.
 const MAX_RETRYING_KEYS: usize = 64;
 
-/// At most this many forwards of one partition are in flight; the next waits for the oldest.
-const MAX_FORWARDS_IN_FLIGHT: usize = 64;
+/// At most this many forwards of one partition are queued or in flight; the next waits for
+/// the oldest half. Acknowledging a forward takes a durable write (an fsync on Staunch), which
+/// may take a few milliseconds while the partition reads on: with 1 % of the records failing,
+/// 64 were too few to cover that, and the consumer waited.
+const MAX_FORWARDS_IN_FLIGHT: usize = 512;
+
+/// ... and their records take at most about this many bytes (each is held until acknowledged):
+/// past it, the next waits for the oldest half too.
+const MAX_FORWARD_BYTES_IN_FLIGHT: usize = 8 << 20;
+
+/// Below this many forwards queued or in flight, their bytes are not added up.
+const FORWARDS_FREE_OF_BYTE_CHECK: usize = 64;
 
 #[derive(Debug)]
 struct PartitionState {
@@ -163,8 +176,8 @@ struct PartitionState {
     user_paused: bool,
     wait_until_ms: i64,
     pending: Option<PendingForward>,
-    /// Forwards of this round not sent yet: they go out together at the end of the round
-    /// ([`Consumer::flush_forwards`]).
+    /// Forwards not sent yet: they go out together at the end of the round, or once the
+    /// previous call is answered ([`PartitionState::forward_calls_answered`]).
     outbox: Vec<PendingForward>,
     /// Forwards sent and not yet acknowledged, oldest first: the partition reads on, but
     /// nothing at or after the oldest is committed.
@@ -248,6 +261,22 @@ impl PartitionState {
             .filter(|p| self.ledger.get(p.record.offset).is_none())
             .count();
         n as u64
+    }
+
+    /// Whether the broker answered every forward call of this partition sent so far: the
+    /// queued forwards go out only then (or before the consumer waits for anything), so
+    /// while one call is being written, the next rounds' forwards gather for the next call.
+    fn forward_calls_answered(&self) -> bool {
+        self.sending.iter().all(|f| f.sent.is_finished())
+    }
+
+    /// About how many bytes the forwards queued or in flight hold.
+    fn forward_bytes(&self) -> usize {
+        self.outbox
+            .iter()
+            .chain(self.sending.iter().map(|f| &f.pending))
+            .map(PendingForward::size)
+            .sum()
     }
 
     /// The offset to commit: the lowest not finished — below the position, a parked record
@@ -615,7 +644,8 @@ impl<B: BrokerApi> Consumer<B> {
         if let Err(e) = self.settle().await {
             self.commit_error.get_or_insert(e);
         }
-        // What the forwards in flight let through is committed too.
+        // What the forwards queued or in flight let through is committed too.
+        self.flush_all_forwards(true).await;
         self.reap_all_forwards(0).await;
         let Some(request) = self.commit_request() else {
             return Ok(());
@@ -925,6 +955,7 @@ impl<B: BrokerApi> Consumer<B> {
         // A commit answered since the last round: apply it (a group error asks for a rejoin).
         self.reap().await;
         self.reap_all_forwards(usize::MAX).await;
+        self.flush_all_forwards(false).await;
         self.rebalance_if_needed().await?;
         self.init_positions().await?;
         self.retry_pending_forwards().await;
@@ -971,6 +1002,8 @@ impl<B: BrokerApi> Consumer<B> {
                 }
                 return self.with_earlier_commit_error(committed);
             }
+            // Nothing gathers more forwards while the consumer naps.
+            self.flush_all_forwards(true).await;
             let wake = self.next_wake().unwrap_or(i64::MAX);
             let nap = (wake - now).clamp(1, ms(self.config.fetch_max_wait).max(1));
             tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
@@ -1040,6 +1073,8 @@ impl<B: BrokerApi> Consumer<B> {
             .collect();
         if !rest.is_empty() {
             let max_wait = if may_wait && answers.is_empty() {
+                // Nothing gathers more forwards while the fetch waits for data.
+                self.flush_all_forwards(true).await;
                 self.config.fetch_max_wait
             } else {
                 Duration::ZERO
@@ -1236,7 +1271,9 @@ impl<B: BrokerApi> Consumer<B> {
                 }
             }
         }
-        self.flush_forwards(tp, st).await;
+        if st.forward_calls_answered() {
+            self.flush_forwards(tp, st).await;
+        }
         records.drain(..at);
         records.append(&mut later);
         records.append(&mut over_budget);
@@ -1434,7 +1471,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// ([`Consumer::flush_forwards`]), and moves the partition on past the record; nothing
     /// at or after it is committed until the broker acknowledged it
     /// ([`PartitionState::commit_offset`]). With [`MAX_FORWARDS_IN_FLIGHT`] queued or in
-    /// flight, first sends the queue and waits for the oldest.
+    /// flight (or [`MAX_FORWARD_BYTES_IN_FLIGHT`]), sends the queue and waits for the oldest
+    /// half.
     async fn send_forward(
         &mut self,
         tp: &TopicPartition,
@@ -1450,9 +1488,13 @@ impl<B: BrokerApi> Consumer<B> {
             self.flush_forwards(tp, st).await;
         }
         st.outbox.push(pending);
-        if st.outbox.len() + st.sending.len() >= MAX_FORWARDS_IN_FLIGHT {
+        let forwards = st.outbox.len() + st.sending.len();
+        if forwards >= MAX_FORWARDS_IN_FLIGHT
+            || (forwards >= FORWARDS_FREE_OF_BYTE_CHECK
+                && st.forward_bytes() >= MAX_FORWARD_BYTES_IN_FLIGHT)
+        {
             self.flush_forwards(tp, st).await;
-            self.reap_forwards(tp, st, MAX_FORWARDS_IN_FLIGHT / 2).await;
+            self.reap_forwards(tp, st, forwards / 2).await;
         }
     }
 
@@ -1478,6 +1520,24 @@ impl<B: BrokerApi> Consumer<B> {
                     self.forward_failed(tp, st, pending, e.clone());
                 }
             }
+        }
+    }
+
+    /// Sends the queued forwards of every partition: all of them if `all`, else of the
+    /// partitions whose calls were all answered ([`PartitionState::forward_calls_answered`]).
+    async fn flush_all_forwards(&mut self, all: bool) {
+        let queued: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| !st.outbox.is_empty() && (all || st.forward_calls_answered()))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in queued {
+            let Some(mut st) = self.parts.remove(&tp) else {
+                continue;
+            };
+            self.flush_forwards(&tp, &mut st).await;
+            self.parts.insert(tp, st);
         }
     }
 

@@ -7,7 +7,7 @@ mod support;
 mod traces;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1180,11 +1180,13 @@ async fn ordered_mode_reads_on_past_counts_read_back_after_a_restart() {
     );
 }
 
-/// Delegates to `inner`; produce to a `.DLT` topic is answered only after `delay`.
+/// Delegates to `inner`; produce to a `.DLT` topic is answered only after `delay`, and
+/// counted in `calls`.
 #[derive(Debug, Clone)]
 struct SlowDlt<B> {
     inner: B,
     delay: Duration,
+    calls: Arc<AtomicUsize>,
 }
 
 impl<B: BrokerApi> Intercept for SlowDlt<B> {
@@ -1204,6 +1206,7 @@ impl<B: BrokerApi> Intercept for SlowDlt<B> {
             .any(|b| b.partition.topic.ends_with(".DLT"));
         let answers = self.inner.produce(call).await;
         if slow {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
         }
         answers
@@ -1221,6 +1224,7 @@ async fn a_seek_wins_over_a_forward_acknowledged_later() {
     let api = Arc::new(Intercepted(SlowDlt {
         inner: (*b).clone(),
         delay: Duration::from_millis(100),
+        calls: Arc::default(),
     }));
     let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
     let s = seen.clone();
@@ -1256,4 +1260,53 @@ async fn a_seek_wins_over_a_forward_acknowledged_later() {
         "delivered again from the offset sought: {seen:?}"
     );
     consumer.close().await.unwrap();
+}
+
+/// While a partition's forward call is being written, the forwards of the next rounds gather
+/// and go out together once it is answered: 30 dead letters, one per round, take a handful of
+/// produce calls instead of 30 — and still land once each, in order, with the source offset
+/// committed past them only once all are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_gather_while_the_previous_call_is_written() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "gather", 1).await;
+    let tp = TopicPartition::new("gather", 0);
+    let values: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+    for v in &values {
+        produce(b.as_ref(), &tp, &[("k", v.as_str())]).await;
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let api = Arc::new(Intercepted(SlowDlt {
+        inner: (*b).clone(),
+        delay: Duration::from_millis(200),
+        calls: calls.clone(),
+    }));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let d = delivered.clone();
+    let handler = PerRecord(handler_fn(move |_| {
+        d.fetch_add(1, Ordering::SeqCst);
+        async { Err(HandlerError::fatal("Poison", "always")) }
+    }));
+    let mut consumer = Consumer::new(api.clone(), one_batch_per_fetch("g-gather")).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        delivered.load(Ordering::SeqCst) == 30
+    })
+    .await;
+    consumer.commit().await.unwrap();
+    let dead = read_all(b.as_ref(), "gather.DLT").await;
+    let got: Vec<String> = dead
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(got, values, "each dead letter once, in order");
+    let calls = calls.load(Ordering::SeqCst);
+    assert!(
+        calls <= 10,
+        "{calls} produce calls for 30 dead letters: they did not gather"
+    );
+    assert_eq!(
+        committed(b.as_ref(), "g-gather", &tp).await.unwrap().offset,
+        30
+    );
 }
