@@ -65,18 +65,20 @@ pub struct ConsumerConfig {
     /// the partition waits as it does for a full lot.
     pub ordered: Option<usize>,
     /// How many failed deliveries of a record retried in place (blocking retry, ordered
-    /// mode) may be missing from the committed attempt count when it is delivered again.
+    /// mode) may be missing from the committed attempt count when it is delivered again; at
+    /// most 16.
     ///
     /// `1` (the default): delivery `n + 1` waits only until the broker has the count `n - 1`;
     /// the count `n` goes out with the round's pipelined commit. A record that fails once is
     /// therefore retried at once, without waiting for a durable commit, and a record that
-    /// keeps failing waits for one commit every second delivery. A consumer killed before
-    /// the last count reached the broker repeats that one failed attempt number: per crash,
-    /// a record may get one delivery more than the policy allows.
+    /// keeps failing waits for one commit every second delivery. A consumer killed at any
+    /// moment resumes the count at most one failure behind the last delivery it started
+    /// (that one, if it was running or its failure was not committed, is delivered again
+    /// too): per crash, a record may get up to two deliveries more than the policy allows.
     ///
     /// `0`: every failure is committed before the record is delivered again (one durable
-    /// commit, an fsync on Staunch, per failed delivery); a crash never repeats an attempt
-    /// number whose failure was reported.
+    /// commit, an fsync on Staunch, per failed delivery); per crash, only the delivery that
+    /// was running or whose failure was not committed yet is repeated.
     ///
     /// Either way a graceful hand-over (commit, close, rebalance) commits the exact count.
     pub max_uncommitted_failures: u32,

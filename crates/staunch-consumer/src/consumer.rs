@@ -15,7 +15,8 @@
 //! [`Consumer::assign`], a rebalance, and a retry in place (below). A crash therefore costs
 //! at most the records of the last poll or two being delivered again; nothing is ever
 //! committed before it was processed. A consumer dropped without [`Consumer::close`] lets a
-//! commit in flight finish in the background.
+//! commit in flight finish in the background; forwards it had not sent yet are not sent,
+//! and their records stay uncommitted (delivered again to the next consumer).
 //!
 //! A failing record that will be retried in place is committed *as the next offset to read*,
 //! with its attempt count in the metadata ([`crate::ledger`]). How far that count may lag
@@ -29,16 +30,17 @@
 //! sent without waiting. So a consumer killed at any moment resumes the count at most that
 //! many failures behind the last one it delivered again; a delivery still running when the
 //! process died is delivered again under the same attempt number.
-
+//!
 //! # Forwards
 //! A record forwarded to a retry or dead-letter topic (outside ordered mode) is not waited
 //! for: the partition goes on with the next record at once — as spring's retry topics let the
 //! next record through — and the round's forwards go out together at its end, in one produce
 //! call with one batch per destination partition (under 512 KiB per call). While the previous
 //! call of a partition is not answered yet (being made durable), its next forwards gather in
-//! its queue instead, and go out together once it is — or before the consumer waits for data
-//! or naps, and before any commit that waits. At most 512 forwards (8 MiB) of a partition are
-//! queued or in flight; past that, the partition waits for the oldest half. Sending takes the
+//! its queue instead, and go out together at the first check after it is answered (the start
+//! or end of a round) — or before the consumer waits for data or naps, and before any commit
+//! that waits. At most 512 forwards, or 8 MiB of them, of a partition are queued or in
+//! flight; past that, the partition waits for the oldest half. Sending takes the
 //! records' places in the destination partitions, so forwards of a partition are appended in
 //! order — except that one that fails is tried again after later ones may have landed.
 //!
@@ -153,6 +155,11 @@ struct InFlightForward {
 /// takes 4096 bytes by default). With this many, the partition waits as for a full parking lot.
 const MAX_RETRYING_KEYS: usize = 64;
 
+/// The largest [`ConsumerConfig::max_uncommitted_failures`]: it also bounds how often a
+/// record failing with zero back-off is delivered again within one round (at most one more
+/// time than this), so a record that keeps failing cannot hold a poll for ever.
+pub(crate) const MAX_UNCOMMITTED_FAILURES: u32 = 16;
+
 /// At most this many forwards of one partition are queued or in flight; the next waits for
 /// the oldest half. Acknowledging a forward takes a durable write (an fsync on Staunch), which
 /// may take a few milliseconds while the partition reads on: with 1 % of the records failing,
@@ -162,9 +169,6 @@ const MAX_FORWARDS_IN_FLIGHT: usize = 512;
 /// ... and their records take at most about this many bytes (each is held until acknowledged):
 /// past it, the next waits for the oldest half too.
 const MAX_FORWARD_BYTES_IN_FLIGHT: usize = 8 << 20;
-
-/// Below this many forwards queued or in flight, their bytes are not added up.
-const FORWARDS_FREE_OF_BYTE_CHECK: usize = 64;
 
 #[derive(Debug)]
 struct PartitionState {
@@ -176,8 +180,9 @@ struct PartitionState {
     user_paused: bool,
     wait_until_ms: i64,
     pending: Option<PendingForward>,
-    /// Forwards not sent yet: they go out together at the end of the round, or once the
-    /// previous call is answered ([`PartitionState::forward_calls_answered`]).
+    /// Forwards not sent yet: they go out together at the end of the round if the previous
+    /// call is answered by then ([`PartitionState::forward_calls_answered`]), else at a later
+    /// check (the start or end of a round, before the consumer waits, a waiting commit).
     outbox: Vec<PendingForward>,
     /// Forwards sent and not yet acknowledged, oldest first: the partition reads on, but
     /// nothing at or after the oldest is committed.
@@ -447,6 +452,11 @@ impl<B: BrokerApi> Consumer<B> {
                     "ordered mode retries in place: use FailurePolicy::Blocking".into(),
                 ));
             }
+        }
+        if config.max_uncommitted_failures > MAX_UNCOMMITTED_FAILURES {
+            return Err(ConsumerError::Config(format!(
+                "max_uncommitted_failures is at most {MAX_UNCOMMITTED_FAILURES}"
+            )));
         }
         let forwarder = Forwarder::new(config.forward_timeout);
         let group = Arc::from(config.group_id.as_str());
@@ -1198,10 +1208,12 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     /// Hands `records` (ascending, the first at the position) to `handler`, at most
-    /// `max_batch_records` at a time and at most `budget` in all (`max_poll_records`), until a
-    /// record is retried in place, a forward fails at once, or a record is not due yet; keeps
-    /// the rest (from that record on) for the next round. A record forwarded without waiting
-    /// is passed; the round's forwards are sent at the end.
+    /// `max_batch_records` at a time and at most `budget` in all (`max_poll_records`; a record
+    /// delivered again in the same round is not counted twice), until a record waits for its
+    /// retry (its back-off, or its attempt count), a forward fails at once, or a record is not
+    /// due yet; keeps the rest (from that record on) for the next round. A record forwarded
+    /// without waiting is passed; the round's forwards are sent at the end if the partition's
+    /// previous forward call is answered ([`PartitionState::forward_calls_answered`]).
     async fn process_records<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
@@ -1489,10 +1501,7 @@ impl<B: BrokerApi> Consumer<B> {
         }
         st.outbox.push(pending);
         let forwards = st.outbox.len() + st.sending.len();
-        if forwards >= MAX_FORWARDS_IN_FLIGHT
-            || (forwards >= FORWARDS_FREE_OF_BYTE_CHECK
-                && st.forward_bytes() >= MAX_FORWARD_BYTES_IN_FLIGHT)
-        {
+        if forwards >= MAX_FORWARDS_IN_FLIGHT || st.forward_bytes() >= MAX_FORWARD_BYTES_IN_FLIGHT {
             self.flush_forwards(tp, st).await;
             self.reap_forwards(tp, st, forwards / 2).await;
         }
@@ -1501,6 +1510,12 @@ impl<B: BrokerApi> Consumer<B> {
     /// Sends the queued forwards of `st` in one produce call ([`Forwarder::send_all`]).
     async fn flush_forwards(&mut self, tp: &TopicPartition, st: &mut PartitionState) {
         if st.outbox.is_empty() {
+            return;
+        }
+        if st.pending.is_some() {
+            // A forward of this partition failed and waits to be tried again: these go after
+            // it, in order, rather than land before it.
+            st.resend.extend(st.outbox.drain(..));
             return;
         }
         let queued = std::mem::take(&mut st.outbox);

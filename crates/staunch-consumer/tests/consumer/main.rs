@@ -371,7 +371,7 @@ impl<B: BrokerApi> Intercept for FailingCommits<B> {
 /// delivery `n > 1` finds `n - 1` failures in the committed metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_retry_waits_for_the_attempt_count_to_be_committed() {
-    let bad = blocking_retry_while_commits_fail(0).await;
+    let bad = blocking_retry_while_commits_fail(0, Duration::from_millis(5)).await;
     assert_eq!(
         bad,
         [
@@ -391,24 +391,39 @@ async fn blocking_retry_waits_for_the_attempt_count_to_be_committed() {
 /// committed, so a restart repeats at most one failed attempt number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_retry_runs_at_most_one_failure_ahead_of_the_committed_count() {
-    let bad = blocking_retry_while_commits_fail(1).await;
-    let attempts: Vec<u32> = bad.iter().map(|d| d.0).collect();
-    assert_eq!(attempts, [1, 2, 3, 4, 5], "{bad:?}");
-    for (attempt, committed) in &bad {
-        assert!(
-            committed.unwrap_or(0) + 2 >= *attempt,
-            "delivery {attempt} found only {committed:?} failures committed: {bad:?}"
-        );
+    for pause in [Duration::from_millis(5), Duration::ZERO] {
+        let bad = blocking_retry_while_commits_fail(1, pause).await;
+        let attempts: Vec<u32> = bad.iter().map(|d| d.0).collect();
+        assert_eq!(attempts, [1, 2, 3, 4, 5], "{pause:?}: {bad:?}");
+        for (attempt, committed) in &bad {
+            assert!(
+                committed.unwrap_or(0) + 2 >= *attempt,
+                "{pause:?}: delivery {attempt} found only {committed:?} failures committed: {bad:?}"
+            );
+        }
     }
 }
 
-/// Runs a blocking-retry consumer (5 deliveries, 5 ms apart) with
+/// `max_uncommitted_failures` is bounded: it also bounds how often a record failing with zero
+/// back-off is delivered again within one poll.
+#[tokio::test]
+async fn max_uncommitted_failures_above_16_is_refused() {
+    let (_d, b) = embedded().await;
+    let mut config = ConsumerConfig::new("g-lag");
+    config.max_uncommitted_failures = 17;
+    assert!(matches!(
+        Consumer::new(b.clone(), config),
+        Err(staunch_consumer::ConsumerError::Config(_))
+    ));
+}
+
+/// Runs a blocking-retry consumer (5 deliveries, `pause` apart) with
 /// `max_uncommitted_failures = lag` over a record that always fails and one that succeeds.
 /// Commits fail for the first 300 ms: by then the bad record must have been delivered exactly
 /// `lag + 1` times. Then they succeed; once the good record is handled, checks the bad one is
 /// in the DLT after 5 attempts and returns its deliveries as (attempt, failures of it in the
 /// committed metadata at the time).
-async fn blocking_retry_while_commits_fail(lag: u32) -> Vec<(u32, Option<u32>)> {
+async fn blocking_retry_while_commits_fail(lag: u32, pause: Duration) -> Vec<(u32, Option<u32>)> {
     let (_d, b) = embedded().await;
     create(b.as_ref(), "ledger", 1).await;
     let tp = TopicPartition::new("ledger", 0);
@@ -443,7 +458,7 @@ async fn blocking_retry_while_commits_fail(lag: u32) -> Vec<(u32, Option<u32>)> 
         }
     }));
     let mut config = ConsumerConfig::new("g-ledger");
-    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(5), 4));
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(pause, 4));
     config.fetch_max_wait = Duration::from_millis(20);
     config.max_uncommitted_failures = lag;
     let mut consumer = Consumer::new(api.clone(), config).unwrap();
