@@ -119,12 +119,41 @@ struct PendingForward {
     failures: u32,
     next_try_ms: i64,
     last_error: Option<ApiError>,
+    /// [`PendingForward::measure`], once.
+    bytes: usize,
 }
 
 impl PendingForward {
+    /// A forward of `record` to `topic`, to be tried first at `now_ms`.
+    fn new(
+        record: ConsumerRecord,
+        topic: String,
+        facts: ForwardFacts,
+        dead_letter: bool,
+        after: AfterForward,
+        now_ms: i64,
+    ) -> Self {
+        let bytes = Self::measure(&record);
+        PendingForward {
+            record,
+            topic,
+            facts,
+            dead_letter,
+            after,
+            failures: 0,
+            next_try_ms: now_ms,
+            last_error: None,
+            bytes,
+        }
+    }
+
     /// About how many bytes the forwarded record takes in a batch.
     fn size(&self) -> usize {
-        let r = &self.record;
+        self.bytes
+    }
+
+    /// About how many bytes `r` takes in a batch once forwarded.
+    fn measure(r: &ConsumerRecord) -> usize {
         let headers: usize = r
             .headers
             .iter()
@@ -1409,16 +1438,7 @@ impl<B: BrokerApi> Consumer<B> {
                             .naming
                             .retry_topic(&source, &self.config.group_id, base);
                     facts.due_ms = Some(now.saturating_add(ms(delay)));
-                    let pending = PendingForward {
-                        record,
-                        topic,
-                        facts,
-                        dead_letter: false,
-                        after,
-                        failures: 0,
-                        next_try_ms: now,
-                        last_error: None,
-                    };
+                    let pending = PendingForward::new(record, topic, facts, false, after, now);
                     self.start_forward(tp, st, pending).await;
                     return;
                 }
@@ -1428,16 +1448,7 @@ impl<B: BrokerApi> Consumer<B> {
             .config
             .naming
             .dead_letter_topic(&source, &self.config.group_id);
-        let pending = PendingForward {
-            record,
-            topic,
-            facts,
-            dead_letter: true,
-            after,
-            failures: 0,
-            next_try_ms: now,
-            last_error: None,
-        };
+        let pending = PendingForward::new(record, topic, facts, true, after, now);
         self.start_forward(tp, st, pending).await;
     }
 
