@@ -12,7 +12,8 @@
 //! of the poll that applies it. At most one commit is in flight: a later one is sent only
 //! after the previous one was answered, so they never overtake each other. Everything that
 //! needs offsets durable waits for them: [`Consumer::commit`], [`Consumer::close`],
-//! [`Consumer::assign`], a rebalance, and a retry in place (below). A crash therefore costs
+//! [`Consumer::assign`], a rebalance, and a retry in place whose attempt count the broker
+//! lacks too much of (below). A crash therefore costs
 //! at most the records of the last poll or two being delivered again; nothing is ever
 //! committed before it was processed. A consumer dropped without [`Consumer::close`] lets a
 //! commit in flight finish in the background; forwards it had not sent yet are not sent,
@@ -195,8 +196,8 @@ pub(crate) const MAX_UNCOMMITTED_FAILURES: u32 = 16;
 /// 64 were too few to cover that, and the consumer waited.
 const MAX_FORWARDS_IN_FLIGHT: usize = 512;
 
-/// ... and their records take at most about this many bytes (each is held until acknowledged):
-/// past it, the next waits for the oldest half too.
+/// The records of one partition's forwards queued or in flight take at most about this many
+/// bytes (each is held until acknowledged); past it, the next waits for the oldest half too.
 const MAX_FORWARD_BYTES_IN_FLIGHT: usize = 8 << 20;
 
 #[derive(Debug)]
