@@ -364,6 +364,29 @@ impl<B: BrokerApi> Intercept for FailingCommits<B> {
     }
 }
 
+/// `b` behind offset commits that fail while the returned flag is set (it starts set).
+fn commits_down(b: &Arc<Broker>) -> (Arc<AtomicBool>, Arc<Intercepted<FailingCommits<Broker>>>) {
+    let down = Arc::new(AtomicBool::new(true));
+    let api = Arc::new(Intercepted(FailingCommits {
+        inner: (**b).clone(),
+        down: down.clone(),
+    }));
+    (down, api)
+}
+
+/// Commits what `consumer` processed and checks that `group` is then committed at `offset`
+/// in `tp` on `b`.
+async fn commit_and_expect<B: BrokerApi>(
+    consumer: &mut Consumer<B>,
+    b: &Broker,
+    group: &str,
+    tp: &TopicPartition,
+    offset: i64,
+) {
+    consumer.commit().await.unwrap();
+    assert_eq!(committed(b, group, tp).await.unwrap().offset, offset);
+}
+
 /// Blocking retry with `max_uncommitted_failures` 0 delivers a record again only once the
 /// count of its failed delivery is committed: a consumer killed at any moment never goes back
 /// to an attempt number it already reported as failed. While commits fail, the record waits
@@ -428,11 +451,7 @@ async fn blocking_retry_while_commits_fail(lag: u32, pause: Duration) -> Vec<(u3
     create(b.as_ref(), "ledger", 1).await;
     let tp = TopicPartition::new("ledger", 0);
     produce(b.as_ref(), &tp, &[("k", "bad"), ("k", "good")]).await;
-    let down = Arc::new(AtomicBool::new(true));
-    let api = Arc::new(Intercepted(FailingCommits {
-        inner: (*b).clone(),
-        down: down.clone(),
-    }));
+    let (down, api) = commits_down(&b);
     // (value, delivery attempt, failures in the committed ledger when it was delivered)
     let log = Arc::new(Mutex::new(Vec::<(String, u32, Option<u32>)>::new()));
     let (l, inner) = (log.clone(), b.clone());
@@ -549,11 +568,7 @@ async fn seek_past_a_record_waiting_for_its_retry() {
         "a's failed attempt was committed away with the seek past it"
     );
     assert_eq!(consumer.metrics().topic("seeky").in_retry, 0);
-    consumer.commit().await.unwrap();
-    assert_eq!(
-        committed(b.as_ref(), "g-seek", &tp).await.unwrap().offset,
-        3
-    );
+    commit_and_expect(&mut consumer, &b, "g-seek", &tp, 3).await;
 }
 
 /// `max_poll_records` caps what one poll takes in across partitions; the records left over
@@ -810,11 +825,7 @@ async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
     create(b.as_ref(), "okeys", 1).await;
     let tp = TopicPartition::new("okeys", 0);
     produce(b.as_ref(), &tp, &[("A", "a1"), ("B", "b1"), ("A", "a2")]).await;
-    let down = Arc::new(AtomicBool::new(true));
-    let api = Arc::new(Intercepted(FailingCommits {
-        inner: (*b).clone(),
-        down: down.clone(),
-    }));
+    let (down, api) = commits_down(&b);
     // (value, delivery attempt, failures of it in the committed ledger when it was delivered)
     let log = Arc::new(Mutex::new(Vec::<(String, u32, Option<u32>)>::new()));
     let (l, inner) = (log.clone(), b.clone());
@@ -879,11 +890,7 @@ async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
         ],
         "A's next delivery finds its failure committed, and A stays in order"
     );
-    consumer.commit().await.unwrap();
-    assert_eq!(
-        committed(b.as_ref(), "g-okeys", &tp).await.unwrap().offset,
-        4
-    );
+    commit_and_expect(&mut consumer, &b, "g-okeys", &tp, 4).await;
 }
 
 /// Ordered mode with the default `max_uncommitted_failures` 1 and zero back-off retries a
@@ -902,11 +909,7 @@ async fn ordered_mode_retries_a_failed_key_once_before_its_count_is_committed() 
         &[("A", "a1"), ("B", "b1"), ("A", "a2"), ("B", "b2")],
     )
     .await;
-    let down = Arc::new(AtomicBool::new(true));
-    let api = Arc::new(Intercepted(FailingCommits {
-        inner: (*b).clone(),
-        down: down.clone(),
-    }));
+    let (down, api) = commits_down(&b);
     let log = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
     let l = log.clone();
     let handler = PerRecord(handler_fn(move |r| {
@@ -981,11 +984,7 @@ async fn ordered_mode_retries_at_most_64_records_at_a_time() {
     let keys: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
     let records: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
     produce(b.as_ref(), &tp, &records).await;
-    let down = Arc::new(AtomicBool::new(true));
-    let api = Arc::new(Intercepted(FailingCommits {
-        inner: (*b).clone(),
-        down: down.clone(),
-    }));
+    let (down, api) = commits_down(&b);
     let deliveries = Arc::new(Mutex::new(Vec::<(i64, u32)>::new()));
     let d = deliveries.clone();
     let handler = PerRecord(handler_fn(move |r| {
@@ -1028,11 +1027,7 @@ async fn ordered_mode_retries_at_most_64_records_at_a_time() {
             == 70
     })
     .await;
-    consumer.commit().await.unwrap();
-    assert_eq!(
-        committed(b.as_ref(), "g-many", &tp).await.unwrap().offset,
-        70
-    );
+    commit_and_expect(&mut consumer, &b, "g-many", &tp, 70).await;
 }
 
 /// Several dead letters of one round go out in one produce call; when it fails, every one of
@@ -1188,11 +1183,7 @@ async fn ordered_mode_reads_on_past_counts_read_back_after_a_restart() {
         .map(|o| (o, if (10..74).contains(&o) { 2 } else { 1 }))
         .collect();
     assert_eq!(attempts, expected, "the counts go on where they were");
-    consumer.commit().await.unwrap();
-    assert_eq!(
-        committed(b.as_ref(), "g-resume", &tp).await.unwrap().offset,
-        100
-    );
+    commit_and_expect(&mut consumer, &b, "g-resume", &tp, 100).await;
 }
 
 /// Delegates to `inner`; produce to a `.DLT` topic is answered only after `delay`, and
