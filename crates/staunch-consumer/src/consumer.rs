@@ -17,7 +17,9 @@
 //! at most the records of the last poll or two being delivered again; nothing is ever
 //! committed before it was processed. A consumer dropped without [`Consumer::close`] lets a
 //! commit in flight finish in the background; forwards it had not sent yet are not sent,
-//! and their records stay uncommitted (delivered again to the next consumer).
+//! and their records stay uncommitted (delivered again to the next consumer). A poll dropped
+//! before it finished is the same for the partition it was working on, which starts over from
+//! its committed offset (see [`Consumer::poll_batch`]).
 //!
 //! A failing record that will be retried in place is committed *as the next offset to read*,
 //! with its attempt count in the metadata ([`crate::ledger`]). How far that count may lag
@@ -671,7 +673,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// flight, so commits never overtake each other, and for the forwards in flight, so the
     /// records they carry count as finished once acknowledged). Fails with the first broker error (the
     /// rest are still tried); an earlier failed commit that this one supersedes is not
-    /// reported again.
+    /// reported again. Dropping it before it finishes loses nothing: a later commit sends what
+    /// this one did not.
     pub async fn commit(&mut self) -> Result<(), ConsumerError> {
         let result = self.commit_sync().await;
         self.commit_error = None;
@@ -982,6 +985,15 @@ impl<B: BrokerApi> Consumer<B> {
     /// them. A dead-lettered record is reported by a WARN event `dead-lettered`, a forward to a
     /// retry topic by an INFO event, a forward that failed by a WARN event, a blocking retry
     /// by a DEBUG event.
+    ///
+    /// # Cancel safety
+    /// A poll may be dropped before it finishes (a timeout or a `select!` around it) without
+    /// losing a record or a partition: the partition it was working on starts over from its
+    /// committed offset on the next poll, so the record in hand and the records after it are
+    /// delivered again, and dead letters or retry-topic forwards not yet acknowledged are
+    /// sent again (the topic may then hold one twice). Attempt counts not yet committed are
+    /// counted again from the committed ones, and the `processed` counter counts a record
+    /// delivered again twice. Other partitions keep their state.
     pub async fn poll_batch<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
         let traced = TracedBatch {
             handler,
@@ -1175,6 +1187,31 @@ impl<B: BrokerApi> Consumer<B> {
             .min()
     }
 
+    /// Takes `tp`'s state out to work on it while `self` is borrowed too (it goes back with
+    /// [`Consumer::put_back`]), leaving a fresh state — no position, same pause — in its place.
+    /// If the caller's future is dropped before the state goes back (a `poll` cut short by a
+    /// timeout or a `select!`), the fresh state stays: the partition starts over from its
+    /// committed offset on the next round. What was in hand — records, forwards not yet
+    /// acknowledged, attempt counts not yet committed — is delivered, forwarded or counted
+    /// again rather than lost, and the partition stays assigned. Nothing is committed past
+    /// what the broker already has until then, as the fresh state has no position.
+    fn take_part(&mut self, tp: &TopicPartition) -> Option<PartitionState> {
+        let slot = self.parts.get_mut(tp)?;
+        let mut stand_in = PartitionState::new(self.config.ordered);
+        stand_in.user_paused = slot.user_paused;
+        Some(std::mem::replace(slot, stand_in))
+    }
+
+    /// Gives back a state taken with [`Consumer::take_part`].
+    fn put_back(&mut self, tp: &TopicPartition, st: PartitionState) {
+        match self.parts.get_mut(tp) {
+            Some(slot) => *slot = st,
+            None => {
+                self.parts.insert(tp.clone(), st);
+            }
+        }
+    }
+
     async fn process_partition<H: BatchHandler>(
         &mut self,
         tp: &TopicPartition,
@@ -1182,13 +1219,13 @@ impl<B: BrokerApi> Consumer<B> {
         handler: &H,
         budget: &mut Option<usize>,
     ) -> Result<(), ConsumerError> {
-        let Some(mut st) = self.parts.remove(tp) else {
+        let Some(mut st) = self.take_part(tp) else {
             return Ok(());
         };
         let result = self
             .process_fetched(tp, &mut st, bytes, handler, budget)
             .await;
-        self.parts.insert(tp.clone(), st);
+        self.put_back(tp, st);
         result
     }
 
@@ -1199,7 +1236,7 @@ impl<B: BrokerApi> Consumer<B> {
         handler: &H,
         budget: &mut Option<usize>,
     ) {
-        let Some(mut st) = self.parts.remove(tp) else {
+        let Some(mut st) = self.take_part(tp) else {
             return;
         };
         let mut records = std::mem::take(&mut st.kept);
@@ -1208,7 +1245,7 @@ impl<B: BrokerApi> Consumer<B> {
         }
         self.process_records(tp, &mut st, records, handler, budget)
             .await;
-        self.parts.insert(tp.clone(), st);
+        self.put_back(tp, st);
     }
 
     async fn process_fetched<H: BatchHandler>(
@@ -1560,11 +1597,11 @@ impl<B: BrokerApi> Consumer<B> {
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in queued {
-            let Some(mut st) = self.parts.remove(&tp) else {
+            let Some(mut st) = self.take_part(&tp) else {
                 continue;
             };
             self.flush_forwards(&tp, &mut st).await;
-            self.parts.insert(tp, st);
+            self.put_back(&tp, st);
         }
     }
 
@@ -1596,11 +1633,11 @@ impl<B: BrokerApi> Consumer<B> {
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in busy {
-            let Some(mut st) = self.parts.remove(&tp) else {
+            let Some(mut st) = self.take_part(&tp) else {
                 continue;
             };
             self.reap_forwards(&tp, &mut st, keep).await;
-            self.parts.insert(tp, st);
+            self.put_back(&tp, st);
         }
     }
 
@@ -1709,7 +1746,7 @@ impl<B: BrokerApi> Consumer<B> {
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in due {
-            let Some(mut st) = self.parts.remove(&tp) else {
+            let Some(mut st) = self.take_part(&tp) else {
                 continue;
             };
             if let Some(pending) = st.pending.take() {
@@ -1721,7 +1758,7 @@ impl<B: BrokerApi> Consumer<B> {
                     self.try_forward(&tp, &mut st, next).await;
                 }
             }
-            self.parts.insert(tp, st);
+            self.put_back(&tp, st);
         }
     }
 
@@ -1836,7 +1873,7 @@ impl<B: BrokerApi> Consumer<B> {
         let lag = self.config.max_uncommitted_failures;
         let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         for tp in tps {
-            let Some(mut st) = self.parts.remove(&tp) else {
+            let Some(mut st) = self.take_part(&tp) else {
                 continue;
             };
             let due = if st.user_paused || st.pending.is_some() {
@@ -1857,7 +1894,7 @@ impl<B: BrokerApi> Consumer<B> {
             if !st.ordered_waits() && st.wait_until_ms > now {
                 st.wait_until_ms = 0;
             }
-            self.parts.insert(tp, st);
+            self.put_back(&tp, st);
         }
     }
 }

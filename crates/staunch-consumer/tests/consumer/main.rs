@@ -1,6 +1,7 @@
 //! Consumer tests against the embedded broker: the retry / dead-letter suite, ordered mode,
 //! batch handlers and a two-member group rebalance.
 
+mod cancel;
 mod rebalance;
 mod suite;
 mod support;

@@ -1,0 +1,133 @@
+//! A `poll` dropped before it finished — by a timeout or a `select!` — loses no record and
+//! keeps its partitions: the partition being worked on starts over from its committed offset.
+
+use super::*;
+
+/// Polls with a deadline of 100 ms until one poll runs out of it (the handler is busy) and is
+/// dropped.
+async fn cancel_a_poll<B: BrokerApi, H: BatchHandler>(consumer: &mut Consumer<B>, handler: &H) {
+    for _ in 0..50 {
+        let deadline = Duration::from_millis(100);
+        if tokio::time::timeout(deadline, consumer.poll_batch(handler))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    panic!("no poll was cut short");
+}
+
+/// A handler that takes a second over the first delivery of `slow` and records every
+/// delivery; records whose value starts with "poison" fail for good.
+fn slow_on_first_delivery(
+    slow: &'static str,
+    seen: Arc<Mutex<Vec<String>>>,
+) -> PerRecord<impl staunch_consumer::Handler> {
+    let slowed = Arc::new(AtomicBool::new(false));
+    PerRecord(handler_fn(move |r| {
+        let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        seen.lock().unwrap().push(value.clone());
+        let wait = value == slow && !slowed.swap(true, Ordering::SeqCst);
+        async move {
+            if wait {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if value.starts_with("poison") {
+                Err(HandlerError::fatal("Poison", "unparseable"))
+            } else {
+                Ok(())
+            }
+        }
+    }))
+}
+
+fn delivered(seen: &Mutex<Vec<String>>, value: &str) -> usize {
+    seen.lock().unwrap().iter().filter(|v| *v == value).count()
+}
+
+/// The poll is dropped while the handler works on a record: the next polls deliver that
+/// record again and go on to the end of the partition, which stays assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_dropped_mid_handler_loses_no_record_and_keeps_the_partition() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "cancel", 1).await;
+    let tp = TopicPartition::new("cancel", 0);
+    let values: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    for v in &values {
+        produce(b.as_ref(), &tp, &[("k", v.as_str())]).await;
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = slow_on_first_delivery("v5", seen.clone());
+    let mut consumer = Consumer::new(b.clone(), one_batch_per_fetch("g-cancel")).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        delivered(&seen, "v4") == 1
+    })
+    .await;
+    cancel_a_poll(&mut consumer, &handler).await;
+    assert_eq!(consumer.assignment(), std::slice::from_ref(&tp));
+    poll_until(&mut consumer, &handler, || async {
+        delivered(&seen, "v19") == 1
+    })
+    .await;
+    for v in &values {
+        assert!(delivered(&seen, v) >= 1, "{v} was never delivered");
+    }
+    assert_eq!(
+        delivered(&seen, "v5"),
+        2,
+        "the record in hand is delivered again"
+    );
+    commit_and_expect(&mut consumer, &b, "g-cancel", &tp, 20).await;
+}
+
+/// The poll is dropped while one dead letter is being written and the next waits to be sent
+/// behind it: neither record is lost — each reaches the dead-letter topic (once more if need
+/// be) before the source offset is committed past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_dropped_with_dead_letters_in_hand_loses_none() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "cancelfwd", 1).await;
+    let tp = TopicPartition::new("cancelfwd", 0);
+    for v in ["poison-1", "poison-2", "slow", "last"] {
+        produce(b.as_ref(), &tp, &[("k", v)]).await;
+    }
+    let api = Arc::new(Intercepted(SlowDlt {
+        inner: (*b).clone(),
+        delay: Duration::from_millis(300),
+        calls: Arc::default(),
+    }));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = slow_on_first_delivery("slow", seen.clone());
+    let mut consumer = Consumer::new(api.clone(), one_batch_per_fetch("g-cancelfwd")).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        delivered(&seen, "poison-2") == 1
+    })
+    .await;
+    cancel_a_poll(&mut consumer, &handler).await;
+    poll_until(&mut consumer, &handler, || async {
+        delivered(&seen, "last") == 1
+    })
+    .await;
+    consumer.commit().await.unwrap();
+    let dead: BTreeSet<String> = read_all(b.as_ref(), "cancelfwd.DLT")
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(
+        dead,
+        BTreeSet::from(["poison-1".to_owned(), "poison-2".to_owned()]),
+        "both dead letters landed"
+    );
+    assert_eq!(
+        committed(b.as_ref(), "g-cancelfwd", &tp)
+            .await
+            .unwrap()
+            .offset,
+        4
+    );
+    consumer.close().await.unwrap();
+}
