@@ -99,7 +99,6 @@ impl GroupSession {
         settings: &GroupSettings,
     ) -> Result<Vec<TopicPartition>, ConsumerError> {
         self.stop_heartbeat();
-        self.rejoin.store(false, Ordering::Release);
         let mut member = self.member();
         let subscription = Subscription {
             topics: self.topics.clone(),
@@ -169,6 +168,9 @@ impl GroupSession {
                         decode_assignment(&bytes).map_err(|e| ConsumerError::Group(e.0))?
                     };
                     self.owned = assignment.partitions.clone();
+                    // Only now: a join that failed, or was dropped half-way, is made again
+                    // by the next poll.
+                    self.rejoin.store(false, Ordering::Release);
                     self.start_heartbeat(Arc::clone(api), settings.heartbeat_interval);
                     return Ok(assignment.partitions);
                 }

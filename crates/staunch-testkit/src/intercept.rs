@@ -17,8 +17,8 @@ use staunch_core::{
     ApiError, BrokerApi, ProduceAck, ProduceCall, ProducerIdentity, TopicInfo, TopicPartition,
 };
 
-/// What a test double changes about a broker. `produce`, `topic` and `commit_offsets` default
-/// to the inner broker's; every other call always goes to it untouched.
+/// What a test double changes about a broker. `produce`, `topic`, `commit_offsets` and
+/// `join_group` default to the inner broker's; every other call always goes to it untouched.
 pub trait Intercept: Send + Sync + 'static {
     /// The broker underneath.
     type Inner: BrokerApi;
@@ -46,6 +46,14 @@ pub trait Intercept: Send + Sync + 'static {
         offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
     ) -> impl Future<Output = Vec<(TopicPartition, Result<(), ApiError>)>> + Send {
         self.inner().commit_offsets(member, offsets)
+    }
+
+    /// A join of a consumer group; by default the inner broker's.
+    fn join_group(
+        &self,
+        call: JoinGroupCall,
+    ) -> impl Future<Output = Result<JoinOutcome, ApiError>> + Send {
+        self.inner().join_group(call)
     }
 }
 
@@ -97,7 +105,7 @@ impl<I: Intercept> BrokerApi for Intercepted<I> {
     }
 
     async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
-        self.0.inner().join_group(call).await
+        self.0.join_group(call).await
     }
 
     async fn sync_group(&self, call: SyncGroupCall) -> Result<Bytes, ApiError> {

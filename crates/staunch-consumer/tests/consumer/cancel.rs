@@ -1,5 +1,6 @@
 //! A `poll` dropped before it finished — by a timeout or a `select!` — loses no record and
 //! keeps its partitions: the partition being worked on starts over from its committed offset.
+//! A group join that failed, or whose poll was dropped, is made again by the next poll.
 
 use super::*;
 
@@ -130,4 +131,77 @@ async fn a_poll_dropped_with_dead_letters_in_hand_loses_none() {
         4
     );
     consumer.close().await.unwrap();
+}
+
+/// Fails the first join of a group, or holds it up for a second (`hold`); passes the rest on.
+#[derive(Debug, Clone)]
+struct FirstJoin<B> {
+    inner: B,
+    hold: bool,
+    joins: Arc<AtomicUsize>,
+}
+
+impl<B: BrokerApi> Intercept for FirstJoin<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
+        if self.joins.fetch_add(1, Ordering::SeqCst) == 0 {
+            if !self.hold {
+                return Err(ApiError::Broker {
+                    code: ErrorCode::GroupAuthorizationFailed,
+                    message: None,
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.inner.join_group(call).await
+    }
+}
+
+/// The first join of a subscribed consumer fails (the poll reports it), or its poll is
+/// dropped while the join waits: the next poll joins again, and the records flow.
+async fn a_join_is_made_again(hold: bool, group: &str) {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), group, 1).await;
+    let tp = TopicPartition::new(group, 0);
+    produce(b.as_ref(), &tp, &[("k", "a"), ("k", "b")]).await;
+    let joins = Arc::new(AtomicUsize::new(0));
+    let api = Arc::new(Intercepted(FirstJoin {
+        inner: (*b).clone(),
+        hold,
+        joins: joins.clone(),
+    }));
+    let mut config = ConsumerConfig::new(group);
+    config.fetch_max_wait = Duration::from_millis(20);
+    let mut consumer = Consumer::new(api, config).unwrap();
+    consumer.subscribe(&[group]).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // No record is slow: only the join is held up.
+    let handler = slow_on_first_delivery("none", seen.clone());
+    if hold {
+        cancel_a_poll(&mut consumer, &handler).await;
+    } else {
+        assert!(consumer.poll_batch(&handler).await.is_err());
+    }
+    poll_until(&mut consumer, &handler, || async {
+        delivered(&seen, "b") == 1
+    })
+    .await;
+    assert_eq!(consumer.assignment(), std::slice::from_ref(&tp));
+    assert!(joins.load(Ordering::SeqCst) >= 2);
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_failed_is_made_again_by_the_next_poll() {
+    a_join_is_made_again(false, "join-failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_poll_was_dropped_is_made_again_by_the_next_poll() {
+    a_join_is_made_again(true, "join-dropped").await;
 }
