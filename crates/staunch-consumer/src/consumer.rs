@@ -923,10 +923,21 @@ impl<B: BrokerApi> Consumer<B> {
         for (tp, answer) in answers {
             match answer? {
                 Some(c) if c.offset >= 0 => {
+                    let ledger = RetryLedger::decode(&c.metadata);
+                    // Blocking retry (outside ordered mode) commits the record it retries as
+                    // the next to read: its next delivery waits out the back-off as it would
+                    // have without the restart or rebalance.
+                    let in_place = matches!(self.config.failure, FailurePolicy::Blocking(_))
+                        && self.config.ordered.is_none();
+                    let due = match ledger.get(c.offset) {
+                        Some(entry) if in_place => self.retry_due(&entry),
+                        _ => None,
+                    };
                     if let Some(st) = self.parts.get_mut(&tp) {
                         st.position = Some(c.offset);
-                        st.ledger = RetryLedger::decode(&c.metadata);
-                        st.committed_ledger = st.ledger.clone();
+                        st.wait_until_ms = due.unwrap_or(0);
+                        st.committed_ledger = ledger.clone();
+                        st.ledger = ledger;
                         st.committed = Some((c.offset, c.metadata));
                     }
                 }
@@ -1185,6 +1196,20 @@ impl<B: BrokerApi> Consumer<B> {
                 t.into_iter().min()
             })
             .min()
+    }
+
+    /// When the delivery after `entry`'s failures is due under the blocking back-off: its last
+    /// failure plus the delay (with jitter) for that many failures. `None` if the back-off
+    /// allows no more deliveries (the next failure is the last one anyway).
+    fn retry_due(&mut self, entry: &RetryEntry) -> Option<i64> {
+        let since_first = entry.last_failure_ms.saturating_sub(entry.first_failure_ms);
+        let elapsed = Duration::from_millis(u64::try_from(since_first).unwrap_or(0));
+        let delay = self.config.failure.backoff().delay_with_jitter(
+            entry.attempts,
+            elapsed,
+            self.rng.f64(),
+        )?;
+        Some(entry.last_failure_ms.saturating_add(ms(delay)))
     }
 
     /// Takes `tp`'s state out to work on it while `self` is borrowed too (it goes back with
@@ -1791,8 +1816,26 @@ impl<B: BrokerApi> Consumer<B> {
                 return std::iter::once(record).chain(records).collect();
             }
             st.position = Some(record.offset + 1);
-            match st.lot.as_mut() {
-                Some(lot) if blocked => lot.park(&key, record),
+            if blocked {
+                if let Some(lot) = st.lot.as_mut() {
+                    lot.park(&key, record);
+                }
+                continue;
+            }
+            // Failures from before a restart, rebalance or seek: the key waits out the
+            // back-off of its head before it is delivered again, its later records behind it.
+            let now = now_ms();
+            let due = st
+                .ledger
+                .get(record.offset)
+                .and_then(|entry| self.retry_due(&entry))
+                .filter(|&due| due > now);
+            match (due, st.lot.as_mut()) {
+                (Some(due), Some(lot)) => {
+                    let mut head = record;
+                    head.delivery_attempt = attempt_of(&head, &st.ledger);
+                    lot.block(key, head, due);
+                }
                 _ => self.run_key(&tp, st, key, record, handler).await,
             }
         }

@@ -13,7 +13,9 @@
 //!   [`ErrorClassifier`] classifies by type with include / exclude lists.
 //! - **Blocking retry** ([`FailurePolicy::Blocking`]): seek back and retry after a
 //!   [`BackOff`](staunch_core::BackOff) delay; the attempt count lives in the committed
-//!   offset's metadata ([`ledger`]), so a restart continues it.
+//!   offset's metadata ([`ledger`]) with the time of the last failure, so a restart or
+//!   rebalance continues the count and waits out the rest of the back-off (in ordered mode
+//!   only the record's key waits).
 //! - **Retry topics** ([`FailurePolicy::RetryTopics`]): `<topic>-retry-<ms>` topics with the
 //!   due time in a header, or the RocketMQ preset ([`policy::rocketmq`]).
 //! - **Ordered mode** ([`ConsumerConfig::ordered`], [`ordered`]): a failing key's later

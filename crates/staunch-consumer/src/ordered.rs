@@ -5,7 +5,8 @@
 //! keep flowing. When the head finally succeeds (or is dead-lettered), the key's parked records
 //! are handled in order. The committed offset never passes the lowest offset still in the lot,
 //! so a restart redelivers every unfinished record (and, at-least-once, some finished ones
-//! after it).
+//! after it). A record that failed before the restart blocks its key again when it comes
+//! back, until the back-off since its last failure (kept in the committed metadata) is over.
 //!
 //! **Policy when full:** the lot holds at most `capacity` records. When a record of a blocked
 //! key arrives and the lot is full, the whole partition waits (is not read; the records not

@@ -3,6 +3,7 @@
 
 mod cancel;
 mod rebalance;
+mod restart_backoff;
 mod suite;
 mod support;
 mod traces;
