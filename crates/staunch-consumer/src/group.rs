@@ -235,7 +235,12 @@ async fn leader_assign<B: BrokerApi>(
     let mut claims = BTreeMap::new();
     let mut topics = Vec::new();
     for m in &joined.members {
-        let sub = decode_subscription(&m.metadata).unwrap_or_default();
+        let sub = decode_subscription(&m.metadata).unwrap_or_else(|e| {
+            // A member of another client that speaks a newer or broken subscription format:
+            // it gets nothing this generation, and the leader says so instead of staying silent.
+            tracing::warn!(member = %m.member_id, error = %e.0, "cannot read a member's subscription; assigning it no partitions");
+            Subscription::default()
+        });
         for t in &sub.topics {
             if !topics.contains(t) {
                 topics.push(t.clone());
