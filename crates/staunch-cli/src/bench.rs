@@ -249,6 +249,26 @@ async fn produce(bench: ProduceBench) -> Result<(), String> {
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
+    let latency_ms = |p: f64| percentile(&latencies, p).as_secs_f64() * 1e3;
+    if bench.client.json {
+        crate::output::print_json(&serde_json::json!({
+            "records": bench.messages,
+            "record_bytes": bench.size,
+            "seconds": elapsed,
+            "records_per_second": bench.messages as f64 / elapsed,
+            "mb_per_second": (bench.messages * bench.size as u64) as f64 / elapsed / 1e6,
+            "acks": "all",
+            "connections": bench.connections,
+            "records_per_request": bench.batch,
+            "requests": latencies.len(),
+            "request_latency_ms": {
+                "p50": latency_ms(0.5),
+                "p99": latency_ms(0.99),
+                "max": latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            },
+        }));
+        return Ok(());
+    }
     println!(
         "produce: {} records of {} B in {elapsed:.2} s = {:.0} records/s, {:.1} MB/s (acks=all, {} connections, {} records per request)",
         bench.messages,
@@ -260,8 +280,8 @@ async fn produce(bench: ProduceBench) -> Result<(), String> {
     );
     println!(
         "request latency: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} requests)",
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latency_ms(0.5),
+        latency_ms(0.99),
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         latencies.len()
     );
@@ -530,6 +550,16 @@ async fn consume(bench: ConsumeBench) -> Result<(), String> {
     }
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
+    if bench.client.json {
+        crate::output::print_json(&serde_json::json!({
+            "records": records,
+            "bytes": bytes,
+            "seconds": elapsed,
+            "records_per_second": records as f64 / elapsed,
+            "mb_per_second": bytes as f64 / elapsed / 1e6,
+        }));
+        return Ok(());
+    }
     println!(
         "consume: {records} records ({:.1} MB) in {elapsed:.2} s = {:.0} records/s, {:.1} MB/s",
         bytes as f64 / 1e6,

@@ -395,6 +395,40 @@ fn altered_configs_and_partitions_are_described_back() {
     assert_eq!(out, "after\n");
 }
 
+/// `staunch bench produce` writes exactly the records it says (in requests of `--batch`), and
+/// `staunch bench consume` reads them all back; both report in `--json` too. (The speed
+/// itself is a benchmark's business, not a test's.)
+#[test]
+fn bench_produce_and_consume_move_every_record_and_report_in_json() {
+    let serve = ServeProcess::start();
+    let produced = serve.json(&[
+        "bench",
+        "produce",
+        "--topic",
+        "load",
+        "--messages",
+        "3000",
+        "--size",
+        "100",
+        "--batch",
+        "100",
+        "--connections",
+        "2",
+    ]);
+    assert_eq!(produced["records"], 3000, "{produced}");
+    assert_eq!(produced["requests"], 30, "{produced}");
+    assert!(produced["records_per_second"].as_f64().unwrap() > 0.0);
+    let described = serve.json(&["topics", "describe", "load"]);
+    assert_eq!(
+        described["partitions"][0]["latest_offset"], 3000,
+        "{described}"
+    );
+    let consumed = serve.json(&["bench", "consume", "--topic", "load"]);
+    assert_eq!(consumed["records"], 3000, "{consumed}");
+    let out = serve.ok(&["bench", "produce", "--topic", "load", "--messages", "10"]);
+    assert!(out.contains("produce: 10 records of 1024 B"), "{out}");
+}
+
 #[test]
 fn errors_are_clear_and_exit_non_zero() {
     let serve = ServeProcess::start();
