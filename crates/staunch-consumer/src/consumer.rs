@@ -18,8 +18,8 @@
 //! committed before it was processed. A consumer dropped without [`Consumer::close`] lets a
 //! commit in flight finish in the background; forwards it had not sent yet are not sent,
 //! and their records stay uncommitted (delivered again to the next consumer). A poll dropped
-//! before it finished is the same for the partition it was working on, which starts over from
-//! its committed offset (see [`Consumer::poll_batch`]).
+//! before it finished is much the same for the partition it was working on, which goes on
+//! from where everything before was finished (see [`Consumer::poll_batch`]).
 //!
 //! A failing record that will be retried in place is committed *as the next offset to read*,
 //! with its attempt count in the metadata ([`crate::ledger`]). How far that count may lag
@@ -338,6 +338,27 @@ impl PartitionState {
         )
     }
 
+    /// What the partition restarts from if work on this state is dropped half-way
+    /// ([`Consumer::take_part`]): the position is [`commit_offset`](Self::commit_offset) —
+    /// everything before it is finished; records at or after it are delivered again, and
+    /// their forwards not yet acknowledged are made again — with the attempt counts (and their
+    /// back-off), the pause and what the broker is known to have. Built from this state, not
+    /// from the broker: a partition with nothing committed yet must not be reset (with
+    /// `OffsetReset::Latest` that would skip the records in hand).
+    fn stand_in(&self, ordered: Option<usize>) -> PartitionState {
+        let mut stand_in = PartitionState::new(ordered);
+        stand_in.position = self.commit_offset();
+        stand_in.ledger = self.ledger.clone();
+        if let Some(position) = stand_in.position {
+            stand_in.ledger.prune_below(position);
+        }
+        stand_in.committed_ledger = self.committed_ledger.clone();
+        stand_in.committed = self.committed.clone();
+        stand_in.user_paused = self.user_paused;
+        stand_in.wait_until_ms = self.wait_until_ms;
+        stand_in
+    }
+
     /// Whether the record retried in place at the position (blocking retry) may not be
     /// delivered again yet: the broker lacks more than `lag` of its failures
     /// ([`ConsumerConfig::max_uncommitted_failures`]), so a restart now would deliver those
@@ -364,7 +385,8 @@ impl PartitionState {
     /// ledger goes — it has an entry already (a failure only updates it), or fewer than
     /// [`MAX_RETRYING_KEYS`] records have one, or none of them is being retried now (all are
     /// ahead, read back from the committed metadata after a restart or rebalance: reading on
-    /// is what finishes them).
+    /// reaches them, and each is delivered again — or parked until its back-off is over —
+    /// as it comes).
     fn may_add_retry(&self, offset: Offset) -> bool {
         self.ledger.get(offset).is_some()
             || self.ledger.len() < MAX_RETRYING_KEYS
@@ -674,7 +696,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// records they carry count as finished once acknowledged). Fails with the first broker error (the
     /// rest are still tried); an earlier failed commit that this one supersedes is not
     /// reported again. Dropping it before it finishes loses nothing: a later commit sends what
-    /// this one did not.
+    /// this one did not (a partition whose forwards it was sending or waiting for goes on from
+    /// where everything before them was finished, as after a dropped poll).
     pub async fn commit(&mut self) -> Result<(), ConsumerError> {
         let result = self.commit_sync().await;
         self.commit_error = None;
@@ -999,12 +1022,13 @@ impl<B: BrokerApi> Consumer<B> {
     ///
     /// # Cancel safety
     /// A poll may be dropped before it finishes (a timeout or a `select!` around it) without
-    /// losing a record or a partition: the partition it was working on starts over from its
-    /// committed offset on the next poll, so the record in hand and the records after it are
-    /// delivered again, and dead letters or retry-topic forwards not yet acknowledged are
-    /// sent again (the topic may then hold one twice). Attempt counts not yet committed are
-    /// counted again from the committed ones, and the `processed` counter counts a record
-    /// delivered again twice. Other partitions keep their state.
+    /// losing a record or a partition: the partition it was working on goes on, at the next
+    /// poll, from where everything before was finished — as it stood when the poll took it
+    /// up — so the record in hand and the records after it are delivered again, and dead
+    /// letters or retry-topic forwards not yet acknowledged are sent again (the topic may
+    /// then hold one twice). The `processed` counter counts a record delivered again twice.
+    /// Other partitions keep their state. A poll that is always dropped at the same point
+    /// (a handler slower than the timeout around every poll) therefore never gets past it.
     pub async fn poll_batch<H: BatchHandler>(&mut self, handler: &H) -> Result<(), ConsumerError> {
         let traced = TracedBatch {
             handler,
@@ -1199,8 +1223,9 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     /// When the delivery after `entry`'s failures is due under the blocking back-off: its last
-    /// failure plus the delay (with jitter) for that many failures. `None` if the back-off
-    /// allows no more deliveries (the next failure is the last one anyway).
+    /// failure plus the delay for that many failures (with a fresh jitter draw, so it may
+    /// differ from the wait the failing consumer had chosen by up to the jitter). `None` if
+    /// the back-off allows no more deliveries (the next failure is the last one anyway).
     fn retry_due(&mut self, entry: &RetryEntry) -> Option<i64> {
         let since_first = entry.last_failure_ms.saturating_sub(entry.first_failure_ms);
         let elapsed = Duration::from_millis(u64::try_from(since_first).unwrap_or(0));
@@ -1213,17 +1238,15 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     /// Takes `tp`'s state out to work on it while `self` is borrowed too (it goes back with
-    /// [`Consumer::put_back`]), leaving a fresh state — no position, same pause — in its place.
+    /// [`Consumer::put_back`]), leaving its [stand-in](PartitionState::stand_in) in its place.
     /// If the caller's future is dropped before the state goes back (a `poll` cut short by a
-    /// timeout or a `select!`), the fresh state stays: the partition starts over from its
-    /// committed offset on the next round. What was in hand — records, forwards not yet
-    /// acknowledged, attempt counts not yet committed — is delivered, forwarded or counted
-    /// again rather than lost, and the partition stays assigned. Nothing is committed past
-    /// what the broker already has until then, as the fresh state has no position.
+    /// timeout or a `select!`), the stand-in stays: the partition goes on from where
+    /// everything before was finished, and what was in hand — records, forwards not yet
+    /// acknowledged — is delivered or forwarded again rather than lost. The partition stays
+    /// assigned.
     fn take_part(&mut self, tp: &TopicPartition) -> Option<PartitionState> {
         let slot = self.parts.get_mut(tp)?;
-        let mut stand_in = PartitionState::new(self.config.ordered);
-        stand_in.user_paused = slot.user_paused;
+        let stand_in = slot.stand_in(self.config.ordered);
         Some(std::mem::replace(slot, stand_in))
     }
 

@@ -3,6 +3,7 @@
 //! A group join that failed, or whose poll was dropped, is made again by the next poll.
 
 use super::*;
+use staunch_consumer::OffsetReset;
 
 /// Polls with a deadline of 100 ms until one poll runs out of it (the handler is busy) and is
 /// dropped.
@@ -134,11 +135,12 @@ async fn a_poll_dropped_with_dead_letters_in_hand_loses_none() {
 }
 
 /// Fails the first join of a group, or holds it up for a second (`hold`); passes the rest on.
+/// Notes when each join was asked for.
 #[derive(Debug, Clone)]
 struct FirstJoin<B> {
     inner: B,
     hold: bool,
-    joins: Arc<AtomicUsize>,
+    joins: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl<B: BrokerApi> Intercept for FirstJoin<B> {
@@ -149,7 +151,12 @@ impl<B: BrokerApi> Intercept for FirstJoin<B> {
     }
 
     async fn join_group(&self, call: JoinGroupCall) -> Result<JoinOutcome, ApiError> {
-        if self.joins.fetch_add(1, Ordering::SeqCst) == 0 {
+        let first = {
+            let mut joins = self.joins.lock().unwrap();
+            joins.push(Instant::now());
+            joins.len() == 1
+        };
+        if first {
             if !self.hold {
                 return Err(ApiError::Broker {
                     code: ErrorCode::GroupAuthorizationFailed,
@@ -163,13 +170,14 @@ impl<B: BrokerApi> Intercept for FirstJoin<B> {
 }
 
 /// The first join of a subscribed consumer fails (the poll reports it), or its poll is
-/// dropped while the join waits: the next poll joins again, and the records flow.
+/// dropped while the join waits: the next poll joins again, and the records flow. After a
+/// failed join the next one waits 100 ms (so a poll loop does not hammer the coordinator).
 async fn a_join_is_made_again(hold: bool, group: &str) {
     let (_d, b) = embedded().await;
     create(b.as_ref(), group, 1).await;
     let tp = TopicPartition::new(group, 0);
     produce(b.as_ref(), &tp, &[("k", "a"), ("k", "b")]).await;
-    let joins = Arc::new(AtomicUsize::new(0));
+    let joins = Arc::new(Mutex::new(Vec::new()));
     let api = Arc::new(Intercepted(FirstJoin {
         inner: (*b).clone(),
         hold,
@@ -192,7 +200,15 @@ async fn a_join_is_made_again(hold: bool, group: &str) {
     })
     .await;
     assert_eq!(consumer.assignment(), std::slice::from_ref(&tp));
-    assert!(joins.load(Ordering::SeqCst) >= 2);
+    let joins = joins.lock().unwrap().clone();
+    assert!(joins.len() >= 2, "{joins:?}");
+    if !hold {
+        let waited = joins[1] - joins[0];
+        assert!(
+            waited >= Duration::from_millis(100),
+            "joined again after {waited:?}"
+        );
+    }
     consumer.close().await.unwrap();
 }
 
@@ -204,4 +220,38 @@ async fn a_join_that_failed_is_made_again_by_the_next_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_whose_poll_was_dropped_is_made_again_by_the_next_poll() {
     a_join_is_made_again(true, "join-dropped").await;
+}
+
+/// With `OffsetReset::Latest`, a poll dropped before anything was committed does not make the
+/// partition jump to the end: the record in hand and the ones after it are still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_dropped_before_the_first_commit_skips_nothing_under_reset_latest() {
+    let (_d, b) = embedded().await;
+    create(b.as_ref(), "cancel-latest", 1).await;
+    let tp = TopicPartition::new("cancel-latest", 0);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = slow_on_first_delivery("slow", seen.clone());
+    let mut config = one_batch_per_fetch("g-cancel-latest");
+    config.reset = OffsetReset::Latest;
+    config.fetch_max_wait = Duration::from_millis(500);
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    // The first poll finds the (empty) partition's end and waits for data; cut it short.
+    let first = tokio::time::timeout(Duration::from_millis(50), consumer.poll_batch(&handler));
+    assert!(first.await.is_err());
+    assert_eq!(consumer.position(&tp), Some(0));
+    produce(b.as_ref(), &tp, &[("k", "slow"), ("k", "a"), ("k", "b")]).await;
+    cancel_a_poll(&mut consumer, &handler).await;
+    assert!(
+        committed(b.as_ref(), "g-cancel-latest", &tp)
+            .await
+            .is_none()
+    );
+    poll_until(&mut consumer, &handler, || async {
+        delivered(&seen, "b") == 1
+    })
+    .await;
+    assert_eq!(delivered(&seen, "slow"), 2);
+    assert_eq!(delivered(&seen, "a"), 1);
+    commit_and_expect(&mut consumer, &b, "g-cancel-latest", &tp, 3).await;
 }
