@@ -32,7 +32,17 @@ pub(crate) struct GroupSession {
     pub(crate) rejoin: Arc<AtomicBool>,
     pub(crate) owned: Vec<TopicPartition>,
     heartbeat: Option<JoinHandle<()>>,
+    /// Joins that failed in a row, and when the next one may be made.
+    join_failures: u32,
+    next_join_at: Option<tokio::time::Instant>,
 }
+
+/// The wait before a join after one that failed, doubling per failure in a row up to
+/// [`JOIN_RETRY_MAX`] (Kafka's `retry.backoff.ms` / `retry.backoff.max.ms`), so a poll loop
+/// that only logs the error does not hammer the coordinator.
+const JOIN_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// The longest wait between failed joins.
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(1);
 
 impl Drop for GroupSession {
     fn drop(&mut self) {
@@ -67,6 +77,8 @@ impl GroupSession {
             rejoin: Arc::new(AtomicBool::new(true)),
             owned: Vec::new(),
             heartbeat: None,
+            join_failures: 0,
+            next_join_at: None,
         }
     }
 
@@ -93,7 +105,31 @@ impl GroupSession {
     }
 
     /// Joins (and syncs) until this member has an assignment for a generation; returns it.
+    /// After a failed join the next one first waits ([`JOIN_RETRY_INITIAL`], doubling).
     pub(crate) async fn join<B: BrokerApi>(
+        &mut self,
+        api: &Arc<B>,
+        settings: &GroupSettings,
+    ) -> Result<Vec<TopicPartition>, ConsumerError> {
+        if let Some(at) = self.next_join_at {
+            tokio::time::sleep_until(at).await;
+        }
+        let joined = self.join_now(api, settings).await;
+        if joined.is_ok() {
+            self.join_failures = 0;
+            self.next_join_at = None;
+        } else {
+            self.join_failures = self.join_failures.saturating_add(1);
+            let doublings = (self.join_failures - 1).min(16);
+            let wait = JOIN_RETRY_INITIAL
+                .saturating_mul(1 << doublings)
+                .min(JOIN_RETRY_MAX);
+            self.next_join_at = Some(tokio::time::Instant::now() + wait);
+        }
+        joined
+    }
+
+    async fn join_now<B: BrokerApi>(
         &mut self,
         api: &Arc<B>,
         settings: &GroupSettings,
