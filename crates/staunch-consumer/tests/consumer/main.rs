@@ -2,6 +2,7 @@
 //! batch handlers and a two-member group rebalance.
 
 mod cancel;
+mod ordered_forward;
 mod rebalance;
 mod restart_backoff;
 mod suite;
