@@ -607,7 +607,9 @@ impl<B: BrokerApi> Consumer<B> {
     }
 
     /// Joins the group for `topics` (plus their retry topics under a retry-topic policy, which
-    /// are created if missing). Partitions arrive on the next poll.
+    /// are created if missing). Partitions arrive on the next poll. A join that fails is that
+    /// poll's error and is made again by a later poll, after 100 ms (doubling to 1 s while
+    /// joins keep failing); a poll dropped while it joins loses nothing either.
     pub async fn subscribe(&mut self, topics: &[&str]) -> Result<(), ConsumerError> {
         let mut all: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         if let FailurePolicy::RetryTopics(backoff) = &self.config.failure {
