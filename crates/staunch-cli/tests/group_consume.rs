@@ -8,8 +8,9 @@
 //!   is refused with a hint;
 //! - flags that make no sense with a group are refused with a clear error;
 //! - interop with a real client: a confluent-kafka consumer (librdkafka) and `staunch
-//!   consume` processes share one cooperative-sticky group, with either of them leading it
-//!   (`tests/clients/confluent_staunch_group.py`; see `clients.rs` for the Python set-up).
+//!   consume` processes share one group — cooperative-sticky, and eager `range` — with either
+//!   of them leading it (`tests/clients/confluent_staunch_group.py`; see `clients.rs` for the
+//!   Python set-up).
 
 mod common;
 
@@ -416,14 +417,22 @@ fn flags_that_do_not_fit_a_group_are_refused() {
     );
 }
 
-/// Runs the mixed-group script with `first` joining (and leading) first.
-fn mixed_group(first: &str) {
+/// Runs the mixed-group script with `first` joining (and leading) first, every member using
+/// `assignor`.
+fn mixed_group(first: &str, assignor: &str) {
     let work = tempfile::tempdir().expect("temp dir");
     let staunch = Staunch::start(work.path());
     let mut command = client_script("confluent_staunch_group.py", &staunch);
-    command.args(["--staunch", env!("CARGO_BIN_EXE_staunch"), "--first", first]);
+    command.args([
+        "--staunch",
+        env!("CARGO_BIN_EXE_staunch"),
+        "--first",
+        first,
+        "--assignor",
+        assignor,
+    ]);
     run_ok(
-        &format!("staunch consume and confluent-kafka in one group, {first} first"),
+        &format!("staunch consume and confluent-kafka in one {assignor} group, {first} first"),
         command,
         None,
         work.path(),
@@ -432,10 +441,22 @@ fn mixed_group(first: &str) {
 
 #[test]
 fn confluent_kafka_and_staunch_consume_share_a_group_staunch_leading() {
-    mixed_group("staunch");
+    mixed_group("staunch", "cooperative-sticky");
 }
 
 #[test]
 fn confluent_kafka_and_staunch_consume_share_a_group_confluent_leading() {
-    mixed_group("confluent");
+    mixed_group("confluent", "cooperative-sticky");
+}
+
+/// The eager protocol: with `range` every rebalance revokes everything first, and the leader's
+/// range assignment must be what the other kind of member expects.
+#[test]
+fn confluent_kafka_and_staunch_consume_share_a_range_group_staunch_leading() {
+    mixed_group("staunch", "range");
+}
+
+#[test]
+fn confluent_kafka_and_staunch_consume_share_a_range_group_confluent_leading() {
+    mixed_group("confluent", "range");
 }
