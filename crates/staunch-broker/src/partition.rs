@@ -253,10 +253,17 @@ impl Partition {
         }
     }
 
-    /// Reads whole batches from `from`, up to about `max_bytes` (at least one batch if any is
-    /// visible), never at or beyond the high watermark.
-    pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Fetched, ErrorCode> {
-        self.read_from(from, max_bytes, false)?
+    /// Reads whole batches from `from`, up to `max_bytes` — or, if `at_least_one`, at least
+    /// the first visible batch whatever its size (Kafka's rule for the first partition of a
+    /// fetch that has data, so a consumer always makes progress) — never at or beyond the high
+    /// watermark.
+    pub fn read(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<Fetched, ErrorCode> {
+        self.read_from(from, max_bytes, at_least_one, false)?
             .ok_or(ErrorCode::UnknownServerError)
     }
 
@@ -267,14 +274,16 @@ impl Partition {
         &self,
         from: Offset,
         max_bytes: usize,
+        at_least_one: bool,
     ) -> Result<Option<Fetched>, ErrorCode> {
-        self.read_from(from, max_bytes, true)
+        self.read_from(from, max_bytes, at_least_one, true)
     }
 
     fn read_from(
         &self,
         from: Offset,
         max_bytes: usize,
+        at_least_one: bool,
         cached_only: bool,
     ) -> Result<Option<Fetched>, ErrorCode> {
         let high_watermark = self.high_watermark();
@@ -294,7 +303,9 @@ impl Partition {
         let mut parts: Vec<bytes::Bytes> = Vec::new();
         let mut len = 0;
         let mut next = from;
-        while next < high_watermark && (len == 0 || len < max_bytes) {
+        // The first batch may exceed `max_bytes` only if one is owed.
+        let owed = |len: usize| len == 0 && at_least_one;
+        while next < high_watermark && (owed(len) || len < max_bytes) {
             let budget = max_bytes.saturating_sub(len).max(1);
             let read = if cached_only {
                 match self.log.read_cached(next, budget) {
@@ -311,7 +322,7 @@ impl Partition {
             for batch in batches(&read.bytes) {
                 let Ok(batch) = batch else { break };
                 if batch.base_offset() >= high_watermark
-                    || (len > 0 && len + kept + batch.size() > max_bytes)
+                    || (!owed(len + kept) && len + kept + batch.size() > max_bytes)
                 {
                     break;
                 }

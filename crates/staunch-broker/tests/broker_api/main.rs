@@ -119,3 +119,65 @@ async fn an_absurd_max_wait_is_not_a_panic() {
     })
     .await;
 }
+
+/// Kafka's fetch budget: the first partition with data brings at least one batch whatever the
+/// limits (so a consumer always makes progress), and after that the request's `max_bytes`
+/// binds — an exhausted budget, or a partition limit below the next batch, brings nothing
+/// rather than one more batch per partition (which let a fetch of many partitions grow far
+/// past `max_bytes`, beyond what librdkafka accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_stays_within_its_byte_budget_after_the_first_batch() {
+    with_broker(|broker| async move {
+        suite::create_new_topic(&broker, "wide", 4).await;
+        let value = "v".repeat(4_000);
+        let tps: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new("wide", p)).collect();
+        for tp in &tps {
+            suite::produce(&broker, tp, &suite::batch(1, &[value.as_str()])).await;
+        }
+        let fetch = |max_bytes: i32, partition_max: &[i32]| FetchCall {
+            max_wait: Duration::ZERO,
+            min_bytes: 1,
+            max_bytes,
+            partitions: tps
+                .iter()
+                .zip(partition_max)
+                .map(|(tp, &max)| FetchPosition {
+                    partition: tp.clone(),
+                    offset: 0,
+                    max_bytes: max,
+                })
+                .collect(),
+        };
+        let sizes = |answer: Vec<(TopicPartition, Result<_, _>)>| -> Vec<usize> {
+            answer
+                .into_iter()
+                .map(
+                    |(_, a): (_, Result<staunch_core::api::FetchedRecords, _>)| {
+                        a.expect("fetch").records.len()
+                    },
+                )
+                .collect()
+        };
+        // A request budget of 1 byte: only the first partition brings its (larger) batch.
+        let got = sizes(BrokerApi::fetch(&broker, fetch(1, &[1 << 20; 4])).await);
+        assert!(got[0] > 4_000, "{got:?}");
+        assert_eq!(&got[1..], &[0, 0, 0], "{got:?}");
+        // Partition limits of 0: still the first partition's batch, then nothing.
+        let got = sizes(BrokerApi::fetch(&broker, fetch(1 << 20, &[0; 4])).await);
+        assert!(got[0] > 4_000, "{got:?}");
+        assert_eq!(&got[1..], &[0, 0, 0], "{got:?}");
+        // Room for about two batches: two partitions bring theirs, the rest nothing.
+        let got = sizes(
+            BrokerApi::fetch(
+                &broker,
+                fetch(i32::try_from(2 * got[0] + 10).unwrap(), &[1 << 20; 4]),
+            )
+            .await,
+        );
+        assert_eq!(got.iter().filter(|&&n| n > 0).count(), 2, "{got:?}");
+        // Enough for all: every partition brings its batch.
+        let got = sizes(BrokerApi::fetch(&broker, fetch(1 << 20, &[1 << 20; 4])).await);
+        assert!(got.iter().all(|&n| n > 4_000), "{got:?}");
+    })
+    .await;
+}
