@@ -451,6 +451,9 @@ pub struct Consumer<B: BrokerApi> {
     rng: fastrand::Rng,
     /// The end-of-round commit, sent and not yet applied (at most one).
     in_flight: Option<InFlight>,
+    /// Rounds that fetched so far: which partition comes first in the next fetch
+    /// ([`prefetch::take_turns`]).
+    fetch_turn: usize,
     /// A commit failure not yet reported by a poll.
     commit_error: Option<ConsumerError>,
     /// The next round's fetch, sent ahead ([`crate::prefetch`]).
@@ -525,6 +528,7 @@ impl<B: BrokerApi> Consumer<B> {
             group,
             rng: fastrand::Rng::new(),
             in_flight: None,
+            fetch_turn: 0,
             commit_error: None,
             prefetch: None,
         })
@@ -1098,6 +1102,8 @@ impl<B: BrokerApi> Consumer<B> {
             tokio::time::sleep(Duration::from_millis(u64::try_from(nap).unwrap_or(1))).await;
             return self.commit_round().await;
         }
+        self.fetch_turn = self.fetch_turn.wrapping_add(1);
+        prefetch::take_turns(&mut fetchable, self.fetch_turn);
         let mut budget = self.config.max_poll_records;
         for tp in &kept {
             self.process_kept(tp, handler, &mut budget).await;

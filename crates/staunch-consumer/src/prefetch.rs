@@ -68,6 +68,7 @@ impl Prefetch {
         let api = Arc::clone(api);
         let partition_max_bytes = call.partitions.first().map_or(0, |p| p.max_bytes);
         let task = tokio::spawn(async move {
+            let mut turn = 0;
             while !call.partitions.is_empty() {
                 let from = positions(&call.partitions);
                 let answers = api.fetch(call.clone()).await;
@@ -80,6 +81,8 @@ impl Prefetch {
                         max_bytes: partition_max_bytes,
                     })
                     .collect();
+                turn += 1;
+                take_turns(&mut call.partitions, turn);
                 if sender
                     .send(Fetched {
                         from,
@@ -162,6 +165,18 @@ pub(crate) fn next_positions(
             })
         })
         .collect()
+}
+
+/// Rotates `partitions` by `turn`, so that each partition in turn comes first in a fetch: the
+/// broker reads them in order and only the first with data may exceed its share of
+/// `max_bytes` (Kafka's rule), so a partition whose next batch is larger than its
+/// `partition_max_bytes` is read only when it comes first — with a fixed order it would wait
+/// for the partitions before it to run dry (Kafka's consumer rotates the same way).
+pub(crate) fn take_turns(partitions: &mut [FetchPosition], turn: usize) {
+    if !partitions.is_empty() {
+        let by = turn % partitions.len();
+        partitions.rotate_left(by);
+    }
 }
 
 fn has_records(answer: &Result<FetchedRecords, ApiError>) -> bool {

@@ -2,6 +2,7 @@
 //! batch handlers and a two-member group rebalance.
 
 mod cancel;
+mod fetch_turns;
 mod ordered_forward;
 mod rebalance;
 mod restart_backoff;
@@ -685,13 +686,14 @@ async fn produce_three_batches(b: &Broker, tp: &TopicPartition) {
     }
 }
 
-/// A consumer config of `group` whose every fetch brings one batch per partition (a fetch
-/// always returns at least one whole batch), so tests see the read-ahead one batch at a time.
+/// A consumer config of `group` whose every fetch brings one batch per partition, so tests
+/// see the read-ahead one batch at a time: a partition may bring 100 bytes, one of these
+/// tests' batches of three one-letter records (91 bytes) but not two. (The first partition
+/// with data brings one batch whatever its size.)
 fn one_batch_per_fetch(group: &str) -> ConsumerConfig {
     let mut config = ConsumerConfig::new(group);
     config.fetch_max_wait = Duration::from_millis(20);
-    config.partition_max_bytes = 1;
-    config.fetch_max_bytes = 1;
+    config.partition_max_bytes = 100;
     config
 }
 
