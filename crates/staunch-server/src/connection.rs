@@ -15,7 +15,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
 
 use crate::ServerConfig;
-use crate::handlers::{self, Answer, ClientContext, Reply};
+use crate::handlers::{self, Answer, ClientContext, NoAnswer, Reply};
 
 /// Why a connection ended, for the log line.
 enum Close {
@@ -106,7 +106,7 @@ pub(crate) async fn serve_connection(
                 Reply::Now(
                     encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
                         .map(Some)
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| NoAnswer::Encode(e.to_string())),
                 )
             }
             Err(e) => break Close::Client(e.to_string()),
@@ -162,8 +162,12 @@ async fn send_answers(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<O
                 }
             }
             Ok(None) => {}
-            Err(e) => {
+            Err(NoAnswer::Encode(e)) => {
                 close = Close::Local(e);
+                break;
+            }
+            Err(NoAnswer::Acks0Failed(e)) => {
+                close = Close::Client(e);
                 break;
             }
         }

@@ -1,6 +1,7 @@
 //! The broker on the wire: bad input closes only the offending connection, corrupt batches are
-//! refused and not stored, idempotent retries get their original offsets (also after a
-//! restart), and long-poll fetches answer as soon as data arrives.
+//! refused and not stored (with acks 0 the connection closes), idempotent retries get their
+//! original offsets (also after a restart), and long-poll fetches answer as soon as data
+//! arrives.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -247,6 +248,37 @@ async fn a_batch_with_a_bad_crc_is_refused_and_not_stored() {
     let (code, _) = produce(&mut c, "crc", vec![1, 2, 3]).await;
     assert_eq!(code, ErrorCode::CorruptMessage.code());
     assert_eq!(values(&mut c, "crc").await, vec![b"good".to_vec()]);
+    running.stop().await;
+}
+
+/// A produce with acks 0 that fails (here a bad CRC) closes its connection, as Kafka does: the
+/// only way to tell a producer that expects no answer. Nothing of it is stored, a good acks 0
+/// produce before it was, and other connections go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_acks_zero_produce_closes_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1 << 20).await;
+    let mut fire = connect(running.addr).await;
+    let version = fire.version_for::<ProduceRequest>().unwrap();
+    let good = BatchBuilder::new(1).record(None, Some(b"good")).build();
+    fire.send_at(version, &produce_request("zero", 0, good))
+        .await
+        .unwrap();
+    // Still open after a good one: the next call gets its own answer.
+    let versions = fire.call(ApiVersionsRequest::default()).await.unwrap();
+    assert_eq!(versions.error_code, 0);
+    let mut corrupt = BatchBuilder::new(1).record(None, Some(b"evil")).build();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x40;
+    fire.send_at(version, &produce_request("zero", 0, corrupt))
+        .await
+        .unwrap();
+    let after = tokio::time::timeout(TIMEOUT, fire.call(ApiVersionsRequest::default()))
+        .await
+        .expect("the connection neither answered nor closed");
+    assert!(after.is_err(), "still answering: {after:?}");
+    let mut other = connect(running.addr).await;
+    assert_eq!(values(&mut other, "zero").await, vec![b"good".to_vec()]);
     running.stop().await;
 }
 

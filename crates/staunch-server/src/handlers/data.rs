@@ -28,16 +28,17 @@ use staunch_protocol::kafka_protocol::messages::{
     MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, TopicName,
 };
 
-use super::text;
+use super::{NoAnswer, text};
 
 /// Produce, in two steps for pipelining: this call writes each partition's batches in
 /// request order (fixing their offsets before the connection reads its next request); the
 /// returned future resolves to the response once they are durable — `None` (no answer) for acks
-/// 0, whose records are still appended and made durable.
+/// 0, whose records are still appended and made durable; for acks 0 with any partition failed,
+/// [`NoAnswer::Acks0Failed`] (the connection closes, as Kafka's does).
 pub(super) async fn produce(
     broker: &Broker,
     request: ProduceRequest,
-) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
+) -> impl Future<Output = Result<Option<ProduceResponse>, NoAnswer>> + Send + 'static {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
     let mut partitions = Vec::new();
@@ -71,7 +72,22 @@ pub(super) async fn produce(
             Ok(in_flight) => in_flight.durable().await,
             Err(refused) => refused,
         };
-        (acks != 0).then(|| produce_response(results))
+        if acks != 0 {
+            return Ok(Some(produce_response(results)));
+        }
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| r.error != ErrorCode::None)
+            .map(|r| format!("{}-{}: {:?}", r.topic, r.partition, r.error))
+            .collect();
+        if failed.is_empty() {
+            Ok(None)
+        } else {
+            Err(NoAnswer::Acks0Failed(format!(
+                "produce with acks 0 failed ({})",
+                failed.join(", ")
+            )))
+        }
     }
 }
 

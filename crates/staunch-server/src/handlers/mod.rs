@@ -28,8 +28,19 @@ pub(crate) fn text(value: impl Into<String>) -> StrBytes {
 }
 
 /// An encoded response frame, `None` when the protocol says not to answer (a produce with
-/// acks 0), or an error that closes the connection (an encoding bug).
-pub(crate) type Answer = Result<Option<Bytes>, String>;
+/// acks 0), or why the connection closes instead.
+pub(crate) type Answer = Result<Option<Bytes>, NoAnswer>;
+
+/// Why a request gets no answer and its connection closes.
+#[derive(Debug)]
+pub(crate) enum NoAnswer {
+    /// The answer could not be built or encoded (a bug here); logged as an error.
+    Encode(String),
+    /// A produce with acks 0 failed: Kafka's rule is to close the connection, the only way
+    /// to tell a producer that expects no answer (it then refreshes its metadata and
+    /// reconnects); logged as a warning.
+    Acks0Failed(String),
+}
 
 /// What handling a request produced, once its in-order part is done.
 pub(crate) enum Reply {
@@ -56,7 +67,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
         RequestKind::Produce(r) => {
             let durable = data::produce(broker, r).await;
             return Reply::Later(Box::pin(async move {
-                let Some(response) = durable.await else {
+                let Some(response) = durable.await? else {
                     return Ok(None);
                 };
                 encode_response(
@@ -66,7 +77,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
                     &ResponseKind::Produce(response),
                 )
                 .map(Some)
-                .map_err(|e| e.to_string())
+                .map_err(|e| NoAnswer::Encode(e.to_string()))
             }));
         }
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(data::fetch(broker, r).await)),
@@ -134,7 +145,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
         _ => {
             // decode_request only lets through the APIs listed in versions.rs, each handled
             // above; reaching here is a bug, answered by closing the connection.
-            return Reply::Now(Err(format!("no handler for {api_key:?}")));
+            return Reply::Now(Err(NoAnswer::Encode(format!("no handler for {api_key:?}"))));
         }
     };
     let Some(response) = response else {
@@ -143,6 +154,6 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
     Reply::Now(
         encode_response(api_key, version, correlation_id, &response)
             .map(Some)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| NoAnswer::Encode(e.to_string())),
     )
 }
