@@ -467,8 +467,10 @@ impl Broker {
     }
 
     /// Kafka's ListOffsets for one partition: `timestamp` -1 is the latest visible offset (the
-    /// high watermark), -2 the earliest, anything else the first offset with a timestamp at or
-    /// after it. Returns (offset, timestamp); (-1, -1) when no record is that recent.
+    /// high watermark), -2 the earliest, -3 the first record with the largest timestamp (a
+    /// read of the whole partition), anything else the first offset with a timestamp at or
+    /// after it. Returns (offset, timestamp); (-1, -1) when no record is that recent (or, for
+    /// -3, none is visible).
     pub async fn list_offset(
         &self,
         topic: &str,
@@ -481,6 +483,10 @@ impl Broker {
         match timestamp {
             -1 => Ok((p.high_watermark(), -1)),
             -2 => Ok((p.log_start_offset(), -1)),
+            -3 => {
+                let found = blocking(move || p.offset_of_max_timestamp()).await??;
+                Ok(found.unwrap_or((-1, -1)))
+            }
             ts if ts >= 0 => {
                 let found = blocking(move || p.offset_for_timestamp(ts)).await??;
                 Ok(found.unwrap_or((-1, -1)))

@@ -364,6 +364,61 @@ impl Partition {
             .map(|t| (t.offset, t.timestamp)))
     }
 
+    /// The first record with the largest timestamp among those visible to consumers, with
+    /// that timestamp (Kafka's ListOffsets timestamp -3, KIP-734); `None` if no record is
+    /// visible. Reads every visible batch's header and then the winning batch's records: an
+    /// admin call, not a hot path. A batch that does not parse stops the scan with
+    /// CORRUPT_MESSAGE rather than answering from part of the log.
+    pub fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, i64)>, ErrorCode> {
+        const CHUNK: usize = 1 << 20;
+        let high_watermark = self.high_watermark();
+        let mut next = self.log.earliest();
+        // The batch holding the largest timestamp so far: (max timestamp, its bytes).
+        let mut best: Option<(i64, bytes::Bytes)> = None;
+        while next < high_watermark {
+            let read = self.log.read(next, CHUNK).map_err(|e| log_error_code(&e))?;
+            let mut at = 0;
+            for batch in batches(&read.bytes) {
+                let batch = batch.map_err(|_| ErrorCode::CorruptMessage)?;
+                if batch.base_offset() >= high_watermark {
+                    break;
+                }
+                if best
+                    .as_ref()
+                    .is_none_or(|(ts, _)| batch.max_timestamp() > *ts)
+                {
+                    best = Some((
+                        batch.max_timestamp(),
+                        read.bytes.slice(at..at + batch.size()),
+                    ));
+                }
+                at += batch.size();
+                next = batch.next_offset();
+            }
+            if at == 0 {
+                break;
+            }
+        }
+        let Some((max_timestamp, bytes)) = best else {
+            return Ok(None);
+        };
+        let Some(Ok(batch)) = batches(&bytes).next() else {
+            return Err(ErrorCode::CorruptMessage);
+        };
+        let decompressed = batch
+            .decompressed()
+            .map_err(|_| ErrorCode::CorruptMessage)?;
+        for record in decompressed.records() {
+            let record = record.map_err(|_| ErrorCode::CorruptMessage)?;
+            if record.timestamp == max_timestamp {
+                return Ok(Some((record.offset, max_timestamp)));
+            }
+        }
+        // A batch whose header's max timestamp no record has (a foreign writer): its first
+        // offset, as Kafka answered before it looked inside batches.
+        Ok(Some((batch.base_offset(), max_timestamp)))
+    }
+
     /// Deletes closed segments past the retention limits.
     pub fn apply_retention(&self, now_ms: i64) -> Result<(), LogError> {
         self.log.apply_retention(now_ms).map(|_| ())

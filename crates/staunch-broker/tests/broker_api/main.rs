@@ -181,3 +181,30 @@ async fn a_fetch_stays_within_its_byte_budget_after_the_first_batch() {
     })
     .await;
 }
+
+/// ListOffsets timestamp -3 (KIP-734, ListOffsets v7): the first record with the largest
+/// timestamp, found inside its batch, not the batch's first offset; (-1, -1) for an empty
+/// partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_max_timestamp_finds_the_first_record_with_the_largest_timestamp() {
+    with_broker(|broker| async move {
+        suite::create_new_topic(&broker, "late", 1).await;
+        let tp = TopicPartition::new("late", 0);
+        assert_eq!(broker.list_offset("late", 0, -3).await, Ok((-1, -1)));
+        let batch = |timestamps: &[i64]| {
+            let mut b = staunch_core::BatchBuilder::new(timestamps[0]);
+            for &ts in timestamps {
+                b.push(ts, None, Some(b"v"), []);
+            }
+            b.build()
+        };
+        suite::produce(&broker, &tp, &batch(&[100, 200, 150])).await; // offsets 0-2
+        suite::produce(&broker, &tp, &batch(&[250, 400, 300, 400])).await; // 3-6
+        suite::produce(&broker, &tp, &batch(&[50])).await; // 7
+        assert_eq!(broker.list_offset("late", 0, -3).await, Ok((4, 400)));
+        // Earliest and latest are unchanged by it.
+        assert_eq!(broker.list_offset("late", 0, -2).await, Ok((0, -1)));
+        assert_eq!(broker.list_offset("late", 0, -1).await, Ok((8, -1)));
+    })
+    .await;
+}
