@@ -996,6 +996,17 @@ impl<T, E: for<'a> Encoder<&'a T>> Encoder<&Vec<T>> for Array<E> {
     }
 }
 
+/// Staunch patch: how many of `count` claimed elements to allocate room for up front. A
+/// count is only checked against the bytes left (one byte per element at least), but a decoded
+/// element takes far more memory than one byte (70–110 bytes for a produce or fetch topic), so
+/// trusting it let a 100 MiB frame ask for ~10 GB at once, which aborts the process where the
+/// system refuses it. Room for at most 1 MiB is allocated up front; the vector grows as
+/// elements really decode.
+fn prealloc<T>(count: usize) -> usize {
+    const MAX_PREALLOC_BYTES: usize = 1 << 20;
+    count.min(MAX_PREALLOC_BYTES / std::mem::size_of::<T>().max(1))
+}
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
@@ -1006,7 +1017,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 if n as usize > buf.remaining() {
                     bail!("Array length {n} exceeds the {} bytes left", buf.remaining());
                 }
-                let mut result = Vec::with_capacity(n as usize);
+                let mut result = Vec::with_capacity(prealloc::<T>(n as usize));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1118,7 +1129,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 if (n - 1) as usize > buf.remaining() {
                     bail!("Compact array length {} exceeds the {} bytes left", n - 1, buf.remaining());
                 }
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result = Vec::with_capacity(prealloc::<T>((n - 1) as usize));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
