@@ -165,6 +165,19 @@ impl OffsetStore {
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
+        let mut groups = self.lock();
+        self.write_locked(&mut groups, group, entries)
+    }
+
+    /// [`OffsetStore::write`] with the map already held: the map changes in the same order as
+    /// the log, and a caller that chose `entries` from the map under the same hold (a delete)
+    /// cannot race a commit made in between.
+    fn write_locked(
+        &self,
+        groups: &mut HashMap<String, BTreeMap<Key, CommittedOffset>>,
+        group: &str,
+        entries: &[(String, i32, Option<CommittedOffset>)],
+    ) -> Result<(), String> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -186,8 +199,6 @@ impl OffsetStore {
             builder = builder.record(Some(key), value.as_deref());
         }
         let mut bytes = builder.build();
-        // Hold the map while appending so the map changes in the same order as the log.
-        let mut groups = self.lock();
         self.log.append(&mut bytes, 0).map_err(|e| e.to_string())?;
         for (topic, partition, value) in entries {
             let key = (topic.clone(), *partition);
@@ -239,20 +250,23 @@ impl OffsetStore {
         groups
     }
 
-    /// Deletes every committed offset of `group`. Durable when it returns `Ok`.
+    /// Deletes every committed offset of `group`. Durable when it returns `Ok`. The offsets
+    /// to delete are read under the same hold of the map as the deletion is written, so a
+    /// commit that lands after this began is not deleted by it.
     pub fn delete_group(&self, group: &str) -> Result<(), String> {
-        let entries: Vec<_> = self
-            .all(group)
-            .into_iter()
-            .map(|(t, p, _)| (t, p, None))
-            .collect();
-        self.write(group, &entries)
+        let mut groups = self.lock();
+        let entries: Vec<_> = groups
+            .get(group)
+            .map(|offsets| offsets.keys().map(|(t, p)| (t.clone(), *p, None)).collect())
+            .unwrap_or_default();
+        self.write_locked(&mut groups, group, &entries)
     }
 
-    /// Deletes every group's committed offsets for `topic` (the topic was deleted).
+    /// Deletes every group's committed offsets for `topic` (the topic was deleted), chosen
+    /// and written under one hold of the map like [`OffsetStore::delete_group`].
     pub fn delete_topic(&self, topic: &str) -> Result<(), String> {
-        let doomed: Vec<(String, OffsetWrites)> = self
-            .lock()
+        let mut groups = self.lock();
+        let doomed: Vec<(String, OffsetWrites)> = groups
             .iter()
             .map(|(group, offsets)| {
                 let entries = offsets
@@ -265,7 +279,7 @@ impl OffsetStore {
             .filter(|(_, entries)| !entries.is_empty())
             .collect();
         for (group, entries) in doomed {
-            self.write(&group, &entries)?;
+            self.write_locked(&mut groups, &group, &entries)?;
         }
         Ok(())
     }
