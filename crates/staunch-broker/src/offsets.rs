@@ -34,11 +34,45 @@ type Key = (String, i32);
 /// Offsets to store for one group: (topic, partition, value or `None` to delete).
 pub type OffsetWrites = Vec<(String, i32, Option<CommittedOffset>)>;
 
-/// The committed offsets of every group.
+/// Every group's committed offsets: group → (topic, partition) → offset.
+type Groups = HashMap<String, BTreeMap<Key, CommittedOffset>>;
+
+/// The committed offsets of every group, kept in a log of their own.
+///
+/// The log is compacted as Kafka compacts `__consumer_offsets`: once it holds more than
+/// [`Compaction::after_records`] records beyond the last snapshot (and at least twice the live
+/// offsets), every live offset is written again as a snapshot and the segments wholly before it
+/// are deleted — so the log's size and the replay at start-up follow the number of live
+/// offsets, not the number of commits ever made.
 #[derive(Debug)]
 pub struct OffsetStore {
     log: FileLog,
-    groups: Mutex<HashMap<String, BTreeMap<Key, CommittedOffset>>>,
+    /// The map, and records appended since the last snapshot (or since the log's start).
+    groups: Mutex<(Groups, u64)>,
+    compaction: Compaction,
+}
+
+/// When the offsets log is compacted, and its segment size.
+#[derive(Debug, Clone, Copy)]
+struct Compaction {
+    /// Records appended beyond the last snapshot before the next one is written.
+    after_records: u64,
+    /// Segment size of the log (only whole segments are deleted).
+    segment_bytes: u64,
+    /// The log's largest batch: a snapshot is written in batches of at most half of it.
+    max_batch_bytes: u32,
+}
+
+impl Default for Compaction {
+    /// A snapshot every 200,000 commits or so (about 35 MB of log) with 16 MiB segments: the
+    /// log stays under ~60 MB plus the live offsets.
+    fn default() -> Self {
+        Compaction {
+            after_records: 200_000,
+            segment_bytes: 16 << 20,
+            max_batch_bytes: LogConfig::default().max_batch_bytes,
+        }
+    }
 }
 
 fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
@@ -98,9 +132,14 @@ fn decode_value(mut value: &[u8]) -> Option<CommittedOffset> {
 impl OffsetStore {
     /// Opens the store in `dir`, recovering the log and replaying every commit.
     pub fn open(dir: &Path) -> Result<Self, String> {
+        Self::open_with(dir, Compaction::default())
+    }
+
+    fn open_with(dir: &Path, compaction: Compaction) -> Result<Self, String> {
         let config = LogConfig {
             flush: FlushPolicy::Always,
-            segment_bytes: 64 << 20,
+            segment_bytes: compaction.segment_bytes,
+            max_batch_bytes: compaction.max_batch_bytes,
             retention_age: None,
             retention_bytes: None,
             ..LogConfig::default()
@@ -108,8 +147,9 @@ impl OffsetStore {
         let log =
             FileLog::open(dir, config).map_err(|e| format!("opening {}: {e}", dir.display()))?;
         let end = log.flush().map_err(|e| e.to_string())?;
-        let mut groups: HashMap<String, BTreeMap<Key, CommittedOffset>> = HashMap::new();
+        let mut groups = Groups::new();
         let mut from = log.earliest();
+        let replayed = (end - from).max(0) as u64;
         while from < end {
             let read = log.read(from, 1 << 20).map_err(|e| e.to_string())?;
             for batch in batches(&read.bytes) {
@@ -150,11 +190,12 @@ impl OffsetStore {
         }
         Ok(OffsetStore {
             log,
-            groups: Mutex::new(groups),
+            groups: Mutex::new((groups, replayed)),
+            compaction,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<Key, CommittedOffset>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Groups, u64)> {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -165,8 +206,8 @@ impl OffsetStore {
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
-        let mut groups = self.lock();
-        self.write_locked(&mut groups, group, entries)
+        let mut held = self.lock();
+        self.write_locked(&mut held, group, entries)
     }
 
     /// [`OffsetStore::write`] with the map already held: the map changes in the same order as
@@ -174,32 +215,22 @@ impl OffsetStore {
     /// cannot race a commit made in between.
     fn write_locked(
         &self,
-        groups: &mut HashMap<String, BTreeMap<Key, CommittedOffset>>,
+        held: &mut (Groups, u64),
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
         if entries.is_empty() {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as i64;
-        let mut builder = BatchBuilder::new(now);
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries
-            .iter()
-            .map(|(topic, partition, value)| {
-                (
-                    encode_key(group, topic, *partition),
-                    value.as_ref().map(encode_value),
-                )
-            })
-            .collect();
-        for (key, value) in &encoded {
-            builder = builder.record(Some(key), value.as_deref());
-        }
-        let mut bytes = builder.build();
-        self.log.append(&mut bytes, 0).map_err(|e| e.to_string())?;
+        let records = entries.iter().map(|(topic, partition, value)| {
+            (
+                encode_key(group, topic, *partition),
+                value.as_ref().map(encode_value),
+            )
+        });
+        self.append(records)?;
+        let (groups, since_snapshot) = held;
+        *since_snapshot += entries.len() as u64;
         for (topic, partition, value) in entries {
             let key = (topic.clone(), *partition);
             match value {
@@ -219,12 +250,80 @@ impl OffsetStore {
                 }
             }
         }
+        let live: usize = groups.values().map(BTreeMap::len).sum();
+        if *since_snapshot >= self.compaction.after_records.max(2 * live as u64) {
+            // The commit is durable already: a failed compaction is reported, not returned.
+            if let Err(e) = self.compact(groups) {
+                tracing::warn!(error = %e, "compacting the committed offsets log");
+            } else {
+                *since_snapshot = live as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one batch of (key, value or tombstone) records; durable when it returns `Ok`.
+    fn append(
+        &self,
+        records: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64;
+        let encoded: Vec<_> = records.collect();
+        let mut builder = BatchBuilder::new(now);
+        for (key, value) in &encoded {
+            builder = builder.record(Some(key), value.as_deref());
+        }
+        let mut bytes = builder.build();
+        self.log.append(&mut bytes, 0).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Writes every live offset in `groups` again (a snapshot, durable before anything is
+    /// deleted), then deletes the segments wholly before it. A replay from any later start
+    /// still ends at the same map: the snapshot holds every live offset, and whatever a
+    /// deleted segment held was overwritten or deleted by a later record.
+    fn compact(&self, groups: &Groups) -> Result<(), String> {
+        /// A record's bytes in a batch beyond its key and value, at most.
+        const RECORD_OVERHEAD: usize = 32;
+        let start = self.log.log_end();
+        let budget = self.compaction.max_batch_bytes as usize / 2;
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for (group, offsets) in groups {
+            for ((topic, partition), committed) in offsets {
+                let key = encode_key(group, topic, *partition);
+                let value = encode_value(committed);
+                let size = key.len() + value.len() + RECORD_OVERHEAD;
+                if !chunk.is_empty() && chunk_bytes + size > budget {
+                    self.append(std::mem::take(&mut chunk).into_iter())?;
+                    chunk_bytes = 0;
+                }
+                chunk.push((key, Some(value)));
+                chunk_bytes += size;
+            }
+        }
+        if !chunk.is_empty() {
+            self.append(chunk.into_iter())?;
+        }
+        let deleted = self
+            .log
+            .delete_segments_before(start)
+            .map_err(|e| e.to_string())?;
+        tracing::debug!(
+            segments = deleted.segments_deleted,
+            bytes = deleted.bytes_deleted,
+            "compacted the committed offsets log"
+        );
         Ok(())
     }
 
     /// The committed offset of one partition for `group`.
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
         self.lock()
+            .0
             .get(group)?
             .get(&(topic.to_owned(), partition))
             .cloned()
@@ -233,6 +332,7 @@ impl OffsetStore {
     /// Every committed offset of `group`, by topic and partition.
     pub fn all(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
         self.lock()
+            .0
             .get(group)
             .map(|offsets| {
                 offsets
@@ -245,7 +345,7 @@ impl OffsetStore {
 
     /// Every group with at least one committed offset.
     pub fn groups(&self) -> Vec<String> {
-        let mut groups: Vec<_> = self.lock().keys().cloned().collect();
+        let mut groups: Vec<_> = self.lock().0.keys().cloned().collect();
         groups.sort();
         groups
     }
@@ -254,19 +354,21 @@ impl OffsetStore {
     /// to delete are read under the same hold of the map as the deletion is written, so a
     /// commit that lands after this began is not deleted by it.
     pub fn delete_group(&self, group: &str) -> Result<(), String> {
-        let mut groups = self.lock();
-        let entries: Vec<_> = groups
+        let mut held = self.lock();
+        let entries: Vec<_> = held
+            .0
             .get(group)
             .map(|offsets| offsets.keys().map(|(t, p)| (t.clone(), *p, None)).collect())
             .unwrap_or_default();
-        self.write_locked(&mut groups, group, &entries)
+        self.write_locked(&mut held, group, &entries)
     }
 
     /// Deletes every group's committed offsets for `topic` (the topic was deleted), chosen
     /// and written under one hold of the map like [`OffsetStore::delete_group`].
     pub fn delete_topic(&self, topic: &str) -> Result<(), String> {
-        let mut groups = self.lock();
-        let doomed: Vec<(String, OffsetWrites)> = groups
+        let mut held = self.lock();
+        let doomed: Vec<(String, OffsetWrites)> = held
+            .0
             .iter()
             .map(|(group, offsets)| {
                 let entries = offsets
@@ -279,7 +381,7 @@ impl OffsetStore {
             .filter(|(_, entries)| !entries.is_empty())
             .collect();
         for (group, entries) in doomed {
-            self.write_locked(&mut groups, &group, &entries)?;
+            self.write_locked(&mut held, &group, &entries)?;
         }
         Ok(())
     }
@@ -301,6 +403,52 @@ mod tests {
             metadata: metadata.to_owned(),
             commit_time_ms: 1,
         })
+    }
+
+    /// Many commits of a few offsets: the log is compacted (segments before a snapshot
+    /// deleted, so it holds a bounded number of records, not every commit ever made), and a
+    /// reopen — which replays from the new start — finds exactly the live offsets.
+    #[test]
+    fn the_log_is_compacted_and_a_reopen_finds_the_same_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let compaction = Compaction {
+            after_records: 50,
+            segment_bytes: 4 << 10,
+            max_batch_bytes: 1 << 10,
+        };
+        {
+            let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+            for i in 0..1_000 {
+                let meta = format!("attempt={i}");
+                store
+                    .write("g", &[("t".into(), i as i32 % 20, committed(i, &meta))])
+                    .unwrap();
+                if i == 500 {
+                    store
+                        .write("gone", &[("t".into(), 0, committed(1, ""))])
+                        .unwrap();
+                    store.delete_group("gone").unwrap();
+                }
+            }
+            store
+                .write("h", &[("u".into(), 0, committed(42, ""))])
+                .unwrap();
+            let (start, end) = (store.log.earliest(), store.log.log_end());
+            assert!(start > 0, "nothing was deleted (log {start}..{end})");
+            // The records since the last snapshot, the snapshot, and at most one segment
+            // (about 40 records of ~100 bytes) before it.
+            assert!(end - start < 150, "log {start}..{end} was not compacted");
+        }
+        let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+        // 20 live offsets take several snapshot batches of at most 512 bytes.
+        for partition in 0..20 {
+            let last = 980 + i64::from(partition);
+            let got = store.get("g", "t", partition).unwrap();
+            let meta = format!("attempt={last}");
+            assert_eq!((got.offset, got.metadata.as_str()), (last, meta.as_str()));
+        }
+        assert_eq!(store.get("h", "u", 0).unwrap().offset, 42);
+        assert_eq!(store.groups(), vec!["g".to_owned(), "h".to_owned()]);
     }
 
     #[test]
