@@ -40,7 +40,7 @@ type Groups = HashMap<String, BTreeMap<Key, CommittedOffset>>;
 /// The committed offsets of every group, kept in a log of their own.
 ///
 /// The log is compacted as Kafka compacts `__consumer_offsets`: once it holds more than
-/// [`Compaction::after_records`] records beyond the last snapshot (and at least twice the live
+/// 200,000 records beyond the last snapshot (and at least twice the live
 /// offsets), every live offset is written again as a snapshot and the segments wholly before it
 /// are deleted — so the log's size and the replay at start-up follow the number of live
 /// offsets, not the number of commits ever made.
