@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use staunch_core::batch::batches;
@@ -47,8 +47,12 @@ type Groups = HashMap<String, BTreeMap<Key, CommittedOffset>>;
 #[derive(Debug)]
 pub struct OffsetStore {
     log: FileLog,
-    /// The map, and records appended since the last snapshot (or since the log's start).
-    groups: Mutex<(Groups, u64)>,
+    /// Held by every writer from its append to the change of the map, so the map changes in
+    /// the log's order; counts the records appended since the last snapshot (or since the
+    /// log's start).
+    writer: Mutex<u64>,
+    /// The offsets, as of the last durable write. Readers never wait for an fsync.
+    groups: RwLock<Groups>,
     compaction: Compaction,
 }
 
@@ -190,13 +194,19 @@ impl OffsetStore {
         }
         Ok(OffsetStore {
             log,
-            groups: Mutex::new((groups, replayed)),
+            writer: Mutex::new(replayed),
+            groups: RwLock::new(groups),
             compaction,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Groups, u64)> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    /// Taken first by every write (see [`OffsetStore::write_locked`]).
+    fn writer(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Groups> {
+        self.groups.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stores commits for `group`, or deletions where the value is `None`. Durable when it
@@ -206,16 +216,17 @@ impl OffsetStore {
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
-        let mut held = self.lock();
-        self.write_locked(&mut held, group, entries)
+        let mut since_snapshot = self.writer();
+        self.write_locked(&mut since_snapshot, group, entries)
     }
 
-    /// [`OffsetStore::write`] with the map already held: the map changes in the same order as
-    /// the log, and a caller that chose `entries` from the map under the same hold (a delete)
-    /// cannot race a commit made in between.
+    /// [`OffsetStore::write`] by the holder of the writer lock: the map changes in the same
+    /// order as the log, and a caller that chose `entries` from the map under the same hold
+    /// (a delete) cannot race a commit made in between. The map itself is locked only to
+    /// apply the durable change, so reads never wait for the fsync.
     fn write_locked(
         &self,
-        held: &mut (Groups, u64),
+        since_snapshot: &mut u64,
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
@@ -229,8 +240,8 @@ impl OffsetStore {
             )
         });
         self.append(records)?;
-        let (groups, since_snapshot) = held;
         *since_snapshot += entries.len() as u64;
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
         for (topic, partition, value) in entries {
             let key = (topic.clone(), *partition);
             match value {
@@ -251,9 +262,10 @@ impl OffsetStore {
             }
         }
         let live: usize = groups.values().map(BTreeMap::len).sum();
+        drop(groups);
         if *since_snapshot >= self.compaction.after_records.max(2 * live as u64) {
             // The commit is durable already: a failed compaction is reported, not returned.
-            if let Err(e) = self.compact(groups) {
+            if let Err(e) = self.compact(&self.read()) {
                 tracing::warn!(error = %e, "compacting the committed offsets log");
             } else {
                 *since_snapshot = live as u64;
@@ -282,7 +294,8 @@ impl OffsetStore {
     }
 
     /// Writes every live offset in `groups` again (a snapshot, durable before anything is
-    /// deleted), then deletes the segments wholly before it. A replay from any later start
+    /// deleted), then deletes the segments wholly before it. Called by the holder of the writer
+    /// lock, so `groups` is what the log says. A replay from any later start
     /// still ends at the same map: the snapshot holds every live offset, and whatever a
     /// deleted segment held was overwritten or deleted by a later record.
     fn compact(&self, groups: &Groups) -> Result<(), String> {
@@ -322,8 +335,7 @@ impl OffsetStore {
 
     /// The committed offset of one partition for `group`.
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
-        self.lock()
-            .0
+        self.read()
             .get(group)?
             .get(&(topic.to_owned(), partition))
             .cloned()
@@ -331,8 +343,7 @@ impl OffsetStore {
 
     /// Every committed offset of `group`, by topic and partition.
     pub fn all(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
-        self.lock()
-            .0
+        self.read()
             .get(group)
             .map(|offsets| {
                 offsets
@@ -345,30 +356,30 @@ impl OffsetStore {
 
     /// Every group with at least one committed offset.
     pub fn groups(&self) -> Vec<String> {
-        let mut groups: Vec<_> = self.lock().0.keys().cloned().collect();
+        let mut groups: Vec<_> = self.read().keys().cloned().collect();
         groups.sort();
         groups
     }
 
     /// Deletes every committed offset of `group`. Durable when it returns `Ok`. The offsets
-    /// to delete are read under the same hold of the map as the deletion is written, so a
-    /// commit that lands after this began is not deleted by it.
+    /// to delete are read under the same hold of the writer lock as the deletion is written,
+    /// so a commit that lands after this began is not deleted by it.
     pub fn delete_group(&self, group: &str) -> Result<(), String> {
-        let mut held = self.lock();
-        let entries: Vec<_> = held
-            .0
+        let mut since_snapshot = self.writer();
+        let entries: Vec<_> = self
+            .read()
             .get(group)
             .map(|offsets| offsets.keys().map(|(t, p)| (t.clone(), *p, None)).collect())
             .unwrap_or_default();
-        self.write_locked(&mut held, group, &entries)
+        self.write_locked(&mut since_snapshot, group, &entries)
     }
 
     /// Deletes every group's committed offsets for `topic` (the topic was deleted), chosen
-    /// and written under one hold of the map like [`OffsetStore::delete_group`].
+    /// and written under one hold of the writer lock like [`OffsetStore::delete_group`].
     pub fn delete_topic(&self, topic: &str) -> Result<(), String> {
-        let mut held = self.lock();
-        let doomed: Vec<(String, OffsetWrites)> = held
-            .0
+        let mut since_snapshot = self.writer();
+        let doomed: Vec<(String, OffsetWrites)> = self
+            .read()
             .iter()
             .map(|(group, offsets)| {
                 let entries = offsets
@@ -381,7 +392,7 @@ impl OffsetStore {
             .filter(|(_, entries)| !entries.is_empty())
             .collect();
         for (group, entries) in doomed {
-            self.write_locked(&mut held, &group, &entries)?;
+            self.write_locked(&mut since_snapshot, &group, &entries)?;
         }
         Ok(())
     }
