@@ -937,6 +937,15 @@ pub struct ProduceInFlight {
 }
 
 impl ProduceInFlight {
+    /// Whether some partition was refused already when the records were written (unknown
+    /// topic, corrupt batch, too large…), before any durability wait.
+    pub fn refused_any(&self) -> bool {
+        self.results
+            .iter()
+            .flatten()
+            .any(|r| r.error != ErrorCode::None)
+    }
+
     /// Waits until every written partition's records are as durable as its flush policy
     /// promises (their high watermarks are raised by then) and returns one result per requested
     /// partition, in request order. A partition whose log failed while waiting gets

@@ -264,12 +264,12 @@ impl OffsetStore {
         let live: usize = groups.values().map(BTreeMap::len).sum();
         drop(groups);
         if *since_snapshot >= self.compaction.after_records.max(2 * live as u64) {
-            // The commit is durable already: a failed compaction is reported, not returned.
+            // The commit is durable already: a failed compaction is reported, not returned,
+            // and tried again only after as many commits more (not on every commit).
             if let Err(e) = self.compact(&self.read()) {
                 tracing::warn!(error = %e, "compacting the committed offsets log");
-            } else {
-                *since_snapshot = live as u64;
             }
+            *since_snapshot = live as u64;
         }
         Ok(())
     }

@@ -67,7 +67,8 @@ pub struct FetchPartition {
     pub fetch_offset: Offset,
     /// The consumer's view of the leader epoch, or -1 if it does not know.
     pub current_leader_epoch: i32,
-    /// At most about this many bytes for this partition (at least one batch).
+    /// At most this many bytes for this partition (at least one batch if it is the first
+    /// partition of the fetch with data).
     pub max_bytes: i32,
 }
 

@@ -190,8 +190,9 @@ pub struct FetchPosition {
     pub partition: TopicPartition,
     /// The first offset wanted.
     pub offset: Offset,
-    /// At most about this many bytes for this partition (`max.partition.fetch.bytes`); the
-    /// broker still returns one whole batch larger than this, so a consumer always progresses.
+    /// At most this many bytes for this partition (`max.partition.fetch.bytes`); the first
+    /// partition of a fetch that has data still brings one whole batch larger than this, so a
+    /// consumer always progresses (consumers rotate the partitions' order between fetches).
     pub max_bytes: i32,
 }
 

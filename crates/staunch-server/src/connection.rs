@@ -111,12 +111,13 @@ pub(crate) async fn serve_connection(
             }
             Err(e) => break Close::Client(e.to_string()),
         };
-        let next = match reply {
-            Reply::Now(answer) => Outgoing::Ready(answer),
-            Reply::Later(answer) => Outgoing::Pending(answer),
+        let (next, last) = match reply {
+            Reply::Now(answer) => (Outgoing::Ready(answer), false),
+            Reply::Later(answer) => (Outgoing::Pending(answer), false),
+            Reply::Last(answer) => (Outgoing::Pending(answer), true),
         };
-        if answers.send(next).await.is_err() {
-            // The writer stopped; it says why below.
+        if answers.send(next).await.is_err() || last {
+            // The writer stopped, or stops at this answer; it says why below.
             break Close::Normal;
         }
     };

@@ -252,8 +252,9 @@ async fn a_batch_with_a_bad_crc_is_refused_and_not_stored() {
 }
 
 /// A produce with acks 0 that fails (here a bad CRC) closes its connection, as Kafka does: the
-/// only way to tell a producer that expects no answer. Nothing of it is stored, a good acks 0
-/// produce before it was, and other connections go on.
+/// only way to tell a producer that expects no answer. Nothing of it is stored, nor of a
+/// produce pipelined behind it; a good acks 0 produce before it was, and other connections go
+/// on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_acks_zero_produce_closes_its_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,11 +274,18 @@ async fn a_failed_acks_zero_produce_closes_its_connection() {
     fire.send_at(version, &produce_request("zero", 0, corrupt))
         .await
         .unwrap();
+    // A request pipelined behind the failed one is not applied: it could never be answered.
+    let late = BatchBuilder::new(1).record(None, Some(b"late")).build();
+    fire.send_at(version, &produce_request("zero", 1, late))
+        .await
+        .unwrap();
     let after = tokio::time::timeout(TIMEOUT, fire.call(ApiVersionsRequest::default()))
         .await
         .expect("the connection neither answered nor closed");
     assert!(after.is_err(), "still answering: {after:?}");
     let mut other = connect(running.addr).await;
+    // Time for a wrongly applied late produce to become durable and visible.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(values(&mut other, "zero").await, vec![b"good".to_vec()]);
     running.stop().await;
 }

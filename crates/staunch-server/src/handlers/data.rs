@@ -34,11 +34,16 @@ use super::{NoAnswer, text};
 /// request order (fixing their offsets before the connection reads its next request); the
 /// returned future resolves to the response once they are durable — `None` (no answer) for acks
 /// 0, whose records are still appended and made durable; for acks 0 with any partition failed,
-/// [`NoAnswer::Acks0Failed`] (the connection closes, as Kafka's does).
+/// [`NoAnswer::Acks0Failed`] (the connection closes, as Kafka's does). The flag returned with
+/// the future says that already: an acks 0 produce refused while being written (the
+/// connection must then read no further request, none of which would get an answer).
 pub(super) async fn produce(
     broker: &Broker,
     request: ProduceRequest,
-) -> impl Future<Output = Result<Option<ProduceResponse>, NoAnswer>> + Send + 'static {
+) -> (
+    impl Future<Output = Result<Option<ProduceResponse>, NoAnswer>> + Send + 'static,
+    bool,
+) {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
     let mut partitions = Vec::new();
@@ -67,7 +72,11 @@ pub(super) async fn produce(
     } else {
         Ok(broker.write_produce(acks, partitions).await)
     };
-    async move {
+    let refused = match &in_flight {
+        Ok(in_flight) => in_flight.refused_any(),
+        Err(refused) => !refused.is_empty(),
+    };
+    let answer = async move {
         let results = match in_flight {
             Ok(in_flight) => in_flight.durable().await,
             Err(refused) => refused,
@@ -88,7 +97,8 @@ pub(super) async fn produce(
                 failed.join(", ")
             )))
         }
-    }
+    };
+    (answer, acks == 0 && refused)
 }
 
 /// The record bytes as a mutable buffer (the log stamps offsets into them), without a copy
@@ -167,7 +177,7 @@ pub(super) async fn fetch(broker: &Broker, request: FetchRequest) -> FetchRespon
         .with_responses(topics)
 }
 
-/// ListOffsets: earliest (-2), latest (-1) or by timestamp.
+/// ListOffsets: earliest (-2), latest (-1), max timestamp (-3) or by timestamp.
 pub(super) async fn list_offsets(
     broker: &Broker,
     request: ListOffsetsRequest,

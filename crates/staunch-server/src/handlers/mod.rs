@@ -50,6 +50,10 @@ pub(crate) enum Reply {
     /// they are durable. The connection may read and handle later requests meanwhile, but
     /// must send the answers in request order.
     Later(Pin<Box<dyn Future<Output = Answer> + Send>>),
+    /// A [`Reply::Later`] that is the connection's last: a produce with acks 0 refused while
+    /// being written, which closes the connection once the answers before it are sent. No
+    /// further request may be read (it would be applied and never answered).
+    Last(Pin<Box<dyn Future<Output = Answer> + Send>>),
 }
 
 /// Handles one request. Everything that must happen in request order (every effect on the
@@ -65,8 +69,8 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
             staunch_protocol::api_versions_response(0),
         )),
         RequestKind::Produce(r) => {
-            let durable = data::produce(broker, r).await;
-            return Reply::Later(Box::pin(async move {
+            let (durable, last) = data::produce(broker, r).await;
+            let answer = Box::pin(async move {
                 let Some(response) = durable.await? else {
                     return Ok(None);
                 };
@@ -78,7 +82,12 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
                 )
                 .map(Some)
                 .map_err(|e| NoAnswer::Encode(e.to_string()))
-            }));
+            });
+            return if last {
+                Reply::Last(answer)
+            } else {
+                Reply::Later(answer)
+            };
         }
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(data::fetch(broker, r).await)),
         RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(
