@@ -289,11 +289,12 @@ async fn consume(args: ConsumeArgs, pieces: Vec<Piece>) -> Result<(), String> {
     let mut failing_since: Option<Instant> = None;
     let stdout = std::io::stdout();
     let mut buf = Vec::new();
+    let mut turn: usize = 0;
     loop {
         if args.max.is_some_and(|max| printed >= max) {
             return Ok(());
         }
-        let wanted: Vec<i32> = positions
+        let mut wanted: Vec<i32> = positions
             .iter()
             .filter(|(_, pos)| !args.exit_at_end || pos.next < pos.high_watermark)
             .map(|(&p, _)| p)
@@ -301,6 +302,11 @@ async fn consume(args: ConsumeArgs, pieces: Vec<Piece>) -> Result<(), String> {
         if wanted.is_empty() {
             return Ok(());
         }
+        // Each partition comes first in turn: only the first with data may bring a batch
+        // larger than PARTITION_MAX_BYTES (Kafka's rule), so a fixed order could starve one.
+        turn = turn.wrapping_add(1);
+        let by = turn % wanted.len();
+        wanted.rotate_left(by);
         let request = FetchRequest::default()
             .with_max_wait_ms(max_wait.as_millis() as i32)
             .with_min_bytes(1)
