@@ -796,9 +796,21 @@ impl Broker {
         if !accepted.is_empty() {
             let broker = self.clone();
             let group = group.to_owned();
-            let written = blocking(move || broker.inner.offsets.write(&group, &accepted)).await;
+            let written = blocking(move || {
+                let exists = |topic: &str, partition| broker.partition(topic, partition).is_some();
+                broker.inner.offsets.write_where(&group, &accepted, exists)
+            })
+            .await;
             let failed = match written {
-                Ok(Ok(())) => None,
+                Ok(Ok(gone)) => {
+                    // Deleted while the commit was on its way.
+                    for result in results.iter_mut() {
+                        if gone.iter().any(|(t, p)| *t == result.0 && *p == result.1) {
+                            result.2 = ErrorCode::UnknownTopicOrPartition;
+                        }
+                    }
+                    None
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "storing committed offsets");
                     Some(ErrorCode::KafkaStorageError)

@@ -220,6 +220,26 @@ impl OffsetStore {
         self.write_locked(&mut since_snapshot, group, entries)
     }
 
+    /// Stores the commits for `group` whose partition still `exists` — asked under the
+    /// writer lock, so a topic deleted (and its offsets with it, by
+    /// [`OffsetStore::delete_topic`], after it left the registry) while the commit was on its
+    /// way cannot get an offset written after that deletion. Returns the partitions refused;
+    /// durable when it returns `Ok`, as [`OffsetStore::write`].
+    pub fn write_where(
+        &self,
+        group: &str,
+        entries: &[(String, i32, Option<CommittedOffset>)],
+        exists: impl Fn(&str, i32) -> bool,
+    ) -> Result<Vec<(String, i32)>, String> {
+        let mut since_snapshot = self.writer();
+        let (kept, gone): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .cloned()
+            .partition(|(topic, partition, _)| exists(topic, *partition));
+        self.write_locked(&mut since_snapshot, group, &kept)?;
+        Ok(gone.into_iter().map(|(t, p, _)| (t, p)).collect())
+    }
+
     /// [`OffsetStore::write`] by the holder of the writer lock: the map changes in the same
     /// order as the log, and a caller that chose `entries` from the map under the same hold
     /// (a delete) cannot race a commit made in between. The map itself is locked only to
@@ -460,6 +480,27 @@ mod tests {
         }
         assert_eq!(store.get("h", "u", 0).unwrap().offset, 42);
         assert_eq!(store.groups(), vec!["g".to_owned(), "h".to_owned()]);
+    }
+
+    /// `write_where` stores only the commits whose partition still exists (asked under the
+    /// writer lock) and names the others.
+    #[test]
+    fn write_where_refuses_commits_to_partitions_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        let gone = store
+            .write_where(
+                "g",
+                &[
+                    ("kept".into(), 0, committed(5, "")),
+                    ("deleted".into(), 0, committed(9, "")),
+                ],
+                |topic, _| topic == "kept",
+            )
+            .unwrap();
+        assert_eq!(gone, vec![("deleted".to_owned(), 0)]);
+        assert_eq!(store.get("g", "kept", 0).unwrap().offset, 5);
+        assert!(store.get("g", "deleted", 0).is_none());
     }
 
     #[test]
