@@ -108,11 +108,15 @@ impl ApiError {
 
     /// Whether the records may have been appended although the call failed — the case an
     /// idempotent producer resolves with sequence numbers and a plain producer turns into a
-    /// possible duplicate.
+    /// possible duplicate: no answer, a timeout, or NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
+    /// leader has the batch, too few replicas confirmed it in time).
     pub fn may_have_been_appended(&self) -> bool {
         match self {
             ApiError::NoAnswer { .. } => true,
-            ApiError::Broker { code, .. } => *code == ErrorCode::RequestTimedOut,
+            ApiError::Broker { code, .. } => matches!(
+                code,
+                ErrorCode::RequestTimedOut | ErrorCode::NotEnoughReplicasAfterAppend
+            ),
             ApiError::NotSent { .. } | ApiError::Protocol(_) => false,
         }
     }
@@ -589,4 +593,21 @@ pub trait BrokerApi: Send + Sync + 'static {
         group_id: &str,
         partitions: Vec<TopicPartition>,
     ) -> impl Future<Output = Vec<(TopicPartition, Result<Option<OffsetAndMetadata>, ApiError>)>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_failures_may_have_appended_the_records() {
+        let broker = |code| ApiError::Broker {
+            code,
+            message: None,
+        };
+        assert!(broker(ErrorCode::RequestTimedOut).may_have_been_appended());
+        assert!(broker(ErrorCode::NotEnoughReplicasAfterAppend).may_have_been_appended());
+        assert!(!broker(ErrorCode::NotEnoughReplicas).may_have_been_appended());
+        assert!(!broker(ErrorCode::CorruptMessage).may_have_been_appended());
+    }
 }

@@ -546,6 +546,8 @@ impl<B: BrokerApi> Sender<B> {
     }
 
     fn fail_accepted(&mut self, mut accepted: Accepted, error: ProduceError) {
+        // Logged here like a failed batch, so a oneway send's failure is not only counted.
+        tracing::warn!(topic = %accepted.record.topic, %error, "record failed before being sent");
         self.ledger.finished(&[Finished::of(&accepted)], false);
         let (record, completion) = accepted.take();
         completion.complete(Err(SendError::unsent(record, error)));
@@ -764,6 +766,7 @@ impl<B: BrokerApi> Sender<B> {
                 attempts: 0,
                 last_error: topic.meta_error.clone(),
             };
+            tracing::warn!(topic = %topic.name, %error, "record expired waiting for metadata");
             self.ledger.finished(&[Finished::of(&accepted)], false);
             let mut accepted = accepted;
             let (record, completion) = accepted.take();
