@@ -246,13 +246,23 @@ impl Client {
                 reason,
             });
         }
-        if let Some((_, old)) = &lock(&slot.state).connection {
+        let old_closed = lock(&slot.state)
+            .connection
+            .as_ref()
+            .map(|(_, old)| old.closed_reason());
+        if let Some(closed) = old_closed {
             tracing::debug!(
                 node,
                 %address,
-                reason = old.closed_reason().as_deref().unwrap_or("address changed"),
+                reason = closed.as_deref().unwrap_or("address changed"),
                 "reconnecting"
             );
+            if closed.is_some() {
+                // As Kafka's clients do on a disconnect: what this node leads may have moved.
+                // A produce with acks 0 learns of a refusal only this way (the broker closes
+                // the connection), so without it a stale leader would take every record.
+                self.invalidate_led_by(node);
+            }
         }
         match connect_to(&address, &self.inner.config).await {
             Ok(connection) => {
@@ -344,6 +354,27 @@ impl Client {
                 && !cached.stale
             {
                 tracing::debug!(topic, "metadata marked stale");
+                cached.stale = true;
+            }
+        }
+    }
+
+    /// Marks stale every cached topic with a partition that `node` leads.
+    fn invalidate_led_by(&self, node: i32) {
+        let mut metadata = lock(&self.inner.metadata);
+        for (topic, cached) in &mut metadata.topics {
+            if !cached.stale
+                && cached
+                    .info
+                    .partitions
+                    .iter()
+                    .any(|p| p.leader == Some(node))
+            {
+                tracing::debug!(
+                    topic,
+                    node,
+                    "metadata marked stale: its leader's connection closed"
+                );
                 cached.stale = true;
             }
         }
@@ -756,5 +787,127 @@ impl Client {
             mine.push(done);
         }
         (mine, earlier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use staunch_core::{
+        Acks, BatchBuilder, BrokerApi, PartitionBatch, ProduceCall, TopicPartition,
+    };
+    use staunch_protocol::api_versions_response;
+    use staunch_protocol::kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use staunch_protocol::kafka_protocol::messages::{
+        BrokerId, MetadataResponse, RequestKind, ResponseKind, TopicName,
+    };
+    use staunch_protocol::kafka_protocol::protocol::StrBytes;
+    use tokio::net::TcpListener;
+
+    use crate::fake_broker::{answer, read_request};
+    use crate::{Client, ClientConfig};
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    /// A one-node fake broker that closes the connection on every produce (as a broker does
+    /// after refusing a produce with acks 0) and counts metadata requests and produces.
+    async fn closing_broker(metadata: Arc<AtomicUsize>, produces: Arc<AtomicUsize>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (metadata, produces) = (metadata.clone(), produces.clone());
+                tokio::spawn(async move {
+                    while let Some(request) = read_request(&mut stream).await {
+                        let body = match &request.body {
+                            RequestKind::ApiVersions(_) => {
+                                ResponseKind::ApiVersions(api_versions_response(0))
+                            }
+                            RequestKind::Metadata(_) => {
+                                metadata.fetch_add(1, Ordering::SeqCst);
+                                ResponseKind::Metadata(
+                                    MetadataResponse::default()
+                                        .with_brokers(vec![
+                                            MetadataResponseBroker::default()
+                                                .with_node_id(BrokerId(1))
+                                                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                                .with_port(i32::from(addr.port())),
+                                        ])
+                                        .with_topics(vec![
+                                            MetadataResponseTopic::default()
+                                                .with_name(Some(TopicName(
+                                                    StrBytes::from_static_str("t"),
+                                                )))
+                                                .with_partitions(vec![
+                                                    MetadataResponsePartition::default()
+                                                        .with_partition_index(0)
+                                                        .with_leader_id(BrokerId(1)),
+                                                ]),
+                                        ]),
+                                )
+                            }
+                            RequestKind::Produce(_) => {
+                                produces.fetch_add(1, Ordering::SeqCst);
+                                return; // close without an answer
+                            }
+                            other => panic!("the fake broker got an unexpected {other:?}"),
+                        };
+                        answer(&mut stream, &request, body).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// A broker that closed the connection (the only way it can refuse a produce with acks 0)
+    /// makes the client refresh the metadata of what that node leads, as Kafka's clients do on
+    /// any disconnect — else a stale leader would take every record until the metadata
+    /// expired.
+    #[tokio::test]
+    async fn a_connection_closed_by_its_broker_marks_what_it_leads_stale() {
+        let (metadata, produces) = (Arc::default(), Arc::default());
+        let addr = closing_broker(Arc::clone(&metadata), Arc::clone(&produces)).await;
+        let config = ClientConfig {
+            request_timeout: LIMIT,
+            connect_timeout: LIMIT,
+            ..ClientConfig::default()
+        };
+        let client = tokio::time::timeout(LIMIT, Client::connect(vec![addr.to_string()], config))
+            .await
+            .unwrap()
+            .unwrap();
+        let send = || ProduceCall {
+            acks: Acks::None,
+            timeout: LIMIT,
+            batches: vec![PartitionBatch {
+                partition: TopicPartition::new("t", 0),
+                records: Bytes::from(BatchBuilder::new(1).record(None, Some(b"v")).build()),
+            }],
+        };
+        client.produce(send()).await;
+        let after_first = metadata.load(Ordering::SeqCst);
+        // Let the client see the close.
+        let start = std::time::Instant::now();
+        while produces.load(Ordering::SeqCst) < 1 && start.elapsed() < LIMIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The call that reconnects marks the node's topics stale (it is routed already); the
+        // next one refreshes them first. Kafka's producer, too, may send to the old leader
+        // until the refresh it asked for on the disconnect has arrived.
+        client.produce(send()).await;
+        client.produce(send()).await;
+        assert!(
+            metadata.load(Ordering::SeqCst) > after_first,
+            "no metadata refresh after the broker closed the connection"
+        );
     }
 }
