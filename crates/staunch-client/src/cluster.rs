@@ -812,7 +812,6 @@ mod tests {
     use tokio::net::TcpListener;
 
     use crate::fake_broker::{answer, read_request};
-    use crate::{Client, ClientConfig};
 
     const LIMIT: Duration = Duration::from_secs(20);
 
@@ -875,15 +874,7 @@ mod tests {
     async fn a_connection_closed_by_its_broker_marks_what_it_leads_stale() {
         let (metadata, produces) = (Arc::default(), Arc::default());
         let addr = closing_broker(Arc::clone(&metadata), Arc::clone(&produces)).await;
-        let config = ClientConfig {
-            request_timeout: LIMIT,
-            connect_timeout: LIMIT,
-            ..ClientConfig::default()
-        };
-        let client = tokio::time::timeout(LIMIT, Client::connect(vec![addr.to_string()], config))
-            .await
-            .unwrap()
-            .unwrap();
+        let client = crate::fake_broker::client(addr, LIMIT).await;
         let send = || ProduceCall {
             acks: Acks::None,
             timeout: LIMIT,

@@ -468,7 +468,6 @@ mod tests {
 
         use super::*;
         use crate::fake_broker::{answer, read_request};
-        use crate::{Client, ClientConfig};
 
         const LIMIT: Duration = Duration::from_secs(20);
 
@@ -584,16 +583,7 @@ mod tests {
                     }
                 });
             }
-            let config = ClientConfig {
-                request_timeout: LIMIT,
-                connect_timeout: LIMIT,
-                ..ClientConfig::default()
-            };
-            let bootstrap = vec![cluster.addrs[0].to_string()];
-            let client = tokio::time::timeout(LIMIT, Client::connect(bootstrap, config))
-                .await
-                .unwrap()
-                .unwrap();
+            let client = crate::fake_broker::client(cluster.addrs[0], LIMIT).await;
             let call = || FetchCall {
                 max_wait: Duration::from_millis(100),
                 min_bytes: 1,

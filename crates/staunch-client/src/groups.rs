@@ -547,7 +547,6 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::ClientConfig;
     use crate::fake_broker::{answer, read_request};
 
     const LIMIT: Duration = Duration::from_secs(20);
@@ -617,15 +616,7 @@ mod tests {
                 tokio::spawn(serve(stream, addr, serving.clone()));
             }
         });
-        let config = ClientConfig {
-            request_timeout: LIMIT,
-            connect_timeout: LIMIT,
-            ..ClientConfig::default()
-        };
-        let client = tokio::time::timeout(LIMIT, Client::connect(vec![addr.to_string()], config))
-            .await
-            .unwrap()
-            .unwrap();
+        let client = crate::fake_broker::client(addr, LIMIT).await;
         let member = GroupMembership {
             group_id: "g".to_owned(),
             generation_id: 1,
