@@ -76,11 +76,9 @@ async fn dead_letter_topic_unavailable_stops_the_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_mode_parks_the_key_not_the_partition() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "keyed", 1).await;
-    let tp = TopicPartition::new("keyed", 0);
-    produce(
+    let tp = topic_with(
         b.as_ref(),
-        &tp,
+        "keyed",
         &[
             ("A", "a1"),
             ("B", "b1"),
@@ -170,11 +168,9 @@ impl BatchHandler for FailAtX {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_handler_commits_before_the_failed_record() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "batch", 1).await;
-    let tp = TopicPartition::new("batch", 0);
-    produce(
+    let tp = topic_with(
         b.as_ref(),
-        &tp,
+        "batch",
         &[("k", "a"), ("k", "b"), ("k", "x"), ("k", "c")],
     )
     .await;
@@ -452,9 +448,7 @@ async fn max_uncommitted_failures_above_16_is_refused() {
 /// committed metadata at the time).
 async fn blocking_retry_while_commits_fail(lag: u32, pause: Duration) -> Vec<(u32, Option<u32>)> {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "ledger", 1).await;
-    let tp = TopicPartition::new("ledger", 0);
-    produce(b.as_ref(), &tp, &[("k", "bad"), ("k", "good")]).await;
+    let tp = topic_with(b.as_ref(), "ledger", &[("k", "bad"), ("k", "good")]).await;
     let (down, api) = commits_down(&b);
     // (value, delivery attempt, failures in the committed ledger when it was delivered)
     let log = Arc::new(Mutex::new(Vec::<(String, u32, Option<u32>)>::new()));
@@ -526,9 +520,7 @@ async fn blocking_retry_while_commits_fail(lag: u32, pause: Duration) -> Vec<(u3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seek_past_a_record_waiting_for_its_retry() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "seeky", 1).await;
-    let tp = TopicPartition::new("seeky", 0);
-    produce(b.as_ref(), &tp, &[("k", "a"), ("k", "b"), ("k", "c")]).await;
+    let tp = topic_with(b.as_ref(), "seeky", &[("k", "a"), ("k", "b"), ("k", "c")]).await;
     let log = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
     let failed = Arc::new(AtomicBool::new(false));
     let (l, f) = (log.clone(), failed.clone());
@@ -827,9 +819,12 @@ async fn records_arriving_in_a_partition_riding_along_in_the_read_ahead_are_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "okeys", 1).await;
-    let tp = TopicPartition::new("okeys", 0);
-    produce(b.as_ref(), &tp, &[("A", "a1"), ("B", "b1"), ("A", "a2")]).await;
+    let tp = topic_with(
+        b.as_ref(),
+        "okeys",
+        &[("A", "a1"), ("B", "b1"), ("A", "a2")],
+    )
+    .await;
     let (down, api) = commits_down(&b);
     // (value, delivery attempt, failures of it in the committed ledger when it was delivered)
     let log = Arc::new(Mutex::new(Vec::<(String, u32, Option<u32>)>::new()));
@@ -906,11 +901,9 @@ async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_mode_retries_a_failed_key_once_before_its_count_is_committed() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "oonce", 1).await;
-    let tp = TopicPartition::new("oonce", 0);
-    produce(
+    let tp = topic_with(
         b.as_ref(),
-        &tp,
+        "oonce",
         &[("A", "a1"), ("B", "b1"), ("A", "a2"), ("B", "b2")],
     )
     .await;
@@ -1041,11 +1034,9 @@ async fn ordered_mode_retries_at_most_64_records_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_dead_letters_of_one_round_all_wait_and_land_in_order() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "poisons", 1).await;
-    let tp = TopicPartition::new("poisons", 0);
-    produce(
+    let tp = topic_with(
         b.as_ref(),
-        &tp,
+        "poisons",
         &[
             ("k", "p1"),
             ("k", "ok1"),
@@ -1229,9 +1220,12 @@ impl<B: BrokerApi> Intercept for SlowDlt<B> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seek_wins_over_a_forward_acknowledged_later() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "seekfwd", 1).await;
-    let tp = TopicPartition::new("seekfwd", 0);
-    produce(b.as_ref(), &tp, &[("k", "poison"), ("k", "a"), ("k", "b")]).await;
+    let tp = topic_with(
+        b.as_ref(),
+        "seekfwd",
+        &[("k", "poison"), ("k", "a"), ("k", "b")],
+    )
+    .await;
     let api = Arc::new(Intercepted(SlowDlt {
         inner: (*b).clone(),
         delay: Duration::from_millis(100),

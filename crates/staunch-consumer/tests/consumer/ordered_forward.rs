@@ -9,11 +9,9 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_goes_on_once_its_failed_dead_letter_went_through() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "ordfwd", 1).await;
-    let tp = TopicPartition::new("ordfwd", 0);
-    produce(
+    let tp = topic_with(
         b.as_ref(),
-        &tp,
+        "ordfwd",
         &[("A", "poison"), ("A", "a2"), ("B", "b1")],
     )
     .await;

@@ -49,9 +49,7 @@ fn values(deliveries: &[(String, u32, Instant)]) -> Vec<(String, u32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_retry_waits_out_the_back_off_after_a_restart() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "rb", 1).await;
-    let tp = TopicPartition::new("rb", 0);
-    produce(b.as_ref(), &tp, &[("k", "flaky")]).await;
+    let tp = topic_with(b.as_ref(), "rb", &[("k", "flaky")]).await;
     let deliveries = Deliveries::default();
     let handler = flaky_once(deliveries.clone());
     let mut first = Consumer::new(b.clone(), config("g-rb", None)).unwrap();
@@ -83,11 +81,9 @@ async fn blocking_retry_waits_out_the_back_off_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_mode_parks_the_key_for_its_back_off_after_a_restart() {
     let (_d, b) = embedded().await;
-    create(b.as_ref(), "rbo", 1).await;
-    let tp = TopicPartition::new("rbo", 0);
-    produce(
+    let tp = topic_with(
         b.as_ref(),
-        &tp,
+        "rbo",
         &[("A", "flaky-a1"), ("B", "b1"), ("A", "a2"), ("B", "b2")],
     )
     .await;

@@ -39,6 +39,19 @@ pub(crate) async fn create<B: BrokerApi>(api: &B, topic: &str, partitions: i32) 
     .unwrap();
 }
 
+/// Creates `topic` with one partition holding `records` (keyed, one batch); returns that
+/// partition.
+pub(crate) async fn topic_with<B: BrokerApi>(
+    api: &B,
+    topic: &str,
+    records: &[(&str, &str)],
+) -> TopicPartition {
+    create(api, topic, 1).await;
+    let tp = TopicPartition::new(topic, 0);
+    produce(api, &tp, records).await;
+    tp
+}
+
 /// Produces keyed records (acks=all), one batch.
 pub(crate) async fn produce<B: BrokerApi>(api: &B, tp: &TopicPartition, records: &[(&str, &str)]) {
     let mut b = BatchBuilder::new(1_700_000_000_000);

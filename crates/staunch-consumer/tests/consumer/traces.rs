@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use staunch_consumer::{Consumer, ConsumerConfig, FailurePolicy, HandlerError, handler_fn};
-use staunch_core::{BackOff, TopicPartition};
+use staunch_core::BackOff;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -101,9 +101,7 @@ async fn spans_per_poll_and_handler_call_events_per_forward() {
     let b = broker(dir.path()).await;
 
     // Blocking retry: "bad" is delivered twice, then dead-lettered.
-    create(b.as_ref(), "traced", 1).await;
-    let tp = TopicPartition::new("traced", 0);
-    produce(b.as_ref(), &tp, &[("k1", "good"), ("k2", "bad")]).await;
+    let tp = topic_with(b.as_ref(), "traced", &[("k1", "good"), ("k2", "bad")]).await;
     let handler = handler_fn(|r| async move {
         match r.value.as_deref() {
             Some(b"bad") => Err(HandlerError::retriable("Boom", "no")),
@@ -184,9 +182,7 @@ async fn spans_per_poll_and_handler_call_events_per_forward() {
     consumer.close().await.unwrap();
 
     // Retry topics: the forward is an INFO event naming the retry topic.
-    create(b.as_ref(), "hopping", 1).await;
-    let tp = TopicPartition::new("hopping", 0);
-    produce(b.as_ref(), &tp, &[("k", "bad")]).await;
+    topic_with(b.as_ref(), "hopping", &[("k", "bad")]).await;
     let config = ConsumerConfig {
         failure: FailurePolicy::RetryTopics(BackOff::fixed(Duration::from_secs(60), 1)),
         fetch_max_wait: Duration::from_millis(20),
