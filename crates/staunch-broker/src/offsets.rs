@@ -281,15 +281,20 @@ impl OffsetStore {
                 }
             }
         }
-        let live: usize = groups.values().map(BTreeMap::len).sum();
         drop(groups);
-        if *since_snapshot >= self.compaction.after_records.max(2 * live as u64) {
+        if *since_snapshot < self.compaction.after_records {
+            // The common case: no count of the live offsets on a commit's path.
+            return Ok(());
+        }
+        let groups = self.read();
+        let live = groups.values().map(BTreeMap::len).sum::<usize>() as u64;
+        if *since_snapshot >= 2 * live {
             // The commit is durable already: a failed compaction is reported, not returned,
             // and tried again only after as many commits more (not on every commit).
-            if let Err(e) = self.compact(&self.read()) {
+            if let Err(e) = self.compact(&groups) {
                 tracing::warn!(error = %e, "compacting the committed offsets log");
             }
-            *since_snapshot = live as u64;
+            *since_snapshot = live;
         }
         Ok(())
     }
