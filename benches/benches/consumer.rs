@@ -22,7 +22,8 @@
 //!   own): a failed record is retried at once, as in `fail_1pct_blocking`.
 //!
 //! After criterion's report a table prints records/s per case and the ratios the issue names,
-//! from the mean of the samples and from the fastest sample (steadier on a busy machine).
+//! from the mean of the samples, from the fastest sample, and as the median of 31 pairs of runs
+//! of the two cases back to back (see [`paired_ratio`]).
 //! `STAUNCH_BENCH_DIR` on a tmpfs takes the fsync of every commit out, which leaves the CPU
 //! cost of the machinery.
 
@@ -51,6 +52,8 @@ const PRELOAD_BATCH: usize = 1_000;
 const FAIL_EVERY: i64 = 100;
 /// Criterion samples per case.
 const SAMPLES: usize = 10;
+/// Pairs of runs behind each paired ratio (see [`paired_ratio`]).
+const PAIRS: usize = 31;
 /// The source topic.
 const TOPIC: &str = "bench";
 /// The parking lot of the ordered cases (records parked behind a failed key at most).
@@ -376,7 +379,7 @@ fn main() {
             println!("| {} | {m:.0} | {b:.0} |", case.name());
         }
     }
-    println!("\n| ratio | mean | fastest |\n|---|---|---|");
+    println!("\n| ratio | mean | fastest | paired median |\n|---|---|---|---|");
     for (a, b) in [
         (Case::Happy, Case::Plain),
         (Case::Happy, Case::PlainCommit),
@@ -386,8 +389,9 @@ fn main() {
         (Case::FailOrdered, Case::HappyOrdered),
     ] {
         if let (Some(ma), Some(mb), Some(ba), Some(bb)) = (mean(a), mean(b), best(a), best(b)) {
+            let paired = paired_ratio(&runtime, &broker, &groups, a, b);
             println!(
-                "| {} / {} | {:.3} | {:.3} |",
+                "| {} / {} | {:.3} | {:.3} | {paired:.3} |",
                 a.name(),
                 b.name(),
                 ma / mb,
@@ -395,4 +399,40 @@ fn main() {
             );
         }
     }
+}
+
+/// Runs `a` and `b` one after the other [`PAIRS`] times (in turn first, so neither always
+/// comes second) and returns the median of the pairs' throughput ratios a / b. Criterion
+/// measures the cases seconds apart, so a slow spell of a shared machine lands on one case
+/// only; a pair runs within a tenth of a second. (On the 2-vCPU development VM the medians
+/// still differ by up to a third between runs of the benchmark: run it several times.)
+fn paired_ratio(
+    runtime: &tokio::runtime::Runtime,
+    broker: &Arc<Broker>,
+    groups: &AtomicU64,
+    a: Case,
+    b: Case,
+) -> f64 {
+    let run = |case: Case| {
+        let id = format!(
+            "paired-{}-{}",
+            case.name(),
+            groups.fetch_add(1, Ordering::Relaxed)
+        );
+        runtime.block_on(case.run(broker, &id)).as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..PAIRS)
+        .map(|i| {
+            let (time_a, time_b) = if i % 2 == 0 {
+                let time_a = run(a);
+                (time_a, run(b))
+            } else {
+                let time_b = run(b);
+                (run(a), time_b)
+            };
+            time_b / time_a
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }

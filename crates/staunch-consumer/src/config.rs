@@ -45,6 +45,16 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: i32,
     /// `max.partition.fetch.bytes`.
     pub partition_max_bytes: i32,
+    /// The pipelined commit at the end of a poll goes out at most this often (spring's
+    /// `AckMode.TIME`, Kafka's `auto.commit.interval.ms`, but only ever for records that
+    /// were handled or durably forwarded). A poll in between leaves its progress to a later
+    /// one: a consumer that crashes meanwhile gets up to this much more of its records again,
+    /// nothing is skipped. [`crate::Consumer::commit`], close, a rebalance and a retry
+    /// waiting for its attempt count commit at once regardless. Default 5 ms: about one
+    /// commit per 15 polls of 1 MiB each on the development machine instead of one per poll,
+    /// which took a tenth of the consumer's throughput there (and spares the broker an
+    /// fsync per poll).
+    pub commit_interval: Duration,
     /// At most this many records per batch-handler call.
     pub max_batch_records: usize,
     /// `max.poll.records`: at most this many fetched records are taken in by one poll (handed
@@ -100,6 +110,7 @@ impl ConsumerConfig {
             fetch_max_wait: Duration::from_millis(500),
             fetch_max_bytes: 50 << 20,
             partition_max_bytes: 1 << 20,
+            commit_interval: Duration::from_millis(5),
             max_batch_records: 500,
             max_poll_records: None,
             forward_timeout: Duration::from_secs(30),

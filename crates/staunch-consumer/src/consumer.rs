@@ -451,6 +451,8 @@ pub struct Consumer<B: BrokerApi> {
     rng: fastrand::Rng,
     /// The end-of-round commit, sent and not yet applied (at most one).
     in_flight: Option<InFlight>,
+    /// When the last end-of-round commit was sent ([`ConsumerConfig::commit_interval`]).
+    round_commit_sent: Option<tokio::time::Instant>,
     /// Rounds that fetched so far: which partition comes first in the next fetch
     /// ([`prefetch::take_turns`]).
     fetch_turn: usize,
@@ -528,6 +530,7 @@ impl<B: BrokerApi> Consumer<B> {
             group,
             rng: fastrand::Rng::new(),
             in_flight: None,
+            round_commit_sent: None,
             fetch_turn: 0,
             commit_error: None,
             prefetch: None,
@@ -733,7 +736,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// committed, this waits for the commit like [`Consumer::commit`]; otherwise it sends the
     /// commit and returns at once (Kafka's `commitAsync`), and the next round applies the
     /// answer. At most one commit is in flight: while the previous one is unanswered no new
-    /// one is sent (a later round, or any waiting commit, covers what this one would have).
+    /// one is sent (a later round, or any waiting commit, covers what this one would have),
+    /// and none within [`ConsumerConfig::commit_interval`] of the last one sent.
     /// Reports a commit that failed since the last report.
     async fn commit_round(&mut self) -> Result<(), ConsumerError> {
         let lag = self.config.max_uncommitted_failures;
@@ -746,13 +750,18 @@ impl<B: BrokerApi> Consumer<B> {
             return self.with_earlier_commit_error(result);
         }
         self.reap().await;
-        if self.in_flight.is_none()
+        let due = self
+            .round_commit_sent
+            .is_none_or(|sent| sent.elapsed() >= self.config.commit_interval);
+        if due
+            && self.in_flight.is_none()
             && let Some(CommitRequest {
                 member,
                 offsets,
                 sent,
             }) = self.commit_request()
         {
+            self.round_commit_sent = Some(tokio::time::Instant::now());
             let api = Arc::clone(&self.api);
             let task = tokio::spawn(async move { api.commit_offsets(&member, offsets).await });
             self.in_flight = Some(InFlight { task, sent });

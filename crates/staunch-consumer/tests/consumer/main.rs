@@ -2,6 +2,7 @@
 //! batch handlers and a two-member group rebalance.
 
 mod cancel;
+mod commit_interval;
 mod fetch_turns;
 mod ordered_forward;
 mod rebalance;
