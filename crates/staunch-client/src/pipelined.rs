@@ -269,10 +269,17 @@ impl PipelinedConnection {
         let (tx, rx) = oneshot::channel();
         let queued = self.enqueue(version, request, Reply::Answer(tx));
         let shared = self.shared.clone();
+        let watch = queued
+            .as_ref()
+            .ok()
+            .map(|&id| DeadlineWatch::new(&shared, id, deadline, timeout));
         async move {
             let correlation_id = queued?;
-            let frame = wait(&shared, rx, deadline, timeout, correlation_id).await?;
-            decode_answer::<Req>(shared.addr, version, correlation_id, frame)
+            let outcome = wait(&shared, rx, deadline, timeout, correlation_id).await;
+            if let Some(watch) = watch {
+                watch.disarm();
+            }
+            decode_answer::<Req>(shared.addr, version, correlation_id, outcome?)
         }
     }
 
@@ -289,9 +296,17 @@ impl PipelinedConnection {
         let (tx, rx) = oneshot::channel();
         let queued = self.enqueue(version, request, Reply::Written(tx));
         let shared = self.shared.clone();
+        let watch = queued
+            .as_ref()
+            .ok()
+            .map(|&id| DeadlineWatch::new(&shared, id, deadline, timeout));
         async move {
             let correlation_id = queued?;
-            wait(&shared, rx, deadline, timeout, correlation_id).await
+            let outcome = wait(&shared, rx, deadline, timeout, correlation_id).await;
+            if let Some(watch) = watch {
+                watch.disarm();
+            }
+            outcome
         }
     }
 
@@ -348,6 +363,71 @@ pub(crate) fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
+/// Keeps a request's deadline when its caller stops waiting: dropped before the outcome
+/// arrived (an outer timeout, a `select!`, a future never polled), it leaves a task that
+/// closes the connection if the request is still unanswered at its deadline — as the Java
+/// client does for every request past `request.timeout.ms`. Without it a connection whose
+/// answers stopped coming while TCP stayed up would take every later request until the
+/// kernel gave up on it.
+struct DeadlineWatch {
+    shared: Arc<Shared>,
+    correlation_id: i32,
+    deadline: Instant,
+    timeout: Duration,
+    armed: bool,
+}
+
+impl DeadlineWatch {
+    fn new(
+        shared: &Arc<Shared>,
+        correlation_id: i32,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Self {
+        DeadlineWatch {
+            shared: Arc::clone(shared),
+            correlation_id,
+            deadline,
+            timeout,
+            armed: true,
+        }
+    }
+
+    /// The outcome arrived (or [`wait`] closed the connection itself): nothing to watch.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for DeadlineWatch {
+    fn drop(&mut self) {
+        if !self.armed
+            || !self
+                .shared
+                .lock()
+                .pending
+                .contains_key(&self.correlation_id)
+        {
+            return;
+        }
+        // Outside a runtime the connection's own tasks are gone as well.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let (id, deadline, timeout) = (self.correlation_id, self.deadline, self.timeout);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            let unanswered = shared.lock().pending.contains_key(&id);
+            if unanswered {
+                shared.close(format!(
+                    "request {id} not answered within {timeout:?} (its caller stopped waiting)"
+                ));
+            }
+        });
+    }
 }
 
 /// Waits for a request's outcome until `deadline`; past it, closes the connection and reports
@@ -643,6 +723,74 @@ mod tests {
             other => panic!("expected NoAnswer, got {other:?}"),
         }
         assert!(!connection.is_alive());
+    }
+
+    /// The caller gives up before the request timeout (as the producer's own timeout does):
+    /// the connection is still closed once the request is past its deadline, so later
+    /// requests do not queue behind an answer that never comes.
+    #[tokio::test]
+    async fn an_unanswered_request_whose_caller_gave_up_still_closes_the_connection() {
+        let addr =
+            fake_broker(
+                |mut stream| async move { while read_request(&mut stream).await.is_some() {} },
+            )
+            .await;
+        let connection = within(PipelinedConnection::connect(
+            addr,
+            &config(Duration::from_millis(300)),
+        ))
+        .await
+        .unwrap();
+        let version = connection.version_for::<MetadataRequest>().unwrap();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            connection.request(version, &metadata_for("slow")),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the fake broker answered: {gave_up:?}");
+        // Never polled at all: watched the same way.
+        drop(connection.request(version, &metadata_for("never polled")));
+        assert!(connection.is_alive(), "closed before the deadline");
+        within(async {
+            while connection.is_alive() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let reason = connection.closed_reason().unwrap();
+        assert!(reason.contains("not answered within"), "{reason}");
+    }
+
+    /// A caller that gave up on a request that is answered later leaves the connection open.
+    #[tokio::test]
+    async fn a_late_answer_to_a_caller_that_gave_up_keeps_the_connection() {
+        let addr = fake_broker(|mut stream| async move {
+            let request = read_request(&mut stream).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer(
+                &mut stream,
+                &request,
+                ResponseKind::Metadata(MetadataResponse::default()),
+            )
+            .await;
+            while read_request(&mut stream).await.is_some() {}
+        })
+        .await;
+        let connection = within(PipelinedConnection::connect(
+            addr,
+            &config(Duration::from_millis(300)),
+        ))
+        .await
+        .unwrap();
+        let version = connection.version_for::<MetadataRequest>().unwrap();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(20),
+            connection.request(version, &metadata_for("late")),
+        )
+        .await;
+        assert!(gave_up.is_err(), "answered too soon: {gave_up:?}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(connection.is_alive(), "{:?}", connection.closed_reason());
     }
 
     #[tokio::test]
