@@ -48,12 +48,12 @@ pub struct ConsumerConfig {
     /// The pipelined commit at the end of a poll goes out at most this often (spring's
     /// `AckMode.TIME`, Kafka's `auto.commit.interval.ms`, but only ever for records that
     /// were handled or durably forwarded). A poll in between leaves its progress to a later
-    /// one: a consumer that crashes meanwhile gets up to this much more of its records again,
-    /// nothing is skipped. [`crate::Consumer::commit`], close, a rebalance and a retry
-    /// waiting for its attempt count commit at once regardless. Default 5 ms: about one
-    /// commit per 15 polls of 1 MiB each on the development machine instead of one per poll,
-    /// which took a tenth of the consumer's throughput there (and spares the broker an
-    /// fsync per poll).
+    /// poll: a consumer that crashes meanwhile gets the records handled since the last commit
+    /// sent again (about this long's worth more), nothing is skipped; one that stops polling
+    /// commits its progress only on [`crate::Consumer::commit`] or close. A poll that changed
+    /// an attempt count commits regardless, and so do `commit`, close and a rebalance.
+    /// Default 5 ms: about one commit per 15 polls of 1 MiB each on the development machine
+    /// instead of one per poll (each an fsync on the broker).
     pub commit_interval: Duration,
     /// At most this many records per batch-handler call.
     pub max_batch_records: usize,

@@ -3,8 +3,9 @@
 //! # When an offset is committed
 //! A partition's committed offset moves past a record only when (a) the handler returned `Ok`
 //! for it, or (b) it was forwarded to a retry or dead-letter topic and that write was
-//! acknowledged with acks=all. Commits happen at the end of every [`Consumer::poll`], before a
-//! rebalance gives partitions away, and on [`Consumer::close`].
+//! acknowledged with acks=all. Commits happen at the end of a [`Consumer::poll`] (at most once
+//! per [`ConsumerConfig::commit_interval`], 5 ms by default, unless the poll changed an attempt
+//! count), before a rebalance gives partitions away, and on [`Consumer::close`].
 //!
 //! The end-of-poll commit is pipelined (Kafka's `commitAsync`): it is sent in a task of its
 //! own and the next poll fetches and processes while it is in flight; its answer (committed
@@ -13,9 +14,11 @@
 //! after the previous one was answered, so they never overtake each other. Everything that
 //! needs offsets durable waits for them: [`Consumer::commit`], [`Consumer::close`],
 //! [`Consumer::assign`], a rebalance, and a retry in place whose attempt count the broker
-//! lacks too much of (below). A crash therefore costs
-//! at most the records of the last poll or two being delivered again; nothing is ever
-//! committed before it was processed. A consumer dropped without [`Consumer::close`] lets a
+//! lacks too much of (below). A crash therefore costs the records handled since the last
+//! commit sent being delivered again — the last `commit_interval` and the poll or two around
+//! it, while the consumer keeps polling (one that stops polling without [`Consumer::commit`]
+//! or [`Consumer::close`] commits nothing more) — and nothing is ever committed before it
+//! was processed. A consumer dropped without [`Consumer::close`] lets a
 //! commit in flight finish in the background; forwards it had not sent yet are not sent,
 //! and their records stay uncommitted (delivered again to the next consumer). A poll dropped
 //! before it finished is much the same for the partition it was working on, which goes on
@@ -737,7 +740,8 @@ impl<B: BrokerApi> Consumer<B> {
     /// commit and returns at once (Kafka's `commitAsync`), and the next round applies the
     /// answer. At most one commit is in flight: while the previous one is unanswered no new
     /// one is sent (a later round, or any waiting commit, covers what this one would have),
-    /// and none within [`ConsumerConfig::commit_interval`] of the last one sent.
+    /// and none within [`ConsumerConfig::commit_interval`] of the last one sent unless it
+    /// carries attempt counts the broker does not have yet.
     /// Reports a commit that failed since the last report.
     async fn commit_round(&mut self) -> Result<(), ConsumerError> {
         let lag = self.config.max_uncommitted_failures;
@@ -750,9 +754,15 @@ impl<B: BrokerApi> Consumer<B> {
             return self.with_earlier_commit_error(result);
         }
         self.reap().await;
+        // Progress waits for the interval; new attempt counts do not (a retry may wait for
+        // them, and a restart should find them).
         let due = self
             .round_commit_sent
-            .is_none_or(|sent| sent.elapsed() >= self.config.commit_interval);
+            .is_none_or(|sent| sent.elapsed() >= self.config.commit_interval)
+            || self
+                .parts
+                .values()
+                .any(|st| st.ledger != st.committed_ledger);
         if due
             && self.in_flight.is_none()
             && let Some(CommitRequest {

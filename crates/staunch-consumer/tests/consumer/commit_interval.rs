@@ -1,14 +1,17 @@
-//! The end-of-poll commit goes out at most once per `commit_interval`; an explicit commit goes
-//! out at once regardless.
+//! The end-of-poll commit goes out at most once per `commit_interval`; polls after it commit
+//! what was handled meanwhile, and an explicit commit goes out at once regardless.
 
 use super::*;
+
+/// How long polls leave their progress uncommitted in this test.
+const INTERVAL: Duration = Duration::from_secs(3);
 
 async fn committed_offset(b: &Broker, group: &str, tp: &TopicPartition) -> Option<i64> {
     committed(b, group, tp).await.map(|c| c.offset)
 }
 
-/// Within the interval, polls leave their progress uncommitted (and `commit` sends it); with
-/// an interval of zero, every poll's progress goes out without one.
+/// Polls within the interval leave a handled record uncommitted; polls that find nothing new
+/// commit it once the interval is over; `commit` sends what was handled at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_commit_at_most_once_per_interval() {
     let (_d, b) = embedded().await;
@@ -21,14 +24,14 @@ async fn polls_commit_at_most_once_per_interval() {
     }));
     let mut config = ConsumerConfig::new("g-paced");
     config.fetch_max_wait = Duration::from_millis(20);
-    config.commit_interval = Duration::from_secs(3600);
-    let mut consumer = Consumer::new(b.clone(), config.clone()).unwrap();
+    config.commit_interval = INTERVAL;
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
-    // The first poll's commit goes out: none was sent before.
     poll_until(&mut consumer, &handler, || async {
         committed_offset(&b, "g-paced", &tp).await == Some(1)
     })
     .await;
+    let first_commit = Instant::now();
 
     produce(b.as_ref(), &tp, &[("k", "2")]).await;
     poll_until(&mut consumer, &handler, || async {
@@ -38,25 +41,68 @@ async fn polls_commit_at_most_once_per_interval() {
     for _ in 0..5 {
         consumer.poll_batch(&handler).await.unwrap();
     }
+    let polled_for = first_commit.elapsed();
+    assert!(polled_for < INTERVAL, "too slow to test: {polled_for:?}");
     assert_eq!(
         committed_offset(&b, "g-paced", &tp).await,
         Some(1),
         "a poll within the interval committed"
     );
-    consumer.commit().await.unwrap();
-    assert_eq!(committed_offset(&b, "g-paced", &tp).await, Some(2));
-    consumer.close().await.unwrap();
+    // Nothing new to read: the polls go on and commit record 2 once the interval is over.
+    poll_until(&mut consumer, &handler, || async {
+        committed_offset(&b, "g-paced", &tp).await == Some(2)
+    })
+    .await;
+    assert!(first_commit.elapsed() >= INTERVAL);
 
-    config.commit_interval = Duration::ZERO;
+    produce(b.as_ref(), &tp, &[("k", "3")]).await;
+    poll_until(&mut consumer, &handler, || async {
+        handled.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    consumer.commit().await.unwrap();
+    assert_eq!(committed_offset(&b, "g-paced", &tp).await, Some(3));
+    consumer.close().await.unwrap();
+}
+
+/// Ordered mode with every failure committed before the next delivery: a failed key's retry
+/// does not wait for the interval (its attempt count goes out with the next poll), while the
+/// partition stays readable for other keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_count_is_committed_without_waiting_for_the_interval() {
+    let (_d, b) = embedded().await;
+    let tp = topic_with(b.as_ref(), "paced-keys", &[("a", "a1"), ("b", "b1")]).await;
+    let deliveries = Arc::new(AtomicUsize::new(0));
+    let count = deliveries.clone();
+    let handler = PerRecord(handler_fn(move |r| {
+        let fail = r.value.as_deref() == Some(b"a1") && count.fetch_add(1, Ordering::SeqCst) < 2;
+        async move {
+            if fail {
+                Err(HandlerError::retriable("Busy", "try later"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let mut config = ConsumerConfig::new("g-paced-keys");
+    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 5));
+    config.ordered = Some(100);
+    config.max_uncommitted_failures = 0;
+    config.fetch_max_wait = Duration::from_millis(20);
+    config.commit_interval = Duration::from_secs(3600);
     let mut consumer = Consumer::new(b.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
-    for round in 3..=4 {
-        produce(b.as_ref(), &tp, &[("k", "n")]).await;
-        poll_until(&mut consumer, &handler, || async {
-            committed_offset(&b, "g-paced", &tp).await == Some(round)
-        })
-        .await;
-    }
-    assert_eq!(handled.load(Ordering::SeqCst), 4);
+    let start = Instant::now();
+    poll_until(&mut consumer, &handler, || async {
+        deliveries.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let m = consumer.metrics().topic("paced-keys");
+    assert_eq!((m.processed, m.retried), (2, 2), "{m:?}");
     consumer.close().await.unwrap();
 }
