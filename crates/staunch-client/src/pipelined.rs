@@ -64,6 +64,8 @@ impl std::fmt::Debug for PipelinedConnection {
 /// What the reader, the writer and the callers share.
 struct Shared {
     addr: SocketAddr,
+    /// The runtime of the reader and writer tasks, where abandoned requests are watched.
+    runtime: tokio::runtime::Handle,
     state: Mutex<State>,
 }
 
@@ -158,6 +160,7 @@ impl PipelinedConnection {
         let (outgoing, queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             addr,
+            runtime: tokio::runtime::Handle::current(),
             state: Mutex::new(State {
                 next_correlation_id,
                 pending: HashMap::new(),
@@ -268,18 +271,13 @@ impl PipelinedConnection {
         let deadline = deadline_after(timeout);
         let (tx, rx) = oneshot::channel();
         let queued = self.enqueue(version, request, Reply::Answer(tx));
-        let shared = self.shared.clone();
-        let watch = queued
-            .as_ref()
-            .ok()
-            .map(|&id| DeadlineWatch::new(&shared, id, deadline, timeout));
+        let addr = self.shared.addr;
+        let awaited = queued.map(|id| Awaited::new(&self.shared, id, rx, deadline, timeout));
         async move {
-            let correlation_id = queued?;
-            let outcome = wait(&shared, rx, deadline, timeout, correlation_id).await;
-            if let Some(watch) = watch {
-                watch.disarm();
-            }
-            decode_answer::<Req>(shared.addr, version, correlation_id, outcome?)
+            let awaited = awaited?;
+            let correlation_id = awaited.correlation_id;
+            let frame = awaited.outcome().await?;
+            decode_answer::<Req>(addr, version, correlation_id, frame)
         }
     }
 
@@ -295,19 +293,8 @@ impl PipelinedConnection {
         let deadline = deadline_after(timeout);
         let (tx, rx) = oneshot::channel();
         let queued = self.enqueue(version, request, Reply::Written(tx));
-        let shared = self.shared.clone();
-        let watch = queued
-            .as_ref()
-            .ok()
-            .map(|&id| DeadlineWatch::new(&shared, id, deadline, timeout));
-        async move {
-            let correlation_id = queued?;
-            let outcome = wait(&shared, rx, deadline, timeout, correlation_id).await;
-            if let Some(watch) = watch {
-                watch.disarm();
-            }
-            outcome
-        }
+        let awaited = queued.map(|id| Awaited::new(&self.shared, id, rx, deadline, timeout));
+        async move { awaited?.outcome().await }
     }
 
     /// Encodes `request`, assigns the next correlation id and queues the frame for the writer.
@@ -365,98 +352,93 @@ pub(crate) fn deadline_after(timeout: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
-/// Keeps a request's deadline when its caller stops waiting: dropped before the outcome
-/// arrived (an outer timeout, a `select!`, a future never polled), it leaves a task that
-/// closes the connection if the request is still unanswered at its deadline — as the Java
-/// client does for every request past `request.timeout.ms`. Without it a connection whose
-/// answers stopped coming while TCP stayed up would take every later request until the
-/// kernel gave up on it.
-struct DeadlineWatch {
+/// A queued request's outcome, awaited until its deadline; past it the connection is closed
+/// and the request reported as not sent or unanswered, whichever it was.
+///
+/// The deadline holds even when the caller stops waiting (an outer timeout such as the
+/// producer's, a `select!`, a future never polled): dropped before its outcome arrived, it
+/// leaves a task on the connection's runtime that closes the connection if this request is
+/// still unanswered at its deadline — as the Java client does for every request past
+/// `request.timeout.ms` — and ends as soon as the answer comes or the connection closes.
+/// Without it, a connection whose answers stopped coming while TCP stayed up would take every
+/// later request until the kernel gave up on it.
+struct Awaited<T: Send + 'static> {
     shared: Arc<Shared>,
     correlation_id: i32,
+    /// `None` once the outcome was taken.
+    rx: Option<oneshot::Receiver<Result<T, ClientError>>>,
     deadline: Instant,
     timeout: Duration,
-    armed: bool,
 }
 
-impl DeadlineWatch {
+impl<T: Send + 'static> Awaited<T> {
     fn new(
         shared: &Arc<Shared>,
         correlation_id: i32,
+        rx: oneshot::Receiver<Result<T, ClientError>>,
         deadline: Instant,
         timeout: Duration,
     ) -> Self {
-        DeadlineWatch {
+        Awaited {
             shared: Arc::clone(shared),
             correlation_id,
+            rx: Some(rx),
             deadline,
             timeout,
-            armed: true,
         }
     }
 
-    /// The outcome arrived (or [`wait`] closed the connection itself): nothing to watch.
-    fn disarm(mut self) {
-        self.armed = false;
+    /// Waits for the outcome until the deadline.
+    async fn outcome(mut self) -> Result<T, ClientError> {
+        let (addr, timeout) = (self.shared.addr, self.timeout);
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(ClientError::NoAnswer {
+                addr,
+                reason: "outcome already taken".to_owned(),
+            });
+        };
+        let outcome = match tokio::time::timeout_at(self.deadline, &mut *rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(ClientError::NoAnswer {
+                addr,
+                reason: "the connection's tasks ended".to_owned(),
+            }),
+            Err(_) => {
+                self.shared.close(format!(
+                    "request {} not answered within {timeout:?}",
+                    self.correlation_id
+                ));
+                // `close` has just classified this request (unless its answer won the race).
+                rx.try_recv().unwrap_or_else(|_| {
+                    Err(ClientError::NoAnswer {
+                        addr,
+                        reason: format!("not answered within {timeout:?}"),
+                    })
+                })
+            }
+        };
+        self.rx = None;
+        outcome
     }
 }
 
-impl Drop for DeadlineWatch {
+impl<T: Send + 'static> Drop for Awaited<T> {
     fn drop(&mut self) {
-        if !self.armed
-            || !self
-                .shared
-                .lock()
-                .pending
-                .contains_key(&self.correlation_id)
-        {
-            return;
-        }
-        // Outside a runtime the connection's own tasks are gone as well.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(mut rx) = self.rx.take() else {
             return;
         };
+        if !matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+            return; // answered, or the connection is closed
+        }
         let shared = Arc::clone(&self.shared);
         let (id, deadline, timeout) = (self.correlation_id, self.deadline, self.timeout);
-        runtime.spawn(async move {
-            tokio::time::sleep_until(deadline).await;
-            let unanswered = shared.lock().pending.contains_key(&id);
-            if unanswered {
+        self.shared.runtime.spawn(async move {
+            if tokio::time::timeout_at(deadline, rx).await.is_err() {
                 shared.close(format!(
                     "request {id} not answered within {timeout:?} (its caller stopped waiting)"
                 ));
             }
         });
-    }
-}
-
-/// Waits for a request's outcome until `deadline`; past it, closes the connection and reports
-/// the request as not sent or unanswered, whichever it was.
-async fn wait<T>(
-    shared: &Shared,
-    mut rx: oneshot::Receiver<Result<T, ClientError>>,
-    deadline: Instant,
-    timeout: Duration,
-    correlation_id: i32,
-) -> Result<T, ClientError> {
-    match tokio::time::timeout_at(deadline, &mut rx).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(_)) => Err(ClientError::NoAnswer {
-            addr: shared.addr,
-            reason: "the connection's tasks ended".to_owned(),
-        }),
-        Err(_) => {
-            shared.close(format!(
-                "request {correlation_id} not answered within {timeout:?}"
-            ));
-            // `close` has just classified this request (unless its answer won the race).
-            rx.try_recv().unwrap_or_else(|_| {
-                Err(ClientError::NoAnswer {
-                    addr: shared.addr,
-                    reason: format!("not answered within {timeout:?}"),
-                })
-            })
-        }
     }
 }
 
@@ -725,40 +707,40 @@ mod tests {
         assert!(!connection.is_alive());
     }
 
-    /// The caller gives up before the request timeout (as the producer's own timeout does):
-    /// the connection is still closed once the request is past its deadline, so later
-    /// requests do not queue behind an answer that never comes.
+    /// The caller gives up before the request timeout (as the producer's own timeout does),
+    /// or never polls the request at all: the connection is still closed once the request is
+    /// past its deadline, so later requests do not queue behind an answer that never comes.
     #[tokio::test]
     async fn an_unanswered_request_whose_caller_gave_up_still_closes_the_connection() {
-        let addr =
-            fake_broker(
-                |mut stream| async move { while read_request(&mut stream).await.is_some() {} },
-            )
+        for never_polled in [false, true] {
+            let addr = fake_broker(|mut stream| async move {
+                while read_request(&mut stream).await.is_some() {}
+            })
             .await;
-        let connection = within(PipelinedConnection::connect(
-            addr,
-            &config(Duration::from_millis(300)),
-        ))
-        .await
-        .unwrap();
-        let version = connection.version_for::<MetadataRequest>().unwrap();
-        let gave_up = tokio::time::timeout(
-            Duration::from_millis(50),
-            connection.request(version, &metadata_for("slow")),
-        )
-        .await;
-        assert!(gave_up.is_err(), "the fake broker answered: {gave_up:?}");
-        // Never polled at all: watched the same way.
-        drop(connection.request(version, &metadata_for("never polled")));
-        assert!(connection.is_alive(), "closed before the deadline");
-        within(async {
-            while connection.is_alive() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let connection = within(PipelinedConnection::connect(
+                addr,
+                &config(Duration::from_millis(300)),
+            ))
+            .await
+            .unwrap();
+            let version = connection.version_for::<MetadataRequest>().unwrap();
+            let request = connection.request(version, &metadata_for("slow"));
+            if never_polled {
+                drop(request);
+            } else {
+                let gave_up = tokio::time::timeout(Duration::from_millis(50), request).await;
+                assert!(gave_up.is_err(), "the fake broker answered: {gave_up:?}");
             }
-        })
-        .await;
-        let reason = connection.closed_reason().unwrap();
-        assert!(reason.contains("not answered within"), "{reason}");
+            assert!(connection.is_alive(), "closed before the deadline");
+            within(async {
+                while connection.is_alive() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            let reason = connection.closed_reason().unwrap();
+            assert!(reason.contains("its caller stopped waiting"), "{reason}");
+        }
     }
 
     /// A caller that gave up on a request that is answered later leaves the connection open.
