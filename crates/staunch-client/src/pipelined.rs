@@ -599,6 +599,13 @@ mod tests {
         }
     }
 
+    /// A connection to `addr` whose requests time out after `request_timeout`.
+    async fn connected(addr: SocketAddr, request_timeout: Duration) -> PipelinedConnection {
+        within(PipelinedConnection::connect(addr, &config(request_timeout)))
+            .await
+            .unwrap()
+    }
+
     async fn within<T>(future: impl Future<Output = T>) -> T {
         tokio::time::timeout(LIMIT, future)
             .await
@@ -628,9 +635,7 @@ mod tests {
             let _ = stream.read(&mut rest).await;
         })
         .await;
-        let connection = within(PipelinedConnection::connect(addr, &config(LIMIT)))
-            .await
-            .unwrap();
+        let connection = connected(addr, LIMIT).await;
         let version = connection.version_for::<MetadataRequest>().unwrap();
         let calls: Vec<_> = (0..N)
             .map(|i| connection.request(version, &metadata_for(&format!("t{i}"))))
@@ -657,9 +662,7 @@ mod tests {
             drop(stream);
         })
         .await;
-        let connection = within(PipelinedConnection::connect(addr, &config(LIMIT)))
-            .await
-            .unwrap();
+        let connection = connected(addr, LIMIT).await;
         let version = connection.version_for::<MetadataRequest>().unwrap();
         let calls: Vec<_> = (0..3)
             .map(|i| connection.request(version, &metadata_for(&format!("t{i}"))))
@@ -688,12 +691,7 @@ mod tests {
             let _ = stream.read(&mut rest).await;
         })
         .await;
-        let connection = within(PipelinedConnection::connect(
-            addr,
-            &config(Duration::from_millis(300)),
-        ))
-        .await
-        .unwrap();
+        let connection = connected(addr, Duration::from_millis(300)).await;
         let version = connection.version_for::<MetadataRequest>().unwrap();
         let error = within(connection.request(version, &metadata_for("slow")))
             .await
@@ -717,12 +715,7 @@ mod tests {
                 while read_request(&mut stream).await.is_some() {}
             })
             .await;
-            let connection = within(PipelinedConnection::connect(
-                addr,
-                &config(Duration::from_millis(300)),
-            ))
-            .await
-            .unwrap();
+            let connection = connected(addr, Duration::from_millis(300)).await;
             let version = connection.version_for::<MetadataRequest>().unwrap();
             let request = connection.request(version, &metadata_for("slow"));
             if never_polled {
@@ -758,12 +751,7 @@ mod tests {
             while read_request(&mut stream).await.is_some() {}
         })
         .await;
-        let connection = within(PipelinedConnection::connect(
-            addr,
-            &config(Duration::from_millis(300)),
-        ))
-        .await
-        .unwrap();
+        let connection = connected(addr, Duration::from_millis(300)).await;
         let version = connection.version_for::<MetadataRequest>().unwrap();
         let gave_up = tokio::time::timeout(
             Duration::from_millis(20),
@@ -784,9 +772,7 @@ mod tests {
             let _ = stream.read(&mut rest).await;
         })
         .await;
-        let connection = within(PipelinedConnection::connect(addr, &config(LIMIT)))
-            .await
-            .unwrap();
+        let connection = connected(addr, LIMIT).await;
         let version = connection.version_for::<MetadataRequest>().unwrap();
         let error = within(connection.request(version, &metadata_for("big")))
             .await
@@ -816,9 +802,7 @@ mod tests {
             let _ = stream.read(&mut rest).await;
         })
         .await;
-        let connection = within(PipelinedConnection::connect(addr, &config(LIMIT)))
-            .await
-            .unwrap();
+        let connection = connected(addr, LIMIT).await;
         let version = connection.version_at_most::<ProduceRequest>(12).unwrap();
         assert_eq!(version, 9, "the fake broker speaks Produce 3..=9");
         let batch = PartitionBatch {
@@ -844,9 +828,7 @@ mod tests {
             let _ = stream.read(&mut rest).await;
         })
         .await;
-        let connection = within(PipelinedConnection::connect(addr, &config(LIMIT)))
-            .await
-            .unwrap();
+        let connection = connected(addr, LIMIT).await;
         connection.close();
         let version = connection.version_for::<MetadataRequest>().unwrap();
         let error = within(connection.request(version, &metadata_for("x")))
