@@ -798,7 +798,7 @@ impl Broker {
             let group = group.to_owned();
             let written = blocking(move || {
                 let exists = |topic: &str, partition| broker.partition(topic, partition).is_some();
-                broker.inner.offsets.write_where(&group, &accepted, exists)
+                broker.inner.offsets.write_where(&group, accepted, exists)
             })
             .await;
             let failed = match written {

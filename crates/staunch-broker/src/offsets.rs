@@ -39,21 +39,30 @@ type Groups = HashMap<String, BTreeMap<Key, CommittedOffset>>;
 
 /// The committed offsets of every group, kept in a log of their own.
 ///
-/// The log is compacted as Kafka compacts `__consumer_offsets`: once it holds more than
-/// 200,000 records beyond the last snapshot (and at least twice the live
-/// offsets), every live offset is written again as a snapshot and the segments wholly before it
+/// The log is compacted as Kafka compacts `__consumer_offsets`: once 200,000 offset records
+/// or more were appended since the last snapshot (which counts as appended; and at least
+/// twice the live offsets), every live offset is written again as a snapshot and the segments wholly before it
 /// are deleted — so the log's size and the replay at start-up follow the number of live
 /// offsets, not the number of commits ever made.
 #[derive(Debug)]
 pub struct OffsetStore {
     log: FileLog,
     /// Held by every writer from its append to the change of the map, so the map changes in
-    /// the log's order; counts the records appended since the last snapshot (or since the
-    /// log's start).
-    writer: Mutex<u64>,
+    /// the log's order.
+    writer: Mutex<Writer>,
     /// The offsets, as of the last durable write. Readers never wait for an fsync.
     groups: RwLock<Groups>,
     compaction: Compaction,
+}
+
+/// What the writer lock guards besides the order of writes: the counts that say when to
+/// compact, kept as the map changes so a commit never walks the groups to decide.
+#[derive(Debug)]
+struct Writer {
+    /// Offset records appended since the last snapshot began (or the log's start).
+    since_snapshot: u64,
+    /// Live offsets in the map, all groups together.
+    live: u64,
 }
 
 /// When the offsets log is compacted, and its segment size.
@@ -68,7 +77,7 @@ struct Compaction {
 }
 
 impl Default for Compaction {
-    /// A snapshot every 200,000 commits or so (about 35 MB of log) with 16 MiB segments: the
+    /// A snapshot every 200,000 offset records or so (about 35 MB of log) with 16 MiB segments: the
     /// log stays under ~60 MB plus the live offsets.
     fn default() -> Self {
         Compaction {
@@ -134,7 +143,8 @@ fn decode_value(mut value: &[u8]) -> Option<CommittedOffset> {
 }
 
 impl OffsetStore {
-    /// Opens the store in `dir`, recovering the log and replaying every commit.
+    /// Opens the store in `dir`, recovering the log and replaying it (every record since the
+    /// oldest segment compaction kept).
     pub fn open(dir: &Path) -> Result<Self, String> {
         Self::open_with(dir, Compaction::default())
     }
@@ -192,16 +202,20 @@ impl OffsetStore {
             }
             from = read.next_offset;
         }
+        let live = groups.values().map(BTreeMap::len).sum::<usize>() as u64;
         Ok(OffsetStore {
             log,
-            writer: Mutex::new(replayed),
+            writer: Mutex::new(Writer {
+                since_snapshot: replayed,
+                live,
+            }),
             groups: RwLock::new(groups),
             compaction,
         })
     }
 
     /// Taken first by every write (see [`OffsetStore::write_locked`]).
-    fn writer(&self) -> std::sync::MutexGuard<'_, u64> {
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -216,8 +230,8 @@ impl OffsetStore {
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
-        let mut since_snapshot = self.writer();
-        self.write_locked(&mut since_snapshot, group, entries)
+        let mut writer = self.writer();
+        self.write_locked(&mut writer, group, entries)
     }
 
     /// Stores the commits for `group` whose partition still `exists` — asked under the
@@ -228,15 +242,14 @@ impl OffsetStore {
     pub fn write_where(
         &self,
         group: &str,
-        entries: &[(String, i32, Option<CommittedOffset>)],
+        entries: OffsetWrites,
         exists: impl Fn(&str, i32) -> bool,
     ) -> Result<Vec<(String, i32)>, String> {
-        let mut since_snapshot = self.writer();
+        let mut writer = self.writer();
         let (kept, gone): (Vec<_>, Vec<_>) = entries
-            .iter()
-            .cloned()
+            .into_iter()
             .partition(|(topic, partition, _)| exists(topic, *partition));
-        self.write_locked(&mut since_snapshot, group, &kept)?;
+        self.write_locked(&mut writer, group, &kept)?;
         Ok(gone.into_iter().map(|(t, p, _)| (t, p)).collect())
     }
 
@@ -246,7 +259,7 @@ impl OffsetStore {
     /// apply the durable change, so reads never wait for the fsync.
     fn write_locked(
         &self,
-        since_snapshot: &mut u64,
+        writer: &mut Writer,
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
@@ -260,20 +273,25 @@ impl OffsetStore {
             )
         });
         self.append(records)?;
-        *since_snapshot += entries.len() as u64;
+        writer.since_snapshot += entries.len() as u64;
         let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
         for (topic, partition, value) in entries {
             let key = (topic.clone(), *partition);
             match value {
                 Some(committed) => {
-                    groups
+                    let earlier = groups
                         .entry(group.to_owned())
                         .or_default()
                         .insert(key, committed.clone());
+                    if earlier.is_none() {
+                        writer.live += 1;
+                    }
                 }
                 None => {
                     if let Some(offsets) = groups.get_mut(group) {
-                        offsets.remove(&key);
+                        if offsets.remove(&key).is_some() {
+                            writer.live -= 1;
+                        }
                         if offsets.is_empty() {
                             groups.remove(group);
                         }
@@ -282,19 +300,15 @@ impl OffsetStore {
             }
         }
         drop(groups);
-        if *since_snapshot < self.compaction.after_records {
-            // The common case: no count of the live offsets on a commit's path.
-            return Ok(());
-        }
-        let groups = self.read();
-        let live = groups.values().map(BTreeMap::len).sum::<usize>() as u64;
-        if *since_snapshot >= 2 * live {
+        if writer.since_snapshot >= self.compaction.after_records
+            && writer.since_snapshot >= 2 * writer.live
+        {
             // The commit is durable already: a failed compaction is reported, not returned,
-            // and tried again only after as many commits more (not on every commit).
-            if let Err(e) = self.compact(&groups) {
+            // and tried again only after as many records more (not on every commit).
+            if let Err(e) = self.compact(&self.read()) {
                 tracing::warn!(error = %e, "compacting the committed offsets log");
             }
-            *since_snapshot = live;
+            writer.since_snapshot = writer.live;
         }
         Ok(())
     }
@@ -390,19 +404,19 @@ impl OffsetStore {
     /// to delete are read under the same hold of the writer lock as the deletion is written,
     /// so a commit that lands after this began is not deleted by it.
     pub fn delete_group(&self, group: &str) -> Result<(), String> {
-        let mut since_snapshot = self.writer();
+        let mut writer = self.writer();
         let entries: Vec<_> = self
             .read()
             .get(group)
             .map(|offsets| offsets.keys().map(|(t, p)| (t.clone(), *p, None)).collect())
             .unwrap_or_default();
-        self.write_locked(&mut since_snapshot, group, &entries)
+        self.write_locked(&mut writer, group, &entries)
     }
 
     /// Deletes every group's committed offsets for `topic` (the topic was deleted), chosen
     /// and written under one hold of the writer lock like [`OffsetStore::delete_group`].
     pub fn delete_topic(&self, topic: &str) -> Result<(), String> {
-        let mut since_snapshot = self.writer();
+        let mut writer = self.writer();
         let doomed: Vec<(String, OffsetWrites)> = self
             .read()
             .iter()
@@ -417,7 +431,7 @@ impl OffsetStore {
             .filter(|(_, entries)| !entries.is_empty())
             .collect();
         for (group, entries) in doomed {
-            self.write_locked(&mut since_snapshot, &group, &entries)?;
+            self.write_locked(&mut writer, &group, &entries)?;
         }
         Ok(())
     }
@@ -474,6 +488,8 @@ mod tests {
             // The records since the last snapshot, the snapshot, and at most one segment
             // (about 40 records of ~100 bytes) before it.
             assert!(end - start < 150, "log {start}..{end} was not compacted");
+            // The running count of live offsets (what decides compaction) matches the map.
+            assert_eq!(store.writer().live, 21);
         }
         let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
         // 20 live offsets take several snapshot batches of at most 512 bytes.
@@ -485,6 +501,7 @@ mod tests {
         }
         assert_eq!(store.get("h", "u", 0).unwrap().offset, 42);
         assert_eq!(store.groups(), vec!["g".to_owned(), "h".to_owned()]);
+        assert_eq!(store.writer().live, 21);
     }
 
     /// `write_where` stores only the commits whose partition still exists (asked under the
@@ -496,7 +513,7 @@ mod tests {
         let gone = store
             .write_where(
                 "g",
-                &[
+                vec![
                     ("kept".into(), 0, committed(5, "")),
                     ("deleted".into(), 0, committed(9, "")),
                 ],

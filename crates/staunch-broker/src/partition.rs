@@ -366,8 +366,8 @@ impl Partition {
 
     /// The first record with the largest timestamp among those visible to consumers, with
     /// that timestamp (Kafka's ListOffsets timestamp -3, KIP-734); `None` if no record is
-    /// visible. Reads every visible batch's header and then the winning batch's records: an
-    /// admin call, not a hot path. A batch that does not parse stops the scan with
+    /// visible. Reads the whole visible partition (1 MiB at a time, to compare the batches'
+    /// max timestamps) and then decodes the winning batch: an admin call, not a hot path. A batch that does not parse stops the scan with
     /// CORRUPT_MESSAGE rather than answering from part of the log.
     pub fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, i64)>, ErrorCode> {
         const CHUNK: usize = 1 << 20;

@@ -232,8 +232,9 @@ impl SegmentFile for FsFile {
         self.0.read_at(buf, pos)
     }
     /// `preadv2` with `RWF_NOWAIT` (Linux 4.14+): `EAGAIN` where the page cache does not
-    /// hold the bytes. Elsewhere, or where the file system does not support it, the error
-    /// sends the caller to [`SegmentFile::read_at`].
+    /// hold the bytes. On an older kernel, or a file system that does not support it, the
+    /// error sends the caller to [`SegmentFile::read_at`]. (rustix offers `preadv2` on Linux
+    /// only: the log builds on Linux, the one platform it is tested on.)
     fn read_cached_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         let mut slices = [io::IoSliceMut::new(buf)];
         rustix::io::preadv2(
