@@ -114,6 +114,12 @@ impl Drop for ReadBuffer {
 mod tests {
     use super::*;
 
+    /// Whether the pool holds the buffer starting at `address`.
+    fn pooled(address: *const u8) -> bool {
+        let pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.buffers.iter().any(|b| b.as_ptr() == address)
+    }
+
     #[test]
     fn a_large_buffer_comes_back_when_its_last_bytes_are_dropped() {
         // A size no other test reads, so the pool's other users cannot take it meanwhile.
@@ -124,6 +130,7 @@ mod tests {
         let bytes = first.into_bytes();
         let shared = bytes.slice(10..20);
         drop(bytes);
+        assert!(!pooled(address), "still shared, yet back in the pool");
         let other = ReadBuffer::new(len);
         assert_ne!(other.buf.as_ptr(), address, "still shared: not reused");
         drop(shared);
@@ -146,11 +153,14 @@ mod tests {
 
     #[test]
     fn a_small_answer_in_a_large_buffer_is_copied_out() {
-        let mut buffer = ReadBuffer::new(POOLED_MIN * 4 + 1);
+        // A size no other test reads, so no one takes the buffer from the pool meanwhile.
+        let mut buffer = ReadBuffer::new(POOLED_MIN * 7 + 3);
+        let address = buffer.buf.as_ptr();
         buffer.as_mut_slice()[..3].copy_from_slice(b"abc");
         buffer.truncate(3);
         let bytes = buffer.into_bytes();
         assert_eq!(&bytes[..], b"abc");
         assert_eq!(bytes.len(), 3);
+        assert!(pooled(address), "the large buffer is still held by 3 bytes");
     }
 }
