@@ -64,14 +64,17 @@
 //! stops early — a record failed (retried in place, or forwarded and passed), or a
 //! retry-topic record is not due yet — the records not handed out are kept, and the next
 //! round hands them out from memory instead of fetching them again (a seek elsewhere drops
-//! them). Commits are unaffected: the round still ends with one, waited for whenever a
-//! retry waits for its attempt count.
+//! them). Commits are unaffected: the round still ends with the end-of-poll commit (when
+//! [`ConsumerConfig::commit_interval`] lets it), waited for whenever a retry waits for its
+//! attempt count.
 //!
-//! A round that fetched records sends the next fetch ahead before handing them out (Kafka's
-//! consumer does the same): the broker reads the next records of each partition that had
-//! some while the handler works. The next round uses that read-ahead only for a partition it
-//! wants from the same offset; after a failure, a seek, a pause or a rebalance it fetches
-//! afresh. Reading ahead never commits anything.
+//! A round that fetched records starts a read-ahead task before handing them out (Kafka's
+//! consumer does the same, [`crate::prefetch`]): it fetches back to back, at most one answer
+//! ahead of the consumer, so the broker reads the next records while the handler works;
+//! partitions without records ride along, and it ends once none brings any. A round uses
+//! the read-ahead's answer only for a partition it wants from the same offset; after a
+//! failure, a seek, a pause or a rebalance it fetches afresh. Reading ahead never commits
+//! anything.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

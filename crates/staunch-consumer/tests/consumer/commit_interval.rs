@@ -27,11 +27,12 @@ async fn polls_commit_at_most_once_per_interval() {
     config.commit_interval = INTERVAL;
     let mut consumer = Consumer::new(b.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
+    // No later than the first commit is sent: the bound both checks below need.
+    let first_commit = Instant::now();
     poll_until(&mut consumer, &handler, || async {
         committed_offset(&b, "g-paced", &tp).await == Some(1)
     })
     .await;
-    let first_commit = Instant::now();
 
     produce(b.as_ref(), &tp, &[("k", "2")]).await;
     poll_until(&mut consumer, &handler, || async {
