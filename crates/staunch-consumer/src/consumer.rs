@@ -69,7 +69,7 @@
 //! attempt count.
 //!
 //! A round that fetched records starts a read-ahead task before handing them out (Kafka's
-//! consumer does the same, [`crate::prefetch`]): it fetches back to back, at most one answer
+//! consumer does the same; see the `prefetch` module): it fetches back to back, at most one answer
 //! ahead of the consumer, so the broker reads the next records while the handler works;
 //! partitions without records ride along, and it ends once none brings any. A round uses
 //! the read-ahead's answer only for a partition it wants from the same offset; after a
