@@ -77,7 +77,11 @@ impl Partition {
     /// Opens the partition's log in `dir` (running crash recovery), makes everything recovered
     /// durable, and rebuilds the producer state from the stored batches.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Self, LogError> {
-        let log = FileLog::open(dir, config)?;
+        Self::with_log(FileLog::open(dir, config)?)
+    }
+
+    /// [`Partition::open`] of an opened log.
+    fn with_log(log: FileLog) -> Result<Self, LogError> {
         // What recovery kept may still be only in the page cache; make it durable before it
         // becomes visible to consumers.
         let end = log.flush()?;
@@ -307,15 +311,26 @@ impl Partition {
         let owed = |len: usize| len == 0 && at_least_one;
         while next < high_watermark && (owed(len) || len < max_bytes) {
             let budget = max_bytes.saturating_sub(len).max(1);
+            // Past what is owed, a batch that does not fit is not read at all (reading it
+            // only to drop it doubled the broker's work per fetch of 1 MiB batches).
             let read = if cached_only {
-                match self.log.read_cached(next, budget) {
+                let read = if owed(len) {
+                    self.log.read_cached(next, budget)
+                } else {
+                    self.log.read_cached_within(next, budget)
+                };
+                match read {
                     Ok(Some(read)) => read,
                     Ok(None) => return Ok(None),
                     Err(e) => return Err(log_error_code(&e)),
                 }
-            } else {
+            } else if owed(len) {
                 self.log
                     .read(next, budget)
+                    .map_err(|e| log_error_code(&e))?
+            } else {
+                self.log
+                    .read_within(next, budget)
                     .map_err(|e| log_error_code(&e))?
             };
             let mut kept = 0;
@@ -427,5 +442,54 @@ impl Partition {
     /// Flushes and closes the log, marking it cleanly shut down.
     pub fn close(&self) -> Result<(), LogError> {
         self.log.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use staunch_core::{BatchBuilder, SystemClock};
+    use staunch_log::{FileLog, FlushPolicy, LogConfig, LogStore};
+    use staunch_testkit::FaultyIo;
+
+    use super::Partition;
+
+    /// A fetch whose byte budget ends inside the second batch answers the first and reads no
+    /// more of the second than its first read's window (and a header); it used to read the
+    /// whole second batch again only to drop it. Cached reads (the async path) as well.
+    #[test]
+    fn a_fetch_does_not_read_a_batch_it_has_no_room_for() {
+        let io = FaultyIo::new();
+        let config = LogConfig {
+            flush: FlushPolicy::Os,
+            ..LogConfig::default()
+        };
+        let log = FileLog::open_with(Arc::new(io.clone()), config, Arc::new(SystemClock)).unwrap();
+        let value = [7u8; 1024];
+        let mut big = BatchBuilder::new(1_000);
+        for _ in 0..100 {
+            big.push(1_000, None, Some(&value), std::iter::empty());
+        }
+        let big = big.build();
+        for _ in 0..3 {
+            log.append(&mut big.clone(), 0).unwrap();
+        }
+        let partition = Partition::with_log(log).unwrap();
+        let max_bytes = big.len() * 3 / 2;
+        for cached in [false, true] {
+            let before = io.bytes_read();
+            let fetched = if cached {
+                partition.read_cached(0, max_bytes, true).unwrap().unwrap()
+            } else {
+                partition.read(0, max_bytes, true).unwrap()
+            };
+            let read = io.bytes_read() - before;
+            assert_eq!(fetched.records.len(), big.len(), "cached: {cached}");
+            assert!(
+                read < max_bytes as u64 + 1024,
+                "cached: {cached}: read {read} bytes for a fetch of at most {max_bytes}"
+            );
+        }
     }
 }

@@ -108,6 +108,27 @@ pub trait LogStore: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// [`LogStore::read`] without the first-batch exception (Kafka's `minOneMessage = false`),
+    /// for a reader that already holds part of an answer: only whole batches that fit in
+    /// `max_bytes` — none (empty bytes, `next_offset` = `from`) if the batch holding `from`
+    /// does not. An implementation should find that out without reading the batch; the
+    /// default reads it and throws it away.
+    fn read_within(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
+        Ok(fitting(self.read(from, max_bytes)?, from, max_bytes))
+    }
+
+    /// [`LogStore::read_within`] answered only from memory, as [`LogStore::read_cached`] is.
+    /// The default trims what `read_cached` answers.
+    fn read_cached_within(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Option<ReadBatches>, LogError> {
+        Ok(self
+            .read_cached(from, max_bytes)?
+            .map(|read| fitting(read, from, max_bytes)))
+    }
+
     /// [`LogStore::earliest`] and [`LogStore::log_end`], if they can be had without waiting
     /// for a writer (for the same async callers as [`LogStore::read_cached`]). The default
     /// always answers `None`.
@@ -150,3 +171,16 @@ pub trait LogStore: Send + Sync + Debug {
 
 /// Compile-time check that `LogStore` stays usable as `Box<dyn LogStore>`.
 fn _obj_safe(_: Box<dyn LogStore>) {}
+
+/// `read` (of at least one batch) cut to what fits in `max_bytes`: a read returns more only
+/// when its first batch alone is larger, so that is all or nothing.
+fn fitting(read: ReadBatches, from: Offset, max_bytes: usize) -> ReadBatches {
+    if read.bytes.len() > max_bytes {
+        ReadBatches {
+            bytes: Bytes::new(),
+            next_offset: from,
+        }
+    } else {
+        read
+    }
+}

@@ -52,6 +52,7 @@ struct Disk {
     sync_failure_sticky: bool,
     sync_failed: bool,
     file_syncs: u64,
+    bytes_read: u64,
 }
 
 impl Disk {
@@ -208,6 +209,11 @@ impl FaultyIo {
         self.lock().file_syncs
     }
 
+    /// Bytes read from files so far (reads from memory only included).
+    pub fn bytes_read(&self) -> u64 {
+        self.lock().bytes_read
+    }
+
     /// Replaces the contents of `name` (live and durable), creating it durably if needed.
     pub fn put_file(&self, name: &str, bytes: &[u8]) {
         let mut disk = self.lock();
@@ -249,7 +255,7 @@ impl SegmentFile for FaultyFile {
     }
 
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        let disk = self.lock();
+        let mut disk = self.lock();
         let live = &disk.contents[&self.id].live;
         let pos = pos as usize;
         if pos >= live.len() {
@@ -257,6 +263,7 @@ impl SegmentFile for FaultyFile {
         }
         let n = buf.len().min(live.len() - pos);
         buf[..n].copy_from_slice(&live[pos..pos + n]);
+        disk.bytes_read += n as u64;
         Ok(n)
     }
 

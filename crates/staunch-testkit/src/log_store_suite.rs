@@ -10,7 +10,7 @@ use std::sync::Arc;
 use staunch_core::batch::Compression;
 use staunch_core::batch::batches;
 use staunch_core::{BatchBuilder, RecordBatch};
-use staunch_log::{LogError, LogStore};
+use staunch_log::{LogError, LogStore, ReadBatches};
 
 /// Makes fresh, empty logs for the suite.
 pub trait LogStoreBuilder {
@@ -29,6 +29,7 @@ pub fn test_all<B: LogStoreBuilder>(builder: &B) {
     append_of_several_batches_at_once(builder);
     read_returns_whole_stored_batches(builder);
     read_respects_max_bytes_but_always_progresses(builder);
+    read_within_returns_only_batches_that_fit(builder);
     read_out_of_range_is_an_error(builder);
     read_cached_answers_as_read_does_or_not_at_all(builder);
     invalid_batches_are_rejected_and_store_nothing(builder);
@@ -182,6 +183,43 @@ fn read_respects_max_bytes_but_always_progresses<B: LogStoreBuilder>(b: &B) {
         "only whole batches that fit"
     );
     assert_eq!(read.next_offset, 8);
+}
+
+/// `read_within` (and `read_cached_within`, when it answers) returns what `read` does where
+/// that fits in `max_bytes`, and nothing — staying at `from` — where the first batch alone
+/// does not fit; errors as `read`.
+fn read_within_returns_only_batches_that_fit<B: LogStoreBuilder>(b: &B) {
+    let (log, _g) = b.build();
+    let one = batch(0, 4, 1_000);
+    for tag in 0..5 {
+        log.append(&mut batch(tag, 4, 1_000), 0).unwrap();
+    }
+    let nothing = ReadBatches {
+        bytes: bytes::Bytes::new(),
+        next_offset: 5,
+    };
+    for (from, max_bytes, expected) in [
+        (5, 1, nothing.clone()),
+        (5, one.len() - 1, nothing),
+        (5, one.len(), log.read(5, one.len()).unwrap()),
+        (
+            0,
+            one.len() * 2 + 1,
+            log.read(0, one.len() * 2 + 1).unwrap(),
+        ),
+        (20, 1, log.read(20, 1).unwrap()),
+    ] {
+        let within = log.read_within(from, max_bytes).unwrap();
+        assert_eq!(within, expected, "from {from}, max {max_bytes}");
+        if let Some(cached) = log.read_cached_within(from, max_bytes).unwrap() {
+            assert_eq!(cached, expected, "cached, from {from}, max {max_bytes}");
+        }
+    }
+    assert_eq!(log.read_within(5, one.len()).unwrap().next_offset, 8);
+    assert!(matches!(
+        log.read_within(21, 1024),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 /// `read_cached` may decline (`None`), but when it answers, it answers exactly what `read`

@@ -1037,13 +1037,16 @@ impl Inner {
         }
     }
 
-    /// Reads as [`LogStore::read`] promises, taking bytes `source` where they may come
-    /// from: `None` if they are not all in memory, or a writer holds the log, and `source` is
-    /// [`ReadFrom::Cache`] (never `None` from [`ReadFrom::Disk`]).
+    /// Reads as [`LogStore::read`] promises (as [`LogStore::read_within`] does unless
+    /// `at_least_one`: then a first batch larger than `max_bytes` is not read, only its
+    /// header), taking bytes `source` where they may come from: `None` if they are not all in
+    /// memory, or a writer holds the log, and `source` is [`ReadFrom::Cache`] (never `None`
+    /// from [`ReadFrom::Disk`]).
     fn read_from(
         &self,
         from: Offset,
         max_bytes: usize,
+        at_least_one: bool,
         source: ReadFrom,
     ) -> Result<Option<ReadBatches>, LogError> {
         let (file, name, mut position, end) = {
@@ -1086,6 +1089,12 @@ impl Inner {
             }
             position += header.size;
         };
+        if !at_least_one && first.size > max_bytes as u64 {
+            return Ok(Some(ReadBatches {
+                bytes: Bytes::new(),
+                next_offset: from,
+            }));
+        }
         let want = (first.size.max(max_bytes as u64)).min(end - position) as usize;
         let mut buffer = ReadBuffer::new(want);
         let read = read_exact_from(&*file, buffer.as_mut_slice(), position, source)
@@ -1119,6 +1128,17 @@ impl Inner {
             bytes: buffer.into_bytes(),
             next_offset,
         }))
+    }
+
+    /// [`Inner::read_from`] the disk, which always answers.
+    fn read_from_disk(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<ReadBatches, LogError> {
+        self.read_from(from, max_bytes, at_least_one, ReadFrom::Disk)?
+            .ok_or_else(|| LogError::io("reading", std::io::ErrorKind::WouldBlock.into()))
     }
 
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
@@ -1436,13 +1456,26 @@ impl LogStore for FileLog {
     }
 
     fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
-        self.inner
-            .read_from(from, max_bytes, ReadFrom::Disk)?
-            .ok_or_else(|| LogError::io("reading", std::io::ErrorKind::WouldBlock.into()))
+        self.inner.read_from_disk(from, max_bytes, true)
     }
 
     fn read_cached(&self, from: Offset, max_bytes: usize) -> Result<Option<ReadBatches>, LogError> {
-        self.inner.read_from(from, max_bytes, ReadFrom::Cache)
+        self.inner.read_from(from, max_bytes, true, ReadFrom::Cache)
+    }
+
+    /// Reads only the header of a first batch that does not fit.
+    fn read_within(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
+        self.inner.read_from_disk(from, max_bytes, false)
+    }
+
+    /// Reads only the header of a first batch that does not fit.
+    fn read_cached_within(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Option<ReadBatches>, LogError> {
+        self.inner
+            .read_from(from, max_bytes, false, ReadFrom::Cache)
     }
 
     fn try_bounds(&self) -> Option<(Offset, Offset)> {

@@ -114,6 +114,47 @@ fn file_log_serves_hot_data_from_the_page_cache() {
     }
 }
 
+/// A batch that does not fit a `read_within` is not read, only its header — where `read`,
+/// which owes the reader one batch, reads it whole. (A fetch that has some batches already
+/// used to read the next 1 MiB batch only to drop it.)
+#[test]
+fn read_within_reads_only_the_header_of_a_batch_that_does_not_fit() {
+    use staunch_log::LogStore;
+
+    let io = FaultyIo::new();
+    let config = LogConfig {
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    };
+    let log = FileLog::open_with(Arc::new(io.clone()), config, Arc::new(SystemClock)).unwrap();
+    let value = [7u8; 1024];
+    let mut big = staunch_core::BatchBuilder::new(1_000);
+    for _ in 0..100 {
+        big.push(1_000, None, Some(&value), std::iter::empty());
+    }
+    let big = big.build();
+    for _ in 0..2 {
+        log.append(&mut big.clone(), 0).unwrap();
+    }
+    let half = big.len() / 2;
+
+    let before = io.bytes_read();
+    let within = log.read_within(100, half).unwrap();
+    let read_within = io.bytes_read() - before;
+    assert!(within.bytes.is_empty());
+    assert_eq!(within.next_offset, 100);
+    assert!(
+        read_within < 1024,
+        "read {read_within} bytes of a {} byte batch that does not fit",
+        big.len()
+    );
+
+    let before = io.bytes_read();
+    let read = log.read(100, half).unwrap();
+    assert_eq!(read.bytes.len(), big.len());
+    assert!(io.bytes_read() - before >= big.len() as u64);
+}
+
 /// Found by fuzzing: a compressed batch may claim up to 2^31 records (its records are not
 /// decoded by the log), so one segment can span more than 2^32 offsets. Reads must still find
 /// every batch by offset, also after a reopen rebuilt the index from the file.
