@@ -102,9 +102,13 @@ pub(crate) fn attempt_of(record: &ConsumerRecord, ledger: &RetryLedger) -> u32 {
     if let Some(e) = ledger.get(record.offset) {
         return e.attempts.saturating_add(1);
     }
-    record
-        .forward_facts()
-        .map_or(1, |f| f.attempts.saturating_add(1))
+    ForwardFacts::attempts_in(
+        record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_deref())),
+    )
+    .map_or(1, |attempts| attempts.saturating_add(1))
 }
 
 /// The due time of a record read from a retry topic.

@@ -178,33 +178,94 @@ impl ForwardFacts {
     pub fn from_headers<'a>(
         headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Option<Self> {
-        // Only Staunch's headers are looked up; a record without any (the usual case on a
-        // source topic) costs no map.
-        let mut get: Option<std::collections::HashMap<&str, &str>> = None;
+        let found = Found::scan(headers)?;
+        Some(ForwardFacts {
+            original_topic: found.get(ORIGINAL_TOPIC)?.to_owned(),
+            error_type: found.get(ERROR_TYPE)?.to_owned(),
+            error_message: found.get(ERROR_MESSAGE)?.to_owned(),
+            consumer_group: found.get(CONSUMER_GROUP)?.to_owned(),
+            ..found.numbers()?
+        })
+    }
+
+    /// [`ForwardFacts::attempts`] of the facts in `headers` — `None` where
+    /// [`ForwardFacts::from_headers`] finds none — without copying any text out (asked for
+    /// every record read from a retry topic).
+    pub(crate) fn attempts_in<'a>(
+        headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> Option<u32> {
+        let found = Found::scan(headers)?;
+        for text in [ORIGINAL_TOPIC, ERROR_TYPE, ERROR_MESSAGE, CONSUMER_GROUP] {
+            found.get(text)?;
+        }
+        Some(found.numbers()?.attempts)
+    }
+}
+
+/// Every header [`ForwardFacts`] reads, in one order.
+const FACT_HEADERS: [&str; 12] = [
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_TIMESTAMP,
+    ATTEMPTS,
+    FIRST_FAILURE,
+    LAST_FAILURE,
+    ERROR_KIND,
+    ERROR_TYPE,
+    ERROR_MESSAGE,
+    CONSUMER_GROUP,
+    DUE,
+];
+
+/// The UTF-8 values of a record's fact headers (the last occurrence of each), borrowed.
+struct Found<'a>([Option<&'a str>; FACT_HEADERS.len()]);
+
+impl<'a> Found<'a> {
+    /// `None` if the record has no Staunch header at all (the usual case on a source topic),
+    /// which costs one prefix check per header.
+    fn scan(headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Option<Self> {
+        let mut found = Found([None; FACT_HEADERS.len()]);
+        let mut any = false;
         for (k, v) in headers {
             if !is_staunch_header(k) {
                 continue;
             }
-            if let (Ok(k), Some(Ok(v))) = (std::str::from_utf8(k), v.map(std::str::from_utf8)) {
-                get.get_or_insert_with(Default::default).insert(k, v);
+            any = true;
+            if let (Some(i), Some(Ok(v))) = (
+                FACT_HEADERS.iter().position(|name| name.as_bytes() == k),
+                v.map(std::str::from_utf8),
+            ) {
+                found.0[i] = Some(v);
             }
         }
-        let get = get?;
-        let text = |name: &str| get.get(name).map(|v| (*v).to_owned());
-        let num = |name: &str| get.get(name).and_then(|v| v.parse::<i64>().ok());
+        any.then_some(found)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        let i = FACT_HEADERS.iter().position(|n| *n == name)?;
+        self.0[i]
+    }
+
+    fn num(&self, name: &str) -> Option<i64> {
+        self.get(name)?.parse().ok()
+    }
+
+    /// The facts that are not text, with the text ones left empty.
+    fn numbers(&self) -> Option<ForwardFacts> {
         Some(ForwardFacts {
-            original_topic: text(ORIGINAL_TOPIC)?,
-            original_partition: i32::try_from(num(ORIGINAL_PARTITION)?).ok()?,
-            original_offset: num(ORIGINAL_OFFSET)?,
-            original_timestamp: num(ORIGINAL_TIMESTAMP)?,
-            attempts: u32::try_from(num(ATTEMPTS)?).ok()?,
-            first_failure_ms: num(FIRST_FAILURE)?,
-            last_failure_ms: num(LAST_FAILURE)?,
-            error_kind: ErrorKind::parse(get.get(ERROR_KIND)?)?,
-            error_type: text(ERROR_TYPE)?,
-            error_message: text(ERROR_MESSAGE)?,
-            consumer_group: text(CONSUMER_GROUP)?,
-            due_ms: num(DUE),
+            original_topic: String::new(),
+            original_partition: i32::try_from(self.num(ORIGINAL_PARTITION)?).ok()?,
+            original_offset: self.num(ORIGINAL_OFFSET)?,
+            original_timestamp: self.num(ORIGINAL_TIMESTAMP)?,
+            attempts: u32::try_from(self.num(ATTEMPTS)?).ok()?,
+            first_failure_ms: self.num(FIRST_FAILURE)?,
+            last_failure_ms: self.num(LAST_FAILURE)?,
+            error_kind: ErrorKind::parse(self.get(ERROR_KIND)?)?,
+            error_type: String::new(),
+            error_message: String::new(),
+            consumer_group: String::new(),
+            due_ms: self.num(DUE),
         })
     }
 }
@@ -235,6 +296,71 @@ mod tests {
         let bad: Vec<(&[u8], Option<&[u8]>)> =
             vec![(ORIGINAL_PARTITION.as_bytes(), Some(&[0xff, 0xfe][..]))];
         assert_eq!(ForwardFacts::from_headers(bad), None);
+    }
+
+    /// `attempts_in` answers exactly what `from_headers` does, for whole facts, facts with a
+    /// header missing or garbled, repeated headers (the last wins) and foreign headers.
+    #[test]
+    fn attempts_in_agrees_with_from_headers() {
+        let facts = ForwardFacts {
+            original_topic: "orders".into(),
+            original_partition: 3,
+            original_offset: 42,
+            original_timestamp: 1_000,
+            attempts: 4,
+            first_failure_ms: 2_000,
+            last_failure_ms: 3_000,
+            error_kind: ErrorKind::Retriable,
+            error_type: "Timeout".into(),
+            error_message: "db timed out".into(),
+            consumer_group: "billing".into(),
+            due_ms: Some(4_000),
+        };
+        let owned: Vec<(Vec<u8>, Option<Vec<u8>>)> = facts
+            .to_headers()
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), Some(v)))
+            .collect();
+        let mut cases = vec![owned.clone()];
+        for i in 0..owned.len() {
+            let mut missing = owned.clone();
+            missing.remove(i);
+            cases.push(missing);
+            let mut garbled = owned.clone();
+            garbled[i].1 = Some(vec![0xff]);
+            cases.push(garbled);
+            let mut null = owned.clone();
+            null[i].1 = None;
+            cases.push(null);
+        }
+        let mut again = owned.clone();
+        again.push((ATTEMPTS.as_bytes().to_vec(), Some(b"7".to_vec())));
+        cases.push(again);
+        let mut foreign = owned.clone();
+        foreign.insert(0, (b"trace-id".to_vec(), Some(b"abc".to_vec())));
+        cases.push(foreign);
+        cases.push(vec![(b"trace-id".to_vec(), None)]);
+        for headers in &cases {
+            let borrowed = || headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+            let full = ForwardFacts::from_headers(borrowed());
+            assert_eq!(
+                ForwardFacts::attempts_in(borrowed()),
+                full.as_ref().map(|f| f.attempts),
+                "{headers:?}"
+            );
+        }
+        assert_eq!(
+            ForwardFacts::from_headers(owned.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))),
+            Some(facts)
+        );
+        assert_eq!(
+            ForwardFacts::attempts_in(
+                cases[cases.len() - 3]
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            ),
+            Some(7)
+        );
     }
 
     #[test]
