@@ -173,19 +173,12 @@ impl ForwardFacts {
     }
 
     /// Reads the facts back from a record's headers; `None` unless every required header is
-    /// present and well formed (`staunch.retry.due-ms` is optional). The last occurrence of a
-    /// header wins.
+    /// present and well formed (`staunch.retry.due-ms` is optional). Of a header given more
+    /// than once, the last occurrence with a UTF-8 value counts.
     pub fn from_headers<'a>(
         headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Option<Self> {
-        let found = Found::scan(headers)?;
-        Some(ForwardFacts {
-            original_topic: found.get(ORIGINAL_TOPIC)?.to_owned(),
-            error_type: found.get(ERROR_TYPE)?.to_owned(),
-            error_message: found.get(ERROR_MESSAGE)?.to_owned(),
-            consumer_group: found.get(CONSUMER_GROUP)?.to_owned(),
-            ..found.numbers()?
-        })
+        Found::scan(headers).facts().map(|f| f.to_owned())
     }
 
     /// [`ForwardFacts::attempts`] of the facts in `headers` — `None` where
@@ -194,11 +187,7 @@ impl ForwardFacts {
     pub(crate) fn attempts_in<'a>(
         headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Option<u32> {
-        let found = Found::scan(headers)?;
-        for text in [ORIGINAL_TOPIC, ERROR_TYPE, ERROR_MESSAGE, CONSUMER_GROUP] {
-            found.get(text)?;
-        }
-        Some(found.numbers()?.attempts)
+        Found::scan(headers).facts().map(|f| f.attempts)
     }
 }
 
@@ -218,20 +207,19 @@ const FACT_HEADERS: [&str; 12] = [
     DUE,
 ];
 
-/// The UTF-8 values of a record's fact headers (the last occurrence of each), borrowed.
+/// The UTF-8 values of a record's fact headers (of each, the last occurrence with one),
+/// borrowed from the headers.
 struct Found<'a>([Option<&'a str>; FACT_HEADERS.len()]);
 
 impl<'a> Found<'a> {
-    /// `None` if the record has no Staunch header at all (the usual case on a source topic),
-    /// which costs one prefix check per header.
-    fn scan(headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Option<Self> {
+    /// A record without Staunch headers (the usual case on a source topic) costs one prefix
+    /// check per header.
+    fn scan(headers: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Self {
         let mut found = Found([None; FACT_HEADERS.len()]);
-        let mut any = false;
         for (k, v) in headers {
             if !is_staunch_header(k) {
                 continue;
             }
-            any = true;
             if let (Some(i), Some(Ok(v))) = (
                 FACT_HEADERS.iter().position(|name| name.as_bytes() == k),
                 v.map(std::str::from_utf8),
@@ -239,7 +227,7 @@ impl<'a> Found<'a> {
                 found.0[i] = Some(v);
             }
         }
-        any.then_some(found)
+        found
     }
 
     fn get(&self, name: &str) -> Option<&'a str> {
@@ -251,10 +239,10 @@ impl<'a> Found<'a> {
         self.get(name)?.parse().ok()
     }
 
-    /// The facts that are not text, with the text ones left empty.
-    fn numbers(&self) -> Option<ForwardFacts> {
-        Some(ForwardFacts {
-            original_topic: String::new(),
+    /// The facts, if every required header is there and well formed.
+    fn facts(&self) -> Option<FactsRef<'a>> {
+        Some(FactsRef {
+            original_topic: self.get(ORIGINAL_TOPIC)?,
             original_partition: i32::try_from(self.num(ORIGINAL_PARTITION)?).ok()?,
             original_offset: self.num(ORIGINAL_OFFSET)?,
             original_timestamp: self.num(ORIGINAL_TIMESTAMP)?,
@@ -262,11 +250,46 @@ impl<'a> Found<'a> {
             first_failure_ms: self.num(FIRST_FAILURE)?,
             last_failure_ms: self.num(LAST_FAILURE)?,
             error_kind: ErrorKind::parse(self.get(ERROR_KIND)?)?,
-            error_type: String::new(),
-            error_message: String::new(),
-            consumer_group: String::new(),
+            error_type: self.get(ERROR_TYPE)?,
+            error_message: self.get(ERROR_MESSAGE)?,
+            consumer_group: self.get(CONSUMER_GROUP)?,
             due_ms: self.num(DUE),
         })
+    }
+}
+
+/// [`ForwardFacts`] with its text borrowed from the headers.
+struct FactsRef<'a> {
+    original_topic: &'a str,
+    original_partition: i32,
+    original_offset: i64,
+    original_timestamp: i64,
+    attempts: u32,
+    first_failure_ms: i64,
+    last_failure_ms: i64,
+    error_kind: ErrorKind,
+    error_type: &'a str,
+    error_message: &'a str,
+    consumer_group: &'a str,
+    due_ms: Option<i64>,
+}
+
+impl FactsRef<'_> {
+    fn to_owned(&self) -> ForwardFacts {
+        ForwardFacts {
+            original_topic: self.original_topic.to_owned(),
+            original_partition: self.original_partition,
+            original_offset: self.original_offset,
+            original_timestamp: self.original_timestamp,
+            attempts: self.attempts,
+            first_failure_ms: self.first_failure_ms,
+            last_failure_ms: self.last_failure_ms,
+            error_kind: self.error_kind,
+            error_type: self.error_type.to_owned(),
+            error_message: self.error_message.to_owned(),
+            consumer_group: self.consumer_group.to_owned(),
+            due_ms: self.due_ms,
+        }
     }
 }
 
@@ -298,10 +321,11 @@ mod tests {
         assert_eq!(ForwardFacts::from_headers(bad), None);
     }
 
-    /// `attempts_in` answers exactly what `from_headers` does, for whole facts, facts with a
-    /// header missing or garbled, repeated headers (the last wins) and foreign headers.
+    /// `from_headers` and `attempts_in` find the facts (and the same attempt count) exactly
+    /// when every required header is there and well formed, whatever else the record
+    /// carries; of a repeated header, the last one with a UTF-8 value counts.
     #[test]
-    fn attempts_in_agrees_with_from_headers() {
+    fn facts_are_read_only_from_whole_well_formed_headers() {
         let facts = ForwardFacts {
             original_topic: "orders".into(),
             original_partition: 3,
@@ -316,51 +340,110 @@ mod tests {
             consumer_group: "billing".into(),
             due_ms: Some(4_000),
         };
-        let owned: Vec<(Vec<u8>, Option<Vec<u8>>)> = facts
+        type Headers = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+        let whole: Headers = facts
             .to_headers()
             .into_iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), Some(v)))
             .collect();
-        let mut cases = vec![owned.clone()];
-        for i in 0..owned.len() {
-            let mut missing = owned.clone();
-            missing.remove(i);
-            cases.push(missing);
-            let mut garbled = owned.clone();
-            garbled[i].1 = Some(vec![0xff]);
-            cases.push(garbled);
-            let mut null = owned.clone();
-            null[i].1 = None;
-            cases.push(null);
+        let with = |name: &str, value: Option<&[u8]>| {
+            let mut h = whole.clone();
+            h.push((name.as_bytes().to_vec(), value.map(<[u8]>::to_vec)));
+            h
+        };
+        let replaced = |name: &str, value: Option<&[u8]>| -> Headers {
+            whole
+                .iter()
+                .map(|(k, v)| {
+                    if k == name.as_bytes() {
+                        (k.clone(), value.map(<[u8]>::to_vec))
+                    } else {
+                        (k.clone(), v.clone())
+                    }
+                })
+                .collect()
+        };
+        let mut non_utf8_key = whole.clone();
+        non_utf8_key.push((b"staunch.dlt.\xff".to_vec(), Some(b"x".to_vec())));
+        let mut cases: Vec<(String, Headers, Option<u32>)> = vec![
+            ("whole".into(), whole.clone(), Some(4)),
+            ("repeated".into(), with(ATTEMPTS, Some(b"7")), Some(7)),
+            ("then null".into(), with(ATTEMPTS, None), Some(4)),
+            (
+                "then not UTF-8".into(),
+                with(ATTEMPTS, Some(&[0xff])),
+                Some(4),
+            ),
+            (
+                "other staunch header".into(),
+                with("staunch.dlt.other", Some(b"x")),
+                Some(4),
+            ),
+            ("non-UTF-8 key".into(), non_utf8_key, Some(4)),
+            (
+                "attempts not a number".into(),
+                replaced(ATTEMPTS, Some(b"abc")),
+                None,
+            ),
+            (
+                "attempts negative".into(),
+                replaced(ATTEMPTS, Some(b"-1")),
+                None,
+            ),
+            (
+                "partition too large".into(),
+                replaced(ORIGINAL_PARTITION, Some(b"3000000000")),
+                None,
+            ),
+            (
+                "unknown error kind".into(),
+                replaced(ERROR_KIND, Some(b"bogus")),
+                None,
+            ),
+            (
+                "due not a number".into(),
+                replaced(DUE, Some(b"soon")),
+                Some(4),
+            ),
+            (
+                "foreign only".into(),
+                vec![(b"trace-id".to_vec(), None)],
+                None,
+            ),
+            (
+                "staunch, not facts".into(),
+                vec![(b"staunch.dlt.other".to_vec(), Some(b"x".to_vec()))],
+                None,
+            ),
+            ("none".into(), Vec::new(), None),
+        ];
+        for (name, _) in facts.to_headers() {
+            let optional = name == DUE;
+            let expected = if optional { Some(4) } else { None };
+            let missing = whole
+                .iter()
+                .filter(|(k, _)| k != name.as_bytes())
+                .cloned()
+                .collect();
+            cases.push((format!("{name} missing"), missing, expected));
+            cases.push((format!("{name} null"), replaced(name, None), expected));
+            cases.push((
+                format!("{name} not UTF-8"),
+                replaced(name, Some(&[0xff])),
+                expected,
+            ));
         }
-        let mut again = owned.clone();
-        again.push((ATTEMPTS.as_bytes().to_vec(), Some(b"7".to_vec())));
-        cases.push(again);
-        let mut foreign = owned.clone();
-        foreign.insert(0, (b"trace-id".to_vec(), Some(b"abc".to_vec())));
-        cases.push(foreign);
-        cases.push(vec![(b"trace-id".to_vec(), None)]);
-        for headers in &cases {
+        for (case, headers, expected) in &cases {
             let borrowed = || headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
-            let full = ForwardFacts::from_headers(borrowed());
+            assert_eq!(ForwardFacts::attempts_in(borrowed()), *expected, "{case}");
             assert_eq!(
-                ForwardFacts::attempts_in(borrowed()),
-                full.as_ref().map(|f| f.attempts),
-                "{headers:?}"
+                ForwardFacts::from_headers(borrowed()).map(|f| f.attempts),
+                *expected,
+                "{case}"
             );
         }
-        assert_eq!(
-            ForwardFacts::from_headers(owned.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))),
-            Some(facts)
-        );
-        assert_eq!(
-            ForwardFacts::attempts_in(
-                cases[cases.len() - 3]
-                    .iter()
-                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
-            ),
-            Some(7)
-        );
+        let borrowed = whole.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+        assert_eq!(ForwardFacts::from_headers(borrowed), Some(facts));
     }
 
     #[test]
