@@ -491,5 +491,10 @@ mod tests {
                 "cached: {cached}: read {read} bytes for a fetch of at most {max_bytes}"
             );
         }
+        // A later partition of a fetch owes nothing: a batch over its budget is not read.
+        let before = io.bytes_read();
+        let fetched = partition.read(0, big.len() - 1, false).unwrap();
+        assert!(fetched.records.is_empty());
+        assert!(io.bytes_read() - before < 1024);
     }
 }

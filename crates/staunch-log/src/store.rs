@@ -37,7 +37,8 @@ pub struct AppendInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadBatches {
     /// Concatenated v2 batches. The first one contains the requested offset (it may start
-    /// before it); empty if the request was at the log end. A large read shares a buffer
+    /// before it); empty if the request was at the log end (or, for
+    /// [`LogStore::read_within`], if the first batch did not fit). A large read shares a buffer
     /// that is used again once the last clone of these bytes is dropped.
     pub bytes: Bytes,
     /// Offset after the last returned record: where the next read continues.
@@ -67,8 +68,9 @@ pub struct RetentionOutcome {
 /// One partition's log: an append-only sequence of Kafka v2 record batches with contiguous
 /// offsets.
 ///
-/// Implementations are shared between threads (`&self` everywhere). Every method is required,
-/// not defaulted: a default that pretended to flush or truncate would hide a durability bug.
+/// Implementations are shared between threads (`&self` everywhere). Every method that
+/// writes, flushes or truncates is required, not defaulted: a default that pretended to flush
+/// or truncate would hide a durability bug. Only read helpers have defaults.
 ///
 /// # Durability
 /// - After [`append`](LogStore::append) returns, its records are readable, and they are as
@@ -91,9 +93,10 @@ pub trait LogStore: Send + Sync + Debug {
     fn append(&self, batches: &mut [u8], leader_epoch: LeaderEpoch)
     -> Result<AppendInfo, LogError>;
 
-    /// Returns whole batches starting with the one that contains `from`, up to about
-    /// `max_bytes` — but always at least one whole batch if `from` is below the log end, so a
-    /// reader makes progress (Kafka's KIP-74). Stays within one segment. Every returned batch has
+    /// Returns whole batches starting with the one that contains `from`, at most `max_bytes`
+    /// of them — but always at least one whole batch if `from` is below the log end, so a
+    /// reader makes progress (Kafka's KIP-74): more than `max_bytes` only when that first
+    /// batch alone is larger. Stays within one segment. Every returned batch has
     /// passed its CRC check; a stored batch that fails it is never returned.
     ///
     /// Fails with [`LogError::OffsetOutOfRange`] outside `earliest ..= log_end`.
@@ -109,7 +112,8 @@ pub trait LogStore: Send + Sync + Debug {
     }
 
     /// [`LogStore::read`] without the first-batch exception (Kafka's `minOneMessage = false`),
-    /// for a reader that already holds part of an answer: only whole batches that fit in
+    /// for a reader that owes no batch (one that already holds part of an answer, or a later
+    /// partition of a fetch that has its data): only whole batches that fit in
     /// `max_bytes` — none (empty bytes, `next_offset` = `from`) if the batch holding `from`
     /// does not. An implementation should find that out without reading the batch; the
     /// default reads it and throws it away.

@@ -209,7 +209,7 @@ impl FaultyIo {
         self.lock().file_syncs
     }
 
-    /// Bytes read from files so far (reads from memory only included).
+    /// Bytes read from files so far (`read_cached_at` reads included).
     pub fn bytes_read(&self) -> u64 {
         self.lock().bytes_read
     }

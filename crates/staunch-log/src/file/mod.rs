@@ -1037,9 +1037,10 @@ impl Inner {
         }
     }
 
-    /// Reads as [`LogStore::read`] promises (as [`LogStore::read_within`] does unless
-    /// `at_least_one`: then a first batch larger than `max_bytes` is not read, only its
-    /// header), taking bytes `source` where they may come from: `None` if they are not all in
+    /// Reads as [`LogStore::read`] promises if `at_least_one`, else as
+    /// [`LogStore::read_within`] (a first batch larger than `max_bytes` is then not read: only
+    /// batch headers are, from the index entry up to it), taking bytes `source` where they
+    /// may come from: `None` if they are not all in
     /// memory, or a writer holds the log, and `source` is [`ReadFrom::Cache`] (never `None`
     /// from [`ReadFrom::Disk`]).
     fn read_from(
@@ -1463,12 +1464,12 @@ impl LogStore for FileLog {
         self.inner.read_from(from, max_bytes, true, ReadFrom::Cache)
     }
 
-    /// Reads only the header of a first batch that does not fit.
+    /// Reads batch headers only, up to a first batch that does not fit.
     fn read_within(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
         self.inner.read_from_disk(from, max_bytes, false)
     }
 
-    /// Reads only the header of a first batch that does not fit.
+    /// As [`LogStore::read_within`] here, from memory only.
     fn read_cached_within(
         &self,
         from: Offset,
