@@ -447,11 +447,9 @@ impl Partition {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use staunch_core::{BatchBuilder, SystemClock};
-    use staunch_log::{FileLog, FlushPolicy, LogConfig, LogStore};
+    use staunch_log::{FlushPolicy, LogConfig, LogStore};
     use staunch_testkit::FaultyIo;
+    use staunch_testkit::log_store_suite::kib_batch;
 
     use super::Partition;
 
@@ -461,17 +459,11 @@ mod tests {
     #[test]
     fn a_fetch_does_not_read_a_batch_it_has_no_room_for() {
         let io = FaultyIo::new();
-        let config = LogConfig {
+        let log = io.open_log(LogConfig {
             flush: FlushPolicy::Os,
             ..LogConfig::default()
-        };
-        let log = FileLog::open_with(Arc::new(io.clone()), config, Arc::new(SystemClock)).unwrap();
-        let value = [7u8; 1024];
-        let mut big = BatchBuilder::new(1_000);
-        for _ in 0..100 {
-            big.push(1_000, None, Some(&value), std::iter::empty());
-        }
-        let big = big.build();
+        });
+        let big = kib_batch(100);
         for _ in 0..3 {
             log.append(&mut big.clone(), 0).unwrap();
         }

@@ -18,7 +18,8 @@ use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use staunch_log::{SegmentFile, SegmentIo};
+use staunch_core::SystemClock;
+use staunch_log::{FileLog, LogConfig, SegmentFile, SegmentIo};
 
 /// What survives a simulated crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,13 @@ impl FaultyIo {
     /// An empty disk with no faults armed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Opens (recovering) a file log in this directory with the system clock; panics if
+    /// that fails (a test helper).
+    pub fn open_log(&self, config: LogConfig) -> FileLog {
+        FileLog::open_with(Arc::new(self.clone()), config, Arc::new(SystemClock))
+            .expect("open a file log over FaultyIo")
     }
 
     fn lock(&self) -> MutexGuard<'_, Disk> {

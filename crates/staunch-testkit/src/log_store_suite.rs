@@ -56,6 +56,17 @@ pub fn batch(tag: u32, n: u32, ts: i64) -> Vec<u8> {
     b.build()
 }
 
+/// An uncompressed batch of `n` records with 1 KiB values (all bytes 7) and timestamp 1000:
+/// about `n` KiB, for reads that must span pooled buffers or byte budgets.
+pub fn kib_batch(n: usize) -> Vec<u8> {
+    let value = [7u8; 1024];
+    let mut builder = BatchBuilder::new(1_000);
+    for _ in 0..n {
+        builder.push(1_000, None, Some(&value), std::iter::empty());
+    }
+    builder.build()
+}
+
 /// Every record in `bytes` as (offset, value).
 pub fn records_of(bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();

@@ -3,13 +3,10 @@
 
 mod model;
 
-use std::sync::Arc;
-
-use staunch_core::SystemClock;
 use staunch_log::{FileLog, FlushPolicy, LogConfig, MemoryLog};
 use staunch_testkit::FaultyIo;
 use staunch_testkit::log_store_suite::{
-    LogStoreBuilder, batch, large_reads_one_after_another_never_mix_contents, test_all,
+    LogStoreBuilder, batch, kib_batch, large_reads_one_after_another_never_mix_contents, test_all,
 };
 
 struct Memory;
@@ -54,8 +51,7 @@ impl LogStoreBuilder for OnFaultyIo {
             index_interval_bytes: 128,
             ..LogConfig::default()
         };
-        let log = FileLog::open_with(Arc::new(io.clone()), config, Arc::new(SystemClock)).unwrap();
-        (log, io)
+        (io.open_log(config), io)
     }
 }
 
@@ -122,17 +118,11 @@ fn read_within_reads_only_the_header_of_a_batch_that_does_not_fit() {
     use staunch_log::LogStore;
 
     let io = FaultyIo::new();
-    let config = LogConfig {
+    let log = io.open_log(LogConfig {
         flush: FlushPolicy::Os,
         ..LogConfig::default()
-    };
-    let log = FileLog::open_with(Arc::new(io.clone()), config, Arc::new(SystemClock)).unwrap();
-    let value = [7u8; 1024];
-    let mut big = staunch_core::BatchBuilder::new(1_000);
-    for _ in 0..100 {
-        big.push(1_000, None, Some(&value), std::iter::empty());
-    }
-    let big = big.build();
+    });
+    let big = kib_batch(100);
     for _ in 0..2 {
         log.append(&mut big.clone(), 0).unwrap();
     }
