@@ -1,11 +1,12 @@
 //! Committed consumer offsets, stored durably in an internal log and reloaded on open.
 //!
 //! Each commit is one record batch in `<data_dir>/consumer-offsets/`, a log with flush `always`
-//! and no retention: a commit is on disk before it is acknowledged, and a group that commits
-//! rarely never loses its position to retention. Each record's key names (group, topic,
+//! and no time or size retention: a commit is on disk before it is acknowledged, and a group
+//! that commits rarely never loses its position. Each record's key names (group, topic,
 //! partition); its value holds the offset, the leader epoch, the commit time and the client's
 //! metadata string (the consumer retry layer keeps attempt counts there). A deletion is a record
-//! with a null value.
+//! with a null value. The log is compacted by snapshot (see [`OffsetStore`]): every live offset
+//! is written again, then the segments wholly before the snapshot are deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -1464,7 +1464,8 @@ impl LogStore for FileLog {
         self.inner.read_from(from, max_bytes, true, ReadFrom::Cache)
     }
 
-    /// Reads batch headers only, up to a first batch that does not fit.
+    /// Reads the batches that fit; of a first batch that does not, only batch headers (from
+    /// the index entry up to it).
     fn read_within(&self, from: Offset, max_bytes: usize) -> Result<ReadBatches, LogError> {
         self.inner.read_from_disk(from, max_bytes, false)
     }
