@@ -1037,8 +1037,10 @@ impl<B: BrokerApi> Consumer<B> {
     /// forwards and parked keys, fetches what is fetchable (waiting up to `fetch_max_wait`),
     /// hands records to `handler` partition by partition (at most `max_batch_records` per
     /// call, at most `max_poll_records` in all; in ordered mode one record per call), and
-    /// commits — without waiting for the broker on the happy path: the commit is pipelined
-    /// with the next round, whose result reports it if it failed (see the [module docs](self)).
+    /// commits — at most once per [`ConsumerConfig::commit_interval`](crate::ConsumerConfig)
+    /// unless an attempt count changed, and without waiting for the broker on the happy path:
+    /// the commit is pipelined with the next round, whose result reports it if it failed (see
+    /// the [module docs](self)).
     ///
     /// # Tracing
     /// The round runs in an INFO span `poll` (field `group`); each handler call in an INFO
@@ -1207,7 +1209,7 @@ impl<B: BrokerApi> Consumer<B> {
                     .await,
             );
         }
-        let ahead = prefetch::next_positions(&wanted, &answers);
+        let mut ahead = prefetch::next_positions(&wanted, &answers);
         let keep = self
             .prefetch
             .as_ref()
@@ -1215,6 +1217,9 @@ impl<B: BrokerApi> Consumer<B> {
         if !keep {
             self.prefetch = None;
             if !ahead.is_empty() {
+                // The positions come sorted: a read-ahead started again every round (some
+                // partition left out of each) must still let each partition come first in turn.
+                prefetch::take_turns(&mut ahead, self.fetch_turn.wrapping_add(1));
                 let call = FetchCall {
                     max_wait: Duration::ZERO,
                     min_bytes: 1,
@@ -1967,7 +1972,22 @@ impl<B: BrokerApi> Consumer<B> {
     async fn retry_due_keys<H: BatchHandler>(&mut self, handler: &H) {
         let now = now_ms();
         let lag = self.config.max_uncommitted_failures;
-        let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        // Only partitions with a key due, or a wait to lift, are taken out (a stand-in each).
+        let tps: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| {
+                let key_due = !st.user_paused
+                    && st.pending.is_none()
+                    && st
+                        .lot
+                        .as_ref()
+                        .and_then(ParkingLot::next_due)
+                        .is_some_and(|due| due <= now);
+                key_due || (!st.ordered_waits() && st.wait_until_ms > now)
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
         for tp in tps {
             let Some(mut st) = self.take_part(&tp) else {
                 continue;
