@@ -61,6 +61,11 @@ async fn polls_commit_at_most_once_per_interval() {
         handled.load(Ordering::SeqCst) == 3
     })
     .await;
+    assert_eq!(
+        committed_offset(&b, "g-paced", &tp).await,
+        Some(2),
+        "record 3 was handled within the interval of record 2's commit"
+    );
     consumer.commit().await.unwrap();
     assert_eq!(committed_offset(&b, "g-paced", &tp).await, Some(3));
     consumer.close().await.unwrap();
