@@ -632,14 +632,17 @@ impl<'a> Iterator for Records<'a> {
 
 /// Builds a v2 batch as a producer sends it (base offset 0, leader epoch -1), uncompressed or
 /// compressed with any of Kafka's codecs ([`BatchBuilder::compression`]). Records are encoded
-/// as they are added; compression runs once, in [`BatchBuilder::build`].
+/// as they are added, after room for the batch header; compression runs once, in
+/// [`BatchBuilder::build`]. An uncompressed batch is built in place: the header is filled in
+/// and the records are not copied again.
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     producer: (ProducerId, ProducerEpoch, i32),
     compression: Compression,
-    records: Vec<u8>,
+    /// [`HEADER_SIZE`] bytes left for the header, then the encoded records.
+    buffer: Vec<u8>,
     count: i32,
 }
 
@@ -651,7 +654,7 @@ impl BatchBuilder {
             max_timestamp: base_timestamp,
             producer: (-1, -1, -1),
             compression: Compression::None,
-            records: Vec::new(),
+            buffer: vec![0; HEADER_SIZE],
             count: 0,
         }
     }
@@ -683,38 +686,14 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&[u8], Option<&[u8]>)],
     ) -> Self {
-        fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
-            match b {
-                None => put_varlong(out, -1),
-                Some(b) => {
-                    put_varlong(out, b.len() as i64);
-                    out.extend_from_slice(b);
-                }
-            }
-        }
-        let mut body =
-            Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
-        body.push(0); // record attributes: unused
-        put_varlong(&mut body, timestamp - self.base_timestamp);
-        put_varlong(&mut body, i64::from(self.count));
-        put_bytes(&mut body, key);
-        put_bytes(&mut body, value);
-        put_varlong(&mut body, headers.len() as i64);
-        for (k, v) in headers {
-            put_bytes(&mut body, Some(k));
-            put_bytes(&mut body, *v);
-        }
-        put_varlong(&mut self.records, body.len() as i64);
-        self.records.extend_from_slice(&body);
-        self.max_timestamp = self.max_timestamp.max(timestamp);
-        self.count += 1;
+        self.push(timestamp, key, value, headers.iter().copied());
         self
     }
 
     /// Appends a record in place, with its own timestamp and headers (a header value may be
-    /// null). Encodes exactly as [`BatchBuilder::record_at`] does, but takes `&mut self` and
-    /// the headers as any re-iterable sequence of pairs, and writes straight into the batch
-    /// buffer: no per-record allocation beyond the buffer's own growth. A producer that keeps
+    /// null): [`BatchBuilder::record_at`] taking `&mut self` and the headers as any
+    /// re-iterable sequence of pairs. Writes straight into the batch buffer: no per-record
+    /// allocation beyond the buffer's own growth. A producer that keeps
     /// headers in its own type borrows them without building a slice first.
     pub fn push<'h, I>(
         &mut self,
@@ -755,18 +734,17 @@ impl BatchBuilder {
             + bytes_len(value)
             + varlong_len(header_count as i64)
             + header_bytes;
-        self.records
-            .reserve(varlong_len(body_len as i64) + body_len);
-        put_varlong(&mut self.records, body_len as i64);
-        self.records.push(0); // record attributes: unused
-        put_varlong(&mut self.records, timestamp_delta);
-        put_varlong(&mut self.records, offset_delta);
-        put_bytes(&mut self.records, key);
-        put_bytes(&mut self.records, value);
-        put_varlong(&mut self.records, header_count as i64);
+        self.buffer.reserve(varlong_len(body_len as i64) + body_len);
+        put_varlong(&mut self.buffer, body_len as i64);
+        self.buffer.push(0); // record attributes: unused
+        put_varlong(&mut self.buffer, timestamp_delta);
+        put_varlong(&mut self.buffer, offset_delta);
+        put_bytes(&mut self.buffer, key);
+        put_bytes(&mut self.buffer, value);
+        put_varlong(&mut self.buffer, header_count as i64);
         for (k, v) in headers {
-            put_bytes(&mut self.records, Some(k));
-            put_bytes(&mut self.records, v);
+            put_bytes(&mut self.buffer, Some(k));
+            put_bytes(&mut self.buffer, v);
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.count += 1;
@@ -776,7 +754,7 @@ impl BatchBuilder {
     /// producer compares with its batch size limit. For an uncompressed batch it is exactly
     /// what [`BatchBuilder::build`] produces; a compressed one is usually smaller.
     pub fn encoded_len(&self) -> usize {
-        HEADER_SIZE + self.records.len()
+        self.buffer.len()
     }
 
     /// Number of records added so far.
@@ -797,39 +775,67 @@ impl BatchBuilder {
     /// [`crate::compression`]'s feature flags), the batch is built uncompressed instead, which
     /// every reader reads the same. Use [`BatchBuilder::try_build`] to get the error instead.
     pub fn build(self) -> Vec<u8> {
-        match compress(self.compression, &self.records) {
-            Ok(records) => self.encode(self.compression, &records),
-            Err(_) => self.encode(Compression::None, &self.records),
+        match self.compression {
+            Compression::None => self.uncompressed(),
+            codec => match compress(codec, &self.buffer[HEADER_SIZE..]) {
+                Ok(records) => self.compressed(codec, &records),
+                Err(_) => self.uncompressed(),
+            },
         }
     }
 
     /// As [`BatchBuilder::build`], but fails if the codec does.
     pub fn try_build(self) -> Result<Vec<u8>, CompressionError> {
-        let records = compress(self.compression, &self.records)?;
-        Ok(self.encode(self.compression, &records))
+        match self.compression {
+            Compression::None => Ok(self.uncompressed()),
+            codec => {
+                let records = compress(codec, &self.buffer[HEADER_SIZE..])?;
+                Ok(self.compressed(codec, &records))
+            }
+        }
     }
 
-    /// The batch with `records` (already compressed with `codec`) after the header.
-    fn encode(&self, codec: Compression, records: &[u8]) -> Vec<u8> {
-        let size = HEADER_SIZE + records.len();
-        let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(&0i64.to_be_bytes());
-        out.extend_from_slice(&((size - LOG_OVERHEAD) as i32).to_be_bytes());
-        out.extend_from_slice(&(-1i32).to_be_bytes());
-        out.push(MAGIC_V2 as u8);
-        out.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled below
-        out.extend_from_slice(&i16::from(codec.id()).to_be_bytes());
-        out.extend_from_slice(&(self.count - 1).max(0).to_be_bytes());
-        out.extend_from_slice(&self.base_timestamp.to_be_bytes());
-        out.extend_from_slice(&self.max_timestamp.to_be_bytes());
-        out.extend_from_slice(&self.producer.0.to_be_bytes());
-        out.extend_from_slice(&self.producer.1.to_be_bytes());
-        out.extend_from_slice(&self.producer.2.to_be_bytes());
-        out.extend_from_slice(&self.count.to_be_bytes());
+    /// The batch with its records as encoded: the header filled in before them, in place.
+    fn uncompressed(mut self) -> Vec<u8> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        self.fill_header(Compression::None, &mut buffer);
+        buffer
+    }
+
+    /// The batch with `records` (compressed with `codec`) after the header.
+    fn compressed(&self, codec: Compression, records: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_SIZE + records.len());
+        out.resize(HEADER_SIZE, 0);
         out.extend_from_slice(records);
-        let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
-        out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        self.fill_header(codec, &mut out);
         out
+    }
+
+    /// Writes the header into the first [`HEADER_SIZE`] bytes of `batch` (the whole batch,
+    /// records after the header), CRC last.
+    fn fill_header(&self, codec: Compression, batch: &mut [u8]) {
+        let size = batch.len();
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            batch[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&0i64.to_be_bytes());
+        put(&((size - LOG_OVERHEAD) as i32).to_be_bytes());
+        put(&(-1i32).to_be_bytes());
+        put(&[MAGIC_V2 as u8]);
+        put(&0u32.to_be_bytes()); // CRC, filled below
+        put(&i16::from(codec.id()).to_be_bytes());
+        put(&(self.count - 1).max(0).to_be_bytes());
+        put(&self.base_timestamp.to_be_bytes());
+        put(&self.max_timestamp.to_be_bytes());
+        put(&self.producer.0.to_be_bytes());
+        put(&self.producer.1.to_be_bytes());
+        put(&self.producer.2.to_be_bytes());
+        put(&self.count.to_be_bytes());
+        debug_assert_eq!(at, HEADER_SIZE);
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
+        batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
     }
 }
 
@@ -1085,7 +1091,7 @@ mod tests {
         }
 
         #[test]
-        fn push_encodes_exactly_as_record_at(
+        fn records_with_headers_read_back_as_pushed(
             records in proptest::collection::vec(
                 (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
                  proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
@@ -1096,16 +1102,30 @@ mod tests {
                     0..4)),
                 1..20)
         ) {
-            let mut by_value = BatchBuilder::new(1_000_000);
-            let mut in_place = BatchBuilder::new(1_000_000);
+            let mut builder = BatchBuilder::new(1_000_000);
             for (k, v, dt, headers) in &records {
-                let pairs: Vec<(&[u8], Option<&[u8]>)> =
-                    headers.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
-                by_value = by_value.record_at(1_000_000 + dt, k.as_deref(), v.as_deref(), &pairs);
-                in_place.push(1_000_000 + dt, k.as_deref(), v.as_deref(), pairs.iter().copied());
-                prop_assert_eq!(in_place.encoded_len(), by_value.encoded_len());
+                builder.push(
+                    1_000_000 + dt,
+                    k.as_deref(),
+                    v.as_deref(),
+                    headers.iter().map(|(k, v)| (&k[..], v.as_deref())),
+                );
             }
-            prop_assert_eq!(in_place.build(), by_value.build());
+            let expected_len = builder.encoded_len();
+            let bytes = builder.build();
+            prop_assert_eq!(bytes.len(), expected_len);
+            let b = RecordBatch::parse(&bytes).unwrap();
+            prop_assert!(b.validate().is_ok());
+            let back: Vec<_> = b.records().unwrap().map(Result::unwrap).collect();
+            prop_assert_eq!(back.len(), records.len());
+            for (r, (k, v, dt, headers)) in back.iter().zip(&records) {
+                prop_assert_eq!(r.key, k.as_deref());
+                prop_assert_eq!(r.value, v.as_deref());
+                prop_assert_eq!(r.timestamp, 1_000_000 + dt);
+                let pushed: Vec<(&[u8], Option<&[u8]>)> =
+                    headers.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+                prop_assert_eq!(&r.headers, &pushed);
+            }
         }
 
         #[test]
