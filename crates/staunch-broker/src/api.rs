@@ -42,8 +42,9 @@ impl BrokerApi for Broker {
             .map(|b| ProducePartition {
                 topic: b.partition.topic,
                 partition: b.partition.partition,
-                // The log stamps offsets into the bytes; the caller's buffer stays untouched.
-                records: BytesMut::from(&b.records[..]),
+                // The log stamps offsets into the bytes. A buffer only the call holds is taken
+                // as it is; one shared with the caller is copied, so theirs stays untouched.
+                records: BytesMut::from(b.records),
             })
             .collect();
         let results = self

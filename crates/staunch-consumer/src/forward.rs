@@ -96,31 +96,38 @@ impl Forwarder {
         api: &Arc<B>,
         forwards: &[(&str, &ConsumerRecord, &ForwardFacts)],
     ) -> Result<Vec<SentForward>, ApiError> {
-        let mut destinations: Vec<(TopicPartition, BatchBuilder)> = Vec::new();
+        // Each destination partition, its batch, and how many records it holds so far.
+        let mut destinations: Vec<(TopicPartition, BatchBuilder, usize)> = Vec::new();
         let mut placed = Vec::with_capacity(forwards.len());
         for (topic, record, facts) in forwards {
             let count = self
                 .ensure_topic(api.as_ref(), topic, &facts.original_topic)
                 .await?;
-            let partition = TopicPartition::new(*topic, record.partition.rem_euclid(count));
-            let batch = match destinations.iter().position(|(d, _)| *d == partition) {
+            let index = record.partition.rem_euclid(count);
+            let batch = match destinations
+                .iter()
+                .position(|(d, ..)| d.topic == *topic && d.partition == index)
+            {
                 Some(i) => i,
                 None => {
-                    destinations.push((partition, BatchBuilder::new(record.timestamp)));
+                    let partition = TopicPartition::new(*topic, index);
+                    destinations.push((partition, BatchBuilder::new(record.timestamp), 0));
                     destinations.len() - 1
                 }
             };
-            let index = placed.iter().filter(|(b, _)| *b == batch).count();
-            push_forward(&mut destinations[batch].1, record, facts);
-            placed.push((batch, index));
+            let (_, builder, held) = &mut destinations[batch];
+            push_forward(builder, record, facts);
+            placed.push((batch, *held));
+            *held += 1;
         }
-        let partitions: Vec<TopicPartition> = destinations.iter().map(|(d, _)| d.clone()).collect();
+        let partitions: Vec<TopicPartition> =
+            destinations.iter().map(|(d, ..)| d.clone()).collect();
         let call = ProduceCall {
             acks: Acks::All,
             timeout: self.timeout,
             batches: destinations
                 .into_iter()
-                .map(|(partition, builder)| PartitionBatch {
+                .map(|(partition, builder, _)| PartitionBatch {
                     partition,
                     records: Bytes::from(builder.build()),
                 })
@@ -165,23 +172,18 @@ impl Forwarder {
 /// Appends `record` as forwarded: same key, value, timestamp and own headers, Staunch's
 /// headers replaced by `facts`.
 fn push_forward(builder: &mut BatchBuilder, record: &ConsumerRecord, facts: &ForwardFacts) {
-    let added = facts.to_headers();
-    let headers: Vec<(&[u8], Option<&[u8]>)> = record
+    let added = facts.encode();
+    let headers = record
         .headers
         .iter()
         .filter(|(k, _)| !is_staunch_header(k))
         .map(|(k, v)| (k.as_ref(), v.as_deref()))
-        .chain(
-            added
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))),
-        )
-        .collect();
+        .chain(added.pairs().map(|(k, v)| (k.as_bytes(), Some(v))));
     builder.push(
         record.timestamp,
         record.key.as_deref(),
         record.value.as_deref(),
-        headers.iter().copied(),
+        headers,
     );
 }
 

@@ -138,38 +138,46 @@ pub struct ForwardFacts {
 impl ForwardFacts {
     /// The headers to add, names and UTF-8 values, in the order of the module table.
     pub fn to_headers(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let mut headers = vec![
-            (ORIGINAL_TOPIC, self.original_topic.clone().into_bytes()),
-            (
-                ORIGINAL_PARTITION,
-                self.original_partition.to_string().into_bytes(),
-            ),
-            (
-                ORIGINAL_OFFSET,
-                self.original_offset.to_string().into_bytes(),
-            ),
-            (
-                ORIGINAL_TIMESTAMP,
-                self.original_timestamp.to_string().into_bytes(),
-            ),
-            (ATTEMPTS, self.attempts.to_string().into_bytes()),
-            (
-                FIRST_FAILURE,
-                self.first_failure_ms.to_string().into_bytes(),
-            ),
-            (LAST_FAILURE, self.last_failure_ms.to_string().into_bytes()),
-            (ERROR_KIND, self.error_kind.as_str().as_bytes().to_vec()),
-            (ERROR_TYPE, self.error_type.clone().into_bytes()),
-            (
-                ERROR_MESSAGE,
-                truncate(&self.error_message).as_bytes().to_vec(),
-            ),
-            (CONSUMER_GROUP, self.consumer_group.clone().into_bytes()),
-        ];
+        let encoded = self.encode();
+        encoded
+            .pairs()
+            .map(|(name, value)| (name, value.to_vec()))
+            .collect()
+    }
+
+    /// The headers of [`ForwardFacts::to_headers`], written into one buffer: what a forward
+    /// adds to every record, without an allocation per header.
+    pub(crate) fn encode(&self) -> EncodedFacts {
+        use std::fmt::Write;
+        let mut text = String::with_capacity(
+            128 + self.original_topic.len()
+                + self.error_type.len()
+                + self.error_message.len().min(MAX_MESSAGE_BYTES)
+                + self.consumer_group.len(),
+        );
+        let mut ends = [0; FACT_HEADERS.len()];
+        let mut count = 0;
+        // Writing to a `String` cannot fail.
+        let mut add = |text: &mut String, value: std::fmt::Arguments<'_>| {
+            let _ = text.write_fmt(value);
+            ends[count] = text.len();
+            count += 1;
+        };
+        add(&mut text, format_args!("{}", self.original_topic));
+        add(&mut text, format_args!("{}", self.original_partition));
+        add(&mut text, format_args!("{}", self.original_offset));
+        add(&mut text, format_args!("{}", self.original_timestamp));
+        add(&mut text, format_args!("{}", self.attempts));
+        add(&mut text, format_args!("{}", self.first_failure_ms));
+        add(&mut text, format_args!("{}", self.last_failure_ms));
+        add(&mut text, format_args!("{}", self.error_kind.as_str()));
+        add(&mut text, format_args!("{}", self.error_type));
+        add(&mut text, format_args!("{}", truncate(&self.error_message)));
+        add(&mut text, format_args!("{}", self.consumer_group));
         if let Some(due) = self.due_ms {
-            headers.push((DUE, due.to_string().into_bytes()));
+            add(&mut text, format_args!("{due}"));
         }
-        headers
+        EncodedFacts { text, ends, count }
     }
 
     /// Reads the facts back from a record's headers; `None` unless every required header is
@@ -206,6 +214,27 @@ const FACT_HEADERS: [&str; 12] = [
     CONSUMER_GROUP,
     DUE,
 ];
+
+/// [`ForwardFacts`] as header values: the values one after another in `text`, the `i`-th
+/// (named `FACT_HEADERS[i]`) ending at `ends[i]`; `count` of them (the due time is optional).
+#[derive(Debug)]
+pub(crate) struct EncodedFacts {
+    text: String,
+    ends: [usize; FACT_HEADERS.len()],
+    count: usize,
+}
+
+impl EncodedFacts {
+    /// Each header's name and value, in the order of the module table.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&'static str, &[u8])> + Clone {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        FACT_HEADERS
+            .iter()
+            .zip(starts.zip(self.ends))
+            .take(self.count)
+            .map(|(name, (start, end))| (*name, &self.text.as_bytes()[start..end]))
+    }
+}
 
 /// The UTF-8 values of a record's fact headers (of each, the last occurrence with one),
 /// borrowed from the headers.
