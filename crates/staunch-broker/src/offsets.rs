@@ -73,7 +73,8 @@ struct Compaction {
     after_records: u64,
     /// Segment size of the log (only whole segments are deleted).
     segment_bytes: u64,
-    /// The log's largest batch: a snapshot is written in batches of at most half of it.
+    /// The log's largest batch: commits, deletions and snapshots are written in batches of at
+    /// most half of it.
     max_batch_bytes: u32,
 }
 
@@ -225,7 +226,9 @@ impl OffsetStore {
     }
 
     /// Stores commits for `group`, or deletions where the value is `None`. Durable when it
-    /// returns `Ok`: the commits survive a crash. Blocks on fdatasync.
+    /// returns `Ok`: the commits survive a crash. Blocks on fdatasync (once per batch: many
+    /// entries take several). On `Err` a leading part of `entries` may be durable, and is
+    /// then also visible; each entry is whole or absent, and writing them again is harmless.
     pub fn write(
         &self,
         group: &str,
@@ -273,7 +276,31 @@ impl OffsetStore {
                 value.as_ref().map(encode_value),
             )
         });
-        self.append(records)?;
+        let mut applied = 0;
+        self.append_chunked(records, |durable| {
+            self.apply(writer, group, &entries[applied..applied + durable]);
+            applied += durable;
+        })?;
+        if writer.since_snapshot >= self.compaction.after_records
+            && writer.since_snapshot >= 2 * writer.live
+        {
+            // The commit is durable already: a failed compaction is reported, not returned,
+            // and tried again only after as many records more (not on every commit).
+            if let Err(e) = self.compact(&self.read()) {
+                tracing::warn!(error = %e, "compacting the committed offsets log");
+            }
+            writer.since_snapshot = writer.live;
+        }
+        Ok(())
+    }
+
+    /// Applies durable `entries` of `group` to the map and the writer's counts.
+    fn apply(
+        &self,
+        writer: &mut Writer,
+        group: &str,
+        entries: &[(String, i32, Option<CommittedOffset>)],
+    ) {
         writer.since_snapshot += entries.len() as u64;
         let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
         for (topic, partition, value) in entries {
@@ -300,16 +327,38 @@ impl OffsetStore {
                 }
             }
         }
-        drop(groups);
-        if writer.since_snapshot >= self.compaction.after_records
-            && writer.since_snapshot >= 2 * writer.live
-        {
-            // The commit is durable already: a failed compaction is reported, not returned,
-            // and tried again only after as many records more (not on every commit).
-            if let Err(e) = self.compact(&self.read()) {
-                tracing::warn!(error = %e, "compacting the committed offsets log");
+    }
+
+    /// Appends (key, value or tombstone) records in order, in as many batches as it takes to
+    /// keep each under half the log's largest batch (one commit or deletion may name any
+    /// number of partitions). After each batch is durable, `durable` is told how many records
+    /// it held. Fails with the first batch that fails; the ones before it stay durable (and
+    /// were reported), the rest are not written.
+    fn append_chunked(
+        &self,
+        records: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+        mut durable: impl FnMut(usize),
+    ) -> Result<(), String> {
+        /// A record's bytes in a batch beyond its key and value, at most.
+        const RECORD_OVERHEAD: usize = 32;
+        let budget = self.compaction.max_batch_bytes as usize / 2;
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for (key, value) in records {
+            let size = key.len() + value.as_ref().map_or(0, Vec::len) + RECORD_OVERHEAD;
+            if !chunk.is_empty() && chunk_bytes + size > budget {
+                let held = chunk.len();
+                self.append(std::mem::take(&mut chunk).into_iter())?;
+                durable(held);
+                chunk_bytes = 0;
             }
-            writer.since_snapshot = writer.live;
+            chunk.push((key, value));
+            chunk_bytes += size;
+        }
+        if !chunk.is_empty() {
+            let held = chunk.len();
+            self.append(chunk.into_iter())?;
+            durable(held);
         }
         Ok(())
     }
@@ -339,28 +388,16 @@ impl OffsetStore {
     /// still ends at the same map: the snapshot holds every live offset, and whatever a
     /// deleted segment held was overwritten or deleted by a later record.
     fn compact(&self, groups: &Groups) -> Result<(), String> {
-        /// A record's bytes in a batch beyond its key and value, at most.
-        const RECORD_OVERHEAD: usize = 32;
         let start = self.log.log_end();
-        let budget = self.compaction.max_batch_bytes as usize / 2;
-        let mut chunk = Vec::new();
-        let mut chunk_bytes = 0;
-        for (group, offsets) in groups {
-            for ((topic, partition), committed) in offsets {
-                let key = encode_key(group, topic, *partition);
-                let value = encode_value(committed);
-                let size = key.len() + value.len() + RECORD_OVERHEAD;
-                if !chunk.is_empty() && chunk_bytes + size > budget {
-                    self.append(std::mem::take(&mut chunk).into_iter())?;
-                    chunk_bytes = 0;
-                }
-                chunk.push((key, Some(value)));
-                chunk_bytes += size;
-            }
-        }
-        if !chunk.is_empty() {
-            self.append(chunk.into_iter())?;
-        }
+        let snapshot = groups.iter().flat_map(|(group, offsets)| {
+            offsets.iter().map(move |((topic, partition), committed)| {
+                (
+                    encode_key(group, topic, *partition),
+                    Some(encode_value(committed)),
+                )
+            })
+        });
+        self.append_chunked(snapshot, |_| {})?;
         let deleted = self
             .log
             .delete_segments_before(start)
@@ -503,6 +540,40 @@ mod tests {
         assert_eq!(store.get("h", "u", 0).unwrap().offset, 42);
         assert_eq!(store.groups(), vec!["g".to_owned(), "h".to_owned()]);
         assert_eq!(store.writer().live, 21);
+    }
+
+    /// A commit naming more partitions than one batch of the log holds, and the deletion of
+    /// a group with that many offsets, are written in several batches: both succeed and
+    /// survive a reopen (a single batch was refused as too large).
+    #[test]
+    fn commits_and_deletions_larger_than_a_batch_are_written_in_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let compaction = Compaction {
+            after_records: 1 << 20,
+            segment_bytes: 1 << 20,
+            max_batch_bytes: 1 << 10,
+        };
+        let metadata = "m".repeat(100);
+        let big: Vec<_> = (0..200)
+            .map(|p| ("t".to_owned(), p, committed(i64::from(p) + 1, &metadata)))
+            .collect();
+        {
+            let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+            store.write("big", &big).unwrap();
+            store.write("gone", &big).unwrap();
+            store.delete_group("gone").unwrap();
+            assert_eq!(store.log.log_end(), 600, "three writes of 200 records each");
+        }
+        let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+        for p in 0..200 {
+            let got = store.get("big", "t", p).unwrap();
+            assert_eq!(
+                (got.offset, got.metadata.as_str()),
+                (i64::from(p) + 1, metadata.as_str())
+            );
+        }
+        assert_eq!(store.groups(), vec!["big".to_owned()]);
+        assert_eq!(store.writer().live, 200);
     }
 
     /// `write_where` stores only the commits whose partition still exists (asked under the
