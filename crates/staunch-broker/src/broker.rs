@@ -774,7 +774,9 @@ impl Broker {
     }
 
     /// Stores committed offsets for `group`. Durable when it returns `Ok`: the commits survive
-    /// a crash. Each entry's error is `None` or why that partition's commit was refused.
+    /// a crash. Each entry's error is `None` or why that partition's commit was refused. A
+    /// storage error on a commit of many partitions (written in several batches) may leave
+    /// the earlier batches' offsets committed; committing them again is harmless.
     pub async fn commit_offsets(
         &self,
         group: &str,

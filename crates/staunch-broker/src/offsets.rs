@@ -1,6 +1,7 @@
 //! Committed consumer offsets, stored durably in an internal log and reloaded on open.
 //!
-//! Each commit is one record batch in `<data_dir>/consumer-offsets/`, a log with flush `always`
+//! Commits are record batches in `<data_dir>/consumer-offsets/` (a commit of many partitions
+//! takes several, each at most half the log's largest batch), a log with flush `always`
 //! and no time or size retention: a commit is on disk before it is acknowledged, and a group
 //! that commits rarely never loses its position. Each record's key names (group, topic,
 //! partition); its value holds the offset, the leader epoch, the commit time and the client's
@@ -563,6 +564,8 @@ mod tests {
             store.write("gone", &big).unwrap();
             store.delete_group("gone").unwrap();
             assert_eq!(store.log.log_end(), 600, "three writes of 200 records each");
+            assert_eq!(store.writer().live, 200);
+            assert_eq!(store.writer().since_snapshot, 600);
         }
         let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
         for p in 0..200 {
@@ -574,6 +577,37 @@ mod tests {
         }
         assert_eq!(store.groups(), vec!["big".to_owned()]);
         assert_eq!(store.writer().live, 200);
+    }
+
+    /// A write whose later batch fails keeps the earlier batches: durable, in the map, and
+    /// counted — the map and the counts never run ahead of (or behind) the log.
+    #[test]
+    fn a_write_that_fails_part_way_keeps_what_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let compaction = Compaction {
+            after_records: 1 << 20,
+            segment_bytes: 1 << 20,
+            max_batch_bytes: 1 << 10,
+        };
+        let mut entries: Vec<_> = (0..20)
+            .map(|p| ("t".to_owned(), p, committed(i64::from(p), "")))
+            .collect();
+        // Alone in its batch and still over the log's limit: refused.
+        entries.push(("t".to_owned(), 20, committed(20, &"m".repeat(2 << 10))));
+        {
+            let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+            assert!(store.write("g", &entries).is_err());
+            for p in 0..20 {
+                assert_eq!(store.get("g", "t", p).unwrap().offset, i64::from(p));
+            }
+            assert!(store.get("g", "t", 20).is_none());
+            assert_eq!(store.writer().live, 20);
+            assert_eq!(store.writer().since_snapshot, 20);
+            assert_eq!(store.log.log_end(), 20);
+        }
+        let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+        assert_eq!(store.all("g").len(), 20);
+        assert!(store.get("g", "t", 20).is_none());
     }
 
     /// `write_where` stores only the commits whose partition still exists (asked under the
