@@ -693,8 +693,8 @@ impl BatchBuilder {
     /// Appends a record in place, with its own timestamp and headers (a header value may be
     /// null): [`BatchBuilder::record_at`] taking `&mut self` and the headers as any
     /// re-iterable sequence of pairs. Writes straight into the batch buffer: no per-record
-    /// allocation beyond the buffer's own growth. A producer that keeps
-    /// headers in its own type borrows them without building a slice first.
+    /// allocation beyond the buffer's own growth. A producer that keeps headers in its own
+    /// type borrows them without building a slice first.
     pub fn push<'h, I>(
         &mut self,
         timestamp: i64,
@@ -796,13 +796,17 @@ impl BatchBuilder {
     }
 
     /// The batch with its records as encoded: the header filled in before them, in place.
+    /// The buffer's spare capacity (up to its length again, from growing) is given back, so
+    /// a batch held a while (in flight, or waiting for a retry) takes what its bytes take.
     fn uncompressed(mut self) -> Vec<u8> {
         let mut buffer = std::mem::take(&mut self.buffer);
         self.fill_header(Compression::None, &mut buffer);
+        buffer.shrink_to_fit();
         buffer
     }
 
-    /// The batch with `records` (compressed with `codec`) after the header.
+    /// The batch with `records` (compressed with `codec`) after the header, in a buffer of
+    /// exactly that size.
     fn compressed(&self, codec: Compression, records: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_SIZE + records.len());
         out.resize(HEADER_SIZE, 0);
@@ -1330,7 +1334,9 @@ mod tests {
                 RecordEncodeOptions, TimestampType,
             };
             let records = varied_records();
-            for (ours, theirs) in CODECS.into_iter().zip([
+            // Uncompressed too: its batch is built in place, unlike the compressed ones.
+            for (ours, theirs) in [Compression::None].into_iter().chain(CODECS).zip([
+                KCompression::None,
                 KCompression::Gzip,
                 KCompression::Snappy,
                 KCompression::Lz4,
