@@ -56,7 +56,7 @@ use crate::store::{
 use crate::validate::{check_append, first_record_at_or_after, stamp};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
 use segment::{Segment, index_name, log_name, parse_log_name, peek_header, peek_header_from, scan};
-use zero_fill::{ZeroFill, zero_buffer};
+use zero_fill::{ZEROS, ZeroFill};
 
 /// How far ahead of the data the active segment reserves disk blocks.
 const PREALLOCATE_STEP: u64 = 64 << 20;
@@ -307,7 +307,6 @@ fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -> JoinHandl
         .name("staunch-log-bg".into())
         .spawn(move || {
             let mut next_flush = interval.map(|every| Instant::now() + every);
-            let zeros = zero_buffer();
             loop {
                 let Some(log) = inner.upgrade() else { return };
                 let zero_fill;
@@ -338,7 +337,7 @@ fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -> JoinHandl
                     bg.seal_requested = false;
                     zero_fill = std::mem::take(&mut bg.zero_fill_requested);
                 }
-                if zero_fill && let Err(e) = log.zero_fill_ahead(&zeros) {
+                if zero_fill && let Err(e) = log.zero_fill_ahead(&ZEROS) {
                     tracing::error!(error = %e, "zero-filling failed; log refuses appends");
                     return;
                 }

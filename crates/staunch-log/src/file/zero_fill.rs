@@ -214,7 +214,6 @@ impl Inner {
     }
 }
 
-/// A buffer of zeros for [`Inner::zero_fill_ahead`].
-pub(super) fn zero_buffer() -> Vec<u8> {
-    vec![0; ZERO_BUFFER]
-}
+/// The zeros [`Inner::zero_fill_ahead`] writes: one buffer for every log, in zero-initialised
+/// static memory (no allocation, and no resident memory beyond what the kernel reads of it).
+pub(super) static ZEROS: [u8; ZERO_BUFFER] = [0; ZERO_BUFFER];
