@@ -375,6 +375,13 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), Some(v)))
             .collect();
+        // Every fact, the due time too, reads back as written.
+        let borrowed = whole.iter().map(|(k, v)| (&k[..], v.as_deref()));
+        assert_eq!(ForwardFacts::from_headers(borrowed), Some(facts.clone()));
+        assert_eq!(
+            whole.last().map(|(_, v)| v.as_deref()),
+            Some(Some(&b"4000"[..]))
+        );
         let with = |name: &str, value: Option<&[u8]>| {
             let mut h = whole.clone();
             h.push((name.as_bytes().to_vec(), value.map(<[u8]>::to_vec)));
