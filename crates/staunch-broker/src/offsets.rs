@@ -543,17 +543,20 @@ mod tests {
         assert_eq!(store.writer().live, 21);
     }
 
+    /// Batches of at most 1 KiB (a few small offset records each), no compaction.
+    const SMALL_BATCHES: Compaction = Compaction {
+        after_records: 1 << 20,
+        segment_bytes: 1 << 20,
+        max_batch_bytes: 1 << 10,
+    };
+
     /// A commit naming more partitions than one batch of the log holds, and the deletion of
     /// a group with that many offsets, are written in several batches: both succeed and
     /// survive a reopen (a single batch was refused as too large).
     #[test]
     fn commits_and_deletions_larger_than_a_batch_are_written_in_several() {
         let dir = tempfile::tempdir().unwrap();
-        let compaction = Compaction {
-            after_records: 1 << 20,
-            segment_bytes: 1 << 20,
-            max_batch_bytes: 1 << 10,
-        };
+        let compaction = SMALL_BATCHES;
         let metadata = "m".repeat(100);
         let big: Vec<_> = (0..200)
             .map(|p| ("t".to_owned(), p, committed(i64::from(p) + 1, &metadata)))
@@ -584,11 +587,7 @@ mod tests {
     #[test]
     fn a_write_that_fails_part_way_keeps_what_is_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let compaction = Compaction {
-            after_records: 1 << 20,
-            segment_bytes: 1 << 20,
-            max_batch_bytes: 1 << 10,
-        };
+        let compaction = SMALL_BATCHES;
         let mut entries: Vec<_> = (0..20)
             .map(|p| ("t".to_owned(), p, committed(i64::from(p), "")))
             .collect();
