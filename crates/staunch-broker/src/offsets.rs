@@ -348,34 +348,29 @@ impl OffsetStore {
         for (key, value) in records {
             let size = key.len() + value.as_ref().map_or(0, Vec::len) + RECORD_OVERHEAD;
             if !chunk.is_empty() && chunk_bytes + size > budget {
-                let held = chunk.len();
-                self.append(std::mem::take(&mut chunk).into_iter())?;
-                durable(held);
+                self.append(&chunk)?;
+                durable(chunk.len());
+                chunk.clear();
                 chunk_bytes = 0;
             }
             chunk.push((key, value));
             chunk_bytes += size;
         }
         if !chunk.is_empty() {
-            let held = chunk.len();
-            self.append(chunk.into_iter())?;
-            durable(held);
+            self.append(&chunk)?;
+            durable(chunk.len());
         }
         Ok(())
     }
 
     /// Appends one batch of (key, value or tombstone) records; durable when it returns `Ok`.
-    fn append(
-        &self,
-        records: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
-    ) -> Result<(), String> {
+    fn append(&self, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as i64;
-        let encoded: Vec<_> = records.collect();
         let mut builder = BatchBuilder::new(now);
-        for (key, value) in &encoded {
+        for (key, value) in records {
             builder = builder.record(Some(key), value.as_deref());
         }
         let mut bytes = builder.build();
@@ -439,9 +434,10 @@ impl OffsetStore {
         groups
     }
 
-    /// Deletes every committed offset of `group`. Durable when it returns `Ok`. The offsets
-    /// to delete are read under the same hold of the writer lock as the deletion is written,
-    /// so a commit that lands after this began is not deleted by it.
+    /// Deletes every committed offset of `group`. Durable when it returns `Ok`; on `Err` some
+    /// may be deleted already (see [`OffsetStore::write`]). The offsets to delete are read
+    /// under the same hold of the writer lock as the deletion is written, so a commit that
+    /// lands after this began is not deleted by it.
     pub fn delete_group(&self, group: &str) -> Result<(), String> {
         let mut writer = self.writer();
         let entries: Vec<_> = self

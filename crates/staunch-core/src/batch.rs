@@ -1326,9 +1326,9 @@ mod tests {
         }
 
         /// The `kafka-protocol` crate (an independent implementation of Kafka's codecs) reads our
-        /// compressed batches, and we read its.
+        /// batches, uncompressed and compressed, and we read its.
         #[test]
-        fn compressed_batches_agree_with_the_kafka_protocol_crate() {
+        fn batches_agree_with_the_kafka_protocol_crate() {
             use kafka_protocol::records::{
                 Compression as KCompression, RecordBatchDecoder, RecordBatchEncoder,
                 RecordEncodeOptions, TimestampType,

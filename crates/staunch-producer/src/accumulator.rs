@@ -352,10 +352,12 @@ impl Batch {
 
     /// The bytes to send, encoding (and compressing) them with the stamp on first use.
     pub(crate) fn bytes(&mut self) -> Bytes {
-        match &mut self.body {
-            Body::Built(bytes) => bytes.clone(),
-            Body::Open(builder) => {
-                let mut builder = std::mem::replace(builder, BatchBuilder::new(0));
+        match std::mem::replace(&mut self.body, Body::Built(Bytes::new())) {
+            Body::Built(bytes) => {
+                self.body = Body::Built(bytes.clone());
+                bytes
+            }
+            Body::Open(mut builder) => {
                 if let Some((identity, sequence)) = self.stamp.and_then(|s| s.sequence) {
                     builder = builder.producer(identity.id, identity.epoch, sequence);
                 }
