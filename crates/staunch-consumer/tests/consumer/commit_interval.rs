@@ -90,11 +90,8 @@ async fn an_attempt_count_is_committed_without_waiting_for_the_interval() {
             }
         }
     }));
-    let mut config = ConsumerConfig::new("g-paced-keys");
-    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 5));
-    config.ordered = Some(100);
+    let mut config = ordered_config("g-paced-keys", BackOff::fixed(Duration::ZERO, 5), 100);
     config.max_uncommitted_failures = 0;
-    config.fetch_max_wait = Duration::from_millis(20);
     config.commit_interval = Duration::from_secs(3600);
     let mut consumer = Consumer::new(b.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();

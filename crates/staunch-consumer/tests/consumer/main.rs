@@ -109,10 +109,11 @@ async fn ordered_mode_parks_the_key_not_the_partition() {
             }
         }
     }));
-    let mut config = ConsumerConfig::new("g-ordered");
-    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::from_millis(100), 5));
-    config.ordered = Some(100);
-    config.fetch_max_wait = Duration::from_millis(20);
+    let config = ordered_config(
+        "g-ordered",
+        BackOff::fixed(Duration::from_millis(100), 5),
+        100,
+    );
     let mut consumer = Consumer::new(b.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
     poll_until(&mut consumer, &handler, || async {
@@ -849,11 +850,8 @@ async fn ordered_mode_waits_for_the_count_per_key_not_per_partition() {
             }
         }
     }));
-    let mut config = ConsumerConfig::new("g-okeys");
-    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
-    config.ordered = Some(100);
+    let mut config = ordered_config("g-okeys", BackOff::fixed(Duration::ZERO, 3), 100);
     config.max_uncommitted_failures = 0;
-    config.fetch_max_wait = Duration::from_millis(20);
     let mut consumer = Consumer::new(api.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
     let start = Instant::now();
@@ -923,10 +921,7 @@ async fn ordered_mode_retries_a_failed_key_once_before_its_count_is_committed() 
             }
         }
     }));
-    let mut config = ConsumerConfig::new("g-oonce");
-    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
-    config.ordered = Some(100);
-    config.fetch_max_wait = Duration::from_millis(20);
+    let config = ordered_config("g-oonce", BackOff::fixed(Duration::ZERO, 3), 100);
     let mut consumer = Consumer::new(api.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
     let start = Instant::now();
@@ -997,12 +992,9 @@ async fn ordered_mode_retries_at_most_64_records_at_a_time() {
             }
         }
     }));
-    let mut config = ConsumerConfig::new("g-many");
-    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
-    config.ordered = Some(1_000);
+    let mut config = ordered_config("g-many", BackOff::fixed(Duration::ZERO, 3), 1_000);
     // Every failure waits for its count, so the failed records pile up.
     config.max_uncommitted_failures = 0;
-    config.fetch_max_wait = Duration::from_millis(20);
     let mut consumer = Consumer::new(api.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
     let start = Instant::now();
@@ -1165,10 +1157,7 @@ async fn ordered_mode_reads_on_past_counts_read_back_after_a_restart() {
         a.lock().unwrap().push((r.offset, r.delivery_attempt));
         async { Ok(()) }
     }));
-    let mut config = ConsumerConfig::new("g-resume");
-    config.failure = FailurePolicy::Blocking(BackOff::fixed(Duration::ZERO, 3));
-    config.ordered = Some(1_000);
-    config.fetch_max_wait = Duration::from_millis(20);
+    let config = ordered_config("g-resume", BackOff::fixed(Duration::ZERO, 3), 1_000);
     let mut consumer = Consumer::new(b.clone(), config).unwrap();
     consumer.assign(vec![tp.clone()]).await.unwrap();
     poll_until(&mut consumer, &handler, || async {

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use staunch_broker::{Broker, BrokerConfig};
-use staunch_consumer::{BatchHandler, Consumer, ConsumerRecord};
+use staunch_consumer::{BatchHandler, Consumer, ConsumerConfig, ConsumerRecord, FailurePolicy};
 use staunch_core::api::{CreateTopicCall, FetchCall, FetchPosition, OffsetAndMetadata};
 use staunch_core::batch::batches;
-use staunch_core::{Acks, BatchBuilder, BrokerApi, PartitionBatch, ProduceCall, TopicPartition};
+use staunch_core::{
+    Acks, BackOff, BatchBuilder, BrokerApi, PartitionBatch, ProduceCall, TopicPartition,
+};
 
 /// The longest any test waits for a condition.
 pub(crate) const LIMIT: Duration = Duration::from_secs(30);
@@ -130,6 +132,16 @@ pub(crate) async fn committed<B: BrokerApi>(
         .unwrap()
         .1
         .unwrap()
+}
+
+/// An ordered-mode consumer of `group` with a parking lot of `lot` records, blocking retry
+/// under `backoff`, and a short fetch wait (20 ms) so tests poll quickly.
+pub(crate) fn ordered_config(group: &str, backoff: BackOff, lot: usize) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(group);
+    config.failure = FailurePolicy::Blocking(backoff);
+    config.ordered = Some(lot);
+    config.fetch_max_wait = Duration::from_millis(20);
+    config
 }
 
 /// Polls `consumer` with `handler` until `done` is true; panics after [`LIMIT`].
