@@ -209,8 +209,9 @@ pub struct FetchCall {
     /// The broker answers as soon as at least this many bytes are readable
     /// (`fetch.min.bytes`); 0 answers at once.
     pub min_bytes: i32,
-    /// At most about this many bytes in all, per broker asked (`fetch.max.bytes`); the first
-    /// partition with data may exceed it by one batch.
+    /// At most this many bytes in all, per broker asked (`fetch.max.bytes`), except that the
+    /// first partition with data always gets its first batch whole, however large (Kafka's
+    /// rule, so a consumer never stalls on a batch bigger than its limit).
     pub max_bytes: i32,
     /// The partitions, each at most once.
     pub partitions: Vec<FetchPosition>,

@@ -36,7 +36,10 @@ use super::{NoAnswer, text};
 /// 0, whose records are still appended and made durable; for acks 0 with any partition failed,
 /// [`NoAnswer::Acks0Failed`] (the connection closes, as Kafka's does). The flag returned with
 /// the future says that already: an acks 0 produce refused while being written (the
-/// connection must then read no further request, none of which would get an answer).
+/// connection must then read no further request, none of which would get an answer). One that
+/// fails only later, while waiting to be durable, is known too late for that: requests the
+/// connection read behind it may have been applied, though none is answered (nothing
+/// acknowledged is lost; a client that sends them again may store them twice).
 pub(super) async fn produce(
     broker: &Broker,
     request: ProduceRequest,
