@@ -759,15 +759,18 @@ impl<B: BrokerApi> Consumer<B> {
         self.reap().await;
         // Progress waits for the interval; new attempt counts do not (a retry may wait for
         // them, and a restart should find them).
-        let due = self
-            .round_commit_sent
-            .is_none_or(|sent| sent.elapsed() >= self.config.commit_interval)
-            || self
-                .parts
-                .values()
-                .any(|st| st.ledger != st.committed_ledger);
-        if due
-            && self.in_flight.is_none()
+        // Checked only with no commit in flight (none is sent meanwhile): the ledger scan is
+        // not free.
+        let due = || {
+            self.round_commit_sent
+                .is_none_or(|sent| sent.elapsed() >= self.config.commit_interval)
+                || self
+                    .parts
+                    .values()
+                    .any(|st| st.ledger != st.committed_ledger)
+        };
+        if self.in_flight.is_none()
+            && due()
             && let Some(CommitRequest {
                 member,
                 offsets,
@@ -1259,8 +1262,11 @@ impl<B: BrokerApi> Consumer<B> {
 
     /// When the delivery after `entry`'s failures is due under the blocking back-off: its last
     /// failure plus the delay for that many failures (with a fresh jitter draw, so it may
-    /// differ from the wait the failing consumer had chosen by up to the jitter). `None` if
-    /// the back-off allows no more deliveries (the next failure is the last one anyway).
+    /// differ from the wait the failing consumer had chosen by up to the jitter), but never
+    /// later than that delay from now — the last failure time comes from whichever consumer
+    /// committed it, whose clock may run ahead (or from damaged metadata), and must not stall
+    /// the partition for longer than one back-off. `None` if the back-off allows no more
+    /// deliveries (the next failure is the last one anyway).
     fn retry_due(&mut self, entry: &RetryEntry) -> Option<i64> {
         let since_first = entry.last_failure_ms.saturating_sub(entry.first_failure_ms);
         let elapsed = Duration::from_millis(u64::try_from(since_first).unwrap_or(0));
@@ -1269,7 +1275,8 @@ impl<B: BrokerApi> Consumer<B> {
             elapsed,
             self.rng.f64(),
         )?;
-        Some(entry.last_failure_ms.saturating_add(ms(delay)))
+        let due = entry.last_failure_ms.saturating_add(ms(delay));
+        Some(due.min(now_ms().saturating_add(ms(delay))))
     }
 
     /// Takes `tp`'s state out to work on it while `self` is borrowed too (it goes back with

@@ -122,3 +122,51 @@ async fn ordered_mode_parks_the_key_for_its_back_off_after_a_restart() {
     );
     commit_and_expect(&mut second, &b, "g-rbo", &tp, 4).await;
 }
+
+/// The last failure time in a committed ledger comes from another consumer's clock (or from
+/// damaged metadata): one a day ahead still delays the record by one back-off at most, not
+/// by a day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_time_from_a_clock_ahead_delays_by_one_back_off_at_most() {
+    let (_d, b) = embedded().await;
+    let tp = topic_with(b.as_ref(), "ahead", &[("k", "flaky")]).await;
+    let day_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 24 * 3600 * 1000;
+    let mut ledger = staunch_consumer::ledger::RetryLedger::default();
+    ledger.set(
+        0,
+        staunch_consumer::ledger::RetryEntry {
+            attempts: 1,
+            first_failure_ms: day_ahead,
+            last_failure_ms: day_ahead,
+        },
+    );
+    // Through `BrokerApi` (the broker's inherent method of that name takes wire types).
+    let answers = BrokerApi::commit_offsets(
+        b.as_ref(),
+        &GroupMembership::simple("g-ahead"),
+        vec![(
+            tp.clone(),
+            OffsetAndMetadata {
+                offset: 0,
+                leader_epoch: None,
+                metadata: ledger.encode(),
+            },
+        )],
+    )
+    .await;
+    assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
+    let deliveries = Deliveries::default();
+    let handler = flaky_once(deliveries.clone());
+    let mut consumer = Consumer::new(b.clone(), config("g-ahead", None)).unwrap();
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        !deliveries.lock().unwrap().is_empty()
+    })
+    .await;
+    // The count carried over: this is the record's second delivery.
+    assert_eq!(values(&deliveries.lock().unwrap()), [("flaky".into(), 2)]);
+}
