@@ -815,11 +815,11 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(20);
 
-    /// A one-node fake broker that closes the connection on every produce (as a broker does
-    /// after refusing a produce with acks 0) and counts metadata requests and produces.
-    /// Counts metadata requests and produces (each closed without an answer), and requests
-    /// of any other kind in `unexpected` (closing the connection too, so a test must check
-    /// it: a panic in the connection's task would only close it, which looks like success).
+    /// A one-node fake broker that closes the connection on every produce without an answer
+    /// (as a broker does after refusing a produce with acks 0). Counts metadata requests and
+    /// produces, and requests of any other kind in `unexpected` (closing the connection too,
+    /// so a test must check it: a panic in the connection's task would only close it, which
+    /// looks like success).
     async fn closing_broker(
         metadata: Arc<AtomicUsize>,
         produces: Arc<AtomicUsize>,

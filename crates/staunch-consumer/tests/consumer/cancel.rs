@@ -1,5 +1,6 @@
 //! A `poll` dropped before it finished — by a timeout or a `select!` — loses no record and
-//! keeps its partitions: the partition being worked on starts over from its committed offset.
+//! keeps its partitions: the partition being worked on starts over from where everything
+//! before it was finished (its local commit point, which may be ahead of the broker's).
 //! A group join that failed, or whose poll was dropped, is made again by the next poll.
 
 use super::*;
