@@ -1137,20 +1137,7 @@ async fn ordered_mode_reads_on_past_counts_read_back_after_a_restart() {
             },
         );
     }
-    let answers = BrokerApi::commit_offsets(
-        b.as_ref(),
-        &GroupMembership::simple("g-resume"),
-        vec![(
-            tp.clone(),
-            OffsetAndMetadata {
-                offset: 0,
-                leader_epoch: None,
-                metadata: ledger.encode(),
-            },
-        )],
-    )
-    .await;
-    assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
+    commit_ledger(b.as_ref(), "g-resume", &tp, 0, &ledger).await;
     let attempts = Arc::new(Mutex::new(Vec::<(i64, u32)>::new()));
     let a = attempts.clone();
     let handler = PerRecord(handler_fn(move |r| {

@@ -144,21 +144,7 @@ async fn a_failure_time_from_a_clock_ahead_delays_by_one_back_off_at_most() {
             last_failure_ms: day_ahead,
         },
     );
-    // Through `BrokerApi` (the broker's inherent method of that name takes wire types).
-    let answers = BrokerApi::commit_offsets(
-        b.as_ref(),
-        &GroupMembership::simple("g-ahead"),
-        vec![(
-            tp.clone(),
-            OffsetAndMetadata {
-                offset: 0,
-                leader_epoch: None,
-                metadata: ledger.encode(),
-            },
-        )],
-    )
-    .await;
-    assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
+    commit_ledger(b.as_ref(), "g-ahead", &tp, 0, &ledger).await;
     let deliveries = Deliveries::default();
     let handler = flaky_once(deliveries.clone());
     let mut consumer = Consumer::new(b.clone(), config("g-ahead", None)).unwrap();

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use staunch_broker::{Broker, BrokerConfig};
+use staunch_consumer::ledger::RetryLedger;
 use staunch_consumer::{BatchHandler, Consumer, ConsumerConfig, ConsumerRecord, FailurePolicy};
-use staunch_core::api::{CreateTopicCall, FetchCall, FetchPosition, OffsetAndMetadata};
+use staunch_core::api::{
+    CreateTopicCall, FetchCall, FetchPosition, GroupMembership, OffsetAndMetadata,
+};
 use staunch_core::batch::batches;
 use staunch_core::{
     Acks, BackOff, BatchBuilder, BrokerApi, PartitionBatch, ProduceCall, TopicPartition,
@@ -142,6 +145,31 @@ pub(crate) fn ordered_config(group: &str, backoff: BackOff, lot: usize) -> Consu
     config.ordered = Some(lot);
     config.fetch_max_wait = Duration::from_millis(20);
     config
+}
+
+/// Commits `offset` of `tp` for `group` with `ledger` as its metadata: what a consumer that
+/// stopped there with those failures left behind.
+pub(crate) async fn commit_ledger<B: BrokerApi>(
+    api: &B,
+    group: &str,
+    tp: &TopicPartition,
+    offset: i64,
+    ledger: &RetryLedger,
+) {
+    let answers = api
+        .commit_offsets(
+            &GroupMembership::simple(group),
+            vec![(
+                tp.clone(),
+                OffsetAndMetadata {
+                    offset,
+                    leader_epoch: None,
+                    metadata: ledger.encode(),
+                },
+            )],
+        )
+        .await;
+    assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
 }
 
 /// Polls `consumer` with `handler` until `done` is true; panics after [`LIMIT`].
