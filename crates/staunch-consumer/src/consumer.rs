@@ -1409,8 +1409,10 @@ impl<B: BrokerApi> Consumer<B> {
             let chunk = &records[at..records.len().min(at + max)];
             match handler.handle_batch(chunk).await {
                 Ok(()) => {
-                    for r in chunk {
-                        st.ledger.remove(r.offset);
+                    if !st.ledger.is_empty() {
+                        for r in chunk {
+                            st.ledger.remove(r.offset);
+                        }
                     }
                     st.position = chunk.last().map(|r| r.offset + 1);
                     let n = chunk.len() as u64;

@@ -102,6 +102,10 @@ pub(crate) fn attempt_of(record: &ConsumerRecord, ledger: &RetryLedger) -> u32 {
     if let Some(e) = ledger.get(record.offset) {
         return e.attempts.saturating_add(1);
     }
+    if record.headers.is_empty() {
+        // No forward headers (the usual record of a source topic): its first delivery.
+        return 1;
+    }
     ForwardFacts::attempts_in(
         record
             .headers
