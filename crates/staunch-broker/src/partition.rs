@@ -381,57 +381,15 @@ impl Partition {
 
     /// The first record with the largest timestamp among those visible to consumers, with
     /// that timestamp (Kafka's ListOffsets timestamp -3, KIP-734); `None` if no record is
-    /// visible. Reads the whole visible partition (1 MiB at a time, to compare the batches'
-    /// max timestamps) and then decodes the winning batch: an admin call, not a hot path. A batch that does not parse stops the scan with
-    /// CORRUPT_MESSAGE rather than answering from part of the log.
+    /// visible. Answered from the segments' largest timestamps and time indexes
+    /// ([`LogStore::offset_of_max_timestamp`]): it reads a few batch headers and one batch,
+    /// however long the partition.
     pub fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, i64)>, ErrorCode> {
-        const CHUNK: usize = 1 << 20;
-        let high_watermark = self.high_watermark();
-        let mut next = self.log.earliest();
-        // The batch holding the largest timestamp so far: (max timestamp, its bytes).
-        let mut best: Option<(i64, bytes::Bytes)> = None;
-        while next < high_watermark {
-            let read = self.log.read(next, CHUNK).map_err(|e| log_error_code(&e))?;
-            let mut at = 0;
-            for batch in batches(&read.bytes) {
-                let batch = batch.map_err(|_| ErrorCode::CorruptMessage)?;
-                if batch.base_offset() >= high_watermark {
-                    break;
-                }
-                if best
-                    .as_ref()
-                    .is_none_or(|(ts, _)| batch.max_timestamp() > *ts)
-                {
-                    best = Some((
-                        batch.max_timestamp(),
-                        read.bytes.slice(at..at + batch.size()),
-                    ));
-                }
-                at += batch.size();
-                next = batch.next_offset();
-            }
-            if at == 0 {
-                break;
-            }
-        }
-        let Some((max_timestamp, bytes)) = best else {
-            return Ok(None);
-        };
-        let Some(Ok(batch)) = batches(&bytes).next() else {
-            return Err(ErrorCode::CorruptMessage);
-        };
-        let decompressed = batch
-            .decompressed()
-            .map_err(|_| ErrorCode::CorruptMessage)?;
-        for record in decompressed.records() {
-            let record = record.map_err(|_| ErrorCode::CorruptMessage)?;
-            if record.timestamp == max_timestamp {
-                return Ok(Some((record.offset, max_timestamp)));
-            }
-        }
-        // A batch whose header's max timestamp no record has (a foreign writer): its first
-        // offset, as Kafka answered before it looked inside batches.
-        Ok(Some((batch.base_offset(), max_timestamp)))
+        let found = self
+            .log
+            .offset_of_max_timestamp(self.high_watermark())
+            .map_err(|e| log_error_code(&e))?;
+        Ok(found.map(|t| (t.offset, t.timestamp)))
     }
 
     /// Deletes closed segments past the retention limits.

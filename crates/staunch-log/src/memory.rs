@@ -156,6 +156,25 @@ impl LogStore for MemoryLog {
         Ok(None)
     }
 
+    fn offset_of_max_timestamp(&self, end: Offset) -> Result<Option<TimestampOffset>, LogError> {
+        let st = self.state()?;
+        // The first batch with the largest max timestamp (a later one must be larger).
+        let mut best: Option<RecordBatch<'_>> = None;
+        for stored in st.batches.iter().take_while(|b| b.next <= end) {
+            let batch = RecordBatch::parse(&stored.bytes)?;
+            if best
+                .as_ref()
+                .is_none_or(|b| batch.max_timestamp() > b.max_timestamp())
+            {
+                best = Some(batch);
+            }
+        }
+        Ok(best.and_then(|batch| {
+            first_record_at_or_after(&batch, batch.max_timestamp())
+                .map(|(offset, timestamp)| TimestampOffset { offset, timestamp })
+        }))
+    }
+
     fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
         let mut st = self.state()?;
         if offset < st.start {

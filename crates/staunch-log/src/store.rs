@@ -153,6 +153,14 @@ pub trait LogStore: Send + Sync + Debug {
     /// record), or `None` if every record is older.
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError>;
 
+    /// The first record with the largest timestamp among the whole batches that end at or
+    /// before `end` (Kafka's ListOffsets timestamp -3, KIP-734; a broker passes its high
+    /// watermark), or `None` if there is no such batch. "Largest" goes by the batches'
+    /// max timestamps; within the first batch holding it, the answer is its first record at
+    /// or after that timestamp (the batch's first offset if none is). The file log reads the headers
+    /// of a few batches and one batch whole, not the log.
+    fn offset_of_max_timestamp(&self, end: Offset) -> Result<Option<TimestampOffset>, LogError>;
+
     /// Removes every batch that ends at or after `offset` (a batch straddling `offset` goes
     /// whole), durably, and returns the new log end (`<= offset`). If `offset` is below the
     /// earliest offset the log is emptied and restarts at `offset`. Replication uses this to cut a

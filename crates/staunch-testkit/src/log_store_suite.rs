@@ -34,6 +34,7 @@ pub fn test_all<B: LogStoreBuilder>(builder: &B) {
     read_cached_answers_as_read_does_or_not_at_all(builder);
     invalid_batches_are_rejected_and_store_nothing(builder);
     offset_for_timestamp_finds_the_first_record(builder);
+    offset_of_max_timestamp_finds_the_first_record_with_the_largest(builder);
     truncate_removes_the_tail(builder);
     truncate_below_earliest_restarts_the_log(builder);
     flush_makes_everything_durable(builder);
@@ -363,6 +364,55 @@ fn offset_for_timestamp_finds_the_first_record<B: LogStoreBuilder>(b: &B) {
     log.append(&mut compressed.build(), 0).unwrap(); // ts 3000, 3010, 3020, offsets 6..8
     assert_eq!(at(3_005), Some((7, 3_010)));
     assert_eq!(at(3_020), Some((8, 3_020)));
+}
+
+fn offset_of_max_timestamp_finds_the_first_record_with_the_largest<B: LogStoreBuilder>(b: &B) {
+    let (log, _g) = b.build();
+    let at = |end| {
+        log.offset_of_max_timestamp(end)
+            .unwrap()
+            .map(|t| (t.offset, t.timestamp))
+    };
+    assert_eq!(at(0), None, "an empty log has none");
+    let with_timestamps = |timestamps: &[i64], compression| {
+        let mut builder = BatchBuilder::new(timestamps[0]).compression(compression);
+        for &ts in timestamps {
+            builder.push(ts, None, Some(b"v"), []);
+        }
+        builder.build()
+    };
+    let appended = |timestamps: &[i64], compression| {
+        log.append(&mut with_timestamps(timestamps, compression), 0)
+            .unwrap()
+    };
+    appended(&[100, 300, 200], Compression::None); // offsets 0..2
+    appended(&[250, 500, 400, 500], Compression::Gzip); // 3..6
+    appended(&[500], Compression::None); // 7: ties with 4, which comes first
+    appended(&[50], Compression::None); // 8
+    assert_eq!(
+        at(9),
+        Some((4, 500)),
+        "the record inside its compressed batch"
+    );
+    assert_eq!(
+        at(100),
+        Some((4, 500)),
+        "an end past the log end is the log end"
+    );
+    assert_eq!(
+        at(3),
+        Some((1, 300)),
+        "only whole batches before the end count"
+    );
+    assert_eq!(
+        at(5),
+        Some((1, 300)),
+        "a batch the end falls inside does not count"
+    );
+    assert_eq!(at(2), None);
+    log.append(&mut batch(9, 2, 900), 0).unwrap(); // 9, 10: timestamps 900, 901
+    assert_eq!(at(11), Some((10, 901)));
+    assert_eq!(at(9), Some((4, 500)));
 }
 
 fn truncate_removes_the_tail<B: LogStoreBuilder>(b: &B) {

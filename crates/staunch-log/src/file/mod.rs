@@ -29,6 +29,7 @@
 //! (framing, magic, CRC-32C, contiguous offsets) and cut at the first torn or invalid batch,
 //! unless a valid clean-shutdown marker says exactly how long it is.
 
+mod max_timestamp;
 mod meta;
 mod segment;
 mod zero_fill;
@@ -55,7 +56,10 @@ use crate::store::{
 };
 use crate::validate::{check_append, first_record_at_or_after, stamp};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
-use segment::{Segment, index_name, log_name, parse_log_name, peek_header, peek_header_from, scan};
+use segment::{
+    Segment, index_name, log_name, parse_log_name, peek_header, peek_header_from, read_batch_at,
+    scan,
+};
 use zero_fill::{ZEROS, ZeroFill};
 
 /// How far ahead of the data the active segment reserves disk blocks.
@@ -1160,16 +1164,12 @@ impl Inner {
         while position < end {
             let header = peek_header(&*file, &name, position, end)?;
             if header.max_timestamp >= timestamp {
-                let mut bytes = vec![0u8; header.size as usize];
-                read_exact_at(&*file, &mut bytes, position)
-                    .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
-                let batch = RecordBatch::parse(&bytes)
-                    .and_then(|b| b.verify_integrity().map(|()| b))
-                    .map_err(|e| LogError::Corrupt {
-                        file: name.clone(),
-                        position,
-                        reason: e.to_string(),
-                    })?;
+                let bytes = read_batch_at(&*file, &name, position, header.size)?;
+                let batch = RecordBatch::parse(&bytes).map_err(|e| LogError::Corrupt {
+                    file: name.clone(),
+                    position,
+                    reason: e.to_string(),
+                })?;
                 return Ok(first_record_at_or_after(&batch, timestamp)
                     .map(|(offset, timestamp)| TimestampOffset { offset, timestamp }));
             }
@@ -1498,6 +1498,10 @@ impl LogStore for FileLog {
 
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
         self.inner.offset_for_timestamp(timestamp)
+    }
+
+    fn offset_of_max_timestamp(&self, end: Offset) -> Result<Option<TimestampOffset>, LogError> {
+        self.inner.offset_of_max_timestamp(end)
     }
 
     fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {

@@ -116,11 +116,17 @@ impl Segment {
 
     /// Byte position of a batch at or before the one containing `offset`.
     pub(crate) fn position_for_offset(&self, offset: Offset) -> u64 {
+        self.index_entry_for_offset(offset).0
+    }
+
+    /// The last index entry at or before `offset`: the byte position of a batch at or before
+    /// the one containing `offset`, and the largest batch max-timestamp before that position
+    /// (`i64::MIN` if none). `(0, i64::MIN)` if no entry is.
+    pub(crate) fn index_entry_for_offset(&self, offset: Offset) -> (u64, i64) {
         let i = self.index.partition_point(|e| e.offset <= offset);
-        if i == 0 {
-            0
-        } else {
-            u64::from(self.index[i - 1].position)
+        match i.checked_sub(1).map(|i| &self.index[i]) {
+            Some(e) => (u64::from(e.position), e.max_ts_before),
+            None => (0, i64::MIN),
         }
     }
 
@@ -133,6 +139,26 @@ impl Segment {
             u64::from(self.index[i - 1].position)
         }
     }
+}
+
+/// The `size` bytes of the batch at `position`, read and CRC-checked.
+pub(crate) fn read_batch_at(
+    file: &dyn SegmentFile,
+    name: &str,
+    position: u64,
+    size: u64,
+) -> Result<Vec<u8>, LogError> {
+    let mut bytes = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+    read_exact_at(file, &mut bytes, position)
+        .map_err(|e| LogError::io(format!("reading {name} at {position}"), e))?;
+    RecordBatch::parse(&bytes)
+        .and_then(|b| b.verify_integrity())
+        .map_err(|e| LogError::Corrupt {
+            file: name.to_owned(),
+            position,
+            reason: e.to_string(),
+        })?;
+    Ok(bytes)
 }
 
 /// The fixed header of the batch at `position`, read and sanity-checked (not CRC-checked).

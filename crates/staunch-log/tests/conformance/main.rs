@@ -1,6 +1,7 @@
 //! Every `LogStore` implementation passes the shared conformance suite, and the file log agrees
 //! with a simple model under random operations, reopens included.
 
+mod max_timestamp;
 mod model;
 
 use staunch_log::{FileLog, FlushPolicy, LogConfig, MemoryLog};
