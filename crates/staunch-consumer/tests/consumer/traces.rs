@@ -1,5 +1,5 @@
-//! The consumer's `tracing` output: a span per poll and per handler call with the record's
-//! coordinates, a WARN event per dead letter, an INFO event per retry-topic forward. Captured
+//! The consumer's `tracing` output: an INFO span per poll and a DEBUG span per record
+//! handler call with the record's coordinates, a WARN event per dead letter, an INFO event per retry-topic forward. Captured
 //! by a small subscriber installed as the global default of this test binary (a thread-local
 //! one misses events whose call sites other tests' threads registered first), so it also sees
 //! what the other tests log: everything checked here is picked out by this test's groups.
@@ -20,10 +20,11 @@ use crate::support::*;
 
 type Fields = BTreeMap<String, String>;
 
-/// Every span created (name and fields) and every event (level and fields, `message` included).
+/// Every span created (name, level and fields) and every event (level and fields, `message`
+/// included).
 #[derive(Debug, Default)]
 struct Captured {
-    spans: Vec<(String, Fields)>,
+    spans: Vec<(String, Level, Fields)>,
     events: Vec<(Level, Fields)>,
 }
 
@@ -53,11 +54,11 @@ impl Subscriber for Capture {
     fn new_span(&self, attributes: &Attributes<'_>) -> Id {
         let mut fields = Fields::new();
         attributes.record(&mut Visitor(&mut fields));
-        self.captured
-            .lock()
-            .unwrap()
-            .spans
-            .push((attributes.metadata().name().to_owned(), fields));
+        self.captured.lock().unwrap().spans.push((
+            attributes.metadata().name().to_owned(),
+            *attributes.metadata().level(),
+            fields,
+        ));
         Id::from_u64(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
@@ -126,18 +127,21 @@ async fn spans_per_poll_and_handler_call_events_per_forward() {
     {
         let captured = capture.captured.lock().unwrap();
         assert!(
-            captured
-                .spans
-                .iter()
-                .any(|(name, f)| name == "poll" && f == &fields(&[("group", "g-traced")])),
+            captured.spans.iter().any(|(name, level, f)| name == "poll"
+                && *level == Level::INFO
+                && f == &fields(&[("group", "g-traced")])),
             "{:?}",
             captured.spans
         );
         let handled: Vec<&Fields> = captured
             .spans
             .iter()
-            .filter(|(name, f)| name == "handle" && ours(f, "g-traced"))
-            .map(|(_, f)| f)
+            .filter(|(name, _, f)| name == "handle" && ours(f, "g-traced"))
+            .map(|(_, level, f)| {
+                // An INFO span per record would cost more than the consumer's own work on it.
+                assert_eq!(*level, Level::DEBUG, "{f:?}");
+                f
+            })
             .collect();
         let coordinates = |offset: &str, attempt: &str| {
             fields(&[
