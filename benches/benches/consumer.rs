@@ -20,6 +20,9 @@
 //! - `consumer/happy_ordered`, `consumer/fail_1pct_ordered`: `happy` and `fail_1pct_blocking`
 //!   in ordered mode (park the key, not the partition; the records have no key, so each is its
 //!   own): a failed record is retried at once, as in `fail_1pct_blocking`.
+//! - `consumer/happy_traced`: `happy` with an INFO `tracing_subscriber::fmt` subscriber (to a
+//!   sink) as the polling thread's default, as an application usually runs: what the consumer's
+//!   own spans and events cost. (An INFO span per record once made this 8-10x slower.)
 //!
 //! After criterion's report a table prints records/s per case and the ratios the issue names,
 //! from the mean of the samples, from the fastest sample, and as the median of 31 pairs of runs
@@ -43,6 +46,8 @@ use staunch_core::api::{
 };
 use staunch_core::batch::batches;
 use staunch_core::{Acks, BackOff, BrokerApi, PartitionBatch, ProduceCall, TopicPartition};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Records read per iteration (all of the topic).
 const RECORDS: u64 = 100_000;
@@ -268,6 +273,7 @@ enum Case {
     FailRetryTopic,
     HappyOrdered,
     FailOrdered,
+    HappyTraced,
 }
 
 impl Case {
@@ -280,6 +286,7 @@ impl Case {
             Case::FailRetryTopic => "fail_1pct_retry_topic",
             Case::HappyOrdered => "happy_ordered",
             Case::FailOrdered => "fail_1pct_ordered",
+            Case::HappyTraced => "happy_traced",
         }
     }
 
@@ -300,6 +307,14 @@ impl Case {
             }
             Case::FailOrdered => {
                 consume(broker, group, FailurePolicy::default(), ORDERED, true).await
+            }
+            Case::HappyTraced => {
+                // The poll runs on this thread (`block_on`): its spans and events reach this.
+                let _traced = tracing_subscriber::fmt()
+                    .with_max_level(LevelFilter::INFO)
+                    .with_writer(std::io::sink)
+                    .set_default();
+                consume(broker, group, FailurePolicy::default(), None, false).await
             }
         }
     }
@@ -336,6 +351,7 @@ fn main() {
         Case::FailRetryTopic,
         Case::HappyOrdered,
         Case::FailOrdered,
+        Case::HappyTraced,
     ];
     let groups = AtomicU64::new(0);
     let mut group = criterion.benchmark_group("consumer");
@@ -387,6 +403,7 @@ fn main() {
         (Case::FailRetryTopic, Case::Happy),
         (Case::HappyOrdered, Case::Plain),
         (Case::FailOrdered, Case::HappyOrdered),
+        (Case::HappyTraced, Case::Happy),
     ] {
         if let (Some(ma), Some(mb), Some(ba), Some(bb)) = (mean(a), mean(b), best(a), best(b)) {
             let paired = paired_ratio(&runtime, &broker, &groups, a, b);
