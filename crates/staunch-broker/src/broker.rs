@@ -467,8 +467,8 @@ impl Broker {
     }
 
     /// Kafka's ListOffsets for one partition: `timestamp` -1 is the latest visible offset (the
-    /// high watermark), -2 the earliest, -3 the first record with the largest timestamp (a
-    /// read of the whole partition), anything else the first offset with a timestamp at or
+    /// high watermark), -2 the earliest, -3 the first record with the largest timestamp (from the
+    /// segments' largest timestamps and time indexes), anything else the first offset with a timestamp at or
     /// after it. Returns (offset, timestamp); (-1, -1) when no record is that recent (or, for
     /// -3, none is visible).
     pub async fn list_offset(

@@ -158,7 +158,9 @@ pub trait LogStore: Send + Sync + Debug {
     /// watermark), or `None` if there is no such batch. "Largest" goes by the batches'
     /// max timestamps; within the first batch holding it, the answer is its first record at
     /// or after that timestamp (the batch's first offset if none is). The file log reads the headers
-    /// of a few batches and one batch whole, not the log.
+    /// of a few batches and one batch whole, not the log. Errors: `Closed`, a read that
+    /// failed, or `Corrupt` for a batch that fails its CRC or a segment whose batches do not
+    /// match its index.
     fn offset_of_max_timestamp(&self, end: Offset) -> Result<Option<TimestampOffset>, LogError>;
 
     /// Removes every batch that ends at or after `offset` (a batch straddling `offset` goes

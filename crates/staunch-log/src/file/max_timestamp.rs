@@ -1,7 +1,8 @@
 //! Finding the first record with the largest timestamp (Kafka's ListOffsets timestamp -3)
 //! without reading the log: each segment knows its largest batch max-timestamp, and its time
 //! index (`max_ts_before` per entry) leads to the first batch that reaches it. A lookup reads
-//! the headers of the batches between two index entries, at most twice, and one batch whole.
+//! the headers of the batches between two index entries, at most three times (once in the
+//! winning whole segment, twice in the segment `end` falls inside), and one batch whole.
 //!
 //! Only whole batches ending at or before the caller's `end` count (a broker passes its high
 //! watermark). Segments wholly below `end` answer from their max timestamps; the one segment
@@ -36,14 +37,14 @@ impl SegmentFileRef {
         }
     }
 
-    /// The position of the first batch from `from` on whose max timestamp is at least
-    /// `timestamp`, among the batches ending at or before `end`.
+    /// The position and size of the first batch from `from` on whose max timestamp is at
+    /// least `timestamp`, among the batches ending at or before `end`.
     fn first_reaching(
         &self,
         from: u64,
         timestamp: i64,
         end: Offset,
-    ) -> Result<Option<u64>, LogError> {
+    ) -> Result<Option<(u64, u64)>, LogError> {
         let mut position = from;
         while position < self.size {
             let header = peek_header(&*self.file, &self.name, position, self.size)?;
@@ -51,7 +52,7 @@ impl SegmentFileRef {
                 break;
             }
             if header.max_timestamp >= timestamp {
-                return Ok(Some(position));
+                return Ok(Some((position, header.size)));
             }
             position += header.size;
         }
@@ -59,17 +60,17 @@ impl SegmentFileRef {
     }
 
     /// The largest batch max-timestamp from `from` on among the batches ending at or before
-    /// `end`, with the position of the first batch that has it.
-    fn largest_from(&self, from: u64, end: Offset) -> Result<Option<(i64, u64)>, LogError> {
-        let mut best: Option<(i64, u64)> = None;
+    /// `end`, with the position and size of the first batch that has it.
+    fn largest_from(&self, from: u64, end: Offset) -> Result<Option<(i64, u64, u64)>, LogError> {
+        let mut best: Option<(i64, u64, u64)> = None;
         let mut position = from;
         while position < self.size {
             let header = peek_header(&*self.file, &self.name, position, self.size)?;
             if header.next_offset > end {
                 break;
             }
-            if best.is_none_or(|(ts, _)| header.max_timestamp > ts) {
-                best = Some((header.max_timestamp, position));
+            if best.is_none_or(|(ts, _, _)| header.max_timestamp > ts) {
+                best = Some((header.max_timestamp, position, header.size));
             }
             position += header.size;
         }
@@ -96,10 +97,11 @@ struct StraddlingSegment {
     search_from: u64,
 }
 
-/// The batch holding the answer: its file, position and max timestamp.
+/// The batch holding the answer: its file, position, size and max timestamp.
 struct Found {
     file: SegmentFileRef,
     position: u64,
+    size: u64,
     max_timestamp: i64,
 }
 
@@ -161,13 +163,13 @@ impl Inner {
         let Some(Found {
             file,
             position,
+            size,
             max_timestamp,
         }) = found
         else {
             return Ok(None);
         };
-        let header = peek_header(&*file.file, &file.name, position, file.size)?;
-        let bytes = read_batch_at(&*file.file, &file.name, position, header.size)?;
+        let bytes = read_batch_at(&*file.file, &file.name, position, size)?;
         let batch = RecordBatch::parse(&bytes).map_err(|e| LogError::Corrupt {
             file: file.name.clone(),
             position,
@@ -185,9 +187,10 @@ fn find_in_whole(w: WholeSegment) -> Result<Found, LogError> {
         .file
         .first_reaching(w.search_from, w.max_timestamp, Offset::MAX)?
     {
-        Some(position) => Ok(Found {
+        Some((position, size)) => Ok(Found {
             file: w.file,
             position,
+            size,
             max_timestamp: w.max_timestamp,
         }),
         None => Err(LogError::Corrupt {
@@ -205,12 +208,15 @@ fn find_in_whole(w: WholeSegment) -> Result<Found, LogError> {
 /// `end` falls inside: after the tail's index entry if the tail holds a larger one than the
 /// batches before it, else before it.
 fn find_in_straddling(s: StraddlingSegment, end: Offset) -> Result<Option<Found>, LogError> {
-    if let Some((max_timestamp, position)) = s.file.largest_from(s.tail_from, end)?
-        && max_timestamp > s.max_before_tail
+    // With no batch before the tail, `max_before_tail` is `i64::MIN` only as a placeholder:
+    // a tail batch of that very timestamp wins.
+    if let Some((max_timestamp, position, size)) = s.file.largest_from(s.tail_from, end)?
+        && (s.tail_from == 0 || max_timestamp > s.max_before_tail)
     {
         return Ok(Some(Found {
             file: s.file,
             position,
+            size,
             max_timestamp,
         }));
     }
@@ -218,7 +224,7 @@ fn find_in_straddling(s: StraddlingSegment, end: Offset) -> Result<Option<Found>
         // No batch before the tail.
         return Ok(None);
     }
-    let position = s
+    let (position, size) = s
         .file
         .first_reaching(s.search_from, s.max_before_tail, end)?
         .ok_or_else(|| LogError::Corrupt {
@@ -232,6 +238,7 @@ fn find_in_straddling(s: StraddlingSegment, end: Offset) -> Result<Option<Found>
     Ok(Some(Found {
         file: s.file,
         position,
+        size,
         max_timestamp: s.max_before_tail,
     }))
 }
