@@ -24,7 +24,8 @@
 //!   sink) as the polling thread's default, as an application usually runs: what the consumer's
 //!   own spans and events cost. (An INFO span per record once made this 8-10x slower.)
 //!
-//! After criterion's report a table prints records/s per case and the ratios the issue names,
+//! After criterion's report a table prints records/s per case and the ratios the issue names
+//! (and `happy_traced / happy`),
 //! from the mean of the samples, from the fastest sample, and as the median of 31 pairs of runs
 //! of the two cases back to back (see [`paired_ratio`]).
 //! `STAUNCH_BENCH_DIR` on a tmpfs takes the fsync of every commit out, which leaves the CPU
@@ -310,11 +311,17 @@ impl Case {
             }
             Case::HappyTraced => {
                 // The poll runs on this thread (`block_on`): its spans and events reach this.
-                let _traced = tracing_subscriber::fmt()
+                let traced = tracing_subscriber::fmt()
                     .with_max_level(LevelFilter::INFO)
                     .with_writer(std::io::sink)
                     .set_default();
-                consume(broker, group, FailurePolicy::default(), None, false).await
+                let elapsed = consume(broker, group, FailurePolicy::default(), None, false).await;
+                drop(traced);
+                // Dropping the default leaves the call sites' cached interest (and the global
+                // max level) as the subscriber set them: reset them, so the cases run after
+                // this one see what they saw before it.
+                tracing::callsite::rebuild_interest_cache();
+                elapsed
             }
         }
     }

@@ -1048,13 +1048,16 @@ impl<B: BrokerApi> Consumer<B> {
     /// # Tracing
     /// The round runs in an INFO span `poll` (field `group`); each handler call in a span
     /// `handle` with the fields `group`, `topic`, `partition`, `offset` and `attempt` of its
-    /// (first) record, and `records` for a batch — so whatever the handler logs carries them.
-    /// The `handle` span of a batch call is INFO; that of a record handler ([`Consumer::poll`])
-    /// is DEBUG, since a span per record costs more than the consumer's own work on it (with
-    /// an INFO `fmt` subscriber an INFO span per record made the happy path 8-10x slower):
-    /// enable DEBUG for the target `staunch_consumer` to have it. A dead-lettered record is reported by a WARN event `dead-lettered`, a forward to a
-    /// retry topic by an INFO event, a forward that failed by a WARN event, a blocking retry
-    /// by a DEBUG event.
+    /// (first) record, and `records` for a batch — so whatever the handler logs carries them
+    /// while that span is enabled. The `handle` span of a batch call is INFO; that of a record
+    /// handler ([`Consumer::poll`]) is DEBUG, since a span per record costs more than the
+    /// consumer's own work on it (with an INFO `fmt` subscriber an INFO span per record made
+    /// the happy path 8-10x slower). So under an INFO filter a record handler's logs carry
+    /// only the `group` of `poll`; enable DEBUG for the target `staunch_consumer` to have the
+    /// record's coordinates. A batch handler called with one record at a time (ordered mode,
+    /// or `max_batch_records` 1) still gets an INFO span per record. A dead-lettered record is
+    /// reported by a WARN event `dead-lettered`, a forward to a retry topic by an INFO event,
+    /// a forward that failed by a WARN event, a blocking retry by a DEBUG event.
     ///
     /// # Cancel safety
     /// A poll may be dropped before it finishes (a timeout or a `select!` around it) without
@@ -2027,8 +2030,8 @@ impl<B: BrokerApi> Consumer<B> {
     }
 }
 
-/// A record handler as a batch handler: record by record, each call in a `handle` span,
-/// stopping at the first failure.
+/// A record handler as a batch handler: record by record, each call in a DEBUG `handle`
+/// span, stopping at the first failure.
 struct TracedRecords<'a, H> {
     handler: &'a H,
     group: Arc<str>,

@@ -30,9 +30,10 @@
 //!   before it are committed and it goes through the same retry path.
 //! - **Counters and spans** ([`metrics`]): [`Consumer::metrics`] gives processed, retried,
 //!   dead-lettered and in-retry counts per topic for the consumer's group (a redrive reports
-//!   what it replayed in its [`RedriveReport`]); every poll and handler call runs in a
-//!   `tracing` span with the group, topic, partition, offset and attempt, and dead letters
-//!   and retry-topic forwards are `tracing` events ([`Consumer::poll_batch`]).
+//!   what it replayed in its [`RedriveReport`]); every poll runs in an INFO `tracing` span
+//!   with the group, every handler call in a `handle` span with the group, topic, partition,
+//!   offset and attempt (INFO for a batch call, DEBUG for a record handler's call), and dead
+//!   letters and retry-topic forwards are `tracing` events ([`Consumer::poll_batch`]).
 //!
 //! ```no_run
 //! # async fn demo(broker: std::sync::Arc<impl staunch_core::BrokerApi>) -> Result<(), staunch_consumer::ConsumerError> {

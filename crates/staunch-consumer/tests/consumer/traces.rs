@@ -1,6 +1,6 @@
 //! The consumer's `tracing` output: an INFO span per poll and a DEBUG span per record
-//! handler call with the record's coordinates, a WARN event per dead letter, an INFO event per retry-topic forward. Captured
-//! by a small subscriber installed as the global default of this test binary (a thread-local
+//! handler call with the record's coordinates, a WARN event per dead letter, an INFO event
+//! per retry-topic forward. Captured by a small subscriber installed as the global default of this test binary (a thread-local
 //! one misses events whose call sites other tests' threads registered first), so it also sees
 //! what the other tests log: everything checked here is picked out by this test's groups.
 
