@@ -389,26 +389,22 @@ fn offset_of_max_timestamp_finds_the_first_record_with_the_largest<B: LogStoreBu
     appended(&[250, 500, 400, 500], Compression::Gzip); // 3..6
     appended(&[500], Compression::None); // 7: ties with 4, which comes first
     appended(&[50], Compression::None); // 8
-    assert_eq!(
-        at(9),
-        Some((4, 500)),
-        "the record inside its compressed batch"
-    );
-    assert_eq!(
-        at(100),
-        Some((4, 500)),
-        "an end past the log end is the log end"
-    );
-    assert_eq!(
-        at(3),
-        Some((1, 300)),
-        "only whole batches before the end count"
-    );
-    assert_eq!(
-        at(5),
-        Some((1, 300)),
-        "a batch the end falls inside does not count"
-    );
+    for (end, expected, why) in [
+        (9, Some((4, 500)), "the record inside its compressed batch"),
+        (
+            100,
+            Some((4, 500)),
+            "an end past the log end is the log end",
+        ),
+        (3, Some((1, 300)), "only whole batches before the end count"),
+        (
+            5,
+            Some((1, 300)),
+            "a batch the end falls inside does not count",
+        ),
+    ] {
+        assert_eq!(at(end), expected, "end {end}: {why}");
+    }
     assert_eq!(at(2), None);
     log.append(&mut batch(9, 2, 900), 0).unwrap(); // 9, 10: timestamps 900, 901
     assert_eq!(at(11), Some((10, 901)));
