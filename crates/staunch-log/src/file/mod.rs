@@ -29,9 +29,9 @@
 //! (framing, magic, CRC-32C, contiguous offsets) and cut at the first torn or invalid batch,
 //! unless a valid clean-shutdown marker says exactly how long it is.
 
-mod max_timestamp;
 mod meta;
 mod segment;
+mod timestamps;
 mod zero_fill;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -54,12 +54,9 @@ use crate::read_buffer::ReadBuffer;
 use crate::store::{
     AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
 };
-use crate::validate::{check_append, first_record_at_or_after, stamp};
+use crate::validate::{check_append, stamp};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
-use segment::{
-    Segment, index_name, log_name, parse_log_name, peek_header, peek_header_from, read_batch_at,
-    scan,
-};
+use segment::{Segment, index_name, log_name, parse_log_name, peek_header, peek_header_from, scan};
 use zero_fill::{ZEROS, ZeroFill};
 
 /// How far ahead of the data the active segment reserves disk blocks.
@@ -1143,39 +1140,6 @@ impl Inner {
     ) -> Result<ReadBatches, LogError> {
         self.read_from(from, max_bytes, at_least_one, ReadFrom::Disk)?
             .ok_or_else(|| LogError::io("reading", std::io::ErrorKind::WouldBlock.into()))
-    }
-
-    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
-        let (file, name, mut position, end) = {
-            let st = self.read_state();
-            if st.closed {
-                return Err(LogError::Closed);
-            }
-            let Some(segment) = st.segments.values().find(|s| s.max_timestamp >= timestamp) else {
-                return Ok(None);
-            };
-            (
-                segment.file.clone(),
-                segment.name(),
-                segment.position_for_timestamp(timestamp),
-                segment.size,
-            )
-        };
-        while position < end {
-            let header = peek_header(&*file, &name, position, end)?;
-            if header.max_timestamp >= timestamp {
-                let bytes = read_batch_at(&*file, &name, position, header.size)?;
-                let batch = RecordBatch::parse(&bytes).map_err(|e| LogError::Corrupt {
-                    file: name.clone(),
-                    position,
-                    reason: e.to_string(),
-                })?;
-                return Ok(first_record_at_or_after(&batch, timestamp)
-                    .map(|(offset, timestamp)| TimestampOffset { offset, timestamp }));
-            }
-            position += header.size;
-        }
-        Ok(None)
     }
 
     fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {

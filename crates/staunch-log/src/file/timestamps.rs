@@ -1,8 +1,12 @@
-//! Finding the first record with the largest timestamp (Kafka's ListOffsets timestamp -3)
-//! without reading the log: each segment knows its largest batch max-timestamp, and its time
-//! index (`max_ts_before` per entry) leads to the first batch that reaches it. A lookup reads
-//! the headers of the batches between two index entries, at most three times (once in the
-//! winning whole segment, twice in the segment `end` falls inside), and one batch whole.
+//! Finding records by timestamp without reading the log (Kafka's ListOffsets): each segment
+//! knows its largest batch max-timestamp, and its time index (`max_ts_before` per entry)
+//! leads to the first batch that reaches a timestamp. [`Inner::offset_for_timestamp`] walks
+//! the headers after one index entry and reads one batch.
+//!
+//! For the first record with the largest timestamp (timestamp -3), the segment with the
+//! largest max timestamp is the one to search. That lookup reads the headers of the batches
+//! between two index entries at most three times (once in the winning whole segment, twice
+//! in the segment `end` falls inside), and one batch whole.
 //!
 //! Only whole batches ending at or before the caller's `end` count (a broker passes its high
 //! watermark). Segments wholly below `end` answer from their max timestamps; the one segment
@@ -105,7 +109,54 @@ struct Found {
     max_timestamp: i64,
 }
 
+impl Found {
+    /// Reads the batch (CRC-checked) and answers with its first record at or after
+    /// `timestamp` (the batch's first offset if none is).
+    fn record_at_or_after(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
+        let file = &self.file;
+        let bytes = read_batch_at(&*file.file, &file.name, self.position, self.size)?;
+        let batch = RecordBatch::parse(&bytes).map_err(|e| LogError::Corrupt {
+            file: file.name.clone(),
+            position: self.position,
+            reason: e.to_string(),
+        })?;
+        Ok(first_record_at_or_after(&batch, timestamp)
+            .map(|(offset, timestamp)| TimestampOffset { offset, timestamp }))
+    }
+}
+
 impl Inner {
+    /// [`LogStore::offset_for_timestamp`](crate::LogStore::offset_for_timestamp) of the file
+    /// log: the first segment whose max timestamp reaches `timestamp`, searched from its index.
+    pub(super) fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, LogError> {
+        let (file, search_from) = {
+            let st = self.read_state();
+            if st.closed {
+                return Err(LogError::Closed);
+            }
+            let Some(segment) = st.segments.values().find(|s| s.max_timestamp >= timestamp) else {
+                return Ok(None);
+            };
+            (
+                SegmentFileRef::of(segment),
+                segment.position_for_timestamp(timestamp),
+            )
+        };
+        match file.first_reaching(search_from, timestamp, Offset::MAX)? {
+            Some((position, size)) => Found {
+                file,
+                position,
+                size,
+                max_timestamp: timestamp,
+            }
+            .record_at_or_after(timestamp),
+            None => Ok(None),
+        }
+    }
+
     /// [`LogStore::offset_of_max_timestamp`](crate::LogStore::offset_of_max_timestamp) of the
     /// file log (see the [module docs](self)).
     pub(super) fn offset_of_max_timestamp(
@@ -160,23 +211,10 @@ impl Inner {
             (Some(w), _) => Some(w),
             (None, s) => s,
         };
-        let Some(Found {
-            file,
-            position,
-            size,
-            max_timestamp,
-        }) = found
-        else {
-            return Ok(None);
-        };
-        let bytes = read_batch_at(&*file.file, &file.name, position, size)?;
-        let batch = RecordBatch::parse(&bytes).map_err(|e| LogError::Corrupt {
-            file: file.name.clone(),
-            position,
-            reason: e.to_string(),
-        })?;
-        Ok(first_record_at_or_after(&batch, max_timestamp)
-            .map(|(offset, timestamp)| TimestampOffset { offset, timestamp }))
+        match found {
+            Some(found) => found.record_at_or_after(found.max_timestamp),
+            None => Ok(None),
+        }
     }
 }
 
