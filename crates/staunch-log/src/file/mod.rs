@@ -57,7 +57,7 @@ use crate::store::{
 use crate::validate::{check_append, stamp};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown, TRUNCATE_INTENT};
 use segment::{Segment, index_name, log_name, parse_log_name, peek_header, peek_header_from, scan};
-use zero_fill::{ZEROS, ZeroFill};
+use zero_fill::ZeroFill;
 
 /// How far ahead of the data the active segment reserves disk blocks.
 const PREALLOCATE_STEP: u64 = 64 << 20;
@@ -338,7 +338,7 @@ fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -> JoinHandl
                     bg.seal_requested = false;
                     zero_fill = std::mem::take(&mut bg.zero_fill_requested);
                 }
-                if zero_fill && let Err(e) = log.zero_fill_ahead(&ZEROS) {
+                if zero_fill && let Err(e) = log.zero_fill_ahead() {
                     tracing::error!(error = %e, "zero-filling failed; log refuses appends");
                     return;
                 }

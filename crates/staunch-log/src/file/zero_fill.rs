@@ -145,7 +145,7 @@ impl Inner {
     /// Background work: zero-fills the active segment until `zero_fill_bytes` past its data are
     /// zeros (or the segment's maximum size is reached). Fails only if an fsync failed, which
     /// has poisoned the log.
-    pub(super) fn zero_fill_ahead(&self, buffer: &[u8]) -> Result<(), LogError> {
+    pub(super) fn zero_fill_ahead(&self) -> Result<(), LogError> {
         loop {
             let (segment, file, name, range) = {
                 let st = self.read_state();
@@ -179,13 +179,10 @@ impl Inner {
                 zeros.claim = Some(range.clone());
                 (Some(active.base), file, active.name(), range)
             };
-            let mut written = Ok(());
-            let mut at = range.start;
-            while at < range.end && written.is_ok() {
-                let n = (range.end - at).min(buffer.len() as u64);
-                written = write_all_at(&*file, &buffer[..n as usize], at);
-                at += n;
-            }
+            // A claim is at most one chunk, `ZERO_CHUNK` bytes: one write of `ZEROS`.
+            let len = usize::try_from(range.end - range.start)
+                .map_or(ZERO_BUFFER, |n| n.min(ZERO_BUFFER));
+            let written = write_all_at(&*file, &ZEROS[..len], range.start);
             let synced = match written {
                 Ok(()) => file.sync_data().map_err(|e| {
                     self.fail(format!(
@@ -216,4 +213,4 @@ impl Inner {
 
 /// The zeros [`Inner::zero_fill_ahead`] writes: one buffer for every log, in zero-initialised
 /// static memory (no allocation, and no resident memory beyond what the kernel reads of it).
-pub(super) static ZEROS: [u8; ZERO_BUFFER] = [0; ZERO_BUFFER];
+static ZEROS: [u8; ZERO_BUFFER] = [0; ZERO_BUFFER];
