@@ -259,30 +259,37 @@ impl<'a> Found<'a> {
         found
     }
 
-    fn get(&self, name: &str) -> Option<&'a str> {
-        let i = FACT_HEADERS.iter().position(|n| *n == name)?;
-        self.0[i]
-    }
-
-    fn num(&self, name: &str) -> Option<i64> {
-        self.get(name)?.parse().ok()
-    }
-
-    /// The facts, if every required header is there and well formed.
+    /// The facts, if every required header is there and well formed. Read by position, in
+    /// [`FACT_HEADERS`] order (asked for every record read from a retry topic).
     fn facts(&self) -> Option<FactsRef<'a>> {
+        let [
+            original_topic,
+            original_partition,
+            original_offset,
+            original_timestamp,
+            attempts,
+            first_failure,
+            last_failure,
+            error_kind,
+            error_type,
+            error_message,
+            consumer_group,
+            due,
+        ] = self.0;
+        let num = |value: Option<&str>| value?.parse::<i64>().ok();
         Some(FactsRef {
-            original_topic: self.get(ORIGINAL_TOPIC)?,
-            original_partition: i32::try_from(self.num(ORIGINAL_PARTITION)?).ok()?,
-            original_offset: self.num(ORIGINAL_OFFSET)?,
-            original_timestamp: self.num(ORIGINAL_TIMESTAMP)?,
-            attempts: u32::try_from(self.num(ATTEMPTS)?).ok()?,
-            first_failure_ms: self.num(FIRST_FAILURE)?,
-            last_failure_ms: self.num(LAST_FAILURE)?,
-            error_kind: ErrorKind::parse(self.get(ERROR_KIND)?)?,
-            error_type: self.get(ERROR_TYPE)?,
-            error_message: self.get(ERROR_MESSAGE)?,
-            consumer_group: self.get(CONSUMER_GROUP)?,
-            due_ms: self.num(DUE),
+            original_topic: original_topic?,
+            original_partition: i32::try_from(num(original_partition)?).ok()?,
+            original_offset: num(original_offset)?,
+            original_timestamp: num(original_timestamp)?,
+            attempts: u32::try_from(num(attempts)?).ok()?,
+            first_failure_ms: num(first_failure)?,
+            last_failure_ms: num(last_failure)?,
+            error_kind: ErrorKind::parse(error_kind?)?,
+            error_type: error_type?,
+            error_message: error_message?,
+            consumer_group: consumer_group?,
+            due_ms: num(due),
         })
     }
 }
