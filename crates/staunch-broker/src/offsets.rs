@@ -450,6 +450,8 @@ impl OffsetStore {
 
     /// Deletes every group's committed offsets for `topic` (the topic was deleted), chosen
     /// and written under one hold of the writer lock like [`OffsetStore::delete_group`].
+    /// Durable when it returns `Ok`; on `Err` some groups (or part of one) may be deleted
+    /// already, and calling it again deletes the rest.
     pub fn delete_topic(&self, topic: &str) -> Result<(), String> {
         let mut writer = self.writer();
         let doomed: Vec<(String, OffsetWrites)> = self
