@@ -9,7 +9,9 @@
 //! - `consumer/plain_fetch`: a loop over `BrokerApi::fetch` with the consumer's default fetch
 //!   sizes, decoding every record, committing nothing;
 //! - `consumer/plain_fetch_commit`: the same, committing the next offset after every fetch, as
-//!   an at-least-once loop must (one durable commit per fetch, as `Consumer::poll` does);
+//!   a simple at-least-once loop does (one durable commit per fetch; `Consumer::poll` commits
+//!   at most every `commit_interval`, 5 ms by default, so `happy / plain_fetch_commit` compares
+//!   the consumer with a loop that commits more often);
 //! - `consumer/happy`: `Consumer` with the default blocking policy (spring's ten deliveries, no
 //!   pause) and a handler that always succeeds;
 //! - `consumer/fail_1pct_blocking`: the same, with 1 % of the records failing their first
@@ -134,6 +136,24 @@ async fn preload(broker: &Broker) {
     }
 }
 
+/// Commits `offset` of `tp` for `group` (a simple member, no metadata), durably.
+async fn commit_at(broker: &impl BrokerApi, group: &str, tp: &TopicPartition, offset: i64) {
+    let answers = broker
+        .commit_offsets(
+            &GroupMembership::simple(group),
+            vec![(
+                tp.clone(),
+                OffsetAndMetadata {
+                    offset,
+                    leader_epoch: None,
+                    metadata: String::new(),
+                },
+            )],
+        )
+        .await;
+    assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
+}
+
 /// A plain fetch loop with the consumer's default fetch sizes; commits the next offset after
 /// each fetch under `group` if `commit_group` is set. Returns the wall time.
 async fn plain_fetch(broker: &Broker, commit_group: Option<&str>) -> Duration {
@@ -178,20 +198,7 @@ async fn plain_fetch(broker: &Broker, commit_group: Option<&str>) -> Duration {
         }
         offset = next;
         if let Some(group) = commit_group {
-            let answers = broker
-                .commit_offsets(
-                    &GroupMembership::simple(group),
-                    vec![(
-                        tp.clone(),
-                        OffsetAndMetadata {
-                            offset,
-                            leader_epoch: None,
-                            metadata: String::new(),
-                        },
-                    )],
-                )
-                .await;
-            assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
+            commit_at(broker, group, &tp, offset).await;
         }
     }
     let elapsed = start.elapsed();
@@ -218,20 +225,7 @@ async fn consume(
             .pop()
             .and_then(|(_, a)| a.ok().flatten())
             .map_or(0, |l| l.offset);
-        let answers = api(broker)
-            .commit_offsets(
-                &GroupMembership::simple(group),
-                vec![(
-                    retry.clone(),
-                    OffsetAndMetadata {
-                        offset: end,
-                        leader_epoch: None,
-                        metadata: String::new(),
-                    },
-                )],
-            )
-            .await;
-        assert!(answers.iter().all(|(_, a)| a.is_ok()), "{answers:?}");
+        commit_at(api(broker), group, &retry, end).await;
         partitions.push(retry);
     }
     let handler = Work {
