@@ -715,7 +715,9 @@ mod tests {
                 while read_request(&mut stream).await.is_some() {}
             })
             .await;
-            let connection = connected(addr, Duration::from_millis(300)).await;
+            // A deadline well past the 50 ms give-up, so a loaded machine does not reach it
+            // before the "still alive" check.
+            let connection = connected(addr, Duration::from_secs(1)).await;
             let version = connection.version_for::<MetadataRequest>().unwrap();
             let request = connection.request(version, &metadata_for("slow"));
             if never_polled {
@@ -751,7 +753,8 @@ mod tests {
             while read_request(&mut stream).await.is_some() {}
         })
         .await;
-        let connection = connected(addr, Duration::from_millis(300)).await;
+        // The answer comes at 100 ms, well before the 1 s deadline; the check is past it.
+        let connection = connected(addr, Duration::from_secs(1)).await;
         let version = connection.version_for::<MetadataRequest>().unwrap();
         let gave_up = tokio::time::timeout(
             Duration::from_millis(20),
@@ -759,7 +762,7 @@ mod tests {
         )
         .await;
         assert!(gave_up.is_err(), "answered too soon: {gave_up:?}");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
         assert!(connection.is_alive(), "{:?}", connection.closed_reason());
     }
 
