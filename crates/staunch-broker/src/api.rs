@@ -52,30 +52,27 @@ impl BrokerApi for Broker {
             .await
             .durable()
             .await;
+        // `durable` answers one result per batch, in the call's order: pair them by position,
+        // so two batches for one partition each get their own answer.
+        let mut results = results.into_iter();
         wanted
             .into_iter()
             .map(|tp| {
-                let outcome = results
-                    .iter()
-                    .find(|r| r.topic == tp.topic && r.partition == tp.partition)
-                    .map(|r| {
-                        if r.error == ErrorCode::None {
-                            Ok(ProduceAck {
-                                base_offset: if call.acks.wire() == 0 {
-                                    -1
-                                } else {
-                                    r.base_offset
-                                },
-                                log_append_time_ms: r.log_append_time_ms,
-                            })
+                let outcome = match results.next() {
+                    Some(r) if r.error == ErrorCode::None => Ok(ProduceAck {
+                        base_offset: if call.acks.wire() == 0 {
+                            -1
                         } else {
-                            Err(ApiError::Broker {
-                                code: r.error,
-                                message: r.error_message.clone(),
-                            })
-                        }
-                    })
-                    .unwrap_or_else(|| Err(ApiError::broker(ErrorCode::UnknownServerError)));
+                            r.base_offset
+                        },
+                        log_append_time_ms: r.log_append_time_ms,
+                    }),
+                    Some(r) => Err(ApiError::Broker {
+                        code: r.error,
+                        message: r.error_message,
+                    }),
+                    None => Err(ApiError::broker(ErrorCode::UnknownServerError)),
+                };
                 (tp, outcome)
             })
             .collect()
@@ -369,6 +366,49 @@ mod tests {
                     .expect("appended without a sequence gap");
                 assert_eq!(ack.base_offset, i as i64 * 2);
             }
+            broker.shutdown().await;
+        });
+    }
+
+    /// Two batches for one partition in one call (and one for another between them) each get
+    /// their own answer, in the call's order.
+    #[test]
+    fn batches_for_one_partition_in_one_call_each_get_their_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let config = BrokerConfig {
+                data_dir: dir.path().to_owned(),
+                default_partitions: 2,
+                ..BrokerConfig::default()
+            };
+            let broker = Broker::open(config).unwrap();
+            let batch = |records: usize| PartitionBatch {
+                partition: TopicPartition::new("twice", 0),
+                records: Bytes::from(
+                    (0..records)
+                        .fold(BatchBuilder::new(1), |b, _| b.record(None, Some(b"v")))
+                        .build(),
+                ),
+            };
+            let other = PartitionBatch {
+                partition: TopicPartition::new("twice", 1),
+                records: Bytes::from(BatchBuilder::new(1).record(None, Some(b"o")).build()),
+            };
+            let call = ProduceCall {
+                acks: Acks::All,
+                timeout: Duration::from_secs(10),
+                batches: vec![batch(3), other, batch(2)],
+            };
+            let outcome = BrokerApi::produce(&broker, call).await;
+            let offsets: Vec<_> = outcome
+                .iter()
+                .map(|(tp, r)| (tp.partition, r.as_ref().expect("appended").base_offset))
+                .collect();
+            assert_eq!(offsets, vec![(0, 0), (1, 0), (0, 3)]);
             broker.shutdown().await;
         });
     }
