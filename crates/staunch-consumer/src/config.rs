@@ -68,6 +68,11 @@ pub struct ConsumerConfig {
     /// Pause between tries of a forward that failed; it is retried for ever (the partition
     /// stays where it is meanwhile), so only the delays matter.
     pub forward_backoff: BackOff,
+    /// Topic configs (Kafka names) of the retry and dead-letter topics this consumer
+    /// creates; a topic that already exists keeps its own. Default `retention.ms=-1` and
+    /// `retention.bytes=-1`: a record waiting for a retry or an operator never expires. Set
+    /// an empty list to take the cluster's defaults.
+    pub forward_topic_configs: Vec<(String, String)>,
     /// Ordered mode: `Some(capacity)` parks failing keys (at most `capacity` records per
     /// partition) instead of blocking the partition. Needs a [`FailurePolicy::Blocking`]
     /// policy and a record handler. At most 64 failed records of a partition are retried at
@@ -119,6 +124,10 @@ impl ConsumerConfig {
                 2.0,
                 Duration::from_secs(5),
             ),
+            forward_topic_configs: vec![
+                ("retention.ms".to_owned(), "-1".to_owned()),
+                ("retention.bytes".to_owned(), "-1".to_owned()),
+            ],
             ordered: None,
             max_uncommitted_failures: 1,
         }

@@ -523,7 +523,8 @@ impl<B: BrokerApi> Consumer<B> {
                 "max_uncommitted_failures is at most {MAX_UNCOMMITTED_FAILURES}"
             )));
         }
-        let forwarder = Forwarder::new(config.forward_timeout);
+        let forwarder =
+            Forwarder::new(config.forward_timeout, config.forward_topic_configs.clone());
         let group = Arc::from(config.group_id.as_str());
         Ok(Consumer {
             api,

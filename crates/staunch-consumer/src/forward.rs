@@ -24,18 +24,22 @@ use crate::headers::{ForwardFacts, is_staunch_header};
 pub(crate) struct Forwarder {
     partitions: HashMap<String, i32>,
     timeout: Duration,
+    /// Configs a destination topic is created with.
+    topic_configs: Vec<(String, String)>,
 }
 
 impl Forwarder {
-    pub(crate) fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration, topic_configs: Vec<(String, String)>) -> Self {
         Forwarder {
             partitions: HashMap::new(),
             timeout,
+            topic_configs,
         }
     }
 
     /// Makes sure `topic` exists, with as many partitions as `like` has (so the record can
-    /// keep its partition index). Returns the destination's partition count.
+    /// keep its partition index) and, when this call creates it, the configured topic
+    /// configs (by default no retention limit). Returns the destination's partition count.
     pub(crate) async fn ensure_topic<B: BrokerApi>(
         &mut self,
         api: &B,
@@ -53,7 +57,7 @@ impl Forwarder {
             name: topic.to_owned(),
             partitions: Some(wanted),
             replication_factor: None,
-            configs: Vec::new(),
+            configs: self.topic_configs.clone(),
         })
         .await?;
         let info = api.topic(topic).await?;

@@ -54,7 +54,51 @@ async fn blocking_retry_holds_the_next_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_topics_let_the_next_record_through() {
     let (_d, b) = embedded().await;
-    suite::retry_topics_do_not_block(b, "rt").await;
+    suite::retry_topics_do_not_block(b.clone(), "rt").await;
+    // Created by the consumer without a retention limit: nothing waiting expires.
+    for topic in ["rt-retry-300", "rt.DLT"] {
+        assert_eq!(
+            retention(&b, topic),
+            ("-1".to_owned(), "-1".to_owned()),
+            "{topic}"
+        );
+    }
+}
+
+/// `retention.ms` and `retention.bytes` of `topic`, as the broker describes them.
+fn retention(broker: &Broker, topic: &str) -> (String, String) {
+    let entries = broker.describe_topic_config(topic, None).unwrap();
+    let value = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone())
+            .unwrap()
+    };
+    (value("retention.ms"), value("retention.bytes"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_topic_configs_replace_the_unlimited_retention() {
+    let (_d, b) = embedded().await;
+    let tp = topic_with(b.as_ref(), "kept", &[("k", "x")]).await;
+    let handler = FailAtX::default();
+    let mut config = ConsumerConfig::new("g-kept");
+    config.fetch_max_wait = Duration::from_millis(20);
+    config.forward_topic_configs = vec![("retention.ms".to_owned(), "3600000".to_owned())];
+    let mut consumer = Consumer::new(b.clone(), config).unwrap();
+    consumer.assign(vec![tp]).await.unwrap();
+    poll_until(&mut consumer, &handler, || async {
+        dead_letter_arrived(&b).await
+    })
+    .await;
+    assert_eq!(retention(&b, "kept.DLT").0, "3600000");
+}
+
+/// Whether the dead letter of `forward_topic_configs_replace_the_unlimited_retention` is there.
+async fn dead_letter_arrived(b: &Arc<Broker>) -> bool {
+    b.describe_topic_config("kept.DLT", None).is_ok()
+        && !read_all(b.as_ref(), "kept.DLT").await.is_empty()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
