@@ -5,8 +5,10 @@ KafkaProducer / KafkaConsumer round trip with a group and manual commits.
 Admin part:
   - create a topic with 3 partitions and retention.ms set; it appears in list_topics and
     describe_topics (3 partitions, each with a leader); describe_configs shows retention.ms;
-  - alter_configs with AlterConfigs (retention.ms, flush.policy) and with
+  - alter_configs with AlterConfigs (retention.ms, flush.policy=always) and with
     IncrementalAlterConfigs (retention.bytes): each new value is described back;
+  - a flush.policy weaker than the broker's durability floor (os, interval:200ms) is refused
+    with POLICY_VIOLATION by AlterConfigs, IncrementalAlterConfigs and CreateTopics alike;
   - an unknown config key and an unsupported value (cleanup.policy=compact) are refused, by
     AlterConfigs, IncrementalAlterConfigs and CreateTopics alike, and change nothing;
   - delete the topic; it disappears from list_topics.
@@ -87,12 +89,12 @@ def admin_checks(args, admin):
         f"configs: {sorted(configs)}")
 
     # AlterConfigs (non-incremental): kafka-python fills in the other modified keys itself.
-    outcome = alter(admin, topic, {"retention.ms": "7200000", "flush.policy": "interval:200ms"},
+    outcome = alter(admin, topic, {"retention.ms": "7200000", "flush.policy": "always"},
                     incremental=False)
     check(outcome == "OK", f"AlterConfigs retention.ms/flush.policy failed: {outcome}")
     expect_config(admin, topic, "retention.ms", "7200000")
-    expect_config(admin, topic, "flush.policy", "interval:200ms")
-    log("AlterConfigs set retention.ms=7200000, flush.policy=interval:200ms; described back")
+    expect_config(admin, topic, "flush.policy", "always")
+    log("AlterConfigs set retention.ms=7200000, flush.policy=always; described back")
 
     outcome = alter(admin, topic, {"retention.bytes": "1048576"}, incremental=True)
     check(outcome == "OK", f"IncrementalAlterConfigs retention.bytes failed: {outcome}")
@@ -110,6 +112,29 @@ def admin_checks(args, admin):
                             raise_on_unknown=False)
             check(outcome != "OK", f"{api} accepted {bad}")
             log(f"{api} refused {bad}: {outcome}")
+    # The broker's durability floor (default always): no client makes acks go out before fsync.
+    for incremental in (False, True):
+        api = "IncrementalAlterConfigs" if incremental else "AlterConfigs"
+        for weak in ("os", "interval:200ms"):
+            outcome = alter(admin, topic, {"flush.policy": weak}, incremental=incremental,
+                            raise_on_unknown=False)
+            check("PolicyViolation" in repr(outcome),
+                  f"{api} flush.policy={weak}: expected POLICY_VIOLATION, got {outcome!r}")
+            log(f"{api} refused flush.policy={weak}: {outcome!r}")
+    expect_config(admin, topic, "flush.policy", "always")
+    weak_topic = topic + "-weak"
+    try:
+        admin.create_topics({weak_topic: {"num_partitions": 1, "replication_factor": 1,
+                                          "configs": {"flush.policy": "os"}}})
+        refused = None
+    except KafkaError as e:
+        refused = e
+    check(refused is not None and "PolicyViolation" in type(refused).__name__,
+          f"CreateTopics flush.policy=os: expected POLICY_VIOLATION, got {refused!r}")
+    check(weak_topic not in admin.list_topics(),
+          f"refused CreateTopics left topic {weak_topic} behind")
+    log(f"CreateTopics refused flush.policy=os: {refused!r}")
+
     configs = topic_configs(admin, topic)
     check(configs.get("retention.ms") == "7200000" and "no.such.config" not in configs
           and configs.get("cleanup.policy") in (None, "delete"),

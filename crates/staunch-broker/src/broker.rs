@@ -111,11 +111,21 @@ impl Broker {
     /// blocking context or accept the stall at startup.
     pub fn open(config: BrokerConfig) -> Result<Broker, OpenError> {
         let config = Arc::new(config);
+        config
+            .check_durability_floor(&config.log.flush)
+            .map_err(|e| OpenError(format!("the default log.flush: {e}")))?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| OpenError(format!("creating {}: {e}", dir.display())))?;
         let cluster_id = load_cluster_id(dir).map_err(OpenError)?;
         let topics = Topics::open(config.clone()).map_err(OpenError)?;
+        for topic in topics.list() {
+            if let Ok(log) = topic.config.log_config(&config)
+                && let Err(e) = config.check_durability_floor(&log.flush)
+            {
+                tracing::warn!(topic = %topic.name, "kept as it is, set before the floor was raised: {e}");
+            }
+        }
         let offsets = OffsetStore::open(&dir.join("consumer-offsets")).map_err(OpenError)?;
         let producer_ids = ProducerIdAllocator::open(dir).map_err(OpenError)?;
         let groups = GroupCoordinator::new(GroupConfig {
@@ -627,6 +637,9 @@ impl Broker {
                             );
                         }
                     };
+                    if let Err(e) = broker.check_durability_floor(&config) {
+                        return topic_error(&t.name, e);
+                    }
                     match broker
                         .inner
                         .topics
@@ -745,6 +758,9 @@ impl Broker {
                     };
                 }
             }
+            if let Err(e) = broker.check_durability_floor(&config) {
+                return topic_error(&topic, e);
+            }
             match broker
                 .inner
                 .topics
@@ -760,6 +776,25 @@ impl Broker {
             error: code,
             error_message: None,
         })
+    }
+
+    /// POLICY_VIOLATION if `config` would give its topic a flush policy weaker than the
+    /// broker's durability floor.
+    fn check_durability_floor(&self, config: &TopicConfig) -> Result<(), TopicError> {
+        let broker = &self.inner.config;
+        let flush = config
+            .log_config(broker)
+            .map_err(|message| TopicError {
+                code: ErrorCode::InvalidConfig,
+                message,
+            })?
+            .flush;
+        broker
+            .check_durability_floor(&flush)
+            .map_err(|message| TopicError {
+                code: ErrorCode::PolicyViolation,
+                message,
+            })
     }
 
     /// A producer id never handed out before by this data directory, durably reserved.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use staunch_log::LogConfig;
+use staunch_log::{FlushPolicy, LogConfig};
 
 /// Broker settings. Every field has a safe default: a single node, data in `./staunch-data`,
 /// flush `always` (every acknowledgement after fsync), topics auto-created like Kafka.
@@ -30,6 +30,11 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// The log settings of topics that do not override them.
     pub log: LogConfig,
+    /// The weakest `flush.policy` a topic may have. A client asking for a weaker one
+    /// (CreateTopics, AlterConfigs, IncrementalAlterConfigs) is refused with
+    /// POLICY_VIOLATION, and the broker does not open with a weaker `log.flush` default.
+    /// Default `always`: no client can make acknowledgements go out before fsync.
+    pub durability_floor: FlushPolicy,
     /// Largest metadata string stored with a committed offset (`offset.metadata.max.bytes`).
     /// Default 4096.
     pub offset_metadata_max_bytes: usize,
@@ -59,11 +64,29 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             min_insync_replicas: 1,
             log: LogConfig::default(),
+            durability_floor: FlushPolicy::Always,
             offset_metadata_max_bytes: 4096,
             group_min_session_timeout: Duration::from_secs(6),
             group_max_session_timeout: Duration::from_secs(30 * 60),
             group_initial_rebalance_delay: Duration::from_secs(3),
             retention_check_interval: Duration::from_secs(300),
         }
+    }
+}
+
+impl BrokerConfig {
+    /// Refuses a flush policy weaker than [`BrokerConfig::durability_floor`], with a message
+    /// naming the setting that allows it.
+    pub fn check_durability_floor(&self, flush: &FlushPolicy) -> Result<(), String> {
+        if flush.is_weaker_than(&self.durability_floor) {
+            return Err(format!(
+                "flush.policy {flush} is weaker than this broker's durability floor ({}): \
+                 acknowledged records could be lost in a power cut; an operator can allow it \
+                 with the broker setting durability_floor = \"{flush}\" \
+                 (--durability-floor, STAUNCH_DURABILITY_FLOOR)",
+                self.durability_floor
+            ));
+        }
+        Ok(())
     }
 }

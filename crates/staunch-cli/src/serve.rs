@@ -72,6 +72,10 @@ pub(crate) struct ServeArgs {
     /// Default flush policy of topics: always, os, or interval:<duration>.
     #[arg(long, env = "STAUNCH_FLUSH")]
     flush: Option<FlushPolicy>,
+    /// The weakest flush policy a topic may be given (always, interval:<duration> or os);
+    /// clients asking for a weaker one get POLICY_VIOLATION. Default always.
+    #[arg(long, env = "STAUNCH_DURABILITY_FLOOR")]
+    durability_floor: Option<FlushPolicy>,
     /// Create topics on first use (true/false).
     #[arg(long, env = "STAUNCH_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<bool>,
@@ -120,6 +124,9 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(flush) = args.flush {
         config.broker.log.flush = flush;
     }
+    if let Some(floor) = args.durability_floor {
+        config.broker.durability_floor = floor;
+    }
     if let Some(auto) = args.auto_create_topics {
         config.broker.auto_create_topics = auto;
     }
@@ -141,6 +148,10 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
         .clone()
         .validate()
         .map_err(|e| e.to_string())?;
+    config
+        .broker
+        .check_durability_floor(&config.broker.log.flush)
+        .map_err(|e| format!("the default flush policy (--flush, log.flush): {e}"))?;
     if config.broker.default_partitions < 1 {
         return Err("default_partitions must be at least 1".to_owned());
     }

@@ -36,6 +36,22 @@ impl fmt::Display for FlushPolicy {
     }
 }
 
+impl FlushPolicy {
+    /// Whether this policy can lose acknowledged data that `other` would keep: `os` is weaker
+    /// than any `interval`, which is weaker than `always`, and a longer interval is weaker
+    /// than a shorter one.
+    pub fn is_weaker_than(&self, other: &FlushPolicy) -> bool {
+        match (self, other) {
+            (FlushPolicy::Always, _) => false,
+            (_, FlushPolicy::Always) => true,
+            (FlushPolicy::Interval(_), FlushPolicy::Os) => false,
+            (FlushPolicy::Os, FlushPolicy::Os) => false,
+            (FlushPolicy::Os, FlushPolicy::Interval(_)) => true,
+            (FlushPolicy::Interval(mine), FlushPolicy::Interval(floor)) => mine > floor,
+        }
+    }
+}
+
 impl FromStr for FlushPolicy {
     type Err = String;
 
@@ -166,6 +182,18 @@ impl LogConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flush_policies_are_ordered_by_what_a_power_cut_can_lose() {
+        let ms = |n| FlushPolicy::Interval(Duration::from_millis(n));
+        // From strongest to weakest.
+        let ordered = [FlushPolicy::Always, ms(10), ms(200), FlushPolicy::Os];
+        for (i, a) in ordered.iter().enumerate() {
+            for (j, b) in ordered.iter().enumerate() {
+                assert_eq!(a.is_weaker_than(b), i > j, "{a} weaker than {b}");
+            }
+        }
+    }
 
     #[test]
     fn parses_toml_with_defaults_and_rejects_unknown_fields() {

@@ -13,6 +13,8 @@ use staunch_core::api::{FetchCall, FetchPosition};
 use staunch_core::{BrokerApi, TopicPartition};
 use staunch_testkit::broker_api_suite as suite;
 
+mod floor;
+
 /// The bound on every test body: a hang fails instead of stalling the run.
 const LIMIT: Duration = Duration::from_secs(90);
 
