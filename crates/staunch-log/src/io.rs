@@ -60,6 +60,107 @@ pub trait SegmentIo: Send + Sync + Debug {
     fn release(&self) -> io::Result<()>;
 }
 
+/// Everything one broker stores: a tree of directories under one root, each opened as a
+/// [`SegmentIo`]. Paths are relative to the root, with `/` between names (`""` is the root).
+///
+/// Creating, renaming or removing a directory is durable only after [`StorageIo::sync_dir`] of
+/// the directory holding it, as for files (ext4's rule). The real implementation is
+/// [`FsStorage`]; `staunch-testkit`'s `FaultyIo` keeps live and durable state of the whole tree
+/// apart, so a test can cut the power of every file at once.
+pub trait StorageIo: Send + Sync + Debug {
+    /// Opens directory `path`, creating it (and missing parents) if needed. With `exclusive`,
+    /// no other opener (in this process or another) may hold it until
+    /// [`SegmentIo::release`]: a log takes its directory this way.
+    fn open_dir(&self, path: &str, exclusive: bool) -> io::Result<Arc<dyn SegmentIo>>;
+    /// Creates directory `path` and any missing parents; succeeds if it exists.
+    fn create_dir_all(&self, path: &str) -> io::Result<()>;
+    /// Names of the directories directly in `path`.
+    fn list_dirs(&self, path: &str) -> io::Result<Vec<String>>;
+    /// Renames directory `from` to `to` (which must not exist).
+    fn rename_dir(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes `path` and everything under it; succeeds if it does not exist.
+    fn remove_dir_all(&self, path: &str) -> io::Result<()>;
+    /// Makes creations, renames and removals of entries directly in `path` durable.
+    fn sync_dir(&self, path: &str) -> io::Result<()>;
+    /// Where `path` is, for messages (the real path on disk).
+    fn describe(&self, path: &str) -> String;
+}
+
+/// Joins two relative storage paths with `/`.
+pub fn join_path(parent: &str, child: &str) -> String {
+    match (parent.is_empty(), child.is_empty()) {
+        (true, _) => child.to_owned(),
+        (_, true) => parent.to_owned(),
+        _ => format!("{parent}/{child}"),
+    }
+}
+
+/// A broker's storage on the real file system, rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+impl FsStorage {
+    /// Storage under `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsStorage { root: root.into() }
+    }
+
+    fn path(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(path)
+        }
+    }
+}
+
+impl StorageIo for FsStorage {
+    fn open_dir(&self, path: &str, exclusive: bool) -> io::Result<Arc<dyn SegmentIo>> {
+        let dir = self.path(path);
+        if exclusive {
+            Ok(Arc::new(FsSegmentIo::open(dir)?))
+        } else {
+            Ok(Arc::new(FsSegmentIo::open_shared(dir)?))
+        }
+    }
+
+    fn create_dir_all(&self, path: &str) -> io::Result<()> {
+        fs::create_dir_all(self.path(path))
+    }
+
+    fn list_dirs(&self, path: &str) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(self.path(path))? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn rename_dir(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.path(from), self.path(to))
+    }
+
+    fn remove_dir_all(&self, path: &str) -> io::Result<()> {
+        match fs::remove_dir_all(self.path(path)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn sync_dir(&self, path: &str) -> io::Result<()> {
+        File::open(self.path(path))?.sync_all()
+    }
+
+    fn describe(&self, path: &str) -> String {
+        self.path(path).display().to_string()
+    }
+}
+
 /// Writes `bytes` fully at `pos`, looping over short writes. On error some prefix may have been
 /// written.
 pub(crate) fn write_all_at(
@@ -149,7 +250,7 @@ pub(crate) fn read_exact_from(
 
 /// Replaces `name` with `bytes` atomically and durably: write a temporary file, fsync it,
 /// rename it over `name`, fsync the directory.
-pub(crate) fn replace_file(io: &dyn SegmentIo, name: &str, bytes: &[u8]) -> io::Result<()> {
+pub fn replace_file(io: &dyn SegmentIo, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = format!("{name}.tmp");
     let file = io.open(&tmp, true)?;
     file.set_len(0)?;
@@ -160,7 +261,7 @@ pub(crate) fn replace_file(io: &dyn SegmentIo, name: &str, bytes: &[u8]) -> io::
 }
 
 /// Reads a whole file, or `None` if it does not exist.
-pub(crate) fn read_file(io: &dyn SegmentIo, name: &str) -> io::Result<Option<Vec<u8>>> {
+pub fn read_file(io: &dyn SegmentIo, name: &str) -> io::Result<Option<Vec<u8>>> {
     let file = match io.open(name, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -212,6 +313,19 @@ impl FsSegmentIo {
             dir,
             dir_handle,
             lock: std::sync::Mutex::new(Some(lock)),
+        })
+    }
+
+    /// Opens (creating if needed) the directory `dir` without locking it: for a directory
+    /// of small files several owners share (the broker's root), not for a log.
+    pub fn open_shared(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        let dir_handle = File::open(&dir)?;
+        Ok(Self {
+            dir,
+            dir_handle,
+            lock: std::sync::Mutex::new(None),
         })
     }
 

@@ -37,6 +37,8 @@ mod validate;
 pub use config::{FlushPolicy, LogConfig};
 pub use error::LogError;
 pub use file::{FileLog, Recovery};
-pub use io::{FsSegmentIo, SegmentFile, SegmentIo};
+pub use io::{
+    FsSegmentIo, FsStorage, SegmentFile, SegmentIo, StorageIo, join_path, read_file, replace_file,
+};
 pub use memory::MemoryLog;
 pub use store::{AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset};
