@@ -1,0 +1,206 @@
+//! Group commit: making appends durable, with one `fdatasync` shared by every append of a round.
+//!
+//! Appends are serialized by the state lock (the `append` module). With [`FlushPolicy::Always`]
+//! the appender then waits here until the durable end passes its records. The first waiter
+//! becomes the syncer: it notes the log end, releases every lock and calls `fdatasync`; appends
+//! that arrive meanwhile write and queue behind it, and the next sync covers all of them. So N
+//! concurrent appenders share about one fsync per round, and no append is reported durable
+//! before an fsync that started after its write. Under `always` a background thread writes
+//! zeros ahead of the data, so those fsyncs need no file-system metadata (see the `zero_fill`
+//! module).
+//!
+//! A failed fsync poisons the log ([`Inner::fail`]): every waiting and later append fails with
+//! [`LogError::Failed`]. A truncation bumps the generation, so a round that started before it
+//! cannot mark since-rewritten offsets durable.
+
+use staunch_core::Offset;
+
+use super::Inner;
+use crate::LogError;
+use crate::config::FlushPolicy;
+use crate::store::Durability;
+
+pub(super) struct SyncState {
+    pub(super) durable_end: Offset,
+    pub(super) syncing: bool,
+    pub(super) generation: u64,
+}
+
+impl Inner {
+    pub(super) fn lock_sync(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Poisons the log: every later append and every waiter fails with `reason`.
+    ///
+    /// Must not be called with the sync lock held; it takes it, so that no waiter sits between
+    /// checking for a failure and waiting (which would lose this wake-up).
+    pub(super) fn fail(&self, reason: String) -> LogError {
+        tracing::error!(%reason, "log failed; refusing further appends");
+        {
+            let _sync = self.lock_sync();
+            let _ = self.failure.set(reason);
+        }
+        self.synced.notify_all();
+        LogError::Failed {
+            reason: self.failure.get().cloned().unwrap_or_default(),
+        }
+    }
+
+    pub(super) fn durable_end(&self) -> Offset {
+        self.lock_sync().durable_end
+    }
+
+    /// Lets appenders that are about to write join the coming fsync. Appenders released by the
+    /// previous round come straight back with their next batch; starting the fsync at once would
+    /// leave them for the round after, and the rounds would alternate between two half-size
+    /// groups. So the new syncer yields while the log end keeps moving — a handful of yields at
+    /// most, and just one check for a lone appender.
+    fn gather_group(&self) {
+        const MAX_YIELDS: usize = 16;
+        let mut seen = self.read_state().log_end;
+        for _ in 0..MAX_YIELDS {
+            std::thread::yield_now();
+            let now = self.read_state().log_end;
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+
+    /// One fsync round: syncs the closed segments still waiting to be sealed (oldest first)
+    /// and the active segment. Returns the log end and generation it covers, the outcome and
+    /// the file it last synced.
+    fn sync_round(&self) -> (Offset, u64, std::io::Result<()>, String) {
+        // Everything written so far is below `goal`: writes happen under the state lock.
+        let (goal, generation, files) = {
+            let st = self.read_state();
+            let files: Vec<_> = st
+                .unsealed
+                .iter()
+                .map(|base| &st.segments[base])
+                .chain(std::iter::once(st.active()))
+                .map(|segment| (segment.file.clone(), segment.name()))
+                .collect();
+            (st.log_end, st.generation, files)
+        };
+        let mut result = Ok(());
+        let mut name = String::new();
+        for (file, file_name) in files {
+            name = file_name;
+            result = file.sync_data();
+            if result.is_err() {
+                break;
+            }
+        }
+        (goal, generation, result, name)
+    }
+
+    /// Blocks until everything below `target` is durable, joining or starting a group sync.
+    /// Fails with [`LogError::Truncated`] if a truncation happens first: the offsets below
+    /// `target` may then hold other records, or none, so they can never be confirmed.
+    pub(super) fn sync_through(&self, target: Offset) -> Result<Offset, LogError> {
+        let mut sync = self.lock_sync();
+        let generation = sync.generation;
+        loop {
+            if let Some(reason) = self.failure.get() {
+                return Err(LogError::Failed {
+                    reason: reason.clone(),
+                });
+            }
+            if sync.durable_end >= target {
+                return Ok(sync.durable_end);
+            }
+            if sync.generation != generation {
+                return Err(LogError::Truncated);
+            }
+            if sync.syncing {
+                sync = self.synced.wait(sync).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            sync.syncing = true;
+            drop(sync);
+            self.gather_group();
+            // A syncer whose own records are durable runs one more round at once if appends
+            // are already waiting for it: the disk goes straight on to their fsync instead of
+            // idling until one of them wakes up and starts it. Just one, so its own caller
+            // waits at most one round longer.
+            let mut extra_round = true;
+            loop {
+                let (goal, round_generation, result, name) = self.sync_round();
+                // Read before taking the sync lock (the state lock comes first).
+                let more_waiting = extra_round && self.read_state().log_end > goal;
+                sync = self.lock_sync();
+                if result.is_ok()
+                    && let Some(reason) = self.failure.get()
+                {
+                    // Another fsync of this log (the zero-filler's) failed meanwhile: its lost
+                    // pages may be ours, so this one's success proves nothing.
+                    let reason = reason.clone();
+                    self.release_syncer(sync);
+                    return Err(LogError::Failed { reason });
+                }
+                match result {
+                    Ok(()) if sync.generation == round_generation => {
+                        sync.durable_end = sync.durable_end.max(goal);
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        // Set while still holding the lock: no other thread may start a new
+                        // fsync now, which Linux could report as successful after dropping
+                        // dirty pages.
+                        let reason = format!("fdatasync of {name} failed: {e}");
+                        let _ = self.failure.set(reason.clone());
+                        self.release_syncer(sync);
+                        tracing::error!(%reason, "log failed; refusing further appends");
+                        return Err(LogError::Failed {
+                            reason: self.failure.get().cloned().unwrap_or(reason),
+                        });
+                    }
+                }
+                if goal < target {
+                    // The log end was below `target` when this round started: a truncation cut
+                    // those records (nothing else lowers it), so no sync can ever reach it.
+                    self.release_syncer(sync);
+                    return Err(LogError::Truncated);
+                }
+                if more_waiting && sync.durable_end >= target {
+                    extra_round = false;
+                    drop(sync);
+                    self.synced.notify_all();
+                    continue;
+                }
+                self.release_syncer(sync);
+                break;
+            }
+            sync = self.lock_sync();
+        }
+    }
+
+    /// Ends this thread's turn as the syncer and wakes every waiter, so one of them may start
+    /// the next round.
+    fn release_syncer(&self, mut sync: std::sync::MutexGuard<'_, SyncState>) {
+        sync.syncing = false;
+        drop(sync);
+        self.synced.notify_all();
+    }
+
+    /// Waits until everything below `end` is as durable as the flush policy promises.
+    pub(super) fn wait_durable(&self, end: Offset) -> Result<Durability, LogError> {
+        match self.config.flush {
+            FlushPolicy::Always => {
+                self.sync_through(end)?;
+                Ok(Durability::OnDisk)
+            }
+            FlushPolicy::Interval(_) | FlushPolicy::Os => {
+                if let Some(reason) = self.failure.get() {
+                    return Err(LogError::Failed {
+                        reason: reason.clone(),
+                    });
+                }
+                Ok(Durability::PageCache)
+            }
+        }
+    }
+}
