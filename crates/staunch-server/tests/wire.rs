@@ -1,7 +1,7 @@
 //! The broker on the wire: bad input closes only the offending connection, corrupt batches are
 //! refused and not stored (with acks 0 the connection closes), idempotent retries get their
-//! original offsets (also after a restart), and long-poll fetches answer as soon as data
-//! arrives.
+//! original offsets (also after a restart), long-poll fetches answer as soon as data arrives,
+//! and a transactional producer's requests are refused with a fatal error.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,8 +13,8 @@ use staunch_client::kafka_protocol::messages::produce_request::{
     PartitionProduceData, TopicProduceData,
 };
 use staunch_client::kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, InitProducerIdRequest, MetadataRequest,
-    ProduceRequest, TopicName, fetch_request,
+    ApiKey, ApiVersionsRequest, FetchRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    MetadataRequest, ProduceRequest, TopicName, TransactionalId, fetch_request,
 };
 use staunch_client::kafka_protocol::protocol::StrBytes;
 use staunch_core::{BatchBuilder, ErrorCode};
@@ -461,5 +461,112 @@ async fn pipelined_requests_are_answered_in_order() {
         .flat_map(|i| [format!("{i}-a").into_bytes(), format!("{i}-b").into_bytes()])
         .collect();
     assert_eq!(values, expected);
+    running.stop().await;
+}
+
+/// Staunch has no transactions: a transactional producer's coordinator lookup (every
+/// FindCoordinator version that has key types) and InitProducerId (every version) are refused
+/// with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients do not retry, and the lookup says
+/// why; group lookups and idempotent producers are unaffected; a produce carrying a
+/// transactional id is refused with the reason and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_requests_are_refused_with_a_fatal_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), 1 << 20).await;
+    let mut c = connect(running.addr).await;
+    let text = |s: &str| StrBytes::from_string(s.to_owned());
+    let refused = ErrorCode::TransactionalIdAuthorizationFailed.code();
+    let reason = "transactions are not supported by Staunch";
+    let says_why =
+        |message: &Option<StrBytes>| message.as_deref().is_some_and(|m| m.starts_with(reason));
+    let port = i32::from(running.addr.port());
+
+    for version in 1..=3 {
+        let lookup = |key_type| {
+            FindCoordinatorRequest::default()
+                .with_key(text("txn-1"))
+                .with_key_type(key_type)
+        };
+        let answer = c.call_at(version, lookup(1)).await.unwrap();
+        assert_eq!(answer.error_code, refused, "v{version}");
+        assert!(
+            says_why(&answer.error_message),
+            "v{version}: {:?}",
+            answer.error_message
+        );
+        assert_eq!(answer.node_id.0, -1, "v{version}: no coordinator");
+        let group = c.call_at(version, lookup(0)).await.unwrap();
+        assert_eq!(
+            (group.error_code, group.port),
+            (0, port),
+            "v{version}: group lookup"
+        );
+    }
+    let lookup = |key_type| {
+        FindCoordinatorRequest::default()
+            .with_key_type(key_type)
+            .with_coordinator_keys(vec![text("txn-1"), text("txn-2")])
+    };
+    let answer = c.call_at(4, lookup(1)).await.unwrap();
+    assert_eq!(answer.coordinators.len(), 2);
+    for (coordinator, key) in answer.coordinators.iter().zip(["txn-1", "txn-2"]) {
+        assert_eq!(&*coordinator.key, key);
+        assert_eq!(coordinator.error_code, refused, "v4 {key}");
+        assert!(
+            says_why(&coordinator.error_message),
+            "v4 {key}: {:?}",
+            coordinator.error_message
+        );
+        assert_eq!(coordinator.node_id.0, -1, "v4 {key}: no coordinator");
+    }
+    let groups = c.call_at(4, lookup(0)).await.unwrap();
+    assert!(
+        groups
+            .coordinators
+            .iter()
+            .all(|g| (g.error_code, g.port) == (0, port)),
+        "v4 group lookups"
+    );
+
+    let transactional = Some(TransactionalId(text("txn-1")));
+    for version in 0..=4 {
+        let init = c
+            .call_at(
+                version,
+                InitProducerIdRequest::default()
+                    .with_transactional_id(transactional.clone())
+                    .with_transaction_timeout_ms(60_000),
+            )
+            .await
+            .unwrap();
+        assert_eq!(init.error_code, refused, "InitProducerId v{version}");
+        assert_eq!(init.producer_id.0, -1, "InitProducerId v{version}");
+    }
+    let init = c.call(InitProducerIdRequest::default()).await.unwrap();
+    assert_eq!(
+        init.error_code, 0,
+        "an idempotent producer still gets an id"
+    );
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+
+    let batch = || {
+        BatchBuilder::new(1)
+            .producer(pid, 0, 0)
+            .record(None, Some(b"only once"))
+            .build()
+    };
+    let answer = c
+        .call(produce_request("txn-topic", -1, batch()).with_transactional_id(transactional))
+        .await
+        .unwrap();
+    let p = &answer.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ErrorCode::InvalidRecord.code());
+    assert!(says_why(&p.error_message), "{:?}", p.error_message);
+    assert_eq!(produce(&mut c, "txn-topic", batch()).await, (0, 0));
+    assert_eq!(
+        values(&mut c, "txn-topic").await,
+        vec![b"only once".to_vec()]
+    );
     running.stop().await;
 }

@@ -28,7 +28,9 @@ use staunch_protocol::kafka_protocol::messages::{
     MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, TopicName,
 };
 
-use super::{NoAnswer, text};
+use super::{
+    ClientContext, NO_TRANSACTIONS, NoAnswer, TRANSACTIONS_REFUSED, log_transactions_refused, text,
+};
 
 /// Produce, in two steps for pipelining: this call writes each partition's batches in
 /// request order (fixing their offsets before the connection reads its next request); the
@@ -43,12 +45,17 @@ use super::{NoAnswer, text};
 pub(super) async fn produce(
     broker: &Broker,
     request: ProduceRequest,
+    client_id: &str,
+    context: &ClientContext,
 ) -> (
     impl Future<Output = Result<Option<ProduceResponse>, NoAnswer>> + Send + 'static,
     bool,
 ) {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
+    if let Some(id) = &request.transactional_id {
+        log_transactions_refused("Produce", [id.0.as_str()], client_id, context);
+    }
     let mut partitions = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.as_str().to_owned();
@@ -68,7 +75,7 @@ pub(super) async fn produce(
                     p.topic,
                     p.partition,
                     ErrorCode::InvalidRecord,
-                    Some("transactions are not supported by Staunch".to_owned()),
+                    Some(NO_TRANSACTIONS.to_owned()),
                 )
             })
             .collect::<Vec<_>>())
@@ -317,19 +324,25 @@ pub(super) fn offset_for_leader_epoch(
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
-/// InitProducerId: a new, never reused producer id with epoch 0 (idempotent producers only).
+/// InitProducerId: a new, never reused producer id with epoch 0 (idempotent producers only; one
+/// with a transactional id is refused with [`TRANSACTIONS_REFUSED`]).
 pub(super) async fn init_producer_id(
     broker: &Broker,
     request: InitProducerIdRequest,
+    client_id: &str,
+    context: &ClientContext,
 ) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default();
-    if request
+    if let Some(id) = request
         .transactional_id
         .as_ref()
-        .is_some_and(|id| !id.0.is_empty())
+        .filter(|id| !id.0.is_empty())
     {
-        tracing::warn!("InitProducerId with a transactional id: transactions are not supported");
-        return response.with_error_code(ErrorCode::InvalidRequest.code());
+        log_transactions_refused("InitProducerId", [id.0.as_str()], client_id, context);
+        return response
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_error_code(TRANSACTIONS_REFUSED.code());
     }
     match broker.init_producer_id().await {
         Ok(id) => response

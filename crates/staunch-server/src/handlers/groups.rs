@@ -35,25 +35,46 @@ use staunch_protocol::kafka_protocol::messages::{
     OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
-use super::ClientContext;
-
-use super::text;
+use super::{ClientContext, NO_TRANSACTIONS, TRANSACTIONS_REFUSED, log_transactions_refused, text};
 
 /// Kafka's key type for transactional coordinators.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// FindCoordinator: this broker coordinates every group.
+/// FindCoordinator: this broker coordinates every group. Transactional ids (key type 1) are
+/// refused with [`TRANSACTIONS_REFUSED`] and the reason, since Staunch has no transactions.
 pub(super) fn find_coordinator(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
+    client_id: &str,
+    context: &ClientContext,
 ) -> FindCoordinatorResponse {
     let (host, port) = broker.advertised();
     let node = broker.config().node_id;
-    let error = if request.key_type == KEY_TYPE_TRANSACTION {
-        ErrorCode::CoordinatorNotAvailable
+    let transactional = request.key_type == KEY_TYPE_TRANSACTION;
+    if transactional {
+        let keys: Vec<&str> = if version >= 4 {
+            request
+                .coordinator_keys
+                .iter()
+                .map(|k| k.as_str())
+                .collect()
+        } else {
+            vec![request.key.as_str()]
+        };
+        log_transactions_refused("FindCoordinator", keys, client_id, context);
+    }
+    // Refused keys get no coordinator, as in Kafka's error answers.
+    let (error, message, node, host, port) = if transactional {
+        (
+            TRANSACTIONS_REFUSED,
+            Some(text(NO_TRANSACTIONS)),
+            -1,
+            String::new(),
+            -1,
+        )
     } else {
-        ErrorCode::None
+        (ErrorCode::None, None, node, host, port)
     };
     if version >= 4 {
         let coordinators = request
@@ -66,12 +87,15 @@ pub(super) fn find_coordinator(
                     .with_host(text(host.clone()))
                     .with_port(port)
                     .with_error_code(error.code())
+                    .with_error_message(message.clone())
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     FindCoordinatorResponse::default()
         .with_error_code(error.code())
+        // From v1 on (v0 has no such field).
+        .with_error_message(message)
         .with_node_id(BrokerId(node))
         .with_host(text(host))
         .with_port(port)

@@ -11,6 +11,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use staunch_broker::Broker;
+use staunch_core::ErrorCode;
 use staunch_protocol::kafka_protocol::messages::{RequestKind, ResponseKind};
 use staunch_protocol::kafka_protocol::protocol::StrBytes;
 use staunch_protocol::{Request, encode_response};
@@ -25,6 +26,38 @@ pub(crate) struct ClientContext {
 /// Text as the codec's string type.
 pub(crate) fn text(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
+}
+
+/// Transactions are not implemented. FindCoordinator for a transactional id and InitProducerId
+/// with one are answered TRANSACTIONAL_ID_AUTHORIZATION_FAILED: in librdkafka the only errors
+/// besides CLUSTER_AUTHORIZATION_FAILED that are fatal in its transaction coordinator lookup
+/// (any other error there is retried, also INVALID_REQUEST and UNSUPPORTED_VERSION), and not
+/// retried by aiokafka or the Java client either, so a transactional producer fails at once
+/// (COORDINATOR_NOT_AVAILABLE, answered before, made them all retry for ever). librdkafka shows
+/// the FindCoordinator answer's error message, [`NO_TRANSACTIONS`], with it.
+pub(crate) const TRANSACTIONS_REFUSED: ErrorCode = ErrorCode::TransactionalIdAuthorizationFailed;
+
+/// Why, sent as the error message where the answer has one (FindCoordinator v1+, Produce).
+pub(crate) const NO_TRANSACTIONS: &str = "transactions are not supported by Staunch; use a \
+     producer without a transactional id (idempotent producers are supported)";
+
+/// Logs, once per request, that a request needing transactions was refused.
+pub(crate) fn log_transactions_refused<'a>(
+    request: &str,
+    transactional_ids: impl IntoIterator<Item = &'a str>,
+    client_id: &str,
+    context: &ClientContext,
+) {
+    let ids: Vec<String> = transactional_ids
+        .into_iter()
+        .map(|id| format!("{id:?}"))
+        .collect();
+    tracing::warn!(
+        "transactions are not supported by Staunch; transactional id {} refused \
+         ({request} from client {client_id:?} at {})",
+        ids.join(", "),
+        context.peer
+    );
 }
 
 /// An encoded response frame, `None` when the protocol says not to answer (a produce with
@@ -69,7 +102,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
             staunch_protocol::api_versions_response(0),
         )),
         RequestKind::Produce(r) => {
-            let (durable, last) = data::produce(broker, r).await;
+            let (durable, last) = data::produce(broker, r, &client_id, context).await;
             let answer = Box::pin(async move {
                 let Some(response) = durable.await? else {
                     return Ok(None);
@@ -100,7 +133,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
             data::offset_for_leader_epoch(broker, r),
         )),
         RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
-            data::init_producer_id(broker, r).await,
+            data::init_producer_id(broker, r, &client_id, context).await,
         )),
         RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
             data::describe_cluster(broker),
@@ -124,7 +157,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
             admin::incremental_alter_configs(broker, r).await,
         )),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
-            groups::find_coordinator(broker, r, version),
+            groups::find_coordinator(broker, r, version, &client_id, context),
         )),
         RequestKind::OffsetCommit(r) => Some(ResponseKind::OffsetCommit(
             groups::offset_commit(broker, r).await,
