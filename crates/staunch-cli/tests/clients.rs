@@ -1,11 +1,12 @@
-//! Real Kafka clients no one here wrote — Debian's `kcat` (librdkafka 2.0.2), confluent-kafka
-//! and kafka-python (pinned in `tests/clients/requirements.txt`) — against a `staunch serve`
-//! child process: metadata and a produce/consume round trip, 10,000 idempotent messages
+//! Real Kafka clients no one here wrote — Debian's `kcat` (librdkafka 2.0.2), confluent-kafka,
+//! kafka-python and aiokafka (pinned in `tests/clients/requirements.txt`) — against a `staunch
+//! serve` child process: metadata and a produce/consume round trip, 10,000 idempotent messages
 //! consumed by a group that resumes at its committed offset after a restart (graceful and
 //! kill -9), two consumers splitting four partitions and one taking over after the other
-//! leaves, topic administration, and compressed batches of every codec both ways (`staunch
+//! leaves, topic administration, compressed batches of every codec both ways (`staunch
 //! produce --compression` read by confluent-kafka; confluent-kafka's `compression.type` read by
-//! `staunch consume`).
+//! `staunch consume`), and transactional producers (confluent-kafka, aiokafka) refused at once
+//! with a fatal error, since Staunch has no transactions.
 //!
 //! The Python programs live in `tests/clients/`; `scripts/install-test-clients` installs kcat
 //! and the virtualenv. A missing client fails the test (it never skips silently). The Python
@@ -412,4 +413,93 @@ fn staunch_consume_reads_what_confluent_kafka_compressed() {
             );
         }
     }
+}
+
+/// The longest a transactional producer may take to learn that Staunch has no transactions
+/// (the bound for "fails fast"; the refusal takes one round trip after bootstrap).
+const TRANSACTIONS_REFUSED_WITHIN: f64 = 5.0;
+
+/// Runs a `tests/clients/*_transactions_refused.py` program with `transactional_id` and checks
+/// that the client failed within [`TRANSACTIONS_REFUSED_WITHIN`] with an `ERROR` line holding
+/// every one of `expected` (the program itself also checks the bound and that the error is not
+/// retriable), and that the broker logged the refusal naming the transactional id.
+fn transactional_producer_refused(
+    what: &str,
+    script: &str,
+    transactional_id: &str,
+    expected: &[&str],
+) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let staunch = Staunch::start(work.path());
+    let ran = run_ok(
+        what,
+        with_args(
+            client_script(script, &staunch),
+            &["--transactional-id", transactional_id],
+        ),
+        None,
+        work.path(),
+    );
+    let elapsed: f64 = ran
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("ELAPSED "))
+        .unwrap_or_else(|| panic!("{what}: no ELAPSED line\n{}", ran.transcript()))
+        .trim()
+        .parse()
+        .expect("ELAPSED is a number of seconds");
+    assert!(
+        elapsed <= TRANSACTIONS_REFUSED_WITHIN,
+        "{what}: failed after {elapsed:.2}s, more than {TRANSACTIONS_REFUSED_WITHIN}s"
+    );
+    let error = ran
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("ERROR "))
+        .unwrap_or_else(|| panic!("{what}: no ERROR line\n{}", ran.transcript()));
+    for part in expected {
+        assert!(
+            error.contains(part),
+            "{what}: the error does not say {part:?}: {error}"
+        );
+    }
+    let refusal = format!(
+        "transactions are not supported by Staunch; transactional id \"{transactional_id}\" refused"
+    );
+    let log = staunch.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("WARN") && line.contains(&refusal)),
+        "{what}: the broker logged no warning containing {refusal:?}:\n{log}"
+    );
+}
+
+/// librdkafka's `init_transactions()` raises a fatal TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+/// carrying the broker's reason at once, instead of retrying until its 30 s timeout.
+#[test]
+fn confluent_kafka_transactional_producer_is_refused_at_once() {
+    transactional_producer_refused(
+        "confluent-kafka init_transactions()",
+        "confluent_transactions_refused.py",
+        "txn-confluent",
+        &[
+            "ERROR TRANSACTIONAL_ID_AUTHORIZATION_FAILED fatal=True retriable=False",
+            "transactions are not supported by Staunch",
+        ],
+    );
+}
+
+/// aiokafka's `start()` raises a non-retriable TransactionalIdAuthorizationFailed at once,
+/// instead of never returning.
+#[test]
+fn aiokafka_transactional_producer_is_refused_at_once() {
+    transactional_producer_refused(
+        "aiokafka start()",
+        "aiokafka_transactions_refused.py",
+        "txn-aiokafka",
+        &[
+            "ERROR TransactionalIdAuthorizationFailed retriable=False",
+            "txn-aiokafka",
+        ],
+    );
 }

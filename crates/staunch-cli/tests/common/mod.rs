@@ -51,6 +51,12 @@ impl Staunch {
         self.addr.to_string()
     }
 
+    /// Everything the broker logged so far (every start), without colour escapes.
+    pub(crate) fn log(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).expect("reading the broker log file");
+        log.lines().map(strip_ansi).collect::<Vec<_>>().join("\n")
+    }
+
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "staunch serve is already running");
         self.starts += 1;

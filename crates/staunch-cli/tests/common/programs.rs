@@ -97,7 +97,7 @@ pub(crate) fn run_ok(what: &str, command: Command, stdin: Option<&[u8]>, work: &
     ran
 }
 
-/// The virtualenv's Python, checked once to exist and to import both client libraries.
+/// The virtualenv's Python, checked once to exist and to import every client library.
 pub(crate) fn python() -> PathBuf {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PYTHON
@@ -114,7 +114,7 @@ pub(crate) fn python() -> PathBuf {
                 }
             };
             let output = Command::new(&path)
-                .args(["-c", "import confluent_kafka, kafka"])
+                .args(["-c", "import aiokafka, confluent_kafka, kafka"])
                 .output()
                 .map_err(|e| {
                     format!(
@@ -124,7 +124,7 @@ pub(crate) fn python() -> PathBuf {
                 })?;
             if !output.status.success() {
                 return Err(format!(
-                    "{} cannot import confluent_kafka and kafka: {}; {INSTALL_HINT}",
+                    "{} cannot import aiokafka, confluent_kafka and kafka: {}; {INSTALL_HINT}",
                     path.display(),
                     String::from_utf8_lossy(&output.stderr).trim()
                 ));
