@@ -48,6 +48,13 @@ pub struct BrokerConfig {
     /// (`group.initial.rebalance.delay.ms`). Default 3 s.
     #[serde(with = "humantime_serde")]
     pub group_initial_rebalance_delay: Duration,
+    /// Committed-offset records appended since the last snapshot after which the offsets log
+    /// is compacted (every live offset written again, older segments deleted). Default
+    /// 200,000.
+    pub offsets_compaction_records: u64,
+    /// Segment size of the committed-offsets log (only whole segments are deleted by
+    /// compaction). Default 16 MiB.
+    pub offsets_segment_bytes: u64,
     /// How often retention runs over every partition. Default 5 min.
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
@@ -69,6 +76,8 @@ impl Default for BrokerConfig {
             group_min_session_timeout: Duration::from_secs(6),
             group_max_session_timeout: Duration::from_secs(30 * 60),
             group_initial_rebalance_delay: Duration::from_secs(3),
+            offsets_compaction_records: 200_000,
+            offsets_segment_bytes: 16 << 20,
             retention_check_interval: Duration::from_secs(300),
         }
     }

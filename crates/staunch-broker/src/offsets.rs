@@ -10,13 +10,13 @@
 //! is written again, then the segments wholly before the snapshot are deleted.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
 
 use staunch_core::batch::batches;
-use staunch_core::{BatchBuilder, Offset};
+use staunch_core::{BatchBuilder, Clock, Offset};
 use staunch_log::{FileLog, FlushPolicy, LogConfig, LogStore};
+
+use crate::storage::Storage;
 
 /// One committed position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,8 @@ pub struct OffsetStore {
     /// The offsets, as of the last durable write. Readers never wait for an fsync.
     groups: RwLock<Groups>,
     compaction: Compaction,
+    /// Stamps each batch's timestamp.
+    clock: Arc<dyn Clock>,
 }
 
 /// What the writer lock guards besides the order of writes: the counts that say when to
@@ -148,11 +150,31 @@ fn decode_value(mut value: &[u8]) -> Option<CommittedOffset> {
 impl OffsetStore {
     /// Opens the store in `dir`, recovering the log and replaying it (every record since the
     /// oldest segment compaction kept).
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        Self::open_with(dir, Compaction::default())
+    pub fn open(storage: &Storage, path: &str) -> Result<Self, String> {
+        Self::open_with(storage, path, Compaction::default())
     }
 
-    fn open_with(dir: &Path, compaction: Compaction) -> Result<Self, String> {
+    /// [`OffsetStore::open`] with a snapshot after `after_records` offset records and
+    /// segments of `segment_bytes` (the broker's `offsets_compaction_records` and
+    /// `offsets_segment_bytes`).
+    pub fn open_compacting(
+        storage: &Storage,
+        path: &str,
+        after_records: u64,
+        segment_bytes: u64,
+    ) -> Result<Self, String> {
+        let default = Compaction::default();
+        let compaction = Compaction {
+            after_records,
+            segment_bytes,
+            max_batch_bytes: default
+                .max_batch_bytes
+                .min(u32::try_from(segment_bytes / 2).unwrap_or(u32::MAX)),
+        };
+        Self::open_with(storage, path, compaction)
+    }
+
+    fn open_with(storage: &Storage, path: &str, compaction: Compaction) -> Result<Self, String> {
         let config = LogConfig {
             flush: FlushPolicy::Always,
             segment_bytes: compaction.segment_bytes,
@@ -161,8 +183,9 @@ impl OffsetStore {
             retention_bytes: None,
             ..LogConfig::default()
         };
-        let log =
-            FileLog::open(dir, config).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let log = storage
+            .open_log(path, config)
+            .map_err(|e| format!("opening {}: {e}", storage.describe(path)))?;
         let end = log.flush().map_err(|e| e.to_string())?;
         let mut groups = Groups::new();
         let mut from = log.earliest();
@@ -214,6 +237,7 @@ impl OffsetStore {
             }),
             groups: RwLock::new(groups),
             compaction,
+            clock: storage.clock().clone(),
         })
     }
 
@@ -365,11 +389,7 @@ impl OffsetStore {
 
     /// Appends one batch of (key, value or tombstone) records; durable when it returns `Ok`.
     fn append(&self, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as i64;
-        let mut builder = BatchBuilder::new(now);
+        let mut builder = BatchBuilder::new(self.clock.now_ms());
         for (key, value) in records {
             builder = builder.record(Some(key), value.as_deref());
         }
@@ -504,7 +524,7 @@ mod tests {
             max_batch_bytes: 1 << 10,
         };
         {
-            let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+            let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
             for i in 0..1_000 {
                 let meta = format!("attempt={i}");
                 store
@@ -528,7 +548,7 @@ mod tests {
             // The running count of live offsets (what decides compaction) matches the map.
             assert_eq!(store.writer().live, 21);
         }
-        let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+        let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
         // 20 live offsets take several snapshot batches of at most 512 bytes.
         for partition in 0..20 {
             let last = 980 + i64::from(partition);
@@ -560,7 +580,7 @@ mod tests {
             .map(|p| ("t".to_owned(), p, committed(i64::from(p) + 1, &metadata)))
             .collect();
         {
-            let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+            let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
             store.write("big", &big).unwrap();
             store.write("gone", &big).unwrap();
             store.delete_group("gone").unwrap();
@@ -568,7 +588,7 @@ mod tests {
             assert_eq!(store.writer().live, 200);
             assert_eq!(store.writer().since_snapshot, 600);
         }
-        let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+        let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
         for p in 0..200 {
             let got = store.get("big", "t", p).unwrap();
             assert_eq!(
@@ -592,7 +612,7 @@ mod tests {
         // Alone in its batch and still over the log's limit: refused.
         entries.push(("t".to_owned(), 20, committed(20, &"m".repeat(2 << 10))));
         {
-            let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+            let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
             assert!(store.write("g", &entries).is_err());
             for p in 0..20 {
                 assert_eq!(store.get("g", "t", p).unwrap().offset, i64::from(p));
@@ -602,7 +622,7 @@ mod tests {
             assert_eq!(store.writer().since_snapshot, 20);
             assert_eq!(store.log.log_end(), 20);
         }
-        let store = OffsetStore::open_with(dir.path(), compaction).unwrap();
+        let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
         assert_eq!(store.all("g").len(), 20);
         assert!(store.get("g", "t", 20).is_none());
     }
@@ -612,7 +632,7 @@ mod tests {
     #[test]
     fn write_where_refuses_commits_to_partitions_that_are_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let store = OffsetStore::open(dir.path()).unwrap();
+        let store = OffsetStore::open(&Storage::fs(dir.path()), "").unwrap();
         let gone = store
             .write_where(
                 "g",
@@ -632,7 +652,7 @@ mod tests {
     fn commits_and_deletions_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = OffsetStore::open(dir.path()).unwrap();
+            let store = OffsetStore::open(&Storage::fs(dir.path()), "").unwrap();
             store
                 .write(
                     "g",
@@ -655,7 +675,7 @@ mod tests {
             store.delete_topic("doomed").unwrap();
             // No close: reopening must work from what was fsynced.
         }
-        let store = OffsetStore::open(dir.path()).unwrap();
+        let store = OffsetStore::open(&Storage::fs(dir.path()), "").unwrap();
         let got = store.get("g", "t", 0).unwrap();
         assert_eq!((got.offset, got.metadata.as_str()), (6, "attempt=3"));
         assert_eq!(store.get("g", "t", 1).unwrap().offset, 7);

@@ -4,7 +4,6 @@
 //! waits for fdatasync); the async broker calls them from blocking threads — all but
 //! [`Partition::read_cached`] and [`Partition::log_start_offset_cached`], which never wait.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +12,7 @@ use staunch_core::{BatchError, ErrorCode, Offset};
 use staunch_log::{FileLog, LogConfig, LogError, LogStore};
 
 use crate::producer_state::{BatchSeq, ProducerTable, SeqCheck, last_seq_of};
+use crate::storage::Storage;
 
 /// Where an appended (or de-duplicated) batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +74,11 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
 }
 
 impl Partition {
-    /// Opens the partition's log in `dir` (running crash recovery), makes everything recovered
-    /// durable, and rebuilds the producer state from the stored batches.
-    pub fn open(dir: &Path, config: LogConfig) -> Result<Self, LogError> {
-        Self::with_log(FileLog::open(dir, config)?)
+    /// Opens the partition's log in directory `path` of `storage` (running crash recovery),
+    /// makes everything recovered durable, and rebuilds the producer state from the stored
+    /// batches.
+    pub fn open(storage: &Storage, path: &str, config: LogConfig) -> Result<Self, LogError> {
+        Self::with_log(storage.open_log(path, config)?)
     }
 
     /// [`Partition::open`] of an opened log.

@@ -4,12 +4,13 @@
 //! written durably to `producer-ids`. After a crash the allocator starts at the stored end, so
 //! an id is never handed out twice even if the crash lost track of how many were used.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use staunch_core::ProducerId;
+use staunch_log::{SegmentIo, read_file, replace_file};
 
-use crate::durable_file::write_atomic;
+/// The file holding the end of the reserved block, in the broker's root directory.
+const FILE: &str = "producer-ids";
 
 /// How many ids one durable write reserves.
 const BLOCK: i64 = 1000;
@@ -17,27 +18,25 @@ const BLOCK: i64 = 1000;
 /// A durable, never-repeating source of producer ids.
 #[derive(Debug)]
 pub struct ProducerIdAllocator {
-    path: PathBuf,
+    dir: Arc<dyn SegmentIo>,
     state: Mutex<(ProducerId, ProducerId)>,
 }
 
 impl ProducerIdAllocator {
     /// Opens (or creates) the allocator state in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        let path = dir.join("producer-ids");
-        let reserved_end = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<i64>().map_err(|e| {
-                format!(
-                    "{} holds '{}', not a number: {e}",
-                    path.display(),
-                    text.trim()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    pub fn open(dir: Arc<dyn SegmentIo>) -> Result<Self, String> {
+        let reserved_end = match read_file(&*dir, FILE) {
+            Ok(Some(bytes)) => {
+                let text = String::from_utf8_lossy(&bytes);
+                text.trim()
+                    .parse::<i64>()
+                    .map_err(|e| format!("{FILE} holds '{}', not a number: {e}", text.trim()))?
+            }
+            Ok(None) => 0,
+            Err(e) => return Err(format!("reading {FILE}: {e}")),
         };
         Ok(ProducerIdAllocator {
-            path,
+            dir,
             state: Mutex::new((reserved_end, reserved_end)),
         })
     }
@@ -49,8 +48,8 @@ impl ProducerIdAllocator {
         let (next, reserved_end) = *state;
         if next >= reserved_end {
             let new_end = next + BLOCK;
-            write_atomic(&self.path, new_end.to_string().as_bytes())
-                .map_err(|e| format!("reserving producer ids in {}: {e}", self.path.display()))?;
+            replace_file(&*self.dir, FILE, new_end.to_string().as_bytes())
+                .map_err(|e| format!("reserving producer ids in {FILE}: {e}"))?;
             state.1 = new_end;
         }
         state.0 = next + 1;
@@ -63,16 +62,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_never_reused_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = ProducerIdAllocator::open(dir.path()).unwrap();
+    fn ids_are_never_reused_across_reopen_or_a_power_cut() {
+        let disk = staunch_testkit::FaultyIo::new();
+        let a = ProducerIdAllocator::open(Arc::new(disk.clone())).unwrap();
         let first: Vec<_> = (0..3).map(|_| a.next().unwrap()).collect();
         assert_eq!(first, vec![0, 1, 2]);
         drop(a);
-        let b = ProducerIdAllocator::open(dir.path()).unwrap();
+        // Only what was made durable survives: the reservation must have been.
+        let after_cut = disk.crash(staunch_testkit::CrashMode::DropUnsynced);
+        let b = ProducerIdAllocator::open(Arc::new(after_cut.clone())).unwrap();
         let after = b.next().unwrap();
-        assert!(after > 2, "id {after} reused after reopen");
-        std::fs::write(dir.path().join("producer-ids"), "garbage").unwrap();
-        assert!(ProducerIdAllocator::open(dir.path()).is_err());
+        assert!(after > 2, "id {after} reused after a power cut");
+        after_cut.put_file(FILE, b"garbage");
+        assert!(ProducerIdAllocator::open(Arc::new(after_cut)).is_err());
     }
 }

@@ -6,18 +6,32 @@
 //! it into `<data_dir>/trash/` before removing it, so a crash never leaves half a topic behind.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use staunch_core::ErrorCode;
+use staunch_log::{join_path, read_file, replace_file};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::durable_file::{sync_dir, write_atomic};
 use crate::partition::Partition;
+use crate::storage::Storage;
 use crate::topic_config::TopicConfig;
+
+/// The directory holding one directory per topic.
+const TOPICS: &str = "topics";
+/// Where deleted topics wait to be removed.
+const TRASH: &str = "trash";
+/// A topic's metadata file, in its directory.
+const TOPIC_FILE: &str = "topic.toml";
+
+fn topic_dir(name: &str) -> String {
+    join_path(TOPICS, name)
+}
+
+fn partition_dir(topic_dir: &str, index: i32) -> String {
+    join_path(topic_dir, &index.to_string())
+}
 
 /// A failed topic operation: the Kafka error code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +109,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 /// Every topic on the broker.
 #[derive(Debug)]
 pub struct Topics {
-    root: PathBuf,
-    trash: PathBuf,
+    storage: Storage,
     broker: Arc<BrokerConfig>,
     map: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises changes (create, delete, alter) so two never race on one directory.
@@ -104,32 +117,42 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// Opens every topic under `<data_dir>/topics`, recovering each partition's log.
-    pub fn open(broker: Arc<BrokerConfig>) -> Result<Self, String> {
-        let root = broker.data_dir.join("topics");
-        let trash = broker.data_dir.join("trash");
-        for dir in [&root, &trash] {
-            fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    /// Opens every topic under `topics/` of `storage`, recovering each partition's log.
+    pub fn open(broker: Arc<BrokerConfig>, storage: Storage) -> Result<Self, String> {
+        let io = storage.io();
+        let describe = |e: std::io::Error, what: &str| format!("{what}: {e}");
+        for dir in [TOPICS, TRASH] {
+            io.create_dir_all(dir)
+                .map_err(|e| describe(e, &format!("creating {}", storage.describe(dir))))?;
         }
+        // The two directories must survive a power cut before any topic is created in them.
+        io.sync_dir("")
+            .map_err(|e| describe(e, &format!("syncing {}", storage.describe(""))))?;
         // Finish deletions and abandon creations a crash interrupted.
-        remove_children(&trash)?;
+        for doomed in io
+            .list_dirs(TRASH)
+            .map_err(|e| describe(e, &format!("listing {}", storage.describe(TRASH))))?
+        {
+            let path = join_path(TRASH, &doomed);
+            io.remove_dir_all(&path)
+                .map_err(|e| describe(e, &format!("removing {}", storage.describe(&path))))?;
+        }
         let mut map = BTreeMap::new();
-        let entries =
-            fs::read_dir(&root).map_err(|e| format!("listing {}: {e}", root.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("listing {}: {e}", root.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let names = io
+            .list_dirs(TOPICS)
+            .map_err(|e| describe(e, &format!("listing {}", storage.describe(TOPICS))))?;
+        for name in names {
+            let dir = topic_dir(&name);
             if name.starts_with(".creating-") {
-                fs::remove_dir_all(entry.path())
-                    .map_err(|e| format!("removing {}: {e}", entry.path().display()))?;
+                io.remove_dir_all(&dir)
+                    .map_err(|e| describe(e, &format!("removing {}", storage.describe(&dir))))?;
                 continue;
             }
-            let topic = load_topic(&entry.path(), &name, &broker)?;
+            let topic = load_topic(&storage, &name, &broker)?;
             map.insert(name, Arc::new(topic));
         }
         Ok(Topics {
-            root,
-            trash,
+            storage,
             broker,
             map: RwLock::new(map),
             changes: Mutex::new(()),
@@ -211,28 +234,33 @@ impl Topics {
                 config,
             }));
         }
-        let staging = self.root.join(format!(".creating-{}", Uuid::new_v4()));
+        let staging = topic_dir(&format!(".creating-{}", Uuid::new_v4()));
         let file = TopicFile {
             id: Uuid::new_v4(),
             partitions,
             config: config.0.clone(),
         };
+        let dir = topic_dir(name);
+        let io = self.storage.io();
         let result = (|| {
-            fs::create_dir(&staging)?;
+            io.create_dir_all(&staging)?;
             for index in 0..partitions {
-                fs::create_dir(staging.join(index.to_string()))?;
+                io.create_dir_all(&partition_dir(&staging, index))?;
             }
-            write_topic_file(&staging, &file)?;
-            fs::rename(&staging, self.root.join(name))?;
-            sync_dir(&self.root)
+            // Syncs the staging directory: its partition directories are durable with it.
+            write_topic_file(&self.storage, &staging, &file)?;
+            io.rename_dir(&staging, &dir)?;
+            io.sync_dir(TOPICS)
         })();
         if let Err(e) = result {
-            let _ = fs::remove_dir_all(&staging);
+            let _ = io.remove_dir_all(&staging);
             return Err(TopicError::storage(&format!("creating topic '{name}'"), e));
         }
-        let dir = self.root.join(name);
         let opened = (0..partitions)
-            .map(|i| Partition::open(&dir.join(i.to_string()), log_config.clone()).map(Arc::new))
+            .map(|i| {
+                Partition::open(&self.storage, &partition_dir(&dir, i), log_config.clone())
+                    .map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TopicError::storage(&format!("opening topic '{name}'"), e))?;
         let topic = Arc::new(Topic {
@@ -261,12 +289,13 @@ impl Topics {
                 tracing::warn!(topic = name, error = %e, "closing a deleted topic's partition");
             }
         }
-        let doomed = self.trash.join(format!("{name}-{}", Uuid::new_v4()));
-        fs::rename(self.root.join(name), &doomed)
-            .and_then(|()| sync_dir(&self.root))
+        let doomed = join_path(TRASH, &format!("{name}-{}", Uuid::new_v4()));
+        let io = self.storage.io();
+        io.rename_dir(&topic_dir(name), &doomed)
+            .and_then(|()| io.sync_dir(TOPICS))
             .map_err(|e| TopicError::storage(&format!("deleting topic '{name}'"), e))?;
-        if let Err(e) = fs::remove_dir_all(&doomed) {
-            tracing::warn!(path = %doomed.display(), error = %e, "removing deleted topic data; will retry at the next start");
+        if let Err(e) = io.remove_dir_all(&doomed) {
+            tracing::warn!(path = %self.storage.describe(&doomed), error = %e, "removing deleted topic data; will retry at the next start");
         }
         tracing::info!(topic = name, "topic deleted");
         Ok(topic.id)
@@ -297,20 +326,24 @@ impl Topics {
             .config
             .log_config(&self.broker)
             .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
-        let dir = self.root.join(name);
+        let dir = topic_dir(name);
         let mut partitions = topic.partitions.clone();
         for index in current..total {
-            let path = dir.join(index.to_string());
+            let path = partition_dir(&dir, index);
             // A crash between creating directories and rewriting topic.toml can leave empty
             // ones behind; they are reused.
-            fs::create_dir_all(&path)
+            self.storage
+                .io()
+                .create_dir_all(&path)
                 .map_err(|e| TopicError::storage(&format!("adding partitions to '{name}'"), e))?;
-            let partition = Partition::open(&path, log_config.clone()).map_err(|e| {
-                TopicError::storage(&format!("opening partition {index} of '{name}'"), e)
-            })?;
+            let partition =
+                Partition::open(&self.storage, &path, log_config.clone()).map_err(|e| {
+                    TopicError::storage(&format!("opening partition {index} of '{name}'"), e)
+                })?;
             partitions.push(Arc::new(partition));
         }
         write_topic_file(
+            &self.storage,
             &dir,
             &TopicFile {
                 id: topic.id,
@@ -347,8 +380,9 @@ impl Topics {
         if validate_only || topic.config == config {
             return Ok(());
         }
-        let dir = self.root.join(name);
+        let dir = topic_dir(name);
         write_topic_file(
+            &self.storage,
             &dir,
             &TopicFile {
                 id: topic.id,
@@ -362,10 +396,14 @@ impl Topics {
             if let Err(e) = old.close() {
                 tracing::warn!(topic = name, index, error = %e, "closing partition for reconfiguration");
             }
-            let partition = Partition::open(&dir.join(index.to_string()), log_config.clone())
-                .map_err(|e| {
-                    TopicError::storage(&format!("reopening partition {index} of '{name}'"), e)
-                })?;
+            let partition = Partition::open(
+                &self.storage,
+                &partition_dir(&dir, index as i32),
+                log_config.clone(),
+            )
+            .map_err(|e| {
+                TopicError::storage(&format!("reopening partition {index} of '{name}'"), e)
+            })?;
             partitions.push(Arc::new(partition));
         }
         let updated = Arc::new(Topic {
@@ -391,26 +429,32 @@ impl Topics {
     }
 }
 
-fn write_topic_file(dir: &Path, file: &TopicFile) -> std::io::Result<()> {
+/// Replaces `topic.toml` in `dir` durably (the directory is synced too).
+fn write_topic_file(storage: &Storage, dir: &str, file: &TopicFile) -> std::io::Result<()> {
     let text = toml::to_string(file).map_err(std::io::Error::other)?;
-    write_atomic(&dir.join("topic.toml"), text.as_bytes())
+    replace_file(&*storage.files(dir)?, TOPIC_FILE, text.as_bytes())
 }
 
-fn load_topic(dir: &Path, name: &str, broker: &BrokerConfig) -> Result<Topic, String> {
-    let path = dir.join("topic.toml");
-    let text = fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let file: TopicFile =
-        toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+fn load_topic(storage: &Storage, name: &str, broker: &BrokerConfig) -> Result<Topic, String> {
+    let dir = topic_dir(name);
+    let path = storage.describe(&join_path(&dir, TOPIC_FILE));
+    let bytes = storage
+        .files(&dir)
+        .and_then(|files| read_file(&*files, TOPIC_FILE))
+        .map_err(|e| format!("reading {path}: {e}"))?
+        .ok_or_else(|| format!("reading {path}: missing"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| format!("reading {path}: {e}"))?;
+    let file: TopicFile = toml::from_str(text).map_err(|e| format!("parsing {path}: {e}"))?;
     let config = TopicConfig(file.config);
     let log_config = config
         .log_config(broker)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("{path}: {e}"))?;
     let partitions = (0..file.partitions)
         .map(|i| {
-            let dir = dir.join(i.to_string());
-            Partition::open(&dir, log_config.clone())
+            let part = partition_dir(&dir, i);
+            Partition::open(storage, &part, log_config.clone())
                 .map(Arc::new)
-                .map_err(|e| format!("opening {}: {e}", dir.display()))
+                .map_err(|e| format!("opening {}: {e}", storage.describe(&part)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Topic {
@@ -419,13 +463,4 @@ fn load_topic(dir: &Path, name: &str, broker: &BrokerConfig) -> Result<Topic, St
         partitions,
         config,
     })
-}
-
-fn remove_children(dir: &Path) -> Result<(), String> {
-    let entries = fs::read_dir(dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
-    for entry in entries.flatten() {
-        fs::remove_dir_all(entry.path())
-            .map_err(|e| format!("removing {}: {e}", entry.path().display()))?;
-    }
-    Ok(())
 }

@@ -118,7 +118,10 @@ fn eio() -> io::Error {
 }
 
 fn not_found(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{what}: no such file or directory"))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{what}: no such file or directory"),
+    )
 }
 
 fn split(path: &str) -> impl Iterator<Item = &str> {
@@ -362,6 +365,14 @@ impl FaultyIo {
         if !matches!(disk.power, Power::Cut(_)) {
             let image = disk.image(mode);
             disk.power = Power::Cut(Box::new(image));
+        }
+    }
+
+    /// Disarms a power cut armed by [`FaultyIo::cut_power_after`] that has not come yet.
+    pub fn disarm(&self) {
+        let mut disk = self.lock();
+        if matches!(disk.power, Power::CutAfter(..)) {
+            disk.power = Power::On;
         }
     }
 
@@ -795,7 +806,10 @@ mod tests {
         write(&io.subdir("topics/b"), "f", b"four", true);
 
         io.cut_power_after(1, CrashMode::DropUnsynced);
-        assert!(a.open("synced", false).is_err(), "nothing works after the cut");
+        assert!(
+            a.open("synced", false).is_err(),
+            "nothing works after the cut"
+        );
         let after = io.after_power_cut().unwrap();
         let a = after.subdir("topics/a/0");
         assert_eq!(a.names(), vec!["synced", "unsynced"]);

@@ -11,17 +11,17 @@ mod fetch;
 mod offsets;
 mod produce;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use staunch_core::ErrorCode;
+use staunch_log::{read_file, replace_file};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
-use crate::durable_file::write_atomic;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::offsets::OffsetStore;
 use crate::producer_ids::ProducerIdAllocator;
+use crate::storage::Storage;
 use crate::topic_config::TopicConfig;
 use crate::topics::{Topic, Topics};
 
@@ -35,7 +35,8 @@ pub struct OpenError(pub String);
 /// A single-node broker: every topic's partitions, committed offsets, producer ids.
 ///
 /// Cheap to clone; clones share one broker. All durable state lives under
-/// [`BrokerConfig::data_dir`]. Methods that store data say what is durable when they return.
+/// [`BrokerConfig::data_dir`] (or in the [`Storage`] given to [`Broker::open_with`]). Methods
+/// that store data say what is durable when they return.
 #[derive(Debug, Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
@@ -44,6 +45,7 @@ pub struct Broker {
 #[derive(Debug)]
 struct Inner {
     config: Arc<BrokerConfig>,
+    storage: Storage,
     cluster_id: String,
     topics: Topics,
     offsets: OffsetStore,
@@ -68,23 +70,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| ErrorCode::UnknownServerError)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn load_cluster_id(data_dir: &Path) -> Result<String, String> {
-    let path = data_dir.join("cluster-id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) => Ok(id.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+/// The cluster id in the root's `cluster-id`, made and stored durably on first use.
+fn load_cluster_id(storage: &Storage) -> Result<String, String> {
+    const FILE: &str = "cluster-id";
+    let where_ = storage.describe(FILE);
+    let root = storage
+        .files("")
+        .map_err(|e| format!("opening {}: {e}", storage.describe("")))?;
+    match read_file(&*root, FILE) {
+        Ok(Some(id)) => Ok(String::from_utf8_lossy(&id).trim().to_owned()),
+        Ok(None) => {
             let id = uuid::Uuid::new_v4().simple().to_string();
-            write_atomic(&path, id.as_bytes())
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            replace_file(&*root, FILE, id.as_bytes())
+                .map_err(|e| format!("writing {where_}: {e}"))?;
             Ok(id)
         }
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
+        Err(e) => Err(format!("reading {where_}: {e}")),
     }
 }
 
@@ -93,15 +94,25 @@ impl Broker {
     /// committed offsets and producer-id reservations. Blocks on disk I/O; call it from a
     /// blocking context or accept the stall at startup.
     pub fn open(config: BrokerConfig) -> Result<Broker, OpenError> {
+        let storage = Storage::fs(&config.data_dir);
+        Self::open_with(config, storage)
+    }
+
+    /// [`Broker::open`] with every file in `storage` and every timestamp from its clock
+    /// (`config.data_dir` only names the broker in logs): how a test runs the broker on a
+    /// disk whose power it can cut.
+    pub fn open_with(config: BrokerConfig, storage: Storage) -> Result<Broker, OpenError> {
         let config = Arc::new(config);
         config
             .check_durability_floor(&config.log.flush)
             .map_err(|e| OpenError(format!("the default log.flush: {e}")))?;
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| OpenError(format!("creating {}: {e}", dir.display())))?;
-        let cluster_id = load_cluster_id(dir).map_err(OpenError)?;
-        let topics = Topics::open(config.clone()).map_err(OpenError)?;
+        storage
+            .io()
+            .create_dir_all("")
+            .map_err(|e| OpenError(format!("creating {}: {e}", storage.describe(""))))?;
+        let cluster_id = load_cluster_id(&storage).map_err(OpenError)?;
+        let topics = Topics::open(config.clone(), storage.clone()).map_err(OpenError)?;
         for topic in topics.list() {
             if let Ok(log) = topic.config.log_config(&config)
                 && let Err(e) = config.check_durability_floor(&log.flush)
@@ -109,8 +120,22 @@ impl Broker {
                 tracing::warn!(topic = %topic.name, "kept as it is, set before the floor was raised: {e}");
             }
         }
-        let offsets = OffsetStore::open(&dir.join("consumer-offsets")).map_err(OpenError)?;
-        let producer_ids = ProducerIdAllocator::open(dir).map_err(OpenError)?;
+        let offsets = OffsetStore::open_compacting(
+            &storage,
+            "consumer-offsets",
+            config.offsets_compaction_records,
+            config.offsets_segment_bytes,
+        )
+        .map_err(OpenError)?;
+        // The offsets log's directory may be new: its entry must survive a power cut too.
+        storage
+            .io()
+            .sync_dir("")
+            .map_err(|e| OpenError(format!("syncing {}: {e}", storage.describe(""))))?;
+        let root = storage
+            .files("")
+            .map_err(|e| OpenError(format!("opening {}: {e}", storage.describe(""))))?;
+        let producer_ids = ProducerIdAllocator::open(root).map_err(OpenError)?;
         let groups = GroupCoordinator::new(GroupConfig {
             min_session_timeout: config.group_min_session_timeout,
             max_session_timeout: config.group_max_session_timeout,
@@ -129,6 +154,7 @@ impl Broker {
         Ok(Broker {
             inner: Arc::new(Inner {
                 config,
+                storage,
                 cluster_id,
                 topics,
                 offsets,
@@ -201,7 +227,7 @@ impl Broker {
     pub async fn apply_retention(&self) {
         let broker = self.clone();
         let _ = blocking(move || {
-            let now = now_ms();
+            let now = broker.inner.storage.now_ms();
             for topic in broker.inner.topics.list() {
                 for (index, partition) in topic.partitions.iter().enumerate() {
                     if let Err(e) = partition.apply_retention(now) {

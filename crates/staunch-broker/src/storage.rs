@@ -1,0 +1,67 @@
+//! The broker's one seam to the disk and the clock: every file it writes (partition logs,
+//! committed offsets, producer ids, topic metadata, the cluster id) goes through one
+//! [`StorageIo`], and every time it reads through one [`Clock`]. The real broker uses the file
+//! system under its data directory and the system clock; a test can hand in
+//! `staunch_testkit::FaultyIo` (power cuts, bit flips, failing disks) and a manual clock.
+
+use std::io;
+use std::sync::Arc;
+
+use staunch_core::{Clock, SystemClock};
+use staunch_log::{FileLog, FsStorage, LogConfig, LogError, SegmentIo, StorageIo};
+
+/// Where the broker keeps its files and how it tells the time. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    io: Arc<dyn StorageIo>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Storage {
+    /// `io` for every file, `clock` for every timestamp and retention decision.
+    pub fn new(io: Arc<dyn StorageIo>, clock: Arc<dyn Clock>) -> Self {
+        Storage { io, clock }
+    }
+
+    /// The file system under `root` and the system clock.
+    pub fn fs(root: impl Into<std::path::PathBuf>) -> Self {
+        Storage::new(Arc::new(FsStorage::new(root)), Arc::new(SystemClock))
+    }
+
+    /// The directory tree.
+    pub fn io(&self) -> &dyn StorageIo {
+        &*self.io
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Milliseconds since the epoch by the broker's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Opens (recovering) the log in directory `path`, taking the directory for itself.
+    pub fn open_log(&self, path: &str, config: LogConfig) -> Result<FileLog, LogError> {
+        let dir = self
+            .io
+            .open_dir(path, true)
+            .map_err(|source| LogError::Io {
+                op: format!("opening log directory {}", self.io.describe(path)),
+                source,
+            })?;
+        FileLog::open_with(dir, config, self.clock.clone())
+    }
+
+    /// The small files of directory `path` (created if missing), shared with other owners.
+    pub fn files(&self, path: &str) -> io::Result<Arc<dyn SegmentIo>> {
+        self.io.open_dir(path, false)
+    }
+
+    /// Where `path` is, for messages.
+    pub fn describe(&self, path: &str) -> String {
+        self.io.describe(path)
+    }
+}
