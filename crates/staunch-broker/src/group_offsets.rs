@@ -33,9 +33,7 @@ impl Broker {
                 .map(|(tp, _)| (tp.topic, tp.partition, code))
                 .collect();
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = self.now_ms();
         let entries = offsets
             .into_iter()
             .map(|(tp, committed)| {

@@ -167,6 +167,11 @@ impl Broker {
         })
     }
 
+    /// Milliseconds since the epoch by the broker's clock (the one its [`Storage`] holds).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.storage.now_ms()
+    }
+
     /// The consumer-group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.inner.groups
