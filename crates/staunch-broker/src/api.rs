@@ -297,12 +297,15 @@ impl BrokerApi for Broker {
             .map(|tp| {
                 let committed = self
                     .committed_offset(group_id, &tp.topic, tp.partition)
-                    .map(|c| OffsetAndMetadata {
-                        offset: c.offset,
-                        leader_epoch: (c.leader_epoch >= 0).then_some(c.leader_epoch),
-                        metadata: c.metadata,
+                    .map_err(ApiError::broker)
+                    .map(|found| {
+                        found.map(|c| OffsetAndMetadata {
+                            offset: c.offset,
+                            leader_epoch: (c.leader_epoch >= 0).then_some(c.leader_epoch),
+                            metadata: c.metadata,
+                        })
                     });
-                (tp, Ok(committed))
+                (tp, committed)
             })
             .collect()
     }

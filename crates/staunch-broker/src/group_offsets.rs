@@ -54,32 +54,33 @@ impl Broker {
 
     /// OffsetFetch for one group: the committed offsets of the listed partitions, by topic in
     /// the order asked (`None` where nothing is committed), or with `wanted` `None` every
-    /// committed partition of the group.
+    /// committed partition of the group. KAFKA_STORAGE_ERROR if the group's offsets are
+    /// offline (damaged on disk).
     pub fn group_offsets(
         &self,
         group: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<TopicOffsets> {
+    ) -> Result<Vec<TopicOffsets>, ErrorCode> {
         match wanted {
             Some(topics) => topics
                 .into_iter()
                 .map(|(topic, partitions)| {
                     let found = partitions
                         .into_iter()
-                        .map(|p| (p, self.committed_offset(group, &topic, p)))
-                        .collect();
-                    (topic, found)
+                        .map(|p| Ok((p, self.committed_offset(group, &topic, p)?)))
+                        .collect::<Result<_, ErrorCode>>()?;
+                    Ok((topic, found))
                 })
                 .collect(),
             None => {
                 let mut by_topic: Vec<TopicOffsets> = Vec::new();
-                for (topic, partition, committed) in self.committed_offsets(group) {
+                for (topic, partition, committed) in self.committed_offsets(group)? {
                     match by_topic.iter_mut().find(|(t, _)| *t == topic) {
                         Some((_, list)) => list.push((partition, Some(committed))),
                         None => by_topic.push((topic, vec![(partition, Some(committed))])),
                     }
                 }
-                by_topic
+                Ok(by_topic)
             }
         }
     }

@@ -57,6 +57,11 @@ pub struct OffsetStore {
     compaction: Compaction,
     /// Stamps each batch's timestamp.
     clock: Arc<dyn Clock>,
+    /// Groups with a record the replay could not decode, and why. Their offsets are unknown:
+    /// every read or write of them fails (never answered as "nothing committed", which would
+    /// send a consumer back to its reset policy), and no compaction runs, so the damaged
+    /// record is never dropped by a snapshot that could not include it.
+    damaged: BTreeMap<String, String>,
 }
 
 /// What the writer lock guards besides the order of writes: the counts that say when to
@@ -115,6 +120,11 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 fn take_str(buf: &mut &[u8]) -> Option<String> {
     let len = u32::from_be_bytes(take(buf, 4)?.try_into().ok()?) as usize;
     String::from_utf8(take(buf, len)?.to_vec()).ok()
+}
+
+/// The group a key names, when the rest of it cannot be read.
+fn decode_group(mut key: &[u8]) -> Option<String> {
+    take_str(&mut key)
 }
 
 fn decode_key(mut key: &[u8]) -> Option<(String, String, i32)> {
@@ -188,6 +198,10 @@ impl OffsetStore {
             .map_err(|e| format!("opening {}: {e}", storage.describe(path)))?;
         let end = log.flush().map_err(|e| e.to_string())?;
         let mut groups = Groups::new();
+        // Keys whose latest record could not be decoded, and groups with a record whose key
+        // names the group but nothing else: their offsets are unknown.
+        let mut damaged_keys: BTreeMap<(String, String, i32), String> = BTreeMap::new();
+        let mut damaged: BTreeMap<String, String> = BTreeMap::new();
         let mut from = log.earliest();
         let replayed = (end - from).max(0) as u64;
         while from < end {
@@ -196,23 +210,40 @@ impl OffsetStore {
                 let batch = batch.map_err(|e| e.to_string())?;
                 for record in batch.records().map_err(|e| e.to_string())? {
                     let record = record.map_err(|e| e.to_string())?;
+                    let where_ = format!(
+                        "offset record {} of {}",
+                        record.offset,
+                        storage.describe(path)
+                    );
                     let Some((group, topic, partition)) = record.key.and_then(decode_key) else {
-                        return Err(format!(
-                            "offset record {} has a malformed key",
-                            record.offset
-                        ));
+                        // The group alone goes offline if its name can be read; else nothing
+                        // tells which group's offsets are unknown.
+                        let Some(group) = record.key.and_then(decode_group) else {
+                            return Err(format!("{where_} has a malformed key"));
+                        };
+                        tracing::error!(%group, "{where_} has a malformed key: the group is offline");
+                        damaged.insert(group, format!("{where_} has a malformed key"));
+                        continue;
                     };
+                    let key = (group, topic, partition);
                     match record.value {
                         Some(value) => {
-                            let committed = decode_value(value).ok_or_else(|| {
-                                format!("offset record {} has a malformed value", record.offset)
-                            })?;
+                            let Some(committed) = decode_value(value) else {
+                                tracing::error!(group = %key.0, "{where_} has a malformed value: the group is offline");
+                                damaged_keys.insert(key, format!("{where_} has a malformed value"));
+                                continue;
+                            };
+                            // A later good record of the same key supersedes a damaged one.
+                            damaged_keys.remove(&key);
+                            let (group, topic, partition) = key;
                             groups
                                 .entry(group)
                                 .or_default()
                                 .insert((topic, partition), committed);
                         }
                         None => {
+                            damaged_keys.remove(&key);
+                            let (group, topic, partition) = key;
                             if let Some(offsets) = groups.get_mut(&group) {
                                 offsets.remove(&(topic, partition));
                                 if offsets.is_empty() {
@@ -228,6 +259,9 @@ impl OffsetStore {
             }
             from = read.next_offset;
         }
+        for ((group, _, _), reason) in damaged_keys {
+            damaged.entry(group).or_insert(reason);
+        }
         let live = groups.values().map(BTreeMap::len).sum::<usize>() as u64;
         Ok(OffsetStore {
             log,
@@ -238,6 +272,7 @@ impl OffsetStore {
             groups: RwLock::new(groups),
             compaction,
             clock: storage.clock().clone(),
+            damaged,
         })
     }
 
@@ -259,6 +294,7 @@ impl OffsetStore {
         group: &str,
         entries: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<(), String> {
+        self.check_group(group)?;
         let mut writer = self.writer();
         self.write_locked(&mut writer, group, entries)
     }
@@ -274,6 +310,7 @@ impl OffsetStore {
         entries: OffsetWrites,
         exists: impl Fn(&str, i32) -> bool,
     ) -> Result<Vec<(String, i32)>, String> {
+        self.check_group(group)?;
         let mut writer = self.writer();
         let (kept, gone): (Vec<_>, Vec<_>) = entries
             .into_iter()
@@ -308,6 +345,7 @@ impl OffsetStore {
         })?;
         if writer.since_snapshot >= self.compaction.after_records
             && writer.since_snapshot >= 2 * writer.live
+            && self.damaged.is_empty()
         {
             // The commit is durable already: a failed compaction is reported, not returned,
             // and tried again only after as many records more (not on every commit).
@@ -426,17 +464,38 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// The committed offset of one partition for `group`.
-    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
-        self.read()
-            .get(group)?
-            .get(&(topic.to_owned(), partition))
-            .cloned()
+    /// `Err` with the reason if `group` is offline: a record of it could not be decoded
+    /// when the store was opened, so its offsets are unknown.
+    pub fn check_group(&self, group: &str) -> Result<(), String> {
+        match self.damaged.get(group) {
+            Some(reason) => Err(format!(
+                "the committed offsets of group '{group}' are offline: {reason}"
+            )),
+            None => Ok(()),
+        }
     }
 
-    /// Every committed offset of `group`, by topic and partition.
-    pub fn all(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
-        self.read()
+    /// The committed offset of one partition for `group`; `Err` if the group is offline.
+    pub fn get(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<CommittedOffset>, String> {
+        self.check_group(group)?;
+        Ok(self
+            .read()
+            .get(group)
+            .and_then(|offsets| offsets.get(&(topic.to_owned(), partition)))
+            .cloned())
+    }
+
+    /// Every committed offset of `group`, by topic and partition; `Err` if the group is
+    /// offline.
+    pub fn all(&self, group: &str) -> Result<Vec<(String, i32, CommittedOffset)>, String> {
+        self.check_group(group)?;
+        Ok(self
+            .read()
             .get(group)
             .map(|offsets| {
                 offsets
@@ -444,7 +503,7 @@ impl OffsetStore {
                     .map(|((t, p), c)| (t.clone(), *p, c.clone()))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// Every group with at least one committed offset.
@@ -459,6 +518,7 @@ impl OffsetStore {
     /// under the same hold of the writer lock as the deletion is written, so a commit that
     /// lands after this began is not deleted by it.
     pub fn delete_group(&self, group: &str) -> Result<(), String> {
+        self.check_group(group)?;
         let mut writer = self.writer();
         let entries: Vec<_> = self
             .read()
@@ -552,11 +612,11 @@ mod tests {
         // 20 live offsets take several snapshot batches of at most 512 bytes.
         for partition in 0..20 {
             let last = 980 + i64::from(partition);
-            let got = store.get("g", "t", partition).unwrap();
+            let got = store.get("g", "t", partition).unwrap().unwrap();
             let meta = format!("attempt={last}");
             assert_eq!((got.offset, got.metadata.as_str()), (last, meta.as_str()));
         }
-        assert_eq!(store.get("h", "u", 0).unwrap().offset, 42);
+        assert_eq!(store.get("h", "u", 0).unwrap().unwrap().offset, 42);
         assert_eq!(store.groups(), vec!["g".to_owned(), "h".to_owned()]);
         assert_eq!(store.writer().live, 21);
     }
@@ -590,7 +650,7 @@ mod tests {
         }
         let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
         for p in 0..200 {
-            let got = store.get("big", "t", p).unwrap();
+            let got = store.get("big", "t", p).unwrap().unwrap();
             assert_eq!(
                 (got.offset, got.metadata.as_str()),
                 (i64::from(p) + 1, metadata.as_str())
@@ -615,16 +675,19 @@ mod tests {
             let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
             assert!(store.write("g", &entries).is_err());
             for p in 0..20 {
-                assert_eq!(store.get("g", "t", p).unwrap().offset, i64::from(p));
+                assert_eq!(
+                    store.get("g", "t", p).unwrap().unwrap().offset,
+                    i64::from(p)
+                );
             }
-            assert!(store.get("g", "t", 20).is_none());
+            assert!(store.get("g", "t", 20).unwrap().is_none());
             assert_eq!(store.writer().live, 20);
             assert_eq!(store.writer().since_snapshot, 20);
             assert_eq!(store.log.log_end(), 20);
         }
         let store = OffsetStore::open_with(&Storage::fs(dir.path()), "", compaction).unwrap();
-        assert_eq!(store.all("g").len(), 20);
-        assert!(store.get("g", "t", 20).is_none());
+        assert_eq!(store.all("g").unwrap().len(), 20);
+        assert!(store.get("g", "t", 20).unwrap().is_none());
     }
 
     /// `write_where` stores only the commits whose partition still exists (asked under the
@@ -644,8 +707,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(gone, vec![("deleted".to_owned(), 0)]);
-        assert_eq!(store.get("g", "kept", 0).unwrap().offset, 5);
-        assert!(store.get("g", "deleted", 0).is_none());
+        assert_eq!(store.get("g", "kept", 0).unwrap().unwrap().offset, 5);
+        assert!(store.get("g", "deleted", 0).unwrap().is_none());
     }
 
     #[test]
@@ -676,10 +739,59 @@ mod tests {
             // No close: reopening must work from what was fsynced.
         }
         let store = OffsetStore::open(&Storage::fs(dir.path()), "").unwrap();
-        let got = store.get("g", "t", 0).unwrap();
+        let got = store.get("g", "t", 0).unwrap().unwrap();
         assert_eq!((got.offset, got.metadata.as_str()), (6, "attempt=3"));
-        assert_eq!(store.get("g", "t", 1).unwrap().offset, 7);
+        assert_eq!(store.get("g", "t", 1).unwrap().unwrap().offset, 7);
         assert_eq!(store.groups(), vec!["g".to_owned()]);
-        assert!(store.get("h", "u", 0).is_none());
+        assert!(store.get("h", "u", 0).unwrap().is_none());
+    }
+
+    /// A record that cannot be decoded takes only its group offline: its offsets answer an
+    /// error (never "nothing committed"), commits to it are refused, compaction (which would
+    /// drop the damaged record) does not run, and every other group is served as before.
+    #[test]
+    fn a_damaged_record_takes_only_its_group_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::fs(dir.path());
+        {
+            let store = OffsetStore::open(&storage, "").unwrap();
+            store
+                .write("good", &[("t".into(), 0, committed(5, "ok"))])
+                .unwrap();
+            store.close().unwrap();
+        }
+        {
+            // A well-framed batch (valid CRC) whose value is garbage, as a bug could write.
+            let log = storage.open_log("", LogConfig::default()).unwrap();
+            let mut batch = BatchBuilder::new(1)
+                .record(Some(&encode_key("bad", "t", 0)), Some(b"xx"))
+                .build();
+            log.append(&mut batch, 0).unwrap();
+            log.close().unwrap();
+        }
+        let store = OffsetStore::open_compacting(&storage, "", 1, 4096).unwrap();
+        assert_eq!(store.get("good", "t", 0).unwrap().unwrap().offset, 5);
+        let offline = store.get("bad", "t", 0).unwrap_err();
+        assert!(offline.contains("malformed value"), "{offline}");
+        assert!(store.all("bad").is_err());
+        assert!(
+            store
+                .write("bad", &[("t".into(), 0, committed(9, ""))])
+                .is_err()
+        );
+        assert!(store.delete_group("bad").is_err());
+        // Commits of other groups go on; with the damage present none compacts the log.
+        let start = store.log.earliest();
+        for i in 0..200 {
+            store
+                .write("good", &[("t".into(), 0, committed(i, ""))])
+                .unwrap();
+        }
+        assert_eq!(
+            store.log.earliest(),
+            start,
+            "compaction ran over a damaged record"
+        );
+        assert_eq!(store.get("good", "t", 0).unwrap().unwrap().offset, 199);
     }
 }

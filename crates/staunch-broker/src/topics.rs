@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use staunch_core::ErrorCode;
-use staunch_log::{join_path, read_file, replace_file};
+use staunch_log::{LogConfig, join_path, read_file, replace_file};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -63,9 +63,96 @@ pub struct Topic {
     /// The topic id (Kafka's topic UUID), stable across restarts.
     pub id: Uuid,
     /// The partitions, by index.
-    pub partitions: Vec<Arc<Partition>>,
+    pub partitions: Vec<PartitionSlot>,
     /// The topic's config overrides.
     pub config: TopicConfig,
+    /// Why the whole topic is offline (its `topic.toml` could not be read), or `None`. An
+    /// offline topic has no partitions; every request for it gets KAFKA_STORAGE_ERROR, its
+    /// name stays taken, and it can be deleted.
+    pub offline: Option<String>,
+}
+
+impl Topic {
+    /// The partition at `index`: [`ErrorCode::UnknownTopicOrPartition`] if there is none,
+    /// [`ErrorCode::KafkaStorageError`] if it (or the whole topic) is offline.
+    pub fn partition(&self, index: i32) -> Result<Arc<Partition>, ErrorCode> {
+        if self.offline.is_some() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let slot = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        slot.online().cloned().ok_or(ErrorCode::KafkaStorageError)
+    }
+
+    /// The open partitions with their indexes.
+    pub fn online_partitions(&self) -> impl Iterator<Item = (usize, &Arc<Partition>)> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| slot.online().map(|p| (i, p)))
+    }
+
+    /// Closes every open partition, logging failures.
+    fn close_partitions(&self, why: &str) {
+        for (index, partition) in self.online_partitions() {
+            if let Err(e) = partition.close() {
+                tracing::warn!(topic = %self.name, index, error = %e, "closing a partition ({why})");
+            }
+        }
+    }
+}
+
+/// One partition of a topic: open, or offline because its log could not be opened.
+#[derive(Debug, Clone)]
+pub enum PartitionSlot {
+    /// Serving.
+    Online(Arc<Partition>),
+    /// Not serving: produce, fetch and list offsets for it get KAFKA_STORAGE_ERROR until an
+    /// operator repairs it (`staunch log check` / `repair`) and the broker restarts. Nothing of
+    /// its log was truncated or changed. Holds why, naming the file and position where known.
+    Offline(Arc<str>),
+}
+
+impl PartitionSlot {
+    /// The partition, if it is open.
+    pub fn online(&self) -> Option<&Arc<Partition>> {
+        match self {
+            PartitionSlot::Online(p) => Some(p),
+            PartitionSlot::Offline(_) => None,
+        }
+    }
+
+    /// Why the partition is offline, if it is.
+    pub fn offline_reason(&self) -> Option<&str> {
+        match self {
+            PartitionSlot::Online(_) => None,
+            PartitionSlot::Offline(reason) => Some(reason),
+        }
+    }
+}
+
+/// Opens partition `index` of `topic` in `path`; a log that cannot be opened (damaged, or
+/// the disk failing) takes only this partition offline, with an error naming it.
+fn open_slot(
+    storage: &Storage,
+    topic: &str,
+    index: i32,
+    path: &str,
+    config: LogConfig,
+) -> PartitionSlot {
+    match Partition::open(storage, path, config) {
+        Ok(partition) => PartitionSlot::Online(Arc::new(partition)),
+        Err(e) => {
+            let reason = format!(
+                "partition {index} of topic '{topic}' ({}) is offline: {e}",
+                storage.describe(path)
+            );
+            tracing::error!(topic, index, error = %e, "{reason}; nothing was truncated, every other partition keeps serving; see `staunch log check`");
+            PartitionSlot::Offline(reason.into())
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -148,7 +235,16 @@ impl Topics {
                     .map_err(|e| describe(e, &format!("removing {}", storage.describe(&dir))))?;
                 continue;
             }
-            let topic = load_topic(&storage, &name, &broker)?;
+            let topic = load_topic(&storage, &name, &broker).unwrap_or_else(|reason| {
+                tracing::error!(topic = %name, %reason, "topic is offline: its metadata cannot be read; every other topic keeps serving");
+                Topic {
+                    name: name.clone(),
+                    id: Uuid::nil(),
+                    partitions: Vec::new(),
+                    config: TopicConfig::default(),
+                    offline: Some(reason),
+                }
+            });
             map.insert(name, Arc::new(topic));
         }
         Ok(Topics {
@@ -164,14 +260,22 @@ impl Topics {
         self.read_map().get(name).cloned()
     }
 
-    /// The topic called `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    /// The topic called `name`: UNKNOWN_TOPIC_OR_PARTITION if there is none,
+    /// KAFKA_STORAGE_ERROR if it is offline.
     fn existing(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        self.get(name).ok_or_else(|| {
+        let topic = self.get(name).ok_or_else(|| {
             TopicError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic '{name}' does not exist"),
             )
-        })
+        })?;
+        match &topic.offline {
+            Some(reason) => Err(TopicError::new(
+                ErrorCode::KafkaStorageError,
+                reason.clone(),
+            )),
+            None => Ok(topic),
+        }
     }
 
     /// Every topic, by name.
@@ -232,6 +336,7 @@ impl Topics {
                 id: Uuid::nil(),
                 partitions: Vec::new(),
                 config,
+                offline: None,
             }));
         }
         let staging = topic_dir(&format!(".creating-{}", Uuid::new_v4()));
@@ -256,18 +361,34 @@ impl Topics {
             let _ = io.remove_dir_all(&staging);
             return Err(TopicError::storage(&format!("creating topic '{name}'"), e));
         }
-        let opened = (0..partitions)
-            .map(|i| {
-                Partition::open(&self.storage, &partition_dir(&dir, i), log_config.clone())
-                    .map(Arc::new)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TopicError::storage(&format!("opening topic '{name}'"), e))?;
+        let mut opened = Vec::with_capacity(partitions as usize);
+        for i in 0..partitions {
+            match Partition::open(&self.storage, &partition_dir(&dir, i), log_config.clone()) {
+                Ok(partition) => opened.push(PartitionSlot::Online(Arc::new(partition))),
+                Err(e) => {
+                    // Half a topic is worse than none: remove it, so it is not reopened (and
+                    // found broken) at every start.
+                    for p in opened.iter().filter_map(PartitionSlot::online) {
+                        let _ = p.close();
+                    }
+                    if let Err(removal) = self.remove_dir_durably(name) {
+                        tracing::error!(topic = name, error = %removal, "removing a topic whose creation failed");
+                    }
+                    return Err(TopicError::storage(
+                        &format!(
+                            "opening partition {i} of new topic '{name}' (the topic was removed again)"
+                        ),
+                        e,
+                    ));
+                }
+            }
+        }
         let topic = Arc::new(Topic {
             name: name.to_owned(),
             id: file.id,
             partitions: opened,
             config,
+            offline: None,
         });
         self.write_map().insert(name.to_owned(), topic.clone());
         tracing::info!(topic = name, partitions, "topic created");
@@ -284,21 +405,24 @@ impl Topics {
                 format!("topic '{name}' does not exist"),
             ));
         };
-        for partition in &topic.partitions {
-            if let Err(e) = partition.close() {
-                tracing::warn!(topic = name, error = %e, "closing a deleted topic's partition");
-            }
-        }
+        topic.close_partitions("deleting the topic");
+        self.remove_dir_durably(name)
+            .map_err(|e| TopicError::storage(&format!("deleting topic '{name}'"), e))?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(topic.id)
+    }
+
+    /// Moves topic `name`'s directory to the trash (durably: it does not come back after a
+    /// crash), then removes it (a removal that fails is finished at the next start).
+    fn remove_dir_durably(&self, name: &str) -> std::io::Result<()> {
         let doomed = join_path(TRASH, &format!("{name}-{}", Uuid::new_v4()));
         let io = self.storage.io();
-        io.rename_dir(&topic_dir(name), &doomed)
-            .and_then(|()| io.sync_dir(TOPICS))
-            .map_err(|e| TopicError::storage(&format!("deleting topic '{name}'"), e))?;
+        io.rename_dir(&topic_dir(name), &doomed)?;
+        io.sync_dir(TOPICS)?;
         if let Err(e) = io.remove_dir_all(&doomed) {
             tracing::warn!(path = %self.storage.describe(&doomed), error = %e, "removing deleted topic data; will retry at the next start");
         }
-        tracing::info!(topic = name, "topic deleted");
-        Ok(topic.id)
+        Ok(())
     }
 
     /// Raises a topic's partition count to `total`. Durable when it returns.
@@ -340,7 +464,7 @@ impl Topics {
                 Partition::open(&self.storage, &path, log_config.clone()).map_err(|e| {
                     TopicError::storage(&format!("opening partition {index} of '{name}'"), e)
                 })?;
-            partitions.push(Arc::new(partition));
+            partitions.push(PartitionSlot::Online(Arc::new(partition)));
         }
         write_topic_file(
             &self.storage,
@@ -357,6 +481,7 @@ impl Topics {
             id: topic.id,
             partitions,
             config: topic.config.clone(),
+            offline: None,
         });
         self.write_map().insert(name.to_owned(), updated);
         tracing::info!(topic = name, partitions = total, "partitions added");
@@ -391,26 +516,34 @@ impl Topics {
             },
         )
         .map_err(|e| TopicError::storage(&format!("altering config of '{name}'"), e))?;
+        // Each partition is reopened with the new settings. One that fails to reopen is
+        // offline with the reason (never left closed behind an open-looking topic); the others
+        // serve on.
         let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for (index, old) in topic.partitions.iter().enumerate() {
+        for (index, slot) in topic.partitions.iter().enumerate() {
+            let Some(old) = slot.online() else {
+                partitions.push(slot.clone());
+                continue;
+            };
             if let Err(e) = old.close() {
                 tracing::warn!(topic = name, index, error = %e, "closing partition for reconfiguration");
             }
-            let partition = Partition::open(
+            let index = index as i32;
+            let path = partition_dir(&dir, index);
+            partitions.push(open_slot(
                 &self.storage,
-                &partition_dir(&dir, index as i32),
+                name,
+                index,
+                &path,
                 log_config.clone(),
-            )
-            .map_err(|e| {
-                TopicError::storage(&format!("reopening partition {index} of '{name}'"), e)
-            })?;
-            partitions.push(Arc::new(partition));
+            ));
         }
         let updated = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
             partitions,
             config,
+            offline: None,
         });
         self.write_map().insert(name.to_owned(), updated);
         tracing::info!(topic = name, "topic config altered");
@@ -420,11 +553,7 @@ impl Topics {
     /// Closes every partition, flushing it and marking it cleanly shut down.
     pub fn close_all(&self) {
         for topic in self.list() {
-            for (index, partition) in topic.partitions.iter().enumerate() {
-                if let Err(e) = partition.close() {
-                    tracing::error!(topic = %topic.name, index, error = %e, "closing partition");
-                }
-            }
+            topic.close_partitions("shutting down");
         }
     }
 }
@@ -451,16 +580,20 @@ fn load_topic(storage: &Storage, name: &str, broker: &BrokerConfig) -> Result<To
         .map_err(|e| format!("{path}: {e}"))?;
     let partitions = (0..file.partitions)
         .map(|i| {
-            let part = partition_dir(&dir, i);
-            Partition::open(storage, &part, log_config.clone())
-                .map(Arc::new)
-                .map_err(|e| format!("opening {}: {e}", storage.describe(&part)))
+            open_slot(
+                storage,
+                name,
+                i,
+                &partition_dir(&dir, i),
+                log_config.clone(),
+            )
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
     Ok(Topic {
         name: name.to_owned(),
         id: file.id,
         partitions,
         config,
+        offline: None,
     })
 }

@@ -94,6 +94,9 @@ pub struct FetchResult {
 pub struct PartitionMetadata {
     /// The partition index.
     pub index: i32,
+    /// `NONE`, or KAFKA_STORAGE_ERROR for a partition that is offline (its log could not be
+    /// opened).
+    pub error: ErrorCode,
     /// The leader's node id.
     pub leader: i32,
     /// The leader epoch.
@@ -102,6 +105,8 @@ pub struct PartitionMetadata {
     pub replicas: Vec<i32>,
     /// Nodes in sync.
     pub isr: Vec<i32>,
+    /// Nodes whose replica is offline (Kafka's `offline_replicas`).
+    pub offline_replicas: Vec<i32>,
 }
 
 /// A topic as described in metadata.

@@ -63,14 +63,30 @@ impl Broker {
                 Some(topic) => TopicMetadata {
                     name,
                     id: topic.id,
-                    error: ErrorCode::None,
-                    partitions: (0..topic.partitions.len() as i32)
-                        .map(|index| PartitionMetadata {
-                            index,
-                            leader: node,
-                            leader_epoch: 0,
-                            replicas: vec![node],
-                            isr: vec![node],
+                    error: if topic.offline.is_some() {
+                        ErrorCode::KafkaStorageError
+                    } else {
+                        ErrorCode::None
+                    },
+                    partitions: topic
+                        .partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(index, slot)| {
+                            let offline = slot.offline_reason().is_some();
+                            PartitionMetadata {
+                                index: index as i32,
+                                error: if offline {
+                                    ErrorCode::KafkaStorageError
+                                } else {
+                                    ErrorCode::None
+                                },
+                                leader: node,
+                                leader_epoch: 0,
+                                replicas: vec![node],
+                                isr: if offline { Vec::new() } else { vec![node] },
+                                offline_replicas: if offline { vec![node] } else { Vec::new() },
+                            }
                         })
                         .collect(),
                 },
@@ -163,7 +179,9 @@ impl Broker {
                 .into_iter()
                 .map(|name| match broker.inner.topics.delete(&name) {
                     Ok(_) => {
-                        if let Err(e) = broker.inner.offsets.delete_topic(&name) {
+                        if let Ok(offsets) = &broker.inner.offsets
+                            && let Err(e) = offsets.delete_topic(&name)
+                        {
                             tracing::error!(topic = %name, error = %e, "deleting committed offsets of a deleted topic");
                         }
                         topic_ok(&name)

@@ -126,13 +126,9 @@ impl Broker {
                 if want.current_leader_epoch > 0 {
                     return Some(result(ErrorCode::UnknownLeaderEpoch, -1, -1, Bytes::new()));
                 }
-                let Some(partition) = self.partition(&want.topic, want.partition) else {
-                    return Some(result(
-                        ErrorCode::UnknownTopicOrPartition,
-                        -1,
-                        -1,
-                        Bytes::new(),
-                    ));
+                let partition = match self.partition(&want.topic, want.partition) {
+                    Ok(partition) => partition,
+                    Err(code) => return Some(result(code, -1, -1, Bytes::new())),
                 };
                 // Kafka's rule: until a partition has brought data, the next one returns at
                 // least one batch whatever the limits, so a consumer always makes progress;
@@ -185,9 +181,7 @@ impl Broker {
         partition: i32,
         timestamp: i64,
     ) -> Result<(Offset, i64), ErrorCode> {
-        let p = self
-            .partition(topic, partition)
-            .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        let p = self.partition(topic, partition)?;
         match timestamp {
             -1 => Ok((p.high_watermark(), -1)),
             -2 => Ok((p.log_start_offset(), -1)),
@@ -213,9 +207,7 @@ impl Broker {
         current_leader_epoch: i32,
         leader_epoch: i32,
     ) -> Result<(i32, Offset), ErrorCode> {
-        let p = self
-            .partition(topic, partition)
-            .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        let p = self.partition(topic, partition)?;
         if current_leader_epoch > 0 {
             return Err(ErrorCode::UnknownLeaderEpoch);
         }

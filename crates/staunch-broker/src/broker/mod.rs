@@ -48,7 +48,9 @@ struct Inner {
     storage: Storage,
     cluster_id: String,
     topics: Topics,
-    offsets: OffsetStore,
+    /// The committed offsets, or why they are offline (their log could not be opened or
+    /// replayed): then every offset commit and fetch fails and everything else serves on.
+    offsets: Result<OffsetStore, String>,
     producer_ids: ProducerIdAllocator,
     groups: GroupCoordinator,
     /// Bumped whenever a high watermark moves, waking long-polling fetches.
@@ -68,6 +70,18 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| ErrorCode::UnknownServerError)
+}
+
+/// Why partition `index` of `topic` is offline, for the client's error message.
+fn offline_reason(topic: &Topic, index: i32) -> Option<String> {
+    if let Some(reason) = &topic.offline {
+        return Some(reason.clone());
+    }
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .and_then(|slot| slot.offline_reason())
+        .map(str::to_owned)
 }
 
 /// The cluster id in the root's `cluster-id`, made and stored durably on first use.
@@ -126,7 +140,9 @@ impl Broker {
             config.offsets_compaction_records,
             config.offsets_segment_bytes,
         )
-        .map_err(OpenError)?;
+        .inspect_err(|reason| {
+            tracing::error!(%reason, "committed offsets are offline: every offset commit and fetch fails; topics keep serving; see `staunch log check`");
+        });
         // The offsets log's directory may be new: its entry must survive a power cut too.
         storage
             .io()
@@ -143,7 +159,7 @@ impl Broker {
             max_group_size: None,
         });
         // Groups with committed offsets exist (as Empty) after a restart, as in Kafka.
-        for group in offsets.groups() {
+        for group in offsets.iter().flat_map(OffsetStore::groups) {
             groups.ensure_group(&group);
         }
         tracing::info!(
@@ -223,9 +239,34 @@ impl Broker {
         .await?
     }
 
-    fn partition(&self, topic: &str, index: i32) -> Option<Arc<crate::partition::Partition>> {
-        let topic = self.inner.topics.get(topic)?;
-        topic.partitions.get(usize::try_from(index).ok()?).cloned()
+    /// The open partition `index` of `topic`: UNKNOWN_TOPIC_OR_PARTITION if there is none,
+    /// KAFKA_STORAGE_ERROR if it is offline.
+    fn partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<crate::partition::Partition>, ErrorCode> {
+        self.inner
+            .topics
+            .get(topic)
+            .ok_or(ErrorCode::UnknownTopicOrPartition)?
+            .partition(index)
+    }
+
+    /// The committed offsets, or KAFKA_STORAGE_ERROR (logged) if they are offline.
+    fn offsets(&self) -> Result<&OffsetStore, ErrorCode> {
+        self.inner.offsets.as_ref().map_err(|reason| {
+            tracing::warn!(%reason, "committed offsets are offline");
+            ErrorCode::KafkaStorageError
+        })
+    }
+
+    /// Whether partition `index` of `topic` exists, online or not.
+    fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        self.inner
+            .topics
+            .get(topic)
+            .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
     }
 
     /// Applies retention to every partition now.
@@ -234,7 +275,7 @@ impl Broker {
         let _ = blocking(move || {
             let now = broker.inner.storage.now_ms();
             for topic in broker.inner.topics.list() {
-                for (index, partition) in topic.partitions.iter().enumerate() {
+                for (index, partition) in topic.online_partitions() {
                     if let Err(e) = partition.apply_retention(now) {
                         tracing::warn!(topic = %topic.name, index, error = %e, "retention failed");
                     }
@@ -268,7 +309,9 @@ impl Broker {
         let broker = self.clone();
         let _ = blocking(move || {
             broker.inner.topics.close_all();
-            if let Err(e) = broker.inner.offsets.close() {
+            if let Ok(offsets) = &broker.inner.offsets
+                && let Err(e) = offsets.close()
+            {
                 tracing::error!(error = %e, "closing the offsets log");
             }
         })

@@ -3,7 +3,7 @@
 use staunch_core::ErrorCode;
 
 use super::{Broker, blocking};
-use crate::offsets::CommittedOffset;
+use crate::offsets::{CommittedOffset, OffsetStore};
 
 impl Broker {
     /// A producer id never handed out before by this data directory, durably reserved.
@@ -31,7 +31,7 @@ impl Broker {
         for (topic, partition, committed) in entries {
             let code = if committed.metadata.len() > self.inner.config.offset_metadata_max_bytes {
                 ErrorCode::OffsetMetadataTooLarge
-            } else if self.partition(&topic, partition).is_none() {
+            } else if !self.partition_exists(&topic, partition) {
                 ErrorCode::UnknownTopicOrPartition
             } else {
                 accepted.push((topic.clone(), partition, Some(committed)));
@@ -43,8 +43,14 @@ impl Broker {
             let broker = self.clone();
             let group = group.to_owned();
             let written = blocking(move || {
-                let exists = |topic: &str, partition| broker.partition(topic, partition).is_some();
-                broker.inner.offsets.write_where(&group, accepted, exists)
+                let exists = |topic: &str, partition| broker.partition_exists(topic, partition);
+                broker
+                    .offsets()?
+                    .write_where(&group, accepted, exists)
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "storing committed offsets");
+                        ErrorCode::KafkaStorageError
+                    })
             })
             .await;
             let failed = match written {
@@ -57,10 +63,7 @@ impl Broker {
                     }
                     None
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "storing committed offsets");
-                    Some(ErrorCode::KafkaStorageError)
-                }
+                Ok(Err(code)) => Some(code),
                 Err(code) => Some(code),
             };
             if let Some(code) = failed {
@@ -72,35 +75,50 @@ impl Broker {
         results
     }
 
-    /// The committed offset of one partition for `group`.
+    /// The committed offset of one partition for `group` (`None`: nothing committed), or
+    /// KAFKA_STORAGE_ERROR if the group's offsets are offline (damaged on disk) — never
+    /// `None` for offsets that may exist.
     pub fn committed_offset(
         &self,
         group: &str,
         topic: &str,
         partition: i32,
-    ) -> Option<CommittedOffset> {
-        self.inner.offsets.get(group, topic, partition)
+    ) -> Result<Option<CommittedOffset>, ErrorCode> {
+        self.offsets()?
+            .get(group, topic, partition)
+            .map_err(offline_group)
     }
 
-    /// Every committed offset of `group`.
-    pub fn committed_offsets(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
-        self.inner.offsets.all(group)
+    /// Every committed offset of `group`, or KAFKA_STORAGE_ERROR as
+    /// [`committed_offset`](Self::committed_offset).
+    pub fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(String, i32, CommittedOffset)>, ErrorCode> {
+        self.offsets()?.all(group).map_err(offline_group)
     }
 
-    /// Groups that have committed offsets.
+    /// Groups that have committed offsets (none while the offsets are offline).
     pub fn groups_with_offsets(&self) -> Vec<String> {
-        self.inner.offsets.groups()
+        self.offsets().map(OffsetStore::groups).unwrap_or_default()
     }
 
     /// Deletes a group's committed offsets. Durable when it returns `Ok`.
     pub async fn delete_group_offsets(&self, group: &str) -> Result<(), ErrorCode> {
         let broker = self.clone();
         let group = group.to_owned();
-        blocking(move || broker.inner.offsets.delete_group(&group))
-            .await?
-            .map_err(|e| {
+        blocking(move || {
+            broker.offsets()?.delete_group(&group).map_err(|e| {
                 tracing::error!(error = %e, "deleting committed offsets");
                 ErrorCode::KafkaStorageError
             })
+        })
+        .await?
     }
+}
+
+/// KAFKA_STORAGE_ERROR for a group whose offsets are offline, logged with the reason.
+fn offline_group(reason: String) -> ErrorCode {
+    tracing::warn!(%reason, "offset fetch of an offline group");
+    ErrorCode::KafkaStorageError
 }

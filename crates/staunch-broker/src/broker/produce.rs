@@ -5,7 +5,7 @@ use staunch_core::ErrorCode;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::Broker;
+use super::{Broker, offline_reason};
 use crate::partition::Appended;
 use crate::types::*;
 
@@ -52,13 +52,12 @@ impl Broker {
                     continue;
                 }
             };
-            let Some(partition) = usize::try_from(p.partition)
-                .ok()
-                .and_then(|i| topic.partitions.get(i))
-                .cloned()
-            else {
-                results.push(Some(fail(ErrorCode::UnknownTopicOrPartition, None)));
-                continue;
+            let partition = match topic.partition(p.partition) {
+                Ok(partition) => partition,
+                Err(code) => {
+                    results.push(Some(fail(code, offline_reason(&topic, p.partition))));
+                    continue;
+                }
             };
             let min_isr = topic.config.min_insync_replicas(&self.inner.config);
             if acks == -1 && min_isr > 1 {

@@ -13,6 +13,7 @@ use staunch_core::api::{FetchCall, FetchPosition};
 use staunch_core::{BrokerApi, TopicPartition};
 use staunch_testkit::broker_api_suite as suite;
 
+mod damage;
 mod floor;
 
 /// The bound on every test body: a hang fails instead of stalling the run.

@@ -275,6 +275,7 @@ pub(super) async fn metadata(
                                 .into_iter()
                                 .map(|p| {
                                     MetadataResponsePartition::default()
+                                        .with_error_code(p.error.code())
                                         .with_partition_index(p.index)
                                         .with_leader_id(BrokerId(p.leader))
                                         .with_leader_epoch(p.leader_epoch)
@@ -282,6 +283,9 @@ pub(super) async fn metadata(
                                             p.replicas.into_iter().map(BrokerId).collect(),
                                         )
                                         .with_isr_nodes(p.isr.into_iter().map(BrokerId).collect())
+                                        .with_offline_replicas(
+                                            p.offline_replicas.into_iter().map(BrokerId).collect(),
+                                        )
                                 })
                                 .collect(),
                         )

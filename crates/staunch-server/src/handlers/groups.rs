@@ -167,8 +167,15 @@ pub(super) fn offset_fetch(
                         .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
                         .collect()
                 });
-                let topics = broker
-                    .group_offsets(&group, wanted)
+                let found = match broker.group_offsets(&group, wanted) {
+                    Ok(found) => found,
+                    Err(code) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(GroupId(text(group)))
+                            .with_error_code(code.code());
+                    }
+                };
+                let topics = found
                     .into_iter()
                     .map(|(topic, partitions)| {
                         OffsetFetchResponseTopics::default()
@@ -202,8 +209,35 @@ pub(super) fn offset_fetch(
             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
             .collect()
     });
-    let topics = broker
-        .group_offsets(&group, wanted)
+    let found = match broker.group_offsets(&group, wanted.clone()) {
+        Ok(found) => found,
+        Err(code) => {
+            // v2+ carries the group's error at the top; every version per partition.
+            let topics = wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(text(topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(code.code())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default()
+                .with_error_code(code.code())
+                .with_topics(topics);
+        }
+    };
+    let topics = found
         .into_iter()
         .map(|(topic, partitions)| {
             OffsetFetchResponseTopic::default()
