@@ -59,6 +59,20 @@ def alter(admin, topic, configs, incremental, raise_on_unknown=True):
     return result["topic"][topic]
 
 
+def partition_sizes(found, topic):
+    """Every partition_size reported for topic anywhere in describe_log_dirs' answer."""
+    if isinstance(found, dict):
+        if found.get("name", found.get("topic")) == topic and "partitions" in found:
+            for p in found["partitions"]:
+                yield p["partition_size"] if isinstance(p, dict) else p[1]
+            return
+        for value in found.values():
+            yield from partition_sizes(value, topic)
+    elif isinstance(found, (list, tuple)):
+        for value in found:
+            yield from partition_sizes(value, topic)
+
+
 def admin_checks(args, admin):
     topic = args.topic
     names = admin.list_topics()
@@ -182,6 +196,11 @@ def round_trip(args, admin):
         producer.close(timeout=5)
     log(f"KafkaProducer (acks=all) wrote {len(messages)} messages at offsets "
         f"0..{len(messages) - 1}")
+    # DescribeLogDirs (as kafka-log-dirs.sh): the topic's partition holds those bytes.
+    dirs = admin.describe_log_dirs()
+    size = sum(partition_sizes(dirs, topic))
+    check(size > 0, f"describe_log_dirs shows {size} bytes for {topic}: {dirs}")
+    log(f"describe_log_dirs shows {size} bytes on disk for {topic}")
 
     consumer = KafkaConsumer(topic, bootstrap_servers=args.bootstrap, group_id=group,
                              client_id="staunch-test-consumer", enable_auto_commit=False,

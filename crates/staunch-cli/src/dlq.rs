@@ -19,6 +19,8 @@ use staunch_consumer::redrive::{
     redrive_with_progress,
 };
 
+use staunch_client::kafka_protocol::messages::DescribeLogDirsRequest;
+
 use crate::client::{self, ClientArgs, connect_cluster as connect, now_ms};
 use crate::output::{Table, cell, json_bytes, print_json};
 
@@ -32,7 +34,9 @@ pub(crate) struct DlqArgs {
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
     /// List dead-letter topics (every `*.DLT` and `%DLQ%*` topic, or the ones named) with
-    /// their record counts, records not yet redriven, and the age of the oldest and newest.
+    /// their record counts, size on disk (from DescribeLogDirs of the broker connected to;
+    /// `-` where it is not answered), records not yet redriven, and the age of the oldest and
+    /// newest.
     List(ListArgs),
     /// Show a dead-letter topic's records with their origin, error and headers.
     Show(ShowArgs),
@@ -173,12 +177,21 @@ async fn list(args: ListArgs) -> Result<(), String> {
         }
         args.topics.clone()
     };
+    let sizes = topic_sizes(&args.client, &names).await;
     let api = connect(&args.client).await?;
     let summaries = list_dead_letter_topics(&api, &names)
         .await
         .map_err(|e| e.to_string())?;
+    let size_of = |topic: &str| sizes.as_ref().and_then(|s| s.get(topic).copied());
     if args.client.json {
-        let list: Vec<_> = summaries.iter().map(summary_json).collect();
+        let list: Vec<_> = summaries
+            .iter()
+            .map(|s| {
+                let mut value = summary_json(s);
+                value["size_bytes"] = json!(size_of(&s.topic));
+                value
+            })
+            .collect();
         print_json(&json!({ "dead_letter_topics": list }));
         return Ok(());
     }
@@ -190,16 +203,18 @@ async fn list(args: ListArgs) -> Result<(), String> {
         "TOPIC",
         "PARTITIONS",
         "RECORDS",
+        "SIZE",
         "PENDING",
         "OLDEST",
         "NEWEST",
     ])
-    .right(&[1, 2, 3]);
+    .right(&[1, 2, 3, 4]);
     for s in &summaries {
         table.row([
             cell(&s.topic),
             s.partitions.len().to_string(),
             s.records.to_string(),
+            size_of(&s.topic).map_or("-".to_owned(), size_text),
             s.pending.to_string(),
             age(s.oldest_ms),
             age(s.newest_ms),
@@ -207,6 +222,50 @@ async fn list(args: ListArgs) -> Result<(), String> {
     }
     table.print();
     Ok(())
+}
+
+/// Bytes on disk of each of `topics` on the broker connected to (DescribeLogDirs), or `None`
+/// if it does not answer (an older broker, or no permission).
+async fn topic_sizes(
+    args: &ClientArgs,
+    topics: &[String],
+) -> Option<std::collections::HashMap<String, u64>> {
+    let mut connection = client::connect(args).await.ok()?;
+    // Every topic (a null list): naming partitions would need each topic's count first.
+    let request = DescribeLogDirsRequest::default().with_topics(None);
+    let response = client::call(&mut connection, request).await.ok()?;
+    let mut sizes = std::collections::HashMap::new();
+    for dir in response.results.iter().filter(|d| d.error_code == 0) {
+        for topic in dir
+            .topics
+            .iter()
+            .filter(|t| topics.iter().any(|n| n == t.name.0.as_str()))
+        {
+            let total: i64 = topic
+                .partitions
+                .iter()
+                .map(|p| p.partition_size.max(0))
+                .sum();
+            *sizes.entry(topic.name.0.as_str().to_owned()).or_insert(0) += total as u64;
+        }
+    }
+    Some(sizes)
+}
+
+/// Bytes in the largest binary unit that keeps the number at least 1 (`512 B`, `3.2 MiB`).
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn summary_json(s: &DeadLetterTopicSummary) -> serde_json::Value {

@@ -121,8 +121,17 @@ fn dlq_list_show_and_redrive_against_staunch_serve() {
     assert_eq!(topics[0]["topic"], "orders.DLT");
     assert_eq!(topics[0]["records"], 3);
     assert_eq!(topics[0]["pending"], 3);
+    // The size on disk, from DescribeLogDirs: three records' batches, well under a KiB each.
+    let size = topics[0]["size_bytes"].as_u64().expect("a size");
+    assert!((3 * 61..3 * 1024).contains(&size), "{list}");
     let (text, _) = ok(&staunch, work, &["dlq", "list"]);
     assert!(text.starts_with("TOPIC"), "{text}");
+    let shown = if size < 1024 {
+        format!("{size} B")
+    } else {
+        format!("{:.1} KiB", size as f64 / 1024.0)
+    };
+    assert!(text.contains("SIZE") && text.contains(&shown), "{text}");
     assert!(text.contains("orders.DLT"), "{text}");
 
     // show: records with their facts and headers.

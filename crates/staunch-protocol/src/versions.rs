@@ -38,6 +38,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeLogDirs, 0, 4),
 ];
 
 /// The versions of `key` Staunch answers, or `None` if it does not implement the API at all.

@@ -295,6 +295,39 @@ impl Broker {
         })
     }
 
+    /// Bytes on disk of each open partition of `wanted` topics (all topics if `None`; all of a
+    /// topic's partitions if its list is empty), by topic: what Kafka's DescribeLogDirs
+    /// reports. Offline partitions and unknown topics are left out.
+    pub fn partition_sizes(
+        &self,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, Vec<(i32, u64)>)> {
+        let topics: Vec<(std::sync::Arc<crate::topics::Topic>, Vec<i32>)> = match wanted {
+            None => self
+                .inner
+                .topics
+                .list()
+                .into_iter()
+                .map(|t| (t, Vec::new()))
+                .collect(),
+            Some(wanted) => wanted
+                .into_iter()
+                .filter_map(|(name, partitions)| Some((self.inner.topics.get(&name)?, partitions)))
+                .collect(),
+        };
+        topics
+            .into_iter()
+            .map(|(topic, only)| {
+                let sizes = topic
+                    .online_partitions()
+                    .map(|(index, p)| (index as i32, p.log().size_bytes()))
+                    .filter(|(index, _)| only.is_empty() || only.contains(index))
+                    .collect();
+                (topic.name.clone(), sizes)
+            })
+            .collect()
+    }
+
     /// POLICY_VIOLATION if `config` would give its topic a flush policy weaker than the
     /// broker's durability floor.
     fn check_durability_floor(&self, config: &TopicConfig) -> Result<(), TopicError> {

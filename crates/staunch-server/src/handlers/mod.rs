@@ -150,6 +150,9 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
         RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
             admin::describe_configs(broker, r),
         )),
+        RequestKind::DescribeLogDirs(r) => Some(ResponseKind::DescribeLogDirs(
+            admin::describe_log_dirs(broker, r),
+        )),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
             admin::alter_configs(broker, r).await,
         )),
