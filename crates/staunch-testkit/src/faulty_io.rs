@@ -14,7 +14,10 @@
 //!   is taken at that instant, and every later operation fails with `EIO`, so nothing written
 //!   after the cut can be acknowledged;
 //! - flip a bit anywhere;
-//! - make the next fsync fail (and every one after, as a dying disk does);
+//! - make the next fsync fail (and every one after, as a dying disk does), on the whole disk or
+//!   only in one directory (a handle's [`subdir`](FaultyIo::subdir));
+//! - make fsyncs hang until released ([`FaultyIo::hang_syncs`]), as a dying disk or a lost
+//!   network volume does, while every other operation goes on;
 //! - cap the disk's capacity so writes fail with `ENOSPC` after a short write.
 //!
 //! The model follows redb's `CrashBackend` and the failure semantics Linux actually has: after a
@@ -23,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use staunch_core::SystemClock;
 use staunch_log::{FileLog, LogConfig, SegmentFile, SegmentIo, StorageIo};
@@ -82,6 +85,9 @@ struct Disk {
     syncs_before_failure: Option<u64>,
     sync_failure_sticky: bool,
     sync_failed: bool,
+    /// The directory (and everything below it) whose file fsyncs the armed failure counts and
+    /// fails; `""` is the whole disk.
+    sync_failure_scope: String,
     file_syncs: u64,
     bytes_read: u64,
     operations: u64,
@@ -101,6 +107,7 @@ impl Default for Disk {
             syncs_before_failure: None,
             sync_failure_sticky: false,
             sync_failed: false,
+            sync_failure_scope: String::new(),
             file_syncs: 0,
             bytes_read: 0,
             operations: 0,
@@ -126,6 +133,48 @@ fn not_found(what: &str) -> io::Error {
 
 fn split(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|p| !p.is_empty())
+}
+
+/// Whether directory `path` is `scope` or lies below it (`""` is the root, above everything).
+fn within(path: &str, scope: &str) -> bool {
+    let mut path = split(path);
+    split(scope).all(|part| path.next() == Some(part))
+}
+
+/// Where fsyncs wait while [`FaultyIo::hang_syncs`] holds them. Separate from the disk's lock,
+/// and taken before it, so every other operation goes on while fsyncs hang.
+#[derive(Debug, Default)]
+struct SyncGate {
+    state: Mutex<GateState>,
+    released: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Directories whose fsyncs (files in them or below, and their own) hang.
+    hung: Vec<String>,
+    /// fsyncs waiting at the gate now.
+    waiting: usize,
+}
+
+impl SyncGate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks while fsyncs in directory `dir` hang.
+    fn pass(&self, dir: &str) {
+        let mut gate = self.lock();
+        let hung = |gate: &GateState| gate.hung.iter().any(|scope| within(dir, scope));
+        if !hung(&gate) {
+            return;
+        }
+        gate.waiting += 1;
+        while hung(&gate) {
+            gate = self.released.wait(gate).unwrap_or_else(|p| p.into_inner());
+        }
+        gate.waiting -= 1;
+    }
 }
 
 impl Disk {
@@ -284,16 +333,15 @@ impl Disk {
 #[derive(Clone)]
 pub struct FaultyIo {
     disk: Arc<Mutex<Disk>>,
+    /// Where fsyncs hang; shared by every handle of the disk.
+    gate: Arc<SyncGate>,
     /// This handle's directory, from the root.
     path: String,
 }
 
 impl Default for FaultyIo {
     fn default() -> Self {
-        FaultyIo {
-            disk: Arc::new(Mutex::new(Disk::default())),
-            path: String::new(),
-        }
+        FaultyIo::on(Disk::default(), String::new())
     }
 }
 
@@ -320,6 +368,15 @@ impl FaultyIo {
             .expect("open a file log over FaultyIo")
     }
 
+    /// A handle of a new disk holding `disk`, seen from `path`, with no fsync hanging.
+    fn on(disk: Disk, path: String) -> FaultyIo {
+        FaultyIo {
+            disk: Arc::new(Mutex::new(disk)),
+            gate: Arc::default(),
+            path,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Disk> {
         self.disk.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -332,6 +389,7 @@ impl FaultyIo {
     pub fn subdir(&self, path: &str) -> FaultyIo {
         FaultyIo {
             disk: self.disk.clone(),
+            gate: self.gate.clone(),
             path: self.full_path(path),
         }
     }
@@ -345,10 +403,7 @@ impl FaultyIo {
     /// same directory.
     pub fn crash(&self, mode: CrashMode) -> FaultyIo {
         let image = self.lock().image(mode);
-        FaultyIo {
-            disk: Arc::new(Mutex::new(image)),
-            path: self.path.clone(),
-        }
+        FaultyIo::on(image, self.path.clone())
     }
 
     /// Arms a power cut: the `n`-th operation from now (1 = the next; reads, writes, syncs and
@@ -389,10 +444,10 @@ impl FaultyIo {
         let Power::Cut(image) = &disk.power else {
             return None;
         };
-        Some(FaultyIo {
-            disk: Arc::new(Mutex::new(image.image(CrashMode::KeepPageCache))),
-            path: self.path.clone(),
-        })
+        Some(FaultyIo::on(
+            image.image(CrashMode::KeepPageCache),
+            self.path.clone(),
+        ))
     }
 
     /// Operations performed so far on the whole disk (each counts toward a power cut).
@@ -416,19 +471,53 @@ impl FaultyIo {
     }
 
     /// Makes the `n`-th file fsync from now fail (1 = the next one), and every one after it.
+    /// Only fsyncs of files in this handle's directory or below count and fail (all of them
+    /// for a handle of the root); fsyncs elsewhere succeed. Replaces an earlier arming.
     pub fn fail_sync_after(&self, n: u64) {
-        let mut disk = self.lock();
-        disk.syncs_before_failure = Some(n.saturating_sub(1));
-        disk.sync_failure_sticky = true;
+        self.arm_sync_failure(n, true);
     }
 
     /// Makes only the `n`-th file fsync from now fail; later ones succeed again — as Linux
     /// reports a writeback error once, after which the unwritten pages may simply be gone. A log
-    /// that retried would then see success for data that never reached the disk.
+    /// that retried would then see success for data that never reached the disk. Scoped to this
+    /// handle's directory as [`FaultyIo::fail_sync_after`] is.
     pub fn fail_one_sync_after(&self, n: u64) {
+        self.arm_sync_failure(n, false);
+    }
+
+    fn arm_sync_failure(&self, n: u64, sticky: bool) {
         let mut disk = self.lock();
         disk.syncs_before_failure = Some(n.saturating_sub(1));
-        disk.sync_failure_sticky = false;
+        disk.sync_failure_sticky = sticky;
+        disk.sync_failed = false;
+        disk.sync_failure_scope = self.path.clone();
+    }
+
+    /// Makes every fsync in this handle's directory or below — of files (`sync_data`) and of
+    /// the directories themselves (`sync_dir`) — hang from now on, until
+    /// [`release_syncs`](FaultyIo::release_syncs): as a dying disk or a lost network volume
+    /// hangs instead of failing. An fsync that hangs has done nothing yet; once released it
+    /// runs normally (and may still fail as armed). Reads, writes, directory changes and fsyncs
+    /// elsewhere go on meanwhile: the hanging fsyncs wait at a gate of their own, before they
+    /// take the disk's lock. The gate is shared by every handle of this disk (not by
+    /// [`crash`](FaultyIo::crash) images).
+    pub fn hang_syncs(&self) {
+        let mut gate = self.gate.lock();
+        if !gate.hung.contains(&self.path) {
+            gate.hung.push(self.path.clone());
+        }
+    }
+
+    /// Lets the fsyncs that [`hang_syncs`](FaultyIo::hang_syncs) on this same directory holds
+    /// go on, and later ones run without hanging.
+    pub fn release_syncs(&self) {
+        self.gate.lock().hung.retain(|scope| *scope != self.path);
+        self.gate.released.notify_all();
+    }
+
+    /// fsyncs (anywhere on this disk) hanging at the gate right now.
+    pub fn hung_syncs(&self) -> usize {
+        self.gate.lock().waiting
     }
 
     /// Limits the total live bytes of all files; `None` removes the limit ("space freed").
@@ -516,6 +605,9 @@ impl FaultyIo {
 #[derive(Debug)]
 struct FaultyFile {
     disk: Arc<Mutex<Disk>>,
+    gate: Arc<SyncGate>,
+    /// The directory the file was opened in (for scoped faults).
+    dir: String,
     id: u64,
 }
 
@@ -603,9 +695,15 @@ impl SegmentFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.gate.pass(&self.dir);
         let mut disk = self.lock();
         disk.operate()?;
         disk.file_syncs += 1;
+        if !within(&self.dir, &disk.sync_failure_scope) {
+            let c = disk.files.get_mut(&self.id).expect("open file");
+            c.durable = c.live.clone();
+            return Ok(());
+        }
         if disk.sync_failed {
             return Err(eio());
         }
@@ -651,6 +749,8 @@ impl SegmentIo for FaultyIo {
         };
         Ok(Arc::new(FaultyFile {
             disk: self.disk.clone(),
+            gate: self.gate.clone(),
+            dir: self.path.clone(),
             id,
         }))
     }
@@ -762,9 +862,11 @@ impl StorageIo for FaultyIo {
     }
 
     fn sync_dir(&self, path: &str) -> io::Result<()> {
+        let path = self.full_path(path);
+        self.gate.pass(&path);
         let mut disk = self.lock();
         disk.operate()?;
-        let dir = Self::here(&disk, &self.full_path(path))?;
+        let dir = Self::here(&disk, &path)?;
         let d = disk.dirs.get_mut(&dir).expect("exists");
         d.durable = d.live.clone();
         Ok(())
@@ -859,5 +961,65 @@ mod tests {
         assert!(file.sync_data().is_err());
         let after = io.after_power_cut().unwrap();
         assert_eq!(after.live_bytes("f").unwrap(), b"ab");
+    }
+
+    #[test]
+    fn within_compares_whole_path_components() {
+        assert!(within("topics/t/0", ""));
+        assert!(within("topics/t/0", "topics/t"));
+        assert!(within("topics/t", "topics/t"));
+        assert!(!within("topics/t2/0", "topics/t"));
+        assert!(!within("topics", "topics/t"));
+    }
+
+    #[test]
+    fn a_scoped_sync_failure_fails_only_fsyncs_in_that_directory() {
+        let io = FaultyIo::new();
+        let a = io.subdir("a");
+        let b = io.subdir("b");
+        io.create_dir_all("a").unwrap();
+        io.create_dir_all("b").unwrap();
+        let fa = a.open("f", true).unwrap();
+        let fb = b.open("f", true).unwrap();
+        a.fail_one_sync_after(2);
+        fb.sync_data().unwrap();
+        fa.sync_data().unwrap();
+        fb.sync_data().unwrap();
+        assert!(fa.sync_data().is_err(), "the second fsync in a/ fails");
+        fa.sync_data().unwrap();
+        b.fail_sync_after(1);
+        fa.sync_data().unwrap();
+        assert!(fb.sync_data().is_err());
+        assert!(fb.sync_data().is_err(), "sticky");
+        fa.sync_data().unwrap();
+    }
+
+    #[test]
+    fn hung_fsyncs_wait_until_released_while_everything_else_goes_on() {
+        let io = FaultyIo::new();
+        let slow = io.subdir("slow");
+        io.create_dir_all("slow").unwrap();
+        let hung_file = slow.open("f", true).unwrap();
+        let other = io.open("g", true).unwrap();
+        slow.hang_syncs();
+        hung_file.write_at(b"abc", 0).unwrap();
+        let syncer = std::thread::spawn(move || hung_file.sync_data());
+        while io.hung_syncs() < 1 {
+            std::thread::yield_now();
+        }
+        // Writes, reads and fsyncs outside the hung directory go on.
+        other.write_at(b"xy", 0).unwrap();
+        other.sync_data().unwrap();
+        assert_eq!(slow.live_bytes("f").unwrap(), b"abc");
+        assert_eq!(
+            slow.durable_len("f"),
+            Some(0),
+            "a hung fsync has done nothing"
+        );
+        assert!(!syncer.is_finished());
+        slow.release_syncs();
+        syncer.join().unwrap().unwrap();
+        assert_eq!(io.hung_syncs(), 0);
+        assert_eq!(slow.durable_len("f"), Some(3));
     }
 }
