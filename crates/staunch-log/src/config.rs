@@ -1,4 +1,5 @@
-//! Per-log configuration: flush policy, segment size and age, retention, index density.
+//! Per-log configuration: flush policy, segment size and age, retention, index density, how
+//! long an fsync may take before the log gives up on its disk.
 
 use std::fmt;
 use std::str::FromStr;
@@ -98,6 +99,7 @@ impl<'de> Deserialize<'de> for FlushPolicy {
 /// segment_age = "7d"
 /// retention_age = "7d"        # omit retention_age / retention_bytes for no limit
 /// retention_bytes = 10737418240
+/// sync_timeout = "30s"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -128,6 +130,23 @@ pub struct LogConfig {
     /// ext4. Each log holds up to this much disk beyond its data; 0 turns it off (the segment
     /// then reserves blocks with `fallocate`, as under `os` and `interval`). Default 8 MiB.
     pub zero_fill_bytes: u64,
+    /// How long one `fdatasync` of this log may run before the log treats its disk as hung:
+    /// the log is then failed exactly as after a failed fsync ([`LogError::Failed`], naming the
+    /// file and this limit), every append waiting for durability and every later one fails,
+    /// and nothing is reported durable again until the log is reopened — even if the fsync
+    /// returns `Ok` later. Measured in real (monotonic) time, whatever clock the log was opened
+    /// with. Must be positive.
+    ///
+    /// Default 30 s. A healthy but saturated disk can take seconds for one fsync (writeback of
+    /// much dirty data, a RAID resync, a cloud volume's burst credits running out), and taking a
+    /// partition offline for that would turn slowness into an outage that needs a restart; so the
+    /// limit sits well above that. 30 s is also Linux's default SCSI command timeout
+    /// (`/sys/block/*/device/timeout`), after which the kernel itself starts aborting and
+    /// retrying the commands, and Kafka's default producer `request.timeout.ms`, after which a
+    /// client has given up on the request and retries it anyway: an acknowledgement later than
+    /// that helps no one.
+    #[serde(with = "humantime_serde")]
+    pub sync_timeout: Duration,
 }
 
 /// The defaults, in one place.
@@ -140,6 +159,7 @@ const DEFAULTS: LogConfig = LogConfig {
     index_interval_bytes: 4096,
     max_batch_bytes: 1_048_588,
     zero_fill_bytes: 8 << 20,
+    sync_timeout: Duration::from_secs(30),
 };
 
 impl Default for LogConfig {
@@ -175,6 +195,9 @@ impl LogConfig {
         {
             return bad("flush interval must be positive".into());
         }
+        if self.sync_timeout.is_zero() {
+            return bad("sync_timeout must be positive".into());
+        }
         Ok(self)
     }
 }
@@ -197,16 +220,20 @@ mod tests {
 
     #[test]
     fn parses_toml_with_defaults_and_rejects_unknown_fields() {
-        let c: LogConfig =
-            toml::from_str("flush = \"interval:250ms\"\nretention_age = \"1h\"\n").unwrap();
+        let c: LogConfig = toml::from_str(
+            "flush = \"interval:250ms\"\nretention_age = \"1h\"\nsync_timeout = \"200ms\"\n",
+        )
+        .unwrap();
         assert_eq!(c.flush, FlushPolicy::Interval(Duration::from_millis(250)));
         assert_eq!(c.retention_age, Some(Duration::from_secs(3600)));
+        assert_eq!(c.sync_timeout, Duration::from_millis(200));
         assert_eq!(c.segment_bytes, 1 << 30);
         assert!(toml::from_str::<LogConfig>("flushh = \"os\"").is_err());
         assert!(toml::from_str::<LogConfig>("flush = \"sometimes\"").is_err());
         let c: LogConfig = toml::from_str("").unwrap();
         assert_eq!(c, LogConfig::default());
         assert_eq!(c.flush, FlushPolicy::Always);
+        assert_eq!(c.sync_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -230,6 +257,11 @@ mod tests {
         let c = LogConfig {
             max_batch_bytes: 1 << 30,
             segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = LogConfig {
+            sync_timeout: Duration::ZERO,
             ..LogConfig::default()
         };
         assert!(c.validate().is_err());

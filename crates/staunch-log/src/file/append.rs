@@ -36,7 +36,10 @@ impl Inner {
         let closed_base = active.base;
         let closed_end = active.next_offset;
         if seal_now {
-            if let Err(e) = active.file.sync_data() {
+            if let Err(e) = self.timed_sync(
+                || format!("fdatasync of {name} while rolling"),
+                || active.file.sync_data(),
+            ) {
                 return Err(self.fail(format!("fdatasync of {name} while rolling failed: {e}")));
             }
             if let Err(e) = replace_file(
@@ -60,7 +63,10 @@ impl Inner {
                 LogError::io(format!("creating {new_name}"), e)
             }
         })?;
-        if let Err(e) = self.io.sync_dir() {
+        if let Err(e) = self.timed_sync(
+            || format!("fsync of the log directory after creating {new_name}"),
+            || self.io.sync_dir(),
+        ) {
             return Err(self.fail(format!(
                 "fsync of the log directory after creating {new_name} failed: {e}"
             )));
@@ -68,7 +74,8 @@ impl Inner {
         st.segments.insert(base, Segment::empty(base, file, now_ms));
         if seal_now {
             let mut sync = self.lock_sync();
-            if sync.generation == st.generation {
+            // Not after a failure: the log may have given up on one of these fsyncs (hung).
+            if sync.generation == st.generation && self.failure.get().is_none() {
                 sync.durable_end = sync.durable_end.max(closed_end);
             }
         } else {
@@ -92,6 +99,8 @@ impl Inner {
             .max()
             .unwrap_or(i64::MIN);
         let now = self.clock.now_ms();
+        // Before the state lock, which a hung fsync (a roll's) may hold.
+        self.check_health()?;
         let mut st = self.write_state();
         self.check_usable(&st)?;
 

@@ -103,7 +103,10 @@ impl Inner {
                 let segment = &st.segments[&base];
                 (base, segment.file.clone(), segment.name(), st.generation)
             };
-            if let Err(e) = file.sync_data() {
+            if let Err(e) = self.timed_sync(
+                || format!("fdatasync of closed segment {name}"),
+                || file.sync_data(),
+            ) {
                 return Err(self.fail(format!("fdatasync of closed segment {name} failed: {e}")));
             }
             let mut st = self.write_state();
@@ -119,7 +122,8 @@ impl Inner {
             }
             st.unsealed.pop_front();
             let mut sync = self.lock_sync();
-            if sync.generation == st.generation {
+            // Not after a failure: the log may have given up on this fsync (hung).
+            if sync.generation == st.generation && self.failure.get().is_none() {
                 sync.durable_end = sync.durable_end.max(end);
             }
         }

@@ -9,15 +9,42 @@
 //! zeros ahead of the data, so those fsyncs need no file-system metadata (see the `zero_fill`
 //! module).
 //!
+//! # Failures: fsyncgate
 //! A failed fsync poisons the log ([`Inner::fail`]): every waiting and later append fails with
-//! [`LogError::Failed`]. A truncation bumps the generation, so a round that started before it
-//! cannot mark since-rewritten offsets durable.
+//! [`LogError::Failed`], and nothing is reported durable again until the log is reopened. There
+//! is no retry: Linux may drop the dirty pages of a failed writeback and report success to the
+//! next fsync, so a retried fsync would "confirm" data that is gone. A truncation bumps the
+//! generation, so a round that started before it cannot mark since-rewritten offsets durable.
+//!
+//! # Hanging disks: `sync_timeout`
+//! A dying disk (or a lost network volume) may not fail an fsync but never finish it. Every fsync
+//! of the log — the group commit's, a roll's, sealing, zero-filling, close, truncation, and the
+//! directory syncs — runs through [`Inner::timed_sync`], which records when it started. The
+//! appenders waiting for a round wait on the `synced` condvar with a timeout, and when the
+//! oldest running fsync has run longer than [`LogConfig::sync_timeout`] a waiter poisons the log
+//! with a reason naming the file and the limit (`fdatasync of 00000000000000000000.log has not
+//! returned within 30s`) and every waiter fails. [`Inner::check_health`] makes the same check
+//! without waiting (each write and every non-`always` wait runs it, and the broker before it
+//! writes), so a hung fsync is noticed even when no append waits for a round.
+//!
+//! The thread stuck in the syscall cannot be freed: its own caller waits until the kernel
+//! returns, and the broker bounds its own wait for it. When the hung fsync does return — `Ok`
+//! or not — the syncer finds the log failed under the sync lock and reports the failure: the
+//! durable end is never raised again, by a round, a roll or sealing, so nothing is reported
+//! durable after the log told its waiters it had failed. Reopening (restart) runs recovery
+//! from what is really on disk. The timeout is real (monotonic) time, not the log's
+//! [`Clock`](staunch_core::Clock), which tests move by hand: a hung syscall is a wall-time fact.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use staunch_core::Offset;
 
 use super::Inner;
 use crate::LogError;
 use crate::config::FlushPolicy;
+#[cfg(doc)]
+use crate::config::LogConfig;
 use crate::store::Durability;
 
 pub(super) struct SyncState {
@@ -26,24 +53,98 @@ pub(super) struct SyncState {
     pub(super) generation: u64,
 }
 
+/// The fsyncs of a log that have not returned yet, so that a hung one is noticed.
+#[derive(Debug, Default)]
+pub(super) struct SyncsInFlight {
+    next_id: u64,
+    /// By id, which is start order: the first is the oldest.
+    running: BTreeMap<u64, (Instant, String)>,
+}
+
 impl Inner {
     pub(super) fn lock_sync(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.sync.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Poisons the log: every later append and every waiter fails with `reason`.
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, SyncsInFlight> {
+        self.syncs_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Poisons the log: every later append and every waiter fails with `reason` (or with the
+    /// first reason, if the log had failed already).
     ///
     /// Must not be called with the sync lock held; it takes it, so that no waiter sits between
     /// checking for a failure and waiting (which would lose this wake-up).
     pub(super) fn fail(&self, reason: String) -> LogError {
-        tracing::error!(%reason, "log failed; refusing further appends");
-        {
+        let first = {
             let _sync = self.lock_sync();
-            let _ = self.failure.set(reason);
+            self.failure.set(reason.clone()).is_ok()
+        };
+        if first {
+            tracing::error!(%reason, "log failed; refusing further appends");
         }
         self.synced.notify_all();
         LogError::Failed {
-            reason: self.failure.get().cloned().unwrap_or_default(),
+            reason: self.failure.get().cloned().unwrap_or(reason),
+        }
+    }
+
+    /// Runs `sync` (an fsync described by `what`, e.g. `fdatasync of <file>`), registered as
+    /// running so that [`Inner::check_health`] can tell when it hangs. The result is the
+    /// fsync's own: a caller that gets `Ok` must still check for a failure of the log before
+    /// reporting anything durable (the fsync may have returned after the log gave up on it).
+    pub(super) fn timed_sync(
+        &self,
+        what: impl FnOnce() -> String,
+        sync: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let id = {
+            let mut in_flight = self.lock_in_flight();
+            let id = in_flight.next_id;
+            in_flight.next_id += 1;
+            in_flight.running.insert(id, (Instant::now(), what()));
+            id
+        };
+        let result = sync();
+        self.lock_in_flight().running.remove(&id);
+        result
+    }
+
+    /// How long until the oldest running fsync overruns [`LogConfig::sync_timeout`]: zero if
+    /// it has, the whole timeout if none is running.
+    fn until_sync_overdue(&self) -> Duration {
+        let timeout = self.config.sync_timeout;
+        match self.lock_in_flight().running.values().next() {
+            Some((started, _)) => timeout.saturating_sub(started.elapsed()),
+            None => timeout,
+        }
+    }
+
+    /// `Err(LogError::Failed)` if the log has failed, or if one of its fsyncs has been running
+    /// longer than [`LogConfig::sync_timeout`] — which fails it now ("fdatasync of X has not
+    /// returned within 30s"). Never waits for the disk.
+    pub(super) fn check_health(&self) -> Result<(), LogError> {
+        if let Some(reason) = self.failure.get() {
+            return Err(LogError::Failed {
+                reason: reason.clone(),
+            });
+        }
+        let timeout = self.config.sync_timeout;
+        let overdue = self
+            .lock_in_flight()
+            .running
+            .values()
+            .next()
+            .filter(|(started, _)| started.elapsed() >= timeout)
+            .map(|(_, what)| what.clone());
+        match overdue {
+            Some(what) => Err(self.fail(format!(
+                "{what} has not returned within {}",
+                humantime_serde::re::humantime::format_duration(timeout)
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -88,8 +189,8 @@ impl Inner {
         let mut result = Ok(());
         let mut name = String::new();
         for (file, file_name) in files {
+            result = self.timed_sync(|| format!("fdatasync of {file_name}"), || file.sync_data());
             name = file_name;
-            result = file.sync_data();
             if result.is_err() {
                 break;
             }
@@ -116,7 +217,20 @@ impl Inner {
                 return Err(LogError::Truncated);
             }
             if sync.syncing {
-                sync = self.synced.wait(sync).unwrap_or_else(|p| p.into_inner());
+                // A timed wait: if the round's fsync hangs, no wake-up ever comes.
+                let wait = self.until_sync_overdue();
+                if !wait.is_zero() {
+                    sync = self
+                        .synced
+                        .wait_timeout(sync, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    continue;
+                }
+                drop(sync);
+                // Fails the log if the fsync is still running; the loop then returns it.
+                let _ = self.check_health();
+                sync = self.lock_sync();
                 continue;
             }
             sync.syncing = true;
@@ -136,7 +250,9 @@ impl Inner {
                     && let Some(reason) = self.failure.get()
                 {
                     // Another fsync of this log (the zero-filler's) failed meanwhile: its lost
-                    // pages may be ours, so this one's success proves nothing.
+                    // pages may be ours, so this one's success proves nothing. Or this fsync hung
+                    // and a waiter gave up on it (`sync_timeout`): the log told everyone it
+                    // failed, and it does not go back on that.
                     let reason = reason.clone();
                     self.release_syncer(sync);
                     return Err(LogError::Failed { reason });
@@ -194,11 +310,8 @@ impl Inner {
                 Ok(Durability::OnDisk)
             }
             FlushPolicy::Interval(_) | FlushPolicy::Os => {
-                if let Some(reason) = self.failure.get() {
-                    return Err(LogError::Failed {
-                        reason: reason.clone(),
-                    });
-                }
+                // Nobody waits for an fsync here; a hung background one is noticed this way.
+                self.check_health()?;
                 Ok(Durability::PageCache)
             }
         }

@@ -23,8 +23,9 @@
 //! A failed fsync (or a write failing with anything but "disk full") poisons the log: every
 //! waiting and later append fails with [`LogError::Failed`]. Linux may drop dirty pages after a
 //! failed fsync and report success on the next one, so retrying is never safe; reopening runs
-//! recovery from what is really on disk. "Disk full" rolls the partial write back and fails only
-//! that append.
+//! recovery from what is really on disk. An fsync that does not return within
+//! [`LogConfig::sync_timeout`] poisons the log the same way (see [`group_commit`]). "Disk full"
+//! rolls the partial write back and fails only that append.
 //!
 //! # Recovery
 //! Closed segments are trusted when their index matches the file; the last segment is scanned
@@ -59,7 +60,7 @@ use crate::store::{
     AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
 };
 use background::{Background, spawn_background};
-use group_commit::SyncState;
+use group_commit::{SyncState, SyncsInFlight};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown};
 use recovery::recover;
 use segment::{Segment, index_name};
@@ -89,6 +90,8 @@ struct Inner {
     state: RwLock<State>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// The fsyncs running now, with their start, so that a hung one is noticed.
+    syncs_in_flight: Mutex<SyncsInFlight>,
     failure: OnceLock<String>,
     background: Mutex<Background>,
     background_signal: Condvar,
@@ -174,6 +177,7 @@ impl FileLog {
                 generation: 0,
             }),
             synced: Condvar::new(),
+            syncs_in_flight: Mutex::new(SyncsInFlight::default()),
             failure: OnceLock::new(),
             background: Mutex::new(Background::default()),
             background_signal: Condvar::new(),
@@ -292,12 +296,14 @@ impl Inner {
             .map_err(|e| LogError::io(format!("trimming {} at close", active.name()), e))?;
         active.allocated = active.size;
         let active = st.active();
-        active.file.sync_data().map_err(|e| {
-            self.fail(format!(
-                "fdatasync of {} at close failed: {e}",
-                active.name()
-            ))
-        })?;
+        let name = active.name();
+        self.timed_sync(
+            || format!("fdatasync of {name} at close"),
+            || active.file.sync_data(),
+        )
+        .map_err(|e| self.fail(format!("fdatasync of {name} at close failed: {e}")))?;
+        // A log that gave up on a hung fsync meanwhile does not claim a clean shutdown.
+        self.check_usable(&st)?;
         replace_file(
             &*self.io,
             &index_name(active.base),
@@ -346,6 +352,15 @@ impl FileLog {
     /// be told apart from the original records: do not truncate records still being waited for.
     pub fn wait_durable(&self, end: Offset) -> Result<Durability, LogError> {
         self.inner.wait_durable(end)
+    }
+
+    /// Whether the log still accepts appends, without waiting for the disk: `Ok` unless it has
+    /// failed ([`LogError::Failed`]: a write or fsync failed, or an fsync ran longer than
+    /// [`LogConfig::sync_timeout`]). An fsync that has been running longer than the timeout
+    /// fails the log here and now, so a caller can refuse work for a hung disk at once instead of
+    /// queueing it behind the stuck syscall. Once `Err`, always `Err` until the log is reopened.
+    pub fn check_health(&self) -> Result<(), LogError> {
+        self.inner.check_health()
     }
 
     /// Deletes every closed segment whose records all lie below `offset`, as a consumer of the

@@ -78,9 +78,11 @@ impl Inner {
             }
         }
         if !doomed.is_empty() {
-            self.io
-                .sync_dir()
-                .map_err(|e| LogError::io("syncing the log directory", e))?;
+            self.timed_sync(
+                || "fsync of the log directory after deleting segments".to_owned(),
+                || self.io.sync_dir(),
+            )
+            .map_err(|e| LogError::io("syncing the log directory", e))?;
             tracing::info!(
                 segments = outcome.segments_deleted,
                 bytes = outcome.bytes_deleted,

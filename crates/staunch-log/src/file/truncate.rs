@@ -120,12 +120,12 @@ impl Inner {
             active.allocated = size;
         }
         let active = st.active();
-        active.file.sync_data().map_err(|e| {
-            LogError::io(
-                format!("fdatasync of {} after truncation", active.name()),
-                e,
-            )
-        })?;
+        let name = active.name();
+        self.timed_sync(
+            || format!("fdatasync of {name} after truncation"),
+            || active.file.sync_data(),
+        )
+        .map_err(|e| LogError::io(format!("fdatasync of {name} after truncation"), e))?;
         for base in &removed {
             let _ = self.io.remove(&index_name(*base));
             self.io

@@ -184,11 +184,16 @@ impl Inner {
                 .map_or(ZERO_BUFFER, |n| n.min(ZERO_BUFFER));
             let written = write_all_at(&*file, &ZEROS[..len], range.start);
             let synced = match written {
-                Ok(()) => file.sync_data().map_err(|e| {
-                    self.fail(format!(
-                        "fdatasync of {name} after zero-filling failed: {e}"
-                    ))
-                }),
+                Ok(()) => self
+                    .timed_sync(
+                        || format!("fdatasync of {name} after zero-filling"),
+                        || file.sync_data(),
+                    )
+                    .map_err(|e| {
+                        self.fail(format!(
+                            "fdatasync of {name} after zero-filling failed: {e}"
+                        ))
+                    }),
                 Err(ref e) => {
                     tracing::debug!(segment = %name, error = %e, "zero-filling stopped");
                     Ok(())

@@ -779,3 +779,148 @@ fn waiting_for_truncated_records_fails_instead_of_hanging() {
     assert_eq!(next.base_offset, 2);
     assert_eq!(next.durability, Durability::OnDisk);
 }
+
+/// Waits (at most 10 s) until `n` fsyncs hang at `io`'s gate.
+fn until_hung(io: &FaultyIo, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while io.hung_syncs() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fsync reached the hung disk"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// An fsync that never returns (a hung disk) fails the log once it has run `sync_timeout`:
+/// every append waiting for that round fails, naming the file and the limit, every later one
+/// fails at once, and when the hung fsync finally returns `Ok` the log does not go back on
+/// it — nothing more is reported durable, no clean shutdown is claimed. What was acknowledged
+/// before survives a power cut.
+#[test]
+fn a_hung_fsync_fails_the_log_and_its_late_success_is_never_believed() {
+    let io = FaultyIo::new();
+    let log = Arc::new(
+        open_configured(
+            &io,
+            LogConfig {
+                sync_timeout: Duration::from_millis(200),
+                ..config(FlushPolicy::Always)
+            },
+        )
+        .unwrap(),
+    );
+    for i in 0..3 {
+        log.append(&mut batch(i, 2, 1_000), 0).unwrap();
+    }
+    let acknowledged = values(&*log);
+    let durable = log.durable_end();
+    io.hang_syncs();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The first appender becomes the syncer and hangs in fdatasync.
+    let syncer = {
+        let log = log.clone();
+        let tx = tx.clone();
+        std::thread::spawn(move || tx.send(("syncer", log.append(&mut batch(100, 2, 1_000), 0))))
+    };
+    until_hung(&io, 1);
+    let waiters: Vec<_> = (0..4)
+        .map(|i| {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                tx.send(("waiter", log.append(&mut batch(101 + i, 2, 1_000), 0)))
+            })
+        })
+        .collect();
+    for _ in 0..4 {
+        let (who, result) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an append waiting for a hung fsync must not hang");
+        assert_eq!(who, "waiter", "the hung syncer cannot return");
+        let Err(LogError::Failed { reason }) = result else {
+            panic!("a waiter got {result:?}");
+        };
+        assert!(
+            reason.contains("fdatasync of 00000000000000000000.log")
+                && reason.contains("has not returned within 200ms"),
+            "the reason names the file and the limit: {reason}"
+        );
+    }
+    for w in waiters {
+        w.join().unwrap().unwrap();
+    }
+    assert!(matches!(
+        log.append(&mut batch(200, 1, 1_000), 0),
+        Err(LogError::Failed { .. })
+    ));
+    assert!(log.check_health().is_err());
+    assert_eq!(log.durable_end(), durable);
+
+    // The disk comes back and the hung fsync returns Ok: still failed, nothing more durable.
+    io.release_syncs();
+    let (_, result) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the released syncer returns");
+    syncer.join().unwrap().unwrap();
+    assert!(
+        matches!(result, Err(LogError::Failed { .. })),
+        "the syncer's late success is not believed: {result:?}"
+    );
+    assert_eq!(log.durable_end(), durable);
+    assert!(log.flush().is_err());
+    assert!(log.append(&mut batch(201, 1, 1_000), 0).is_err());
+    assert!(
+        log.close().is_err(),
+        "a failed log does not claim a clean shutdown"
+    );
+    let recovered = open(&io.crash(CrashMode::DropUnsynced), FlushPolicy::Always).unwrap();
+    assert!(!recovered.recovery().clean);
+    assert_eq!(values(&recovered)[..acknowledged.len()], acknowledged[..]);
+}
+
+/// With no append waiting for the round (the only appender is the one stuck in the fsync, or
+/// the flush policy waits for no fsync at all), the hung fsync is still noticed: by
+/// `check_health`, by the next write, and under `interval` by the next append's wait.
+#[test]
+fn a_hung_fsync_is_noticed_without_a_waiter() {
+    for flush in [
+        FlushPolicy::Always,
+        FlushPolicy::Interval(Duration::from_millis(5)),
+    ] {
+        let io = FaultyIo::new();
+        let log = Arc::new(
+            open_configured(
+                &io,
+                LogConfig {
+                    sync_timeout: Duration::from_millis(100),
+                    ..config(flush)
+                },
+            )
+            .unwrap(),
+        );
+        log.append(&mut batch(0, 2, 1_000), 0).unwrap();
+        io.hang_syncs();
+        let stuck = {
+            let log = log.clone();
+            std::thread::spawn(move || log.append(&mut batch(1, 2, 1_000), 0))
+        };
+        until_hung(&io, 1);
+        std::thread::sleep(Duration::from_millis(150));
+        let err = log.check_health().unwrap_err();
+        assert!(
+            err.to_string().contains("has not returned within 100ms"),
+            "{flush}: {err}"
+        );
+        assert!(log.append(&mut batch(2, 1, 1_000), 0).is_err(), "{flush}");
+        io.release_syncs();
+        let late = stuck.join().unwrap();
+        if flush == FlushPolicy::Always {
+            assert!(
+                late.is_err(),
+                "{flush}: the hung append is not acknowledged"
+            );
+        }
+        assert!(log.flush().is_err(), "{flush}");
+    }
+}
