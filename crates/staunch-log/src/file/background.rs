@@ -59,6 +59,11 @@ pub(super) fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -
                     bg.seal_requested = false;
                     zero_fill = std::mem::take(&mut bg.zero_fill_requested);
                 }
+                if log.failure.get().is_some() {
+                    // A failed log does no more work (a close may not have waited for this
+                    // thread: see `FileLog::stop_background`).
+                    return;
+                }
                 if zero_fill && let Err(e) = log.zero_fill_ahead() {
                     tracing::error!(error = %e, "zero-filling failed; log refuses appends");
                     return;

@@ -232,6 +232,13 @@ impl FileLog {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
+            if self.inner.failure.get().is_some() && !handle.is_finished() {
+                // It may be stuck in a hung fsync (zero-filling, sealing, an interval flush),
+                // and joining it would hang the close too. A failed log starts no more work;
+                // the thread ends by itself once the syscall returns.
+                tracing::warn!("leaving the failed log's background thread to end by itself");
+                return;
+            }
             let _ = handle.join();
         }
     }
