@@ -57,6 +57,52 @@ pub struct Partition {
     producers: Mutex<ProducerTable>,
 }
 
+/// Why a partition refused records or could not acknowledge them: the Kafka error code a
+/// producer gets and, where the code alone does not say it (a full disk, a failed or hung
+/// disk), a message for the client, which Produce responses carry to it (v8+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendError {
+    /// The error code for the produce response.
+    pub code: ErrorCode,
+    /// What went wrong and what brings the partition back, in words.
+    pub message: Option<String>,
+}
+
+impl From<ErrorCode> for AppendError {
+    /// An error whose code says it all.
+    fn from(code: ErrorCode) -> Self {
+        AppendError {
+            code,
+            message: None,
+        }
+    }
+}
+
+impl AppendError {
+    /// The error a producer gets for `error`: [`log_error_code`]'s code, and for storage
+    /// failures a message saying what happened and what brings the partition back — a full
+    /// disk refuses records until space is freed; a failed or hung disk (a failed fsync, or one
+    /// that ran past `sync_timeout`) keeps the partition offline until the broker restarts.
+    pub fn from_log(error: &LogError) -> Self {
+        let message = match error {
+            LogError::DiskFull { .. } => Some(format!(
+                "{error}; the partition refuses records until space is freed on the disk, \
+                 and accepts them again then without a restart"
+            )),
+            LogError::Failed { reason } => Some(format!(
+                "the partition's storage failed; it is offline until the broker restarts: \
+                 {reason}"
+            )),
+            LogError::Io { .. } | LogError::Corrupt { .. } => Some(error.to_string()),
+            _ => None,
+        };
+        AppendError {
+            code: log_error_code(error),
+            message,
+        }
+    }
+}
+
 /// Maps a log error to the Kafka error a producer or consumer gets, logging what is not the
 /// client's fault.
 pub fn log_error_code(error: &LogError) -> ErrorCode {
@@ -134,7 +180,7 @@ impl Partition {
     /// Appends the batches of one produce request for this partition: [`write`](Self::write)
     /// then [`wait`](Self::wait). Returns once the records are as durable as the flush policy
     /// promises (after fdatasync under `always`), with the high watermark raised over them.
-    pub fn append(&self, records: &mut [u8]) -> Result<Appended, ErrorCode> {
+    pub fn append(&self, records: &mut [u8]) -> Result<Appended, AppendError> {
         let pending = self.write(records)?;
         self.wait(pending)
     }
@@ -149,7 +195,7 @@ impl Partition {
     /// written again (the wait returns the stored batch's offset once it is durable), a gap or a
     /// fenced epoch is refused, and an idempotent request must hold exactly one batch (as in
     /// Kafka).
-    pub fn write(&self, records: &mut [u8]) -> Result<PendingAppend, ErrorCode> {
+    pub fn write(&self, records: &mut [u8]) -> Result<PendingAppend, AppendError> {
         let mut count = 0;
         let mut producer = None;
         for batch in batches(records) {
@@ -159,20 +205,20 @@ impl Partition {
             if batch.is_transactional() || batch.is_control() {
                 // Transactions are not implemented; storing such a batch without markers would
                 // show uncommitted data to read_committed consumers.
-                return Err(ErrorCode::InvalidRecord);
+                return Err(ErrorCode::InvalidRecord.into());
             }
             if batch.producer_id() >= 0 {
                 producer = Some(batch);
             }
         }
         if count == 0 {
-            return Err(ErrorCode::CorruptMessage);
+            return Err(ErrorCode::CorruptMessage.into());
         }
         let Some(batch) = producer else {
             return self.write_checked(records);
         };
         if count > 1 {
-            return Err(ErrorCode::InvalidRecord);
+            return Err(ErrorCode::InvalidRecord.into());
         }
         // Held across check and write: the producer's sequence chain and the log's order agree.
         let mut producers = self.producers();
@@ -183,10 +229,10 @@ impl Partition {
             // Answering a corrupt batch as a duplicate (or a gap) would be wrong: nothing is
             // stored, and the producer is told the batch is corrupt. The CRC is checked here
             // only when the log will not check it.
-            return Err(log_error_code(&LogError::InvalidBatch(e)));
+            return Err(log_error_code(&LogError::InvalidBatch(e)).into());
         }
         match verdict {
-            SeqCheck::Reject(code) => Err(code),
+            SeqCheck::Reject(code) => Err(code.into()),
             // The original may still be waiting for its fsync: the duplicate's answer waits
             // for the same durability.
             SeqCheck::Duplicate(stored) => Ok(PendingAppend {
@@ -222,12 +268,14 @@ impl Partition {
 
     /// The second half of an append: blocks until the written records are as durable as the
     /// flush policy promises, then raises the high watermark over them (making them visible to
-    /// consumers) and returns where they landed. Fails if the log failed (an fsync error): the
-    /// records must not be acknowledged then.
-    pub fn wait(&self, pending: PendingAppend) -> Result<Appended, ErrorCode> {
+    /// consumers) and returns where they landed. Fails if the log failed (an fsync error, or an
+    /// fsync that ran past the log's `sync_timeout`): the records must not be acknowledged then.
+    /// While the disk hangs this blocks as long as the stuck fsync's caller does: the broker
+    /// bounds its own wait (see `ProduceInFlight::durable`).
+    pub fn wait(&self, pending: PendingAppend) -> Result<Appended, AppendError> {
         if let Err(error) = self.log.wait_durable(pending.end) {
             tracing::error!(%error, "append not made durable");
-            return Err(log_error_code(&error));
+            return Err(AppendError::from_log(&error));
         }
         self.high_watermark.fetch_max(pending.end, Ordering::AcqRel);
         Ok(pending.appended)
@@ -237,7 +285,27 @@ impl Partition {
         self.producers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_checked(&self, records: &mut [u8]) -> Result<PendingAppend, ErrorCode> {
+    /// `Err` if the partition's log refuses appends: it failed (a failed write or fsync), or one
+    /// of its fsyncs has run past `sync_timeout` (which fails it now). Never waits for the disk,
+    /// so the async produce path can refuse records for a failed disk at once, without queueing
+    /// them on a blocking thread behind a hung fsync.
+    pub fn check_health(&self) -> Result<(), AppendError> {
+        self.log
+            .check_health()
+            .map_err(|e| AppendError::from_log(&e))
+    }
+
+    /// How long the broker waits for this partition's records to become durable before it
+    /// answers REQUEST_TIMED_OUT: twice the log's `sync_timeout`. A produce may wait for the
+    /// round in progress and then for its own, each of which the log lets run up to
+    /// `sync_timeout`; a hung fsync fails the log (and its waiters) sooner than this, so this
+    /// bound answers only a produce whose thread is itself stuck in the hung syscall, or one
+    /// queued behind it.
+    pub fn durable_wait_bound(&self) -> std::time::Duration {
+        self.log.config().sync_timeout.saturating_mul(2)
+    }
+
+    fn write_checked(&self, records: &mut [u8]) -> Result<PendingAppend, AppendError> {
         match self.log.write(records, 0) {
             Ok(info) => Ok(PendingAppend {
                 appended: Appended {
@@ -249,11 +317,11 @@ impl Partition {
                 append_time_ms: info.append_time_ms,
             }),
             Err(error) => {
-                let code = log_error_code(&error);
-                if code == ErrorCode::KafkaStorageError {
+                let refused = AppendError::from_log(&error);
+                if refused.code == ErrorCode::KafkaStorageError {
                     tracing::error!(%error, "append failed");
                 }
-                Err(code)
+                Err(refused)
             }
         }
     }

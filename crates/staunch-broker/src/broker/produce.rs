@@ -1,12 +1,26 @@
 //! The produce path: writing each partition's records in order, then acknowledging them once
 //! they are as durable as the topic's flush policy promises ([`ProduceInFlight`]).
+//!
+//! # Failing and hanging disks
+//! A partition whose log failed (a failed write or fsync, or an fsync that ran past the log's
+//! `sync_timeout`) refuses records with KAFKA_STORAGE_ERROR before any blocking thread is
+//! used, and every produce waiting for it gets the same: never success. A full disk refuses
+//! records with KAFKA_STORAGE_ERROR and a message saying so, until space is freed. The thread
+//! that called a hung fsync stays stuck in the kernel, so the broker bounds its own waits
+//! ([`Partition::durable_wait_bound`]): a produce whose write or durability wait has not
+//! finished by then is answered KAFKA_STORAGE_ERROR if the log has failed meanwhile, else
+//! REQUEST_TIMED_OUT — not acknowledged either way (the records may still be stored; a retry
+//! may store them twice, which an idempotent producer's sequence numbers prevent).
+
+use std::sync::Arc;
 
 use staunch_core::ErrorCode;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{Broker, offline_reason};
-use crate::partition::Appended;
+use crate::partition::{AppendError, Appended, Partition};
 use crate::types::*;
 
 impl Broker {
@@ -69,18 +83,27 @@ impl Broker {
                 )));
                 continue;
             }
+            // A failed (or hung, past its timeout) log refuses at once: no blocking thread
+            // queues behind a stuck fsync.
+            if let Err(refused) = partition.check_health() {
+                results.push(Some(fail(refused.code, refused.message)));
+                continue;
+            }
             let index = results.len();
             results.push(None);
+            let deadline = Instant::now() + partition.durable_wait_bound();
             let mut records = p.records;
             // One blocking task writes (reporting back at once, so the connection can go on
             // to its next request) and then waits for durability: one thread hop each way.
             let (written_tx, written) = oneshot::channel();
             let broker = self.clone();
+            let writer = partition.clone();
             let task = tokio::task::spawn_blocking(move || {
+                let partition = writer;
                 let pending = match partition.write(&mut records) {
                     Ok(pending) => pending,
                     Err(error) => {
-                        let _ = written_tx.send(Err(error));
+                        let _ = written_tx.send(Err(error.clone()));
                         return Err(error);
                     }
                 };
@@ -92,15 +115,42 @@ impl Broker {
                 }
                 acknowledged
             });
-            writes.push((index, p.topic, p.partition, written, task));
+            writes.push(Written {
+                index,
+                topic: p.topic,
+                partition_index: p.partition,
+                partition,
+                deadline,
+                task,
+                written,
+            });
         }
         let mut pending = Vec::with_capacity(writes.len());
-        for (index, topic, partition_index, written, task) in writes {
-            match written.await.unwrap_or(Err(ErrorCode::UnknownServerError)) {
-                Ok(()) => pending.push((index, topic, partition_index, task)),
+        for w in writes {
+            // Bounded: a write can wait for the log's state lock, which a roll's hung fsync
+            // holds.
+            let outcome = match tokio::time::timeout_at(w.deadline, w.written).await {
+                Ok(written) => {
+                    written.unwrap_or_else(|_| Err(ErrorCode::UnknownServerError.into()))
+                }
+                Err(_) => Err(timed_out(&w.partition, "written")),
+            };
+            match outcome {
+                Ok(()) => pending.push(Waiting {
+                    index: w.index,
+                    topic: w.topic,
+                    partition_index: w.partition_index,
+                    partition: w.partition,
+                    deadline: w.deadline,
+                    task: w.task,
+                }),
                 Err(error) => {
-                    results[index] =
-                        Some(ProduceResult::failed(topic, partition_index, error, None));
+                    results[w.index] = Some(ProduceResult::failed(
+                        w.topic,
+                        w.partition_index,
+                        error.code,
+                        error.message,
+                    ));
                 }
             }
         }
@@ -120,8 +170,55 @@ impl Broker {
 }
 
 /// The blocking task that waits for one partition's written records to become durable.
-type DurableWait = JoinHandle<Result<Appended, ErrorCode>>;
+type DurableWait = JoinHandle<Result<Appended, AppendError>>;
 
+/// One partition's records handed to a blocking task, not yet known to be written.
+struct Written {
+    index: usize,
+    topic: String,
+    partition_index: i32,
+    partition: Arc<Partition>,
+    /// When the broker stops waiting for the write and its durability.
+    deadline: Instant,
+    task: DurableWait,
+    written: oneshot::Receiver<Result<(), AppendError>>,
+}
+
+/// One partition's written records waiting to become durable.
+#[derive(Debug)]
+struct Waiting {
+    /// The slot of the result.
+    index: usize,
+    topic: String,
+    partition_index: i32,
+    partition: Arc<Partition>,
+    /// When the broker stops waiting (the task goes on, and may still raise the high
+    /// watermark).
+    deadline: Instant,
+    /// Runs whether or not this is polled, and raises the high watermark when it succeeds.
+    task: DurableWait,
+}
+
+/// The answer for records whose write or durability wait (`what`) did not finish in time:
+/// KAFKA_STORAGE_ERROR if the log has failed by now — which a hung fsync past its
+/// `sync_timeout` does here, if no waiter noticed it first — else REQUEST_TIMED_OUT.
+fn timed_out(partition: &Partition, what: &str) -> AppendError {
+    if let Err(failed) = partition.check_health() {
+        return failed;
+    }
+    let bound = partition.durable_wait_bound();
+    tracing::warn!(
+        ?bound,
+        "produce not {what} in time; answered REQUEST_TIMED_OUT"
+    );
+    AppendError {
+        code: ErrorCode::RequestTimedOut,
+        message: Some(format!(
+            "the records were not {what} within {bound:?}; they are not acknowledged (they may \
+             still be stored)"
+        )),
+    }
+}
 /// A produce request whose records are written, in order, but not yet acknowledged (from
 /// [`Broker::write_produce`]).
 #[derive(Debug)]
@@ -129,9 +226,8 @@ type DurableWait = JoinHandle<Result<Appended, ErrorCode>>;
 pub struct ProduceInFlight {
     /// One slot per requested partition, in request order; `None` for those still waiting.
     results: Vec<Option<ProduceResult>>,
-    /// Written partitions: their slot, name, index, and the task waiting for durability (it
-    /// runs whether or not this is polled, and raises the high watermark when it succeeds).
-    pending: Vec<(usize, String, i32, DurableWait)>,
+    /// Written partitions waiting for durability.
+    pending: Vec<Waiting>,
 }
 
 impl ProduceInFlight {
@@ -147,25 +243,33 @@ impl ProduceInFlight {
     /// Waits until every written partition's records are as durable as its flush policy
     /// promises (their high watermarks are raised by then) and returns one result per requested
     /// partition, in request order. A partition whose log failed while waiting gets
-    /// KAFKA_STORAGE_ERROR: its records are not acknowledged.
+    /// KAFKA_STORAGE_ERROR, with the reason in `error_message`: its records are not
+    /// acknowledged. The wait is bounded ([`Partition::durable_wait_bound`] from the write):
+    /// records not durable by then — their fsync hangs — get KAFKA_STORAGE_ERROR if the log
+    /// has failed by then, else REQUEST_TIMED_OUT, and are not acknowledged either.
     pub async fn durable(self) -> Vec<ProduceResult> {
         let ProduceInFlight {
             mut results,
             pending,
         } = self;
-        for (index, topic, partition_index, task) in pending {
-            let waited = task.await.unwrap_or(Err(ErrorCode::UnknownServerError));
-            results[index] = Some(match waited {
+        for w in pending {
+            let waited = match tokio::time::timeout_at(w.deadline, w.task).await {
+                Ok(joined) => joined.unwrap_or_else(|_| Err(ErrorCode::UnknownServerError.into())),
+                Err(_) => Err(timed_out(&w.partition, "durable")),
+            };
+            results[w.index] = Some(match waited {
                 Ok(appended) => ProduceResult {
-                    topic,
-                    partition: partition_index,
+                    topic: w.topic,
+                    partition: w.partition_index,
                     error: ErrorCode::None,
                     error_message: None,
                     base_offset: appended.base_offset,
                     log_append_time_ms: appended.log_append_time_ms,
                     log_start_offset: appended.log_start_offset,
                 },
-                Err(error) => ProduceResult::failed(topic, partition_index, error, None),
+                Err(error) => {
+                    ProduceResult::failed(w.topic, w.partition_index, error.code, error.message)
+                }
             });
         }
         results.into_iter().flatten().collect()
