@@ -570,3 +570,62 @@ async fn transactional_requests_are_refused_with_a_fatal_error() {
     );
     running.stop().await;
 }
+
+/// A full disk's refusal reaches the client on the wire with its reason: KAFKA_STORAGE_ERROR
+/// and an `error_message` saying the disk is full (what kcat and librdkafka users see), the
+/// acknowledged records stay readable, and produces work again once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_refused_on_the_wire_with_its_reason() {
+    use std::sync::Arc;
+
+    use staunch_broker::Storage;
+    use staunch_log::LogConfig;
+    use staunch_testkit::FaultyIo;
+
+    let disk = FaultyIo::new();
+    let storage = Storage::new(Arc::new(disk.clone()), Arc::new(staunch_core::SystemClock));
+    let broker = BrokerConfig {
+        data_dir: "/faulty".into(),
+        log: LogConfig {
+            segment_bytes: 16 << 10,
+            zero_fill_bytes: 0,
+            ..LogConfig::default()
+        },
+        ..BrokerConfig::default()
+    };
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let running = common::start_server_on(storage, any_port, ServerConfig::default(), broker).await;
+    let mut c = connect(running.addr).await;
+    let record = |i: u32| {
+        BatchBuilder::new(1)
+            .record(None, Some(format!("record {i}").as_bytes()))
+            .build()
+    };
+    assert_eq!(produce(&mut c, "full", record(0)).await, (0, 0));
+    disk.set_capacity(Some(disk.used_bytes()));
+    let mut stored = vec![b"record 0".to_vec()];
+    let refused = loop {
+        let i = stored.len() as u32;
+        assert!(i < 1_000, "the disk never filled up");
+        let response = c
+            .call(produce_request("full", -1, record(i)))
+            .await
+            .unwrap();
+        let p = response.responses[0].partition_responses[0].clone();
+        if p.error_code != 0 {
+            break p;
+        }
+        stored.push(format!("record {i}").into_bytes());
+    };
+    assert_eq!(refused.error_code, ErrorCode::KafkaStorageError.code());
+    let message = refused.error_message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("disk full") && message.contains("until space is freed"),
+        "{message:?}"
+    );
+    assert_eq!(values(&mut c, "full").await, stored);
+    disk.set_capacity(None);
+    let (code, offset) = produce(&mut c, "full", record(9_999)).await;
+    assert_eq!((code, offset), (0, stored.len() as i64));
+    running.stop().await;
+}

@@ -97,7 +97,10 @@ pub(super) async fn produce(
         let failed: Vec<String> = results
             .iter()
             .filter(|r| r.error != ErrorCode::None)
-            .map(|r| format!("{}-{}: {:?}", r.topic, r.partition, r.error))
+            .map(|r| match &r.error_message {
+                Some(why) => format!("{}-{}: {:?}: {why}", r.topic, r.partition, r.error),
+                None => format!("{}-{}: {:?}", r.topic, r.partition, r.error),
+            })
             .collect();
         if failed.is_empty() {
             Ok(None)

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use staunch_broker::{Broker, BrokerConfig};
+use staunch_broker::{Broker, BrokerConfig, Storage};
 use staunch_server::{Server, ServerConfig};
 use tokio::task::JoinHandle;
 
@@ -32,14 +32,29 @@ pub(crate) async fn start_server(
     server: ServerConfig,
     broker: BrokerConfig,
 ) -> Running {
+    let storage = Storage::fs(dir);
+    let broker = BrokerConfig {
+        data_dir: dir.to_owned(),
+        ..broker
+    };
+    start_server_on(storage, addr, server, broker).await
+}
+
+/// Starts a server on `addr` over a broker keeping its files in `storage` (a `FaultyIo` disk,
+/// say), with `broker`'s settings except its advertised port.
+pub(crate) async fn start_server_on(
+    storage: Storage,
+    addr: SocketAddr,
+    server: ServerConfig,
+    broker: BrokerConfig,
+) -> Running {
     let server = Server::bind(addr, server).await.unwrap();
     let addr = server.local_addr().unwrap();
     let config = BrokerConfig {
-        data_dir: dir.to_owned(),
         advertised_port: addr.port(),
         ..broker
     };
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+    let broker = tokio::task::spawn_blocking(move || Broker::open_with(config, storage))
         .await
         .unwrap()
         .unwrap();
