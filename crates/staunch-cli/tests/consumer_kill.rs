@@ -36,7 +36,7 @@ use staunch_core::{BackOff, TopicPartition};
 
 use support::{committed, create, header, produce, read_all};
 
-/// Selects the child's behaviour; unset in a normal test run, so the child test does nothing.
+/// Selects the child's behaviour; the child test fails when it is unset (not started by a parent).
 const MODE: &str = "STAUNCH_KILLTEST_MODE";
 const BOOTSTRAP: &str = "STAUNCH_KILLTEST_BOOTSTRAP";
 const TOPIC: &str = "STAUNCH_KILLTEST_TOPIC";
@@ -124,9 +124,14 @@ fn say(line: &str) {
 #[test]
 #[ignore = "child process of the consumer kill -9 tests"]
 fn consumer_child() {
-    let Ok(mode) = std::env::var(MODE) else {
-        return;
-    };
+    let mode = std::env::var(MODE).unwrap_or_else(|_| {
+        panic!(
+            "consumer_child is the child half of the consumer kill -9 tests \
+             (restart_mid_retry_kill_9_after_attempt_3_of_5_continues_at_4, \
+             kill_9_mid_stream_loses_nothing) and must be started by one of them \
+             with {MODE} set; run those tests instead"
+        )
+    });
     let mode = ChildMode::parse(&mode);
     let bootstrap = std::env::var(BOOTSTRAP).expect("bootstrap address");
     let topic = std::env::var(TOPIC).expect("topic");
