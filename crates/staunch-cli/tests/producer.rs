@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,27 +148,62 @@ type Slot = (u32, Option<SendResult>);
 #[derive(Debug, Clone)]
 struct Outcomes {
     inner: Arc<Mutex<Vec<Slot>>>,
+    /// Callbacks handed to the producer that it has neither run nor dropped yet.
+    live: Arc<AtomicUsize>,
+}
+
+/// Owned by one callback: counts it in [`Outcomes::live`] until it has run or been dropped.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Outcomes {
     fn new(records: usize) -> Outcomes {
         Outcomes {
             inner: Arc::new(Mutex::new(vec![(0, None); records])),
+            live: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// A callback for record `index`.
     fn callback(&self, index: usize) -> impl FnOnce(SendResult) + Send + 'static {
         let inner = self.inner.clone();
+        self.live.fetch_add(1, Ordering::SeqCst);
+        let live = Live(self.live.clone());
         move |result| {
+            // Dropped last, after the outcome is recorded.
+            let _live = live;
             let mut outcomes = inner.lock().unwrap();
             outcomes[index].0 += 1;
             outcomes[index].1 = Some(result);
         }
     }
 
-    /// Asserts every callback ran exactly once; the results.
+    /// Waits until the producer holds no callback any more (each has run, or been dropped):
+    /// from then on none can run again, so a late call has been counted.
+    fn wait_until_no_callback_is_held(&self) {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            let live = self.live.load(Ordering::SeqCst);
+            if live == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{live} send_async callbacks neither ran nor were dropped within {CALL_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asserts every callback ran exactly once, once the producer holds none of them any
+    /// more; the results.
     fn exactly_once(&self) -> Vec<SendResult> {
+        self.wait_until_no_callback_is_held();
         let slots = self.inner.lock().unwrap().clone();
         let mut results = Vec::with_capacity(slots.len());
         for (i, (calls, result)) in slots.into_iter().enumerate() {
@@ -283,8 +319,8 @@ fn send_async_calls_back_exactly_once_per_record_and_every_acknowledged_record_i
         assert_eq!(metrics.sent, RECORDS as u64, "{metrics:?}");
         assert_eq!(metrics.pending(), 0, "{metrics:?}");
         bounded("close", CALL_TIMEOUT, producer.close()).await;
-        // A late second call of any callback would show up now.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A late second call of any callback is counted by `exactly_once`, which first waits
+        // until the producer holds no callback any more.
     });
     println!(
         "{RECORDS} records sent with send_async and flushed in {:.2}s",
@@ -436,6 +472,8 @@ fn kill9_mid_load_loses_no_acknowledged_record_and_duplicates_none() {
                 let record = ProducerRecord::new("crash", format!("{i:06}")).with_key(key(i));
                 producer.send_async(record, outcomes.callback(i)).await;
                 if i % 100 == 99 {
+                    // The load's pace, not synchronisation: it keeps records coming through
+                    // the kill and the restart.
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
             }
@@ -459,7 +497,21 @@ fn kill9_mid_load_loses_no_acknowledged_record_and_duplicates_none() {
     let at_kill = producer.metrics();
     staunch.kill9();
     let killed_at = started.elapsed();
-    std::thread::sleep(Duration::from_millis(500));
+    // The broker stays down until the load has sent another burst into the outage: records
+    // accepted while nothing can be acknowledged, which must be delivered after the restart.
+    let into_the_outage = (at_kill.sent + 100).min(RECORDS as u64);
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    loop {
+        let metrics = producer.metrics();
+        if metrics.sent >= into_the_outage {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the load sent no further 100 records within {CALL_TIMEOUT:?} of the kill: {metrics:?}",
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     staunch.restart();
     proxy.retarget(staunch.addr());
     let restarted_at = started.elapsed();
@@ -470,7 +522,6 @@ fn kill9_mid_load_loses_no_acknowledged_record_and_duplicates_none() {
             .expect("the load task");
         bounded("flush", CALL_TIMEOUT, producer.flush()).await;
         bounded("close", CALL_TIMEOUT, producer.close()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
     });
     let metrics = producer.metrics();
     println!(
@@ -722,6 +773,50 @@ fn cli_produce_reports_each_failed_record_and_exits_non_zero() {
     }
 }
 
+/// Waits until `done` holds for the outbox of `producing`, which must not exit meanwhile.
+fn wait_for_outbox(what: &str, producing: &mut std::process::Child, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    while !done() {
+        if let Some(status) = producing.try_wait().unwrap() {
+            panic!("{what}: staunch produce exited {status} first");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {CALL_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the files of the outbox in `dir` hold every one of `values` as a record value
+/// (stored uncompressed; a match must not run on into further digits, so `line-4` is not
+/// found in `line-40`).
+fn outbox_holds(dir: &Path, values: &[String]) -> bool {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.push(bytes);
+            }
+        }
+    }
+    values.iter().all(|value| {
+        let value = value.as_bytes();
+        files.iter().any(|bytes| {
+            bytes.windows(value.len()).enumerate().any(|(at, window)| {
+                window == value && !bytes.get(at + value.len()).is_some_and(u8::is_ascii_digit)
+            })
+        })
+    })
+}
+
 /// `staunch produce --outbox DIR` killed with -9 while the broker is down: the records it had
 /// read are in its outbox, and the next run with the same DIR sends every one of them first.
 #[test]
@@ -740,9 +835,11 @@ fn cli_produce_with_an_outbox_loses_nothing_when_killed() {
     .stderr(std::process::Stdio::null())
     .spawn()
     .expect("staunch produce starts");
-    // The producer has connected (it reads the partition count first); now the broker dies
-    // and nothing it is sent can be acknowledged.
-    std::thread::sleep(Duration::from_secs(1));
+    // The producer has connected once it opens its outbox (it reads the partition count
+    // first); now the broker dies and nothing it is sent can be acknowledged.
+    wait_for_outbox("staunch produce opens its outbox", &mut producing, || {
+        outbox.is_dir()
+    });
     staunch.kill9();
     {
         use std::io::Write;
@@ -751,9 +848,12 @@ fn cli_produce_with_an_outbox_loses_nothing_when_killed() {
             writeln!(stdin, "line-{i}").unwrap();
         }
     }
-    // Each line is fsynced into the outbox as it is read; 50 take milliseconds. The producer
-    // then waits for acknowledgements that cannot come, until it is killed.
-    std::thread::sleep(Duration::from_secs(5));
+    // Each line is fsynced into the outbox as it is read. The producer then waits for
+    // acknowledgements that cannot come, until it is killed.
+    let lines: Vec<String> = (0..LINES).map(|i| format!("line-{i}")).collect();
+    wait_for_outbox("every line is in the outbox", &mut producing, || {
+        outbox_holds(&outbox, &lines)
+    });
     assert!(
         producing.try_wait().unwrap().is_none(),
         "staunch produce finished although the broker was down"
