@@ -19,6 +19,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::Staunch;
@@ -56,15 +57,20 @@ struct Member {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads collecting stdout and stderr; each ends at its pipe's end.
+    readers: Vec<JoinHandle<()>>,
 }
 
-fn collect(pipe: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+fn collect(
+    pipe: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             into.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 impl Member {
@@ -77,13 +83,16 @@ impl Member {
             .expect("spawning staunch consume");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().expect("piped"), Arc::clone(&stdout));
-        collect(child.stderr.take().expect("piped"), Arc::clone(&stderr));
+        let readers = vec![
+            collect(child.stdout.take().expect("piped"), Arc::clone(&stdout)),
+            collect(child.stderr.take().expect("piped"), Arc::clone(&stderr)),
+        ];
         Member {
             name,
             child,
             stdout,
             stderr,
+            readers,
         }
     }
 
@@ -117,8 +126,20 @@ impl Member {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting for a member") {
-                // Give the reader threads a moment to take in the last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                // The reader threads have taken in the last lines once they reach the end of
+                // their pipes.
+                while !self.readers.iter().all(JoinHandle::is_finished) {
+                    assert!(
+                        start.elapsed() < within,
+                        "{}'s output did not end within {within:?} of its start\n{}",
+                        self.name,
+                        self.transcript()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                for reader in self.readers.drain(..) {
+                    reader.join().expect("an output reader thread");
+                }
                 return status;
             }
             assert!(
