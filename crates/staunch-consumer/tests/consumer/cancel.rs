@@ -100,6 +100,7 @@ async fn a_poll_dropped_with_dead_letters_in_hand_loses_none() {
         inner: (*b).clone(),
         delay: Duration::from_millis(300),
         calls: Arc::default(),
+        answered: Arc::default(),
     }));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handler = slow_on_first_delivery("slow", seen.clone());

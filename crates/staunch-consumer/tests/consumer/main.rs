@@ -266,12 +266,23 @@ async fn two_member_group_processes_and_commits_everything() {
     }
     let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
+    // How many partitions each member owns after its latest poll.
+    let owns: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let mut tasks = Vec::new();
     for member in 0..2 {
-        let (b, seen, stop) = (b.clone(), seen.clone(), stop.clone());
+        let (b, seen, stop, owns) = (b.clone(), seen.clone(), stop.clone(), owns.clone());
         tasks.push(tokio::spawn(async move {
             if member == 1 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // The second member joins once the first owns every partition: its join is a
+                // rebalance of a running group.
+                let start = Instant::now();
+                while owns[0].load(Ordering::SeqCst) < 4 {
+                    assert!(
+                        start.elapsed() < LIMIT,
+                        "the first member did not own all 4 partitions within {LIMIT:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             let mut config = ConsumerConfig::new("g-shared");
             config.fetch_max_wait = Duration::from_millis(50);
@@ -288,6 +299,8 @@ async fn two_member_group_processes_and_commits_everything() {
                         String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
                             .into_owned(),
                     );
+                    // Work that takes a while (not synchronisation), so records are still
+                    // being processed when the second member joins.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     Ok(())
                 }
@@ -296,6 +309,7 @@ async fn two_member_group_processes_and_commits_everything() {
             while !stop.load(Ordering::SeqCst) {
                 let _ = consumer.poll(&handler).await;
                 max_owned = max_owned.max(consumer.assignment().len());
+                owns[member].store(consumer.assignment().len(), Ordering::SeqCst);
             }
             let owned = consumer.assignment().len();
             consumer.close().await.unwrap();
@@ -318,8 +332,24 @@ async fn two_member_group_processes_and_commits_everything() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Let the second member's join settle so both own partitions.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The second member's join has settled once the two own all 4 partitions between them,
+    // the second some of them.
+    let start = Instant::now();
+    loop {
+        let (first, second) = (
+            owns[0].load(Ordering::SeqCst),
+            owns[1].load(Ordering::SeqCst),
+        );
+        if first + second == 4 && second > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "the partitions were not split between the members within {LIMIT:?}: \
+             the first owns {first}, the second {second}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop.store(true, Ordering::SeqCst);
     let mut owned = Vec::new();
     for t in tasks {
@@ -1204,12 +1234,13 @@ async fn ordered_mode_reads_on_past_counts_read_back_after_a_restart() {
 }
 
 /// Delegates to `inner`; produce to a `.DLT` topic is answered only after `delay`, and
-/// counted in `calls`.
+/// counted in `calls` when it is written and in `answered` when its answer goes back.
 #[derive(Debug, Clone)]
 struct SlowDlt<B> {
     inner: B,
     delay: Duration,
     calls: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
 }
 
 impl<B: BrokerApi> Intercept for SlowDlt<B> {
@@ -1230,7 +1261,9 @@ impl<B: BrokerApi> Intercept for SlowDlt<B> {
         let answers = self.inner.produce(call).await;
         if slow {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            // What is being tested: a dead letter whose answer takes a while.
             tokio::time::sleep(self.delay).await;
+            self.answered.fetch_add(1, Ordering::SeqCst);
         }
         answers
     }
@@ -1247,10 +1280,12 @@ async fn a_seek_wins_over_a_forward_acknowledged_later() {
         &[("k", "poison"), ("k", "a"), ("k", "b")],
     )
     .await;
+    let answered = Arc::new(AtomicUsize::new(0));
     let api = Arc::new(Intercepted(SlowDlt {
         inner: (*b).clone(),
         delay: Duration::from_millis(100),
         calls: Arc::default(),
+        answered: answered.clone(),
     }));
     let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
     let s = seen.clone();
@@ -1275,9 +1310,16 @@ async fn a_seek_wins_over_a_forward_acknowledged_later() {
         [0, 1, 2],
         "the dead letter is in flight"
     );
-    // Let the dead letter be acknowledged (its answer is applied by the next poll), then go
-    // back to the start.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the dead letter's answer (it is applied by the next poll), then go back to the
+    // start.
+    let start = Instant::now();
+    while answered.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the dead letter was not answered within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     consumer.seek(&tp, 0);
     consumer.poll(&handler).await.unwrap();
     let seen = seen.lock().unwrap().clone();
@@ -1306,6 +1348,7 @@ async fn forwards_gather_while_the_previous_call_is_written() {
         inner: (*b).clone(),
         delay: Duration::from_millis(200),
         calls: calls.clone(),
+        answered: Arc::default(),
     }));
     let delivered = Arc::new(AtomicUsize::new(0));
     let d = delivered.clone();
