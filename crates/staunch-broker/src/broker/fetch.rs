@@ -3,6 +3,7 @@
 //! (ListOffsets, OffsetForLeaderEpoch).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +20,22 @@ use crate::types::*;
 const INLINE_READ_MAX: usize = 2 << 20;
 /// A fetch of more partitions than this reads on the blocking pool.
 const INLINE_PARTITIONS_MAX: usize = 8;
+
+/// Counts one fetch in `Inner::fetches_waiting` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Broker {
     /// Reads from each partition, only below its high watermark — so a consumer never sees a
@@ -61,12 +78,19 @@ impl Broker {
             {
                 return results;
             }
+            let _waiting = Waiting::new(&self.inner.fetches_waiting);
             tokio::select! {
                 _ = tokio::time::sleep_until((deadline).into()) => {}
                 _ = version.changed() => {}
                 _ = closing.changed() => {}
             }
         }
+    }
+
+    /// How many fetches are waiting for data now: each has read too little and will be woken
+    /// by the next high-watermark move (or its deadline). For tests and metrics.
+    pub fn fetches_waiting(&self) -> usize {
+        self.inner.fetches_waiting.load(Ordering::SeqCst)
     }
 
     /// [`Broker::read_partitions`] on the calling (async) thread if it is small (at most

@@ -12,6 +12,7 @@ mod offsets;
 mod produce;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use staunch_core::ErrorCode;
 use staunch_log::{read_file, replace_file};
@@ -55,6 +56,8 @@ struct Inner {
     groups: GroupCoordinator,
     /// Bumped whenever a high watermark moves, waking long-polling fetches.
     data_version: watch::Sender<u64>,
+    /// Fetches now waiting for data (see [`Broker::fetches_waiting`]).
+    fetches_waiting: AtomicUsize,
     /// Set at shutdown so long polls return at once.
     closing: watch::Sender<bool>,
     /// Taken (in FIFO order) for the write phase of in-process `BrokerApi::produce` calls, so
@@ -177,6 +180,7 @@ impl Broker {
                 producer_ids,
                 groups,
                 data_version: watch::channel(0).0,
+                fetches_waiting: AtomicUsize::new(0),
                 closing: watch::channel(false).0,
                 in_process_writes: tokio::sync::Mutex::new(()),
             }),
