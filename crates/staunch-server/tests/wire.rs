@@ -284,9 +284,15 @@ async fn a_failed_acks_zero_produce_closes_its_connection() {
         .expect("the connection neither answered nor closed");
     assert!(after.is_err(), "still answering: {after:?}");
     let mut other = connect(running.addr).await;
-    // Time for a wrongly applied late produce to become durable and visible.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(values(&mut other, "zero").await, vec![b"good".to_vec()]);
+    drop(other);
+    // A wrongly applied late produce is in the log once the server has finished every
+    // connection and the broker has flushed, which stopping them waits for; the restarted
+    // broker shows all of it.
+    running.stop().await;
+    let running = start(dir.path(), 1 << 20).await;
+    let mut after = connect(running.addr).await;
+    assert_eq!(values(&mut after, "zero").await, vec![b"good".to_vec()]);
     running.stop().await;
 }
 
@@ -373,7 +379,18 @@ async fn a_long_poll_fetch_answers_when_data_arrives_and_acks_zero_gets_no_answe
             .unwrap();
         (response, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The record is sent once the fetch has found nothing and waits for data.
+    while running.broker.fetches_waiting() == 0 {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the fetch was not waiting for data within {TIMEOUT:?}"
+        );
+        assert!(
+            !poll.is_finished(),
+            "the fetch was answered before any data arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // acks = 0: no answer is sent, the record is still stored.
     let mut producer = connect(running.addr).await;
     let version = producer.version_for::<ProduceRequest>().unwrap();
