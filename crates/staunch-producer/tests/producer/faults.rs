@@ -2,7 +2,9 @@
 //! leaders, lacks replicas, is slow, blocks, or refuses records for good.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -522,15 +524,37 @@ async fn a_full_buffer_makes_send_wait_for_room() {
         for i in 0..4 {
             producer.send_oneway(big(i)).await.unwrap();
         }
+        let released = Arc::new(AtomicBool::new(false));
+        let (parked_tx, parked) = tokio::sync::oneshot::channel();
         let waiting = {
             let producer = producer.clone();
-            tokio::spawn(async move { producer.send(big(4)).await })
+            let released = released.clone();
+            tokio::spawn(async move {
+                let mut send = std::pin::pin!(producer.send(big(4)));
+                // Polled once: it waits for room (or would have taken the record at once).
+                let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+                assert!(first.is_pending(), "answered at once: {first:?}");
+                let _ = parked_tx.send(());
+                let placed = send.await;
+                // Whether the broker had been let answer when the send finished.
+                (placed, released.load(Ordering::SeqCst))
+            })
         };
+        parked.await.expect("the send is polled");
+        assert_eq!(producer.metrics().sent, 4, "the fifth record is not taken");
+        // Part of what is tested, not synchronisation: with the broker silent the send stays
+        // blocked for a while (and, checked below, until the broker answers).
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!waiting.is_finished(), "no room until the broker answers");
         assert_eq!(producer.metrics().sent, 4);
+        released.store(true, Ordering::SeqCst);
         faulty.state.release();
-        let placed = waiting.await.unwrap().unwrap();
+        let (placed, after_release) = waiting.await.unwrap();
+        assert!(
+            after_release,
+            "the send finished before the broker answered"
+        );
+        let placed = placed.unwrap();
         assert_eq!(placed.offset, 4);
         producer.close().await;
         assert_eq!(producer.metrics().acknowledged, 5);
