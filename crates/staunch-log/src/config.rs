@@ -100,6 +100,8 @@ impl<'de> Deserialize<'de> for FlushPolicy {
 /// retention_age = "7d"        # omit retention_age / retention_bytes for no limit
 /// retention_bytes = 10737418240
 /// sync_timeout = "30s"
+/// max_unsynced_bytes = 16777216
+/// checkpoint_interval = "10s"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -147,6 +149,20 @@ pub struct LogConfig {
     /// that helps no one.
     #[serde(with = "humantime_serde")]
     pub sync_timeout: Duration,
+    /// Under flush `always` only: the most bytes the log keeps written but not yet fsynced. A
+    /// write that would go past it first waits for (or forces) an fsync of what is there; an
+    /// append larger than it is written in pieces with an fsync between them. Never reached by
+    /// appends that wait for their own durability unless more than this much is in flight.
+    /// Recovery relies on the bound: valid batches found more than this far past a damaged one
+    /// prove the damage is not a torn write (so it is bit rot, and the log refuses to cut it).
+    /// Default 16 MiB; must be positive.
+    pub max_unsynced_bytes: u64,
+    /// How often, at most, the background thread rewrites the log's recovery point (the offset
+    /// below which everything is known durable) when the durable end moved. The recovery point
+    /// is also written at every segment roll, truncation and clean close. Each write costs a
+    /// small file, two fsyncs and a rename. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
 }
 
 /// The defaults, in one place.
@@ -160,6 +176,8 @@ const DEFAULTS: LogConfig = LogConfig {
     max_batch_bytes: 1_048_588,
     zero_fill_bytes: 8 << 20,
     sync_timeout: Duration::from_secs(30),
+    max_unsynced_bytes: 16 << 20,
+    checkpoint_interval: Duration::from_secs(10),
 };
 
 impl Default for LogConfig {
@@ -169,6 +187,16 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// The most bytes a log with this configuration ever holds written but not fsynced, under
+    /// flush `always`: [`LogConfig::max_unsynced_bytes`], or one batch if that is larger (a
+    /// batch is written whole). 0 under `interval` and `os`, which have no such bound.
+    pub(crate) fn unsynced_window(&self) -> u64 {
+        match self.flush {
+            FlushPolicy::Always => self.max_unsynced_bytes.max(u64::from(self.max_batch_bytes)),
+            FlushPolicy::Interval(_) | FlushPolicy::Os => 0,
+        }
+    }
+
     /// Checks the numbers and returns the configuration.
     pub fn validate(self) -> Result<Self, LogError> {
         let bad = |m: String| Err(LogError::InvalidConfig(m));
@@ -189,6 +217,12 @@ impl LogConfig {
                 "max_batch_bytes must be between 64 bytes and segment_bytes, got {}",
                 self.max_batch_bytes
             ));
+        }
+        if self.max_unsynced_bytes == 0 {
+            return bad("max_unsynced_bytes must be positive".into());
+        }
+        if self.checkpoint_interval.is_zero() {
+            return bad("checkpoint_interval must be positive".into());
         }
         if let FlushPolicy::Interval(d) = self.flush
             && d.is_zero()

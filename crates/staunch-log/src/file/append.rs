@@ -1,6 +1,12 @@
 //! Appending: validating, stamping and writing batches at the log end ([`Inner::write`]), and
-//! rolling to a new segment when the active one is full or old ([`Inner::roll`]). Nothing here
-//! waits for durability; that is the `group_commit` module's job.
+//! rolling to a new segment when the active one is full or old ([`Inner::roll`]). Waiting for
+//! durability is the `group_commit` module's job, with one exception: under flush `always` a
+//! write never leaves more than [`LogConfig::unsynced_window`] bytes written but unsynced (it
+//! waits for a group fsync first, and an append larger than that is written in pieces with an
+//! fsync between them), because recovery relies on that bound to tell a torn tail from damage
+//! to durable data (the `recovery` module).
+
+use std::sync::atomic::Ordering;
 
 use staunch_core::LeaderEpoch;
 
@@ -10,13 +16,37 @@ use super::segment::{Segment, index_name, log_name};
 use super::{Inner, State, meta};
 use crate::LogError;
 use crate::config::FlushPolicy;
+#[cfg(doc)]
+use crate::config::LogConfig;
 use crate::error::is_out_of_space;
 use crate::io::{replace_file, write_all_at};
 use crate::store::{AppendInfo, Durability};
-use crate::validate::{check_append, stamp};
+use crate::validate::{BatchSpan, check_append, stamp};
 
 /// How far ahead of the data the active segment reserves disk blocks.
 const PREALLOCATE_STEP: u64 = 64 << 20;
+
+/// Where an append's bytes are split so that no piece but a single batch is larger than
+/// `window` (0: no limit): the end of each piece, the last one being the end of the append.
+fn pieces(spans: &[BatchSpan], window: u64) -> Vec<usize> {
+    let end = spans.last().map_or(0, |s| s.start + s.len);
+    if window == 0 || end as u64 <= window {
+        return vec![end];
+    }
+    let mut ends = Vec::new();
+    let mut start = 0;
+    for span in spans {
+        let span_end = span.start + span.len;
+        if span_end - start > window as usize && span.start > start {
+            ends.push(span.start);
+            start = span.start;
+        }
+        if span_end == end {
+            ends.push(end);
+        }
+    }
+    ends
+}
 
 impl Inner {
     /// Closes the active segment and starts a new one at the log end. Under `always` the closed
@@ -73,10 +103,21 @@ impl Inner {
         }
         st.segments.insert(base, Segment::empty(base, file, now_ms));
         if seal_now {
-            let mut sync = self.lock_sync();
-            // Not after a failure: the log may have given up on one of these fsyncs (hung).
-            if sync.generation == st.generation && self.failure.get().is_none() {
-                sync.durable_end = sync.durable_end.max(closed_end);
+            self.note_all_synced();
+            {
+                let mut sync = self.lock_sync();
+                // Not after a failure: the log may have given up on one of these fsyncs (hung).
+                if sync.generation == st.generation && self.failure.get().is_none() {
+                    sync.durable_end = sync.durable_end.max(closed_end);
+                }
+            }
+            // The closed segment is durable: a cheap moment to record it (not fatal if it
+            // fails: an older recovery point only protects less). Never after a failure: one
+            // of its fsyncs may have been given up on.
+            if self.failure.get().is_none()
+                && let Err(e) = self.record_recovery_point(&mut self.lock_checkpoint(), closed_end)
+            {
+                tracing::warn!(segment = %name, error = %e, "could not record the recovery point");
             }
         } else {
             st.unsealed.push_back(closed_base);
@@ -101,8 +142,24 @@ impl Inner {
         let now = self.clock.now_ms();
         // Before the state lock, which a hung fsync (a roll's) may hold.
         self.check_health()?;
+        let window = self.config.unsynced_window();
         let mut st = self.write_state();
         self.check_usable(&st)?;
+        // Keep what a power cut could tear within the window: wait for a group fsync of what is
+        // there first if this write would go past it.
+        while window > 0 && {
+            let unsynced = self.unsynced_bytes();
+            unsynced > 0 && unsynced.saturating_add(bytes.len() as u64) > window
+        } {
+            let target = st.log_end;
+            drop(st);
+            match self.sync_through(target) {
+                Ok(_) | Err(LogError::Truncated) => {}
+                Err(e) => return Err(e),
+            }
+            st = self.write_state();
+            self.check_usable(&st)?;
+        }
 
         let active = st.active();
         let full = active.size + bytes.len() as u64 > self.config.segment_bytes;
@@ -131,19 +188,44 @@ impl Inner {
                 Err(e) => tracing::debug!(error = %e, "preallocation failed; appending without"),
             }
         }
-        if let Err(e) = write_all_at(&*active.file, bytes, position) {
-            let name = active.name();
-            // Cut off whatever part of the write landed; later writes go to `position` anyway.
-            let _ = active.file.set_len(position);
-            active.allocated = position;
-            return Err(if is_out_of_space(&e) {
-                LogError::DiskFull {
-                    file: name,
-                    source: e,
+        let mut done = 0;
+        for piece in pieces(&spans, window) {
+            if done > 0 {
+                // A piece of an append larger than the window: the earlier pieces are fsynced
+                // first (under the state lock; such appends are rare and large).
+                if let Err(e) = active.file.sync_data() {
+                    let name = active.name();
+                    return Err(
+                        self.fail(format!("fdatasync of {name} within an append failed: {e}"))
+                    );
                 }
-            } else {
-                self.fail(format!("write to {name} failed: {e}"))
-            });
+                self.note_all_synced();
+            }
+            if let Err(e) = write_all_at(&*active.file, &bytes[done..piece], position + done as u64)
+            {
+                let name = active.name();
+                // Cut off whatever part of the write landed; later writes go to `position`
+                // anyway. If earlier pieces were fsynced, so is the cut, or they would come
+                // back after a crash.
+                let cut = active.file.set_len(position);
+                active.allocated = position;
+                if done > 0 && cut.and_then(|()| active.file.sync_data()).is_err() {
+                    return Err(self.fail(format!(
+                        "write to {name} failed ({e}) and cutting it off failed"
+                    )));
+                }
+                return Err(if is_out_of_space(&e) {
+                    LogError::DiskFull {
+                        file: name,
+                        source: e,
+                    }
+                } else {
+                    self.fail(format!("write to {name} failed: {e}"))
+                });
+            }
+            self.written_bytes
+                .fetch_add((piece - done) as u64, Ordering::AcqRel);
+            done = piece;
         }
         let interval = u64::from(self.config.index_interval_bytes);
         let mut next = base;

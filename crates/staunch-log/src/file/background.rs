@@ -1,7 +1,8 @@
 //! The log's background thread: it seals the closed segments a roll queued (`interval`, `os`),
-//! zero-fills ahead of the data when asked (`always`, see the `zero_fill` module), and under
-//! `interval` syncs the log every interval. Sealing itself, [`Inner::seal_closed_segments`], is
-//! here too; `close` runs it as well.
+//! zero-fills ahead of the data when asked (`always`, see the `zero_fill` module), under
+//! `interval` syncs the log every interval, and records the recovery point (the `checkpoint`
+//! module) after sealing and at most every `checkpoint_interval` when the durable end moved.
+//! Sealing itself, [`Inner::seal_closed_segments`], is here too; `close` runs it as well.
 
 use std::sync::Weak;
 use std::thread::JoinHandle;
@@ -22,13 +23,19 @@ pub(super) struct Background {
     pub(super) zero_fill_requested: bool,
 }
 
-/// The background thread of an `interval` or `os` log: seals closed segments as soon as a roll
-/// queues them, and under `interval` syncs the log every `interval`.
+/// The background thread of a log: seals closed segments as soon as a roll queues them
+/// (`interval`, `os`), zero-fills when asked (`always`), under `interval` syncs the log every
+/// `interval`, and records the recovery point.
 pub(super) fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("staunch-log-bg".into())
         .spawn(move || {
             let mut next_flush = interval.map(|every| Instant::now() + every);
+            let checkpoint_every = match inner.upgrade() {
+                Some(log) => log.config.checkpoint_interval,
+                None => return,
+            };
+            let mut next_checkpoint = Instant::now() + checkpoint_every;
             loop {
                 let Some(log) = inner.upgrade() else { return };
                 let zero_fill;
@@ -42,19 +49,15 @@ pub(super) fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -
                             break;
                         }
                         let now = Instant::now();
-                        bg = match next_flush {
-                            Some(at) if at <= now => break,
-                            Some(at) => {
-                                log.background_signal
-                                    .wait_timeout(bg, at - now)
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .0
-                            }
-                            None => log
-                                .background_signal
-                                .wait(bg)
-                                .unwrap_or_else(|p| p.into_inner()),
-                        };
+                        let at = next_flush.map_or(next_checkpoint, |f| f.min(next_checkpoint));
+                        if at <= now {
+                            break;
+                        }
+                        bg = log
+                            .background_signal
+                            .wait_timeout(bg, at - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
                     bg.seal_requested = false;
                     zero_fill = std::mem::take(&mut bg.zero_fill_requested);
@@ -68,9 +71,18 @@ pub(super) fn spawn_background(inner: Weak<Inner>, interval: Option<Duration>) -
                     tracing::error!(error = %e, "zero-filling failed; log refuses appends");
                     return;
                 }
-                if let Err(e) = log.seal_closed_segments() {
-                    tracing::error!(error = %e, "sealing a closed segment failed");
-                    return;
+                match log.seal_closed_segments() {
+                    // A sealed segment is the roll's moment to record the recovery point.
+                    Ok(true) => log.checkpoint_if_moved(),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "sealing a closed segment failed");
+                        return;
+                    }
+                }
+                if next_checkpoint <= Instant::now() {
+                    next_checkpoint = Instant::now() + checkpoint_every;
+                    log.checkpoint_if_moved();
                 }
                 if let (Some(at), Some(every)) = (next_flush, interval)
                     && at <= Instant::now()
@@ -98,12 +110,14 @@ impl Inner {
 
     /// Seals queued closed segments, oldest first: fsync (no lock held), then persist the index
     /// and advance the durable end (under the state lock, so a truncation cannot interleave).
-    pub(super) fn seal_closed_segments(&self) -> Result<(), LogError> {
+    /// Returns whether it sealed any.
+    pub(super) fn seal_closed_segments(&self) -> Result<bool, LogError> {
+        let mut sealed = false;
         loop {
             let (base, file, name, generation) = {
                 let st = self.read_state();
                 let Some(&base) = st.unsealed.front() else {
-                    return Ok(());
+                    return Ok(sealed);
                 };
                 let segment = &st.segments[&base];
                 (base, segment.file.clone(), segment.name(), st.generation)
@@ -126,6 +140,7 @@ impl Inner {
                 tracing::warn!(segment = %name, error = %e, "could not persist segment index");
             }
             st.unsealed.pop_front();
+            sealed = true;
             let mut sync = self.lock_sync();
             // Not after a failure: the log may have given up on this fsync (hung).
             if sync.generation == st.generation && self.failure.get().is_none() {

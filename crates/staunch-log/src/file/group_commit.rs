@@ -38,6 +38,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+
 use staunch_core::Offset;
 
 use super::Inner;
@@ -152,6 +154,21 @@ impl Inner {
         self.lock_sync().durable_end
     }
 
+    /// Bytes written but not known fsynced (an upper bound on what a power cut could tear).
+    pub(super) fn unsynced_bytes(&self) -> u64 {
+        let synced = self.synced_bytes.load(Ordering::Acquire);
+        self.written_bytes
+            .load(Ordering::Acquire)
+            .saturating_sub(synced)
+    }
+
+    /// Notes that every byte written so far is fsynced. The caller holds the state lock (so no
+    /// write is in progress) and has just synced every file holding unsynced bytes.
+    pub(super) fn note_all_synced(&self) {
+        let written = self.written_bytes.load(Ordering::Acquire);
+        self.synced_bytes.fetch_max(written, Ordering::AcqRel);
+    }
+
     /// Lets appenders that are about to write join the coming fsync. Appenders released by the
     /// previous round come straight back with their next batch; starting the fsync at once would
     /// leave them for the round after, and the rounds would alternate between two half-size
@@ -175,8 +192,9 @@ impl Inner {
     /// the file it last synced.
     fn sync_round(&self) -> (Offset, u64, std::io::Result<()>, String) {
         // Everything written so far is below `goal`: writes happen under the state lock.
-        let (goal, generation, files) = {
+        let (goal, generation, files, written) = {
             let st = self.read_state();
+            let written = self.written_bytes.load(Ordering::Acquire);
             let files: Vec<_> = st
                 .unsealed
                 .iter()
@@ -184,7 +202,7 @@ impl Inner {
                 .chain(std::iter::once(st.active()))
                 .map(|segment| (segment.file.clone(), segment.name()))
                 .collect();
-            (st.log_end, st.generation, files)
+            (st.log_end, st.generation, files, written)
         };
         let mut result = Ok(());
         let mut name = String::new();
@@ -194,6 +212,11 @@ impl Inner {
             if result.is_err() {
                 break;
             }
+        }
+        if result.is_ok() {
+            // Counted in bytes written, not positions, so a truncation meanwhile changes
+            // nothing: it syncs everything it leaves and notes that itself.
+            self.synced_bytes.fetch_max(written, Ordering::AcqRel);
         }
         (goal, generation, result, name)
     }

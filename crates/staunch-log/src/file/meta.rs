@@ -13,6 +13,11 @@
 //!
 //! Truncation intent (`truncate-intent`), present only while a truncation is in progress:
 //! `"STTI" | version u8 | target offset i64 | crc32c u32`
+//!
+//! Recovery point (`recovery-point`), Kafka's "recovery point offset" kept per log:
+//! `"STRP" | version u8 | offset i64 | unsynced_window u64 | crc32c u32` — every record below
+//! `offset` was on disk when the file was written, and (if `unsynced_window` is not 0) the log
+//! that wrote it never had more than `unsynced_window` bytes written but not yet fsynced.
 
 use super::segment::{IndexEntry, Segment};
 use staunch_core::Offset;
@@ -20,6 +25,7 @@ use staunch_core::Offset;
 const INDEX_MAGIC: &[u8; 4] = b"STIX";
 const MARKER_MAGIC: &[u8; 4] = b"STCS";
 const INTENT_MAGIC: &[u8; 4] = b"STTI";
+const RECOVERY_POINT_MAGIC: &[u8; 4] = b"STRP";
 const VERSION: u8 = 1;
 
 /// File name of the clean-shutdown marker.
@@ -27,6 +33,19 @@ pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 
 /// File name of the truncation intent.
 pub(crate) const TRUNCATE_INTENT: &str = "truncate-intent";
+
+/// File name of the recovery point.
+pub(crate) const RECOVERY_POINT: &str = "recovery-point";
+
+/// What the recovery point records; see the module docs and the `recovery` module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecoveryPoint {
+    /// Every record below this offset was durable when the file was written.
+    pub(crate) offset: Offset,
+    /// The most bytes the writing log ever had written but not fsynced (flush `always`), or 0
+    /// if it had no such bound (flush `interval` / `os`).
+    pub(crate) unsynced_window: u64,
+}
 
 /// A segment's extent and index as persisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +205,26 @@ pub(crate) fn decode_truncate_intent(bytes: &[u8]) -> Option<Offset> {
     r.buf.is_empty().then_some(target)
 }
 
+pub(crate) fn encode_recovery_point(point: &RecoveryPoint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25);
+    out.extend_from_slice(RECOVERY_POINT_MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&point.offset.to_be_bytes());
+    out.extend_from_slice(&point.unsynced_window.to_be_bytes());
+    seal(out)
+}
+
+pub(crate) fn decode_recovery_point(bytes: &[u8]) -> Option<RecoveryPoint> {
+    let mut r = Reader {
+        buf: unseal(bytes, RECOVERY_POINT_MAGIC)?,
+    };
+    let point = RecoveryPoint {
+        offset: r.i64()?,
+        unsynced_window: r.u64()?,
+    };
+    (r.buf.is_empty() && point.offset >= 0).then_some(point)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +244,24 @@ mod tests {
             assert_eq!(decode_clean_shutdown(&bad), None);
         }
         assert_eq!(decode_clean_shutdown(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn recovery_point_round_trips_and_rejects_any_flipped_bit() {
+        let point = RecoveryPoint {
+            offset: 1 << 40,
+            unsynced_window: 16 << 20,
+        };
+        let bytes = encode_recovery_point(&point);
+        assert_eq!(decode_recovery_point(&bytes), Some(point));
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert_eq!(decode_recovery_point(&bad), None, "bit {i}");
+        }
+        assert_eq!(decode_recovery_point(&bytes[..bytes.len() - 1]), None);
+        // Another file's bytes with a valid CRC are not a recovery point.
+        assert_eq!(decode_recovery_point(&encode_truncate_intent(5)), None);
     }
 
     #[test]

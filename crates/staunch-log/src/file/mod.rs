@@ -12,12 +12,15 @@
 //! - [`recovery`]: opening a log after any shutdown, and the crash-recovery argument.
 //! - [`append`]: writing batches at the log end, rolling segments.
 //! - [`group_commit`]: waiting until appends are durable, one shared fsync per round; poisoning.
-//! - [`background`]: the background thread (sealing closed segments, interval syncs).
+//! - [`background`]: the background thread (sealing closed segments, interval syncs, recording
+//!   the recovery point).
+//! - [`checkpoint`]: the recovery point, the offset below which everything is known durable.
 //! - [`read`]: reading batches.
 //! - [`truncate`]: cutting the log back to an offset.
 //! - [`retention`]: deleting old segments.
 //! - [`timestamps`], [`zero_fill`], [`segment`], [`meta`]: timestamp lookups, zeros ahead of the
 //!   data, one segment and its index, the small files beside the segments.
+//! - [`walk`]: reading a segment batch by batch without trusting it (recovery and `check`).
 //!
 //! # Failures
 //! A failed fsync (or a write failing with anything but "disk full") poisons the log: every
@@ -29,11 +32,15 @@
 //!
 //! # Recovery
 //! Closed segments are trusted when their index matches the file; the last segment is scanned
-//! batch by batch and cut at the first torn or invalid batch, unless a valid clean-shutdown
-//! marker says exactly how long it is. The whole argument is in the [`recovery`] module.
+//! batch by batch unless a valid clean-shutdown marker says exactly how long it is. A torn tail
+//! (data that was never durable) is cut; damage to data that was durable — below the recovery
+//! point, in a closed segment under `always`, or followed by valid batches further than the log
+//! ever leaves unsynced — makes the open fail with [`LogError::Corrupt`] and changes nothing.
+//! The whole argument is in the [`recovery`] module.
 
 mod append;
 mod background;
+mod checkpoint;
 mod group_commit;
 mod meta;
 mod read;
@@ -42,12 +49,14 @@ mod retention;
 mod segment;
 mod timestamps;
 mod truncate;
+mod walk;
 mod zero_fill;
 
-pub use recovery::Recovery;
+pub use recovery::{Recovery, TailCut};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
@@ -60,6 +69,7 @@ use crate::store::{
     AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
 };
 use background::{Background, spawn_background};
+use checkpoint::Checkpoint;
 use group_commit::{SyncState, SyncsInFlight};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown};
 use recovery::recover;
@@ -98,6 +108,13 @@ struct Inner {
     /// The zeros written ahead of the active segment's data (flush `always`).
     zero_fill: Mutex<ZeroFill>,
     zero_fill_done: Condvar,
+    /// Bytes of batches written since the open, ever growing (changed under the state lock).
+    written_bytes: AtomicU64,
+    /// Of `written_bytes`, how many are known fsynced: `written_bytes - synced_bytes` bounds
+    /// what a power cut can tear (the `append` module keeps it under `max_unsynced_bytes`).
+    synced_bytes: AtomicU64,
+    /// The recovery point last recorded. Lock order: state, then this, then sync.
+    checkpoint: Mutex<Checkpoint>,
 }
 
 struct State {
@@ -183,14 +200,16 @@ impl FileLog {
             background_signal: Condvar::new(),
             zero_fill: Mutex::new(ZeroFill::fresh()),
             zero_fill_done: Condvar::new(),
+            written_bytes: AtomicU64::new(0),
+            synced_bytes: AtomicU64::new(0),
+            // Recovery left the recovery point at the log end, or there was nothing to record.
+            checkpoint: Mutex::new(Checkpoint { recorded: log_end }),
         });
-        let background = match inner.config.flush {
-            FlushPolicy::Always => Some(spawn_background(Arc::downgrade(&inner), None)),
-            FlushPolicy::Interval(every) => {
-                Some(spawn_background(Arc::downgrade(&inner), Some(every)))
-            }
-            FlushPolicy::Os => Some(spawn_background(Arc::downgrade(&inner), None)),
+        let interval = match inner.config.flush {
+            FlushPolicy::Interval(every) => Some(every),
+            FlushPolicy::Always | FlushPolicy::Os => None,
         };
+        let background = Some(spawn_background(Arc::downgrade(&inner), interval));
         Ok(Self {
             inner,
             background: Mutex::new(background),
@@ -317,6 +336,9 @@ impl Inner {
             &meta::encode_index(active),
         )
         .map_err(|e| LogError::io(format!("writing {}", index_name(active.base)), e))?;
+        let log_end = st.log_end;
+        self.record_recovery_point(&mut self.lock_checkpoint(), log_end)?;
+        let active = st.active();
         let marker = CleanShutdown {
             log_end: st.log_end,
             active_base: active.base,

@@ -55,75 +55,154 @@
 //! recovery is reported as [`LogError::Corrupt`] and never served.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 
 use staunch_core::Offset;
 
 use super::State;
-use super::meta::{self, CLEAN_SHUTDOWN, TRUNCATE_INTENT};
-use super::segment::{Segment, index_name, log_name, parse_log_name, scan};
+use super::meta::{self, CLEAN_SHUTDOWN, RECOVERY_POINT, RecoveryPoint, TRUNCATE_INTENT};
+use super::segment::{Segment, index_name, log_name, parse_log_name};
 use super::truncate::cut_position;
+use super::walk::{Chunks, Region, scan, walk_from};
 use crate::LogError;
 use crate::config::LogConfig;
-use crate::io::{SegmentFile, SegmentIo, read_exact_at, read_file, replace_file};
+use crate::io::{SegmentIo, read_file, replace_file};
 
-/// How an open found the log; for logs and tests.
+/// How an open found the log: a clean shutdown, or what recovery scanned and cut. For logs,
+/// operators (the broker shows it) and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recovery {
-    /// A valid clean-shutdown marker was found, so nothing was scanned.
+    /// A valid clean-shutdown marker was found, so the last segment was not scanned.
     pub clean: bool,
     /// Segments scanned batch by batch.
     pub segments_scanned: usize,
     /// Bytes cut from the tail because they were torn or invalid (dropped segments included).
     pub bytes_truncated: u64,
+    /// Records in the bytes cut, counted from the batch headers that could be read there: a
+    /// lower bound unless [`Recovery::records_truncated_exact`]. Records that never reached the
+    /// disk at all (unsynced writes a power cut dropped whole) cannot be counted.
+    pub records_truncated: u64,
+    /// Whether readable batch headers accounted for every byte cut.
+    pub records_truncated_exact: bool,
     /// Closed but unsealed segments dropped because an earlier one lost its unsynced tail.
     pub segments_dropped: usize,
-    /// Why the tail was cut, if it was.
+    /// Why the (last) tail was cut, if one was: `<file> at byte <position>: <reason>`.
     pub truncation_reason: Option<String>,
+    /// Every cut, in log order: the torn tail of a segment, or a whole dropped segment.
+    pub cuts: Vec<TailCut>,
 }
 
-/// Whether bytes `from..to` of a segment are all zero: the unused part of a preallocation.
-fn is_zero_tail(file: &dyn SegmentFile, from: u64, to: u64, name: &str) -> Result<bool, LogError> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = from;
-    while pos < to {
-        let n = (to - pos).min(buf.len() as u64) as usize;
-        read_exact_at(file, &mut buf[..n], pos)
-            .map_err(|e| LogError::io(format!("reading {name} at {pos}"), e))?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
+impl Recovery {
+    fn new(clean: bool) -> Self {
+        Recovery {
+            clean,
+            segments_scanned: 0,
+            bytes_truncated: 0,
+            records_truncated: 0,
+            records_truncated_exact: true,
+            segments_dropped: 0,
+            truncation_reason: None,
+            cuts: Vec::new(),
         }
-        pos += n as u64;
     }
-    Ok(true)
+
+    fn add_cut(&mut self, cut: TailCut) {
+        self.bytes_truncated += cut.bytes;
+        self.records_truncated = self.records_truncated.saturating_add(cut.records);
+        self.records_truncated_exact &= cut.records_exact;
+        self.truncation_reason = Some(format!(
+            "{} at byte {}: {}",
+            cut.file, cut.position, cut.reason
+        ));
+        self.cuts.push(cut);
+    }
+
+    /// One line saying what was lost, e.g. `cut 180 bytes (3 records) from offset 17 on:
+    /// 00000000000000000000.log at byte 4242: record batch CRC mismatch …`; `None` if nothing
+    /// was cut.
+    pub fn summary(&self) -> Option<String> {
+        let first = self.cuts.first()?;
+        let records = if self.records_truncated_exact {
+            format!("{} records", self.records_truncated)
+        } else {
+            format!("at least {} records", self.records_truncated)
+        };
+        Some(format!(
+            "cut {} bytes ({records}) from offset {} on: {} at byte {}: {}",
+            self.bytes_truncated, first.first_offset, first.file, first.position, first.reason
+        ))
+    }
 }
 
-/// Deletes the unsealed segments `bases` (and any index files), durably, and counts them.
-fn drop_segments(
-    io: &dyn SegmentIo,
-    bases: &[Offset],
-    recovery: &mut Recovery,
-) -> Result<(), LogError> {
-    for &b in bases {
-        let name = log_name(b);
-        if let Ok(f) = io.open(&name, false) {
-            recovery.bytes_truncated += f.size().unwrap_or(0);
-        }
-        io.remove(&index_name(b))
-            .and_then(|()| io.remove(&name))
-            .map_err(|e| LogError::io(format!("removing {name}"), e))?;
-        recovery.segments_dropped += 1;
-    }
-    io.sync_dir()
-        .map_err(|e| LogError::io("syncing the log directory", e))?;
-    if !bases.is_empty() {
-        tracing::error!(
-            dropped = bases.len(),
-            "unsealed segments lost data in a machine crash under flush interval/os; \
-             dropping them from the first gap on"
-        );
-    }
-    Ok(())
+/// One stretch of bytes recovery cut: the torn tail of a segment from a position on, or a whole
+/// unsealed segment dropped after an earlier one lost its tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TailCut {
+    /// The segment file.
+    pub file: String,
+    /// Byte position of the cut in the file (0 for a dropped segment).
+    pub position: u64,
+    /// The offset the first cut batch had or should have had; the log ends here now.
+    pub first_offset: Offset,
+    /// Bytes cut.
+    pub bytes: u64,
+    /// Records counted from the readable batch headers in the cut bytes.
+    pub records: u64,
+    /// Whether those headers accounted for every cut byte (else `records` is a lower bound).
+    pub records_exact: bool,
+    /// Why the bytes there are not a valid batch.
+    pub reason: String,
 }
+
+impl fmt::Display for TailCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at_least = if self.records_exact { "" } else { "at least " };
+        write!(
+            f,
+            "{} at byte {}: {} bytes ({at_least}{} records) from offset {} on: {}",
+            self.file, self.position, self.bytes, self.records, self.first_offset, self.reason
+        )
+    }
+}
+
+/// What an open will do, decided by [`inspect`] before anything on disk is changed.
+pub(super) struct Plan {
+    tmp_files: Vec<String>,
+    intent: Option<Offset>,
+    /// Segments at or above the truncation intent's target: deleted.
+    doomed_by_intent: Vec<Offset>,
+    marker: bool,
+    pub(super) recovery_point: Option<RecoveryPoint>,
+    pub(super) segments: Vec<Planned>,
+    /// Unsealed segments after a cut: deleted.
+    dropped: Vec<Offset>,
+    pub(super) recovery: Recovery,
+}
+
+/// One segment the log keeps, as [`inspect`] found it.
+pub(super) struct Planned {
+    pub(super) segment: Segment,
+    /// The file's length; `segment.size` is the valid part.
+    file_len: u64,
+    /// The file is cut to `segment.size`: a tail of zeros or a torn tail.
+    trim: bool,
+    /// A closed segment that had to be scanned: it is fsynced and indexed before the log opens.
+    reseal: bool,
+}
+
+fn corrupt(file: impl Into<String>, position: u64, reason: String) -> LogError {
+    LogError::Corrupt {
+        file: file.into(),
+        position,
+        reason,
+    }
+}
+
+/// What to tell the operator after a refusal.
+const WAY_OUT: &str = "nothing was truncated; with the broker stopped, `staunch log check` lists \
+                       the damage and `staunch log repair --move-aside` moves it aside";
 
 /// Whether segment `base` has a valid index file recording exactly its file's length, i.e. it
 /// was sealed (fsynced, then indexed).
@@ -139,19 +218,61 @@ fn sealed_on_disk(io: &dyn SegmentIo, base: Offset) -> bool {
         .is_some_and(|idx| idx.base == base && idx.size == len)
 }
 
-/// Opens every segment, trusting closed ones with a matching index and scanning the rest.
-pub(super) fn recover(
+/// Records the regions of a cut hold (zeros hold none), and whether the count is exact.
+fn count(regions: &[Region]) -> (u64, bool) {
+    let mut records = 0u64;
+    let mut exact = true;
+    for region in regions {
+        match region {
+            Region::Batches { records: n, .. } => records = records.saturating_add(*n),
+            Region::Damaged(d) if d.zeros => {}
+            Region::Damaged(d) => {
+                records = records.saturating_add(d.records);
+                exact &= d.records_exact;
+            }
+        }
+    }
+    (records, exact)
+}
+
+/// What a whole segment that is dropped held.
+fn dropped_cut(io: &dyn SegmentIo, base: Offset) -> Result<TailCut, LogError> {
+    let name = log_name(base);
+    let file = io
+        .open(&name, false)
+        .map_err(|e| LogError::io(format!("opening {name}"), e))?;
+    let len = file
+        .size()
+        .map_err(|e| LogError::io(format!("reading length of {name}"), e))?;
+    let mut chunks = Chunks::new(&*file, &name, len);
+    let (records, records_exact) = count(&walk_from(&mut chunks, 0, base)?);
+    Ok(TailCut {
+        file: name,
+        position: 0,
+        first_offset: base,
+        bytes: len,
+        records,
+        records_exact,
+        reason: "an unsealed segment after one that lost its tail: offsets must stay contiguous"
+            .into(),
+    })
+}
+
+/// Reads the directory and decides what recovery will do, changing nothing. Fails with
+/// [`LogError::Corrupt`] if opening would cut data that was durable (see the module docs).
+pub(super) fn inspect(
     io: &dyn SegmentIo,
     config: &LogConfig,
     now_ms: i64,
-) -> Result<(State, Recovery), LogError> {
+) -> Result<Plan, LogError> {
     let names = io
         .list()
         .map_err(|e| LogError::io("listing the log directory", e))?;
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
-        io.remove(name)
-            .map_err(|e| LogError::io(format!("removing {name}"), e))?;
-    }
+    let tmp_files: Vec<String> = names
+        .iter()
+        .filter(|n| n.ends_with(".tmp"))
+        .cloned()
+        .collect();
     let mut bases: Vec<Offset> = names.iter().filter_map(|n| parse_log_name(n)).collect();
     bases.sort_unstable();
 
@@ -159,65 +280,74 @@ pub(super) fn recover(
     let intent = read_file(io, TRUNCATE_INTENT)
         .map_err(|e| LogError::io("reading the truncation intent", e))?
         .and_then(|b| meta::decode_truncate_intent(&b));
+    let doomed_by_intent = match intent {
+        Some(target) => bases.iter().copied().filter(|&b| b >= target).collect(),
+        None => Vec::new(),
+    };
     if let Some(target) = intent {
-        tracing::warn!(target, "finishing a truncation interrupted by a crash");
-        for base in bases.iter().filter(|&&b| b >= target) {
-            for name in [index_name(*base), log_name(*base)] {
-                io.remove(&name)
-                    .map_err(|e| LogError::io(format!("removing {name}"), e))?;
-            }
-        }
         bases.retain(|&b| b < target);
-        io.sync_dir()
-            .map_err(|e| LogError::io("syncing the log directory", e))?;
     }
 
     let marker = read_file(io, CLEAN_SHUTDOWN)
         .map_err(|e| LogError::io("reading the clean-shutdown marker", e))?
         .and_then(|b| meta::decode_clean_shutdown(&b));
-    let mut recovery = Recovery {
-        clean: marker.is_some(),
-        segments_scanned: 0,
-        bytes_truncated: 0,
-        segments_dropped: 0,
-        truncation_reason: None,
-    };
+    let recovery_point = read_file(io, RECOVERY_POINT)
+        .map_err(|e| LogError::io("reading the recovery point", e))?
+        .and_then(|b| meta::decode_recovery_point(&b));
+    // Every offset below `durable` was on disk; at most `window` bytes were not (0: no bound).
+    let durable = recovery_point
+        .map_or(0, |p| p.offset)
+        .min(intent.unwrap_or(Offset::MAX));
+    let window = recovery_point.map_or_else(|| config.unsynced_window(), |p| p.unsynced_window);
+    // Written under flush `always`: every closed segment was sealed before the next existed.
+    let strict = window > 0;
     let interval = u64::from(config.index_interval_bytes);
+    let mut recovery = Recovery::new(marker.is_some());
 
-    let mut segments = BTreeMap::new();
-    if bases.is_empty() {
-        let base = intent.unwrap_or(0);
-        let file = io
-            .open(&log_name(base), true)
-            .map_err(|e| LogError::io("creating the first segment", e))?;
-        io.sync_dir()
-            .map_err(|e| LogError::io("syncing the log directory", e))?;
-        segments.insert(base, Segment::empty(base, file, now_ms));
-    }
-    let mut scanned_closed = Vec::new();
-    let mut stop_after = false;
+    let mut segments: Vec<Planned> = Vec::new();
+    let mut dropped = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let name = log_name(base);
-        if let Some((_, prev)) = segments.last_key_value() {
-            let prev: &Segment = prev;
-            if prev.next_offset != base {
+        if let Some(prev) = segments.last_mut() {
+            let end = prev.segment.next_offset;
+            if end != base {
+                let why =
+                    format!("segment starts at offset {base} but the previous one ends at {end}");
+                if end < durable {
+                    return Err(corrupt(
+                        name,
+                        0,
+                        format!(
+                            "{why}, and every offset below {durable} was on disk (recovery \
+                             point): acknowledged data is missing; {WAY_OUT}"
+                        ),
+                    ));
+                }
+                if strict {
+                    return Err(corrupt(
+                        name,
+                        0,
+                        format!(
+                            "{why}; under flush `always` every closed segment was fsynced before \
+                             the next one was created, so this is damage, not a lost tail; \
+                             {WAY_OUT}"
+                        ),
+                    ));
+                }
                 // An unsealed closed segment may have lost whole batches at its end; the
                 // segments after it were unsealed too and go with them. A gap before a sealed
                 // segment is damage to data that was on disk.
                 let rest = &bases[i..];
                 if rest.iter().any(|&b| sealed_on_disk(io, b)) {
-                    return Err(LogError::Corrupt {
-                        file: name,
-                        position: 0,
-                        reason: format!(
-                            "segment starts at offset {base} but the previous one ends at {}",
-                            prev.next_offset
-                        ),
-                    });
+                    return Err(corrupt(name, 0, format!("{why}; {WAY_OUT}")));
                 }
-                drop_segments(io, rest, &mut recovery)?;
-                scanned_closed.retain(|&b| b != prev.base);
+                prev.reseal = false; // it is the last segment now
+                for &b in rest {
+                    recovery.add_cut(dropped_cut(io, b)?);
+                    recovery.segments_dropped += 1;
+                    dropped.push(b);
+                }
                 break;
             }
         }
@@ -245,62 +375,259 @@ pub(super) fn recover(
             segment.index = idx.entries;
             segment.bytes_since_index =
                 idx.size - segment.index.last().map_or(0, |e| u64::from(e.position));
-        } else {
-            recovery.segments_scanned += 1;
-            let mut found = scan(&mut segment, file_len, interval)?;
-            if found.stopped.is_some()
-                && is_zero_tail(&*segment.file, found.valid_bytes, file_len, &name)?
-            {
-                // Not damage: blocks reserved ahead of the data (preallocation) read as zeros.
-                segment
-                    .file
-                    .set_len(found.valid_bytes)
-                    .and_then(|()| segment.file.sync_data())
-                    .map_err(|e| LogError::io(format!("trimming {name}"), e))?;
-                found.stopped = None;
+            segments.push(Planned {
+                segment,
+                file_len,
+                trim: false,
+                reseal: false,
+            });
+            continue;
+        }
+
+        recovery.segments_scanned += 1;
+        let found = scan(&mut segment, file_len, interval)?;
+        let mut planned = Planned {
+            segment,
+            file_len,
+            trim: false,
+            reseal: !last,
+        };
+        let Some(stop) = found.stopped else {
+            segments.push(planned);
+            continue;
+        };
+        let file = planned.segment.file.clone();
+        let mut chunks = Chunks::new(&*file, &name, file_len);
+        let zeros = chunks.all_zero(stop.position, file_len)?;
+        if stop.expected_offset < durable {
+            let what = if zeros {
+                "zeros where batches were".to_owned()
+            } else {
+                stop.reason.clone()
+            };
+            return Err(corrupt(
+                name,
+                stop.position,
+                format!(
+                    "{what}, below the recovery point: every offset below {durable} was on disk, \
+                     so this is damage to acknowledged data (expected offset {} here), not a \
+                     torn write; {WAY_OUT}",
+                    stop.expected_offset
+                ),
+            ));
+        }
+        if zeros {
+            // Not damage: blocks reserved or zero-filled ahead of the data read as zeros. A
+            // closed segment that ends short of the next one is caught by the gap check.
+            planned.trim = true;
+            segments.push(planned);
+            continue;
+        }
+        if !last {
+            if strict {
+                return Err(corrupt(
+                    name,
+                    stop.position,
+                    format!(
+                        "closed segment is damaged ({}, expected offset {}); under flush `always` \
+                         it was fsynced before the next segment was created, so this is damage \
+                         to data that was on disk; {WAY_OUT}",
+                        stop.reason, stop.expected_offset
+                    ),
+                ));
             }
-            if let Some(reason) = found.stopped {
-                if !last {
-                    // A closed segment not yet sealed (flush `interval` / `os`) may lose its
-                    // unsynced tail in a power loss, and then so do the segments after it,
-                    // which were not sealed either (sealing is in order). But damage before a
-                    // *sealed* segment hit data that was on disk: refuse to guess.
-                    let later = &bases[i + 1..];
-                    if later.iter().any(|&b| sealed_on_disk(io, b)) {
-                        return Err(LogError::Corrupt {
-                            file: name,
-                            position: found.valid_bytes,
-                            reason: format!(
-                                "closed segment is damaged ({reason}); refusing to drop the \
-                                 acknowledged data after it — move the damaged segment aside to \
-                                 proceed"
-                            ),
-                        });
-                    }
-                    drop_segments(io, later, &mut recovery)?;
-                    stop_after = true;
-                }
-                let cut = file_len - found.valid_bytes;
-                tracing::warn!(segment = %name, bytes = cut, %reason, "truncating torn or invalid log tail");
-                segment
-                    .file
-                    .set_len(found.valid_bytes)
-                    .and_then(|()| segment.file.sync_data())
-                    .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
-                recovery.bytes_truncated += cut;
-                recovery.truncation_reason = Some(reason);
-            } else if !last {
-                scanned_closed.push(base);
+            // A closed segment not yet sealed (flush `interval` / `os`) may lose its unsynced
+            // tail in a power loss, and then so do the segments after it, which were not
+            // sealed either (sealing is in order). But damage before a *sealed* segment hit
+            // data that was on disk: refuse to guess.
+            if bases[i + 1..].iter().any(|&b| sealed_on_disk(io, b)) {
+                return Err(corrupt(
+                    name,
+                    stop.position,
+                    format!(
+                        "closed segment is damaged ({}); refusing to drop the sealed segments \
+                         after it; {WAY_OUT}",
+                        stop.reason
+                    ),
+                ));
             }
         }
-        segment.allocated = segment.size; // every path above left the file exactly this long
-        segments.insert(base, segment);
-        if stop_after {
+        let regions = walk_from(&mut chunks, stop.position, stop.expected_offset)?;
+        if strict {
+            // A torn write damages only the last `window` bytes written: valid batches further
+            // on prove the damage was on disk before them.
+            let beyond = regions.iter().find_map(|r| match r {
+                Region::Batches {
+                    start,
+                    end,
+                    base_offset,
+                    ..
+                } if *end > stop.position.saturating_add(window) => Some((*start, *base_offset)),
+                _ => None,
+            });
+            if let Some((at, offset)) = beyond {
+                return Err(corrupt(
+                    name,
+                    stop.position,
+                    format!(
+                        "{} (expected offset {}); valid batches follow it (offset {offset} at \
+                         byte {at}) more than {window} bytes past it, further than this log ever \
+                         leaves unsynced, so this is damage to acknowledged data, not a torn \
+                         write; {WAY_OUT}",
+                        stop.reason, stop.expected_offset
+                    ),
+                ));
+            }
+        }
+        let (records, records_exact) = count(&regions);
+        recovery.add_cut(TailCut {
+            file: name,
+            position: stop.position,
+            first_offset: stop.expected_offset,
+            bytes: file_len - stop.position,
+            records,
+            records_exact,
+            reason: stop.reason,
+        });
+        planned.trim = true;
+        planned.reseal = false; // if it was closed, it is the last segment now
+        segments.push(planned);
+        if !last {
+            for &b in &bases[i + 1..] {
+                recovery.add_cut(dropped_cut(io, b)?);
+                recovery.segments_dropped += 1;
+                dropped.push(b);
+            }
             break;
         }
     }
+
+    let end = segments
+        .last()
+        .map_or(intent.unwrap_or(0), |p| p.segment.next_offset);
+    if end < durable {
+        let (file, position) = segments.last().map_or_else(
+            || (log_name(intent.unwrap_or(0)), 0),
+            |p| (p.segment.name(), p.segment.size),
+        );
+        return Err(corrupt(
+            file,
+            position,
+            format!(
+                "the log ends at offset {end}, but every offset below {durable} was on disk \
+                 (recovery point): acknowledged data is missing; {WAY_OUT}"
+            ),
+        ));
+    }
+    Ok(Plan {
+        tmp_files,
+        intent,
+        doomed_by_intent,
+        marker: marker.is_some(),
+        recovery_point,
+        segments,
+        dropped,
+        recovery,
+    })
+}
+
+/// Opens every segment, trusting closed ones with a matching index and scanning the rest: first
+/// [`inspect`] decides (and refuses, changing nothing, if that would cut durable data), then
+/// the plan is carried out.
+pub(super) fn recover(
+    io: &dyn SegmentIo,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<(State, Recovery), LogError> {
+    let plan = inspect(io, config, now_ms)?;
+    apply(io, config, plan, now_ms)
+}
+
+/// Carries out a [`Plan`]: the only part of recovery that changes the directory.
+fn apply(
+    io: &dyn SegmentIo,
+    config: &LogConfig,
+    plan: Plan,
+    now_ms: i64,
+) -> Result<(State, Recovery), LogError> {
+    let sync_dir = || {
+        io.sync_dir()
+            .map_err(|e| LogError::io("syncing the log directory", e))
+    };
+    for name in &plan.tmp_files {
+        io.remove(name)
+            .map_err(|e| LogError::io(format!("removing {name}"), e))?;
+    }
+    if let Some(target) = plan.intent {
+        tracing::warn!(target, "finishing a truncation interrupted by a crash");
+        for base in &plan.doomed_by_intent {
+            for name in [index_name(*base), log_name(*base)] {
+                io.remove(&name)
+                    .map_err(|e| LogError::io(format!("removing {name}"), e))?;
+            }
+        }
+        sync_dir()?;
+    }
+    let recovery = plan.recovery;
+    let mut segments = BTreeMap::new();
+    if plan.segments.is_empty() {
+        let base = plan.intent.unwrap_or(0);
+        let file = io
+            .open(&log_name(base), true)
+            .map_err(|e| LogError::io("creating the first segment", e))?;
+        sync_dir()?;
+        segments.insert(base, Segment::empty(base, file, now_ms));
+    }
+    if !plan.dropped.is_empty() {
+        for &b in &plan.dropped {
+            let name = log_name(b);
+            io.remove(&index_name(b))
+                .and_then(|()| io.remove(&name))
+                .map_err(|e| LogError::io(format!("removing {name}"), e))?;
+        }
+        sync_dir()?;
+        tracing::error!(
+            dropped = plan.dropped.len(),
+            "unsealed segments lost data in a machine crash under flush interval/os; \
+             dropping them from the first gap on"
+        );
+    }
+    for cut in &recovery.cuts {
+        tracing::warn!(
+            file = %cut.file,
+            position = cut.position,
+            first_offset = cut.first_offset,
+            bytes = cut.bytes,
+            records = cut.records,
+            records_exact = cut.records_exact,
+            reason = %cut.reason,
+            "cut a torn or invalid log tail (data never made durable): {cut}"
+        );
+    }
+    let mut resealed = Vec::new();
+    for planned in plan.segments {
+        let Planned {
+            mut segment,
+            file_len,
+            trim,
+            reseal,
+        } = planned;
+        let name = segment.name();
+        if trim && file_len != segment.size {
+            segment
+                .file
+                .set_len(segment.size)
+                .and_then(|()| segment.file.sync_data())
+                .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
+        }
+        segment.allocated = segment.size; // every path above left the file exactly this long
+        if reseal {
+            resealed.push(segment.base);
+        }
+        segments.insert(segment.base, segment);
+    }
     // Closed segments that had to be scanned (never sealed before the crash) are sealed now.
-    for base in scanned_closed {
+    for base in resealed {
         let segment = &segments[&base];
         segment
             .file
@@ -317,7 +644,7 @@ pub(super) fn recover(
         generation: 0,
         closed: false,
     };
-    if let Some(target) = intent {
+    if let Some(target) = plan.intent {
         let active = state.active_mut();
         if active.next_offset > target {
             let name = active.name();
@@ -326,28 +653,47 @@ pub(super) fn recover(
                 .file
                 .set_len(size)
                 .map_err(|e| LogError::io(format!("truncating {name}"), e))?;
+            active.allocated = size;
         }
-        let stale_index = index_name(state.active().base);
-        io.remove(&stale_index)
-            .and_then(|()| io.remove(TRUNCATE_INTENT))
-            .map_err(|e| LogError::io("finishing the interrupted truncation", e))?;
     }
     state.log_end = state.active().next_offset;
     // The recovered tail may sit only in the page cache (after kill -9): make it durable so
-    // durable_end can start at log_end. Then forget the marker, so a crash from here on is
-    // noticed at the next open.
+    // durable_end can start at log_end.
     let active = state.active();
     active
         .file
         .sync_data()
         .map_err(|e| LogError::io(format!("syncing {}", active.name()), e))?;
-    if marker.is_some() {
+    if plan.intent.is_some() {
+        let stale_index = index_name(active.base);
+        io.remove(&stale_index)
+            .map_err(|e| LogError::io(format!("removing {stale_index}"), e))?;
+    }
+    // Everything is on disk now: record it, unless the recovery point already says so (a clean
+    // shutdown) or there is nothing to protect yet. Before the intent goes, so a recovery point
+    // above a truncation's target never outlives the intent that overrides it.
+    let point = RecoveryPoint {
+        offset: state.log_end,
+        unsynced_window: config.unsynced_window(),
+    };
+    let empty = state.log_end == state.earliest();
+    let stale = plan.recovery_point != Some(point);
+    if stale && !(empty && plan.recovery_point.is_none()) {
+        replace_file(io, RECOVERY_POINT, &meta::encode_recovery_point(&point))
+            .map_err(|e| LogError::io("writing the recovery point", e))?;
+    }
+    // Then forget the marker and the intent, so a crash from here on is noticed at the next
+    // open.
+    if plan.intent.is_some() {
+        io.remove(TRUNCATE_INTENT)
+            .map_err(|e| LogError::io("finishing the interrupted truncation", e))?;
+    }
+    if plan.marker {
         io.remove(CLEAN_SHUTDOWN)
             .map_err(|e| LogError::io("removing the clean-shutdown marker", e))?;
     }
-    if marker.is_some() || intent.is_some() {
-        io.sync_dir()
-            .map_err(|e| LogError::io("syncing the log directory", e))?;
+    if plan.marker || plan.intent.is_some() {
+        sync_dir()?;
     }
     // A brand-new, empty log has no marker either; that is not worth a line.
     let had_data = state.log_end > 0 || recovery.segments_scanned > 0;

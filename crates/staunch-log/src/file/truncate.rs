@@ -4,6 +4,7 @@
 
 use staunch_core::Offset;
 
+use super::checkpoint::Checkpoint;
 use super::meta::{self, TRUNCATE_INTENT};
 use super::segment::{Segment, index_name, log_name, peek_header};
 use super::{Inner, State};
@@ -55,6 +56,9 @@ impl Inner {
         if offset >= st.log_end {
             return Ok(st.log_end);
         }
+        // Held until the durable end is lowered, so the background thread cannot record a
+        // recovery point this truncation removes (the `checkpoint` module).
+        let mut checkpoint = self.lock_checkpoint();
         st.generation += 1;
         // Crash safety: the steps below can be interrupted anywhere; the durable intent makes
         // the next open finish the truncation instead of finding half of it.
@@ -64,7 +68,7 @@ impl Inner {
             &meta::encode_truncate_intent(offset),
         )
         .map_err(|e| LogError::io("writing the truncation intent", e))?;
-        if let Err(e) = self.truncate_segments(&mut st, offset, now) {
+        if let Err(e) = self.truncate_segments(&mut st, offset, now, &mut checkpoint) {
             // The intent is on disk: a log that went on appending would lose those appends
             // when the next open finishes the truncation. Refuse everything instead.
             return Err(self.fail(format!("truncation to offset {offset} failed: {e}")));
@@ -77,7 +81,13 @@ impl Inner {
     }
 
     /// The steps of a truncation after its intent is durable; see [`Inner::truncate_to`].
-    fn truncate_segments(&self, st: &mut State, offset: Offset, now: i64) -> Result<(), LogError> {
+    fn truncate_segments(
+        &self,
+        st: &mut State,
+        offset: Offset,
+        now: i64,
+        checkpoint: &mut Checkpoint,
+    ) -> Result<(), LogError> {
         self.end_zero_fill();
         let removed: Vec<Offset>;
         if offset <= st.earliest() {
@@ -138,10 +148,26 @@ impl Inner {
         let segments = &st.segments;
         st.unsealed
             .retain(|b| *b != active_base && segments.contains_key(b));
-        // The intent goes only once everything it describes is durable.
         self.io
             .sync_dir()
-            .and_then(|()| self.io.remove(TRUNCATE_INTENT))
+            .map_err(|e| LogError::io("syncing the log directory after truncation", e))?;
+        // A recovery point above the new end would call the next torn tail there damage: it
+        // is lowered before the intent (which overrides it at an open) goes.
+        let end = st.active().next_offset;
+        if st.unsealed.is_empty() {
+            self.note_all_synced();
+        }
+        if checkpoint.recorded > end {
+            let durable = if st.unsealed.is_empty() {
+                end
+            } else {
+                end.min(self.durable_end())
+            };
+            self.record_recovery_point(checkpoint, durable)?;
+        }
+        // The intent goes only once everything it describes is durable.
+        self.io
+            .remove(TRUNCATE_INTENT)
             .and_then(|()| self.io.sync_dir())
             .map_err(|e| LogError::io("syncing the log directory after truncation", e))?;
         Ok(())
