@@ -78,6 +78,9 @@ pub trait StorageIo: Send + Sync + Debug {
     fn list_dirs(&self, path: &str) -> io::Result<Vec<String>>;
     /// Renames directory `from` to `to` (which must not exist).
     fn rename_dir(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Renames file `from` to `to`, which may be in another directory of the tree (replacing
+    /// a file there). Durable only after [`StorageIo::sync_dir`] of both directories.
+    fn rename_file(&self, from: &str, to: &str) -> io::Result<()>;
     /// Removes `path` and everything under it; succeeds if it does not exist.
     fn remove_dir_all(&self, path: &str) -> io::Result<()>;
     /// Makes creations, renames and removals of entries directly in `path` durable.
@@ -143,6 +146,17 @@ impl StorageIo for FsStorage {
 
     fn rename_dir(&self, from: &str, to: &str) -> io::Result<()> {
         fs::rename(self.path(from), self.path(to))
+    }
+
+    fn rename_file(&self, from: &str, to: &str) -> io::Result<()> {
+        let from = self.path(from);
+        if !fs::symlink_metadata(&from)?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a file", from.display()),
+            ));
+        }
+        fs::rename(from, self.path(to))
     }
 
     fn remove_dir_all(&self, path: &str) -> io::Result<()> {

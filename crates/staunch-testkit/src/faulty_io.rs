@@ -844,6 +844,35 @@ impl StorageIo for FaultyIo {
         Ok(())
     }
 
+    fn rename_file(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut disk = self.lock();
+        disk.operate()?;
+        let here = Self::here(&disk, &self.path)?;
+        let (from_dir, from_name) = disk.parent_of(here, from)?;
+        let (to_dir, to_name) = disk.parent_of(here, to)?;
+        let entry = match disk.dirs[&from_dir].live.get(from_name) {
+            Some(entry @ Entry::File(_)) => *entry,
+            _ => return Err(not_found(from)),
+        };
+        if matches!(disk.dirs[&to_dir].live.get(to_name), Some(Entry::Dir(_))) {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{to} is a directory"),
+            ));
+        }
+        disk.dirs
+            .get_mut(&from_dir)
+            .expect("exists")
+            .live
+            .remove(from_name);
+        disk.dirs
+            .get_mut(&to_dir)
+            .expect("exists")
+            .live
+            .insert(to_name.to_owned(), entry);
+        Ok(())
+    }
+
     fn remove_dir_all(&self, path: &str) -> io::Result<()> {
         let mut disk = self.lock();
         disk.operate()?;

@@ -21,6 +21,7 @@
 //! - [`timestamps`], [`zero_fill`], [`segment`], [`meta`]: timestamp lookups, zeros ahead of the
 //!   data, one segment and its index, the small files beside the segments.
 //! - [`walk`]: reading a segment batch by batch without trusting it (recovery and `check`).
+//! - [`check`]: the public offline `check` / `repair` of a log directory.
 //!
 //! # Failures
 //! A failed fsync (or a write failing with anything but "disk full") poisons the log: every
@@ -40,6 +41,7 @@
 
 mod append;
 mod background;
+pub mod check;
 mod checkpoint;
 mod group_commit;
 mod meta;

@@ -77,7 +77,8 @@ pub struct Recovery {
     pub clean: bool,
     /// Segments scanned batch by batch.
     pub segments_scanned: usize,
-    /// Bytes cut from the tail because they were torn or invalid (dropped segments included).
+    /// Bytes cut from the tail because they were torn or invalid (dropped segments included;
+    /// zeros reserved ahead of the data, also cut, are not counted).
     pub bytes_truncated: u64,
     /// Records in the bytes cut, counted from the batch headers that could be read there: a
     /// lower bound unless [`Recovery::records_truncated_exact`]. Records that never reached the
@@ -146,7 +147,7 @@ pub struct TailCut {
     pub position: u64,
     /// The offset the first cut batch had or should have had; the log ends here now.
     pub first_offset: Offset,
-    /// Bytes cut.
+    /// Bytes cut, not counting zeros at the end (blocks reserved ahead of the data).
     pub bytes: u64,
     /// Records counted from the readable batch headers in the cut bytes.
     pub records: u64,
@@ -480,11 +481,16 @@ pub(super) fn inspect(
             }
         }
         let (records, records_exact) = count(&regions);
+        // Zeros at the end were never data: not counted as lost.
+        let data_end = match regions.last() {
+            Some(Region::Damaged(d)) if d.zeros => d.start,
+            _ => file_len,
+        };
         recovery.add_cut(TailCut {
             file: name,
             position: stop.position,
             first_offset: stop.expected_offset,
-            bytes: file_len - stop.position,
+            bytes: data_end - stop.position,
             records,
             records_exact,
             reason: stop.reason,
