@@ -3,6 +3,8 @@
 //! the one promise: what the log acknowledged as durable is still there, and nothing invalid is
 //! ever served.
 
+mod bit_rot;
+mod check;
 mod kill9;
 
 use std::sync::{Arc, Mutex};
@@ -155,34 +157,6 @@ fn torn_tail_is_cut_at_the_last_whole_batch() {
             "seed {seed}: a partial batch survived"
         );
     }
-}
-
-/// A bit flipped in the last batch of the active segment: recovery cuts that batch and says why;
-/// earlier batches are intact.
-#[test]
-fn flipped_bit_in_the_tail_is_cut_and_never_served() {
-    let io = FaultyIo::new();
-    let log = open(&io, FlushPolicy::Always).unwrap();
-    for i in 0..5 {
-        log.append(&mut batch(i, 2, 1_000), 0).unwrap();
-    }
-    let before = values(&log);
-    let len = log.size_bytes() as usize; // the data, without blocks reserved ahead
-    drop(log);
-    let segment = "00000000000000000000.log";
-    io.flip_bit(segment, len - 5, 3);
-
-    let recovered = open(&io, FlushPolicy::Always).unwrap();
-    assert_eq!(recovered.log_end(), 8, "only the damaged last batch is cut");
-    assert!(
-        recovered
-            .recovery()
-            .truncation_reason
-            .as_deref()
-            .unwrap()
-            .contains("CRC")
-    );
-    assert_eq!(values(&recovered), before[..8]);
 }
 
 /// A bit flipped under a running log: the read that reaches it fails with `Corrupt` instead of
