@@ -1,11 +1,13 @@
 //! `staunch`: run a broker (`staunch serve`) and talk to one: administer topics, produce,
-//! consume, inspect consumer groups, and list, show and redrive dead letters.
+//! consume, inspect consumer groups, and list, show and redrive dead letters; and check and
+//! repair a stopped broker's logs (`staunch log`).
 
 mod bench;
 mod client;
 mod consume;
 mod dlq;
 mod groups;
+mod log;
 mod output;
 mod produce;
 mod serve;
@@ -38,6 +40,9 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// Load generator: produce or consume as fast as the broker allows and report the numbers.
     Bench(bench::BenchArgs),
+    /// Check a stopped broker's partition logs for damage, and repair them by moving the
+    /// damaged part aside.
+    Log(log::LogArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Groups(args) => groups::run(args),
         Command::Dlq(args) => dlq::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Log(args) => log::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
