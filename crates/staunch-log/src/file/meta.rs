@@ -1,5 +1,5 @@
-//! Small files beside the segments: the persisted index of a closed segment and the
-//! clean-shutdown marker. Each is written atomically (temp file, fsync, rename, fsync dir) and
+//! Small files beside the segments: the persisted index of a closed segment, the
+//! clean-shutdown marker, the truncation intent and the recovery point. Each is written atomically (temp file, fsync, rename, fsync dir) and
 //! carries a CRC-32C, so a torn or stale one is detected and ignored — the log then falls back
 //! to scanning, never to trusting bad metadata.
 //!

@@ -1,58 +1,97 @@
 //! Opening a log: [`recover`] rebuilds the in-memory state from the directory after any
-//! shutdown, clean or not, and never serves a torn or corrupt batch; [`Recovery`] reports what
-//! it found.
+//! shutdown, clean or not — first [`inspect`] decides, reading only, then the plan is carried
+//! out — and never serves a torn or corrupt batch, nor cuts data that was durable;
+//! [`Recovery`] reports what it found and cut.
 //!
 //! # Crash-recovery argument
 //! Why an acknowledged append survives every crash the log can see (kill -9, power loss, a failed
-//! fsync followed by a reopen). `docs/design.md` states the same argument beside the byte layouts.
+//! fsync followed by a reopen), and why damage to it is refused rather than cut.
+//! `docs/design.md` states the same argument beside the byte layouts; a change to one belongs in
+//! the other.
 //!
 //! Invariants while running:
 //!
 //! 1. Closed segments are sealed strictly in order, and a segment's index file is written only
 //!    after its fsync: under `always` a roll seals the closed segment before it creates the next
-//!    one (the `append` module); under `interval` and `os` the roll queues it and the background
-//!    thread seals the queue oldest first (the `background` module). So a segment with a valid
-//!    index is durable, and so is every segment before it. Under `always` only the last segment
-//!    can hold unsynced bytes; under `interval`/`os`, only the last one and the
-//!    closed-but-unsealed ones right before it.
-//! 2. Index files and markers are replaced atomically (temp file, fsync, rename, fsync dir) and
-//!    carry a CRC-32C, so a torn or stale one is ignored, never trusted.
+//!    one; under `interval` and `os` the roll queues it and the background thread seals the queue
+//!    oldest first. So a segment with a valid index is durable, and so is every segment before it.
+//!    Under `always` only the last segment can hold unsynced bytes; under `interval`/`os`, only
+//!    the last one and the closed-but-unsealed ones right before it.
+//! 2. Index files, markers and the recovery point are replaced atomically (temp file, fsync,
+//!    rename, fsync dir) and carry a CRC-32C, so a torn or stale one is ignored, never trusted.
 //! 3. Offsets are contiguous: each segment starts at the previous one's end.
-//! 4. No append is reported durable before an fsync that started after its write (the
-//!    `group_commit` module), and a truncation makes its intent durable before it touches
-//!    anything (the `truncate` module).
+//! 4. No append is reported durable before an fsync that started after its write, and a
+//!    truncation makes its intent durable before it touches anything.
+//! 5. The recovery point only records an offset below which everything was durable before the
+//!    file was written: after a roll's seal, a close's sync, the sync a truncation or a recovery
+//!    ends with, or (background thread) the durable end. A truncation that cuts below it records
+//!    its new end before its intent goes, holding the checkpoint lock from before it lowers the
+//!    durable end, so the background thread cannot record a removed offset.
+//! 6. Under `always` at most W = max(`max_unsynced_bytes`, `max_batch_bytes`) bytes are ever
+//!    written but not known fsynced, all at the end of the last segment: a write that would go
+//!    past W waits for a group fsync first, and an append larger than W is written in pieces
+//!    with an fsync between them. The recovery point records W (0 under `interval`/`os`, which
+//!    have no such bound; when there is no valid recovery point, the configuration's W is used).
 //!
-//! On open ([`recover`]):
+//! On open, recovery first *inspects* the directory, reading only, and decides; only then does it
+//! change anything. When it refuses, no file has been modified.
 //!
 //! 1. Leftover `*.tmp` files are removed.
 //! 2. If `truncate-intent` exists, a truncation was interrupted: segments at or above the target
 //!    are deleted, and after loading, the last remaining segment is cut at the target. (The
 //!    online truncation refuses all further appends if any of its steps fails, so finishing it
 //!    at the next open can never delete an append that was acknowledged after the intent was
-//!    written.)
+//!    written.) While the intent exists the recovery point counts only up to its target.
 //! 3. Closed segments are trusted when their index file is valid and records the file's exact
 //!    length — by invariant 1 they were durable before anything after them existed.
-//! 4. The last segment — the only one that can hold unsynced bytes under `always`, so the
-//!    checkpoint boundary — is trusted only if a valid `clean-shutdown` marker names it with its
-//!    exact length. Otherwise it is scanned batch by batch (framing, magic 2, CRC-32C, record
-//!    count vs offset delta, contiguous offsets) and cut at the first batch that fails. A torn
-//!    write (a prefix of unsynced bytes reaching the disk) fails the length or CRC check; it was
-//!    never acknowledged under `always`, because acknowledgement waits for the fsync that covers
-//!    it. A tail of zeros is not damage but blocks reserved ahead of the data (preallocation,
-//!    zero-filling), and is trimmed.
-//! 5. Closed segments without a valid index (unsealed at the crash) are scanned the same way. If
-//!    one is damaged or ends short of the next segment's base, it can only be an unsealed
-//!    segment that lost unsynced data (flush `interval`/`os` and a machine crash): it is cut, and
-//!    the unsealed segments after it are dropped, because offsets must stay contiguous —
-//!    *unless* a later segment is sealed. Then the damage hit data that was on disk; cutting
-//!    would silently drop acknowledged segments, so the open fails with [`LogError::Corrupt`],
-//!    naming the file and byte. Scanned closed segments are sealed before the log opens.
-//! 6. The last segment is fsynced (after kill -9 its tail may exist only in the page cache), so
-//!    the durable end can start at the log end; then the marker is removed and the directory
-//!    fsynced, so a crash from here on is noticed at the next open.
+//! 4. The last segment is trusted only if a valid `clean-shutdown` marker names it with its exact
+//!    length. Otherwise it is scanned batch by batch (framing, magic 2, CRC-32C, record count vs
+//!    offset delta, contiguous offsets) up to the first batch that fails, at byte P where offset
+//!    E was expected. Then:
+//!    1. E below the recovery point: damage to data that was durable (bit rot, or zeros where
+//!       batches were). The open fails with [`LogError::Corrupt`] naming the file and P.
+//!    2. Only zeros from P on: blocks reserved or zero-filled ahead of the data, not damage;
+//!       trimmed.
+//!    3. Under `always` (W > 0) the rest of the segment is walked *past* the damage: a byte by
+//!       byte search for the next valid batch (magic 2, a length that fits, CRC-32C, base offset
+//!       at least E), then batch by batch again. A torn write damages only the last W bytes
+//!       written, and nothing was written after them (invariant 6); so a valid batch ending more
+//!       than W bytes past P proves the damage was on disk before it: [`LogError::Corrupt`].
+//!    4. Otherwise it is a torn tail, which was never acknowledged under `always` (an
+//!       acknowledgement waits for the fsync that covers it): it is cut. [`Recovery`] reports each
+//!       cut — file, position, first offset, bytes, and records counted from the batch headers
+//!       that are readable there ("at least" when they do not account for every byte) — and it
+//!       is logged at WARN.
+//! 5. Closed segments without a valid index are scanned the same way. Damage in one, or a gap
+//!    after it (it ends short of the next segment's base), is refused with [`LogError::Corrupt`] when it lies
+//!    below the recovery point, when the log was written under `always` (every closed segment was
+//!    fsynced before the next one was created, so none can have a torn tail), or when a later
+//!    segment is sealed (the damage hit data that was on disk). Otherwise (`interval`/`os`, an
+//!    unsealed segment that lost unsynced data in a machine crash) it is cut and the unsealed
+//!    segments after it are dropped, because offsets must stay contiguous; both are reported as
+//!    cuts. Scanned closed segments are sealed before the log opens.
+//! 6. A log that ends below its recovery point (a file shortened, a segment missing) has lost
+//!    durable data: [`LogError::Corrupt`].
+//! 7. The last segment is fsynced (after kill -9 its tail may exist only in the page cache), so
+//!    the durable end can start at the log end; the recovery point is rewritten at the log end
+//!    (unless it already says exactly that, or the log is empty and has none); then the intent
+//!    and the marker are removed and the directory fsynced, so a crash from here on is noticed.
 //!
-//! Reads check each batch's CRC before returning it (the `read` module), so a batch damaged after
-//! recovery is reported as [`LogError::Corrupt`] and never served.
+//! What recovery cannot tell apart: damage to data acknowledged after the last recovery point and
+//! lying within W of the log end, with no valid batch more than W past it, is exactly what a torn
+//! write leaves, and is cut (and reported). The recovery point is rewritten at every roll, at
+//! close, and every `checkpoint_interval` (default 10 s) while the durable end moves, and W is
+//! 16 MiB by default, so this is damage to data written in the last seconds before a crash.
+//!
+//! Reads check each batch's CRC before returning it, so a batch damaged after recovery is reported
+//! as [`LogError::Corrupt`] and never served.
+//!
+//! The way out of a refusal is offline: `staunch log check DIR` (the `check` module) lists every damaged batch — also in sealed segments, which an open trusts
+//! without reading — and predicts the open with the same inspection code; `staunch log repair DIR
+//! --move-aside` cuts the log at its first damage and moves everything from there on into
+//! `damaged-<unix-ms>/` in the log directory, deleting nothing. Only the prefix before the damage
+//! can stay, because offsets must be contiguous (invariant 3), as Kafka's recovery also truncates
+//! at the first invalid batch.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
