@@ -159,6 +159,10 @@ impl Inner {
             }
             st = self.write_state();
             self.check_usable(&st)?;
+            if self.durable_end() >= st.log_end {
+                // Everything written is on disk, whoever synced it.
+                self.note_all_synced();
+            }
         }
 
         let active = st.active();

@@ -366,6 +366,11 @@ impl FileLog {
     ///
     /// Appends are ordered by the calls to `write`, so a caller can write several batches in
     /// order and then wait for all of them at once; their waits share one group fsync.
+    ///
+    /// Under flush `always`, `write` itself waits for a group fsync of earlier writes when more
+    /// than [`LogConfig::max_unsynced_bytes`] would otherwise be written but unsynced, and an
+    /// append larger than that is written in pieces with an fsync between them (recovery
+    /// relies on the bound to tell a torn tail from damaged durable data).
     pub fn write(
         &self,
         batches: &mut [u8],
