@@ -636,12 +636,52 @@ fn scan(log: &FileLog) -> Result<Scanned, OutboxError> {
     Ok(regroup(entries, &finished, stamps))
 }
 
+/// What opening an outbox over `log` finds: see [`replay_plan`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ReplayPlan {
+    /// Stamped batches to send again exactly as stamped: partition, producer identity, base
+    /// sequence, and the entries (offset, record) in batch order.
+    #[allow(clippy::type_complexity)]
+    pub batches: Vec<(i32, ProducerIdentity, i32, Vec<(Offset, ProducerRecord)>)>,
+    /// Entries to send as new records, oldest first.
+    pub records: Vec<(Offset, ProducerRecord)>,
+    /// Entries without a marker that are final because their stamped batch was acknowledged.
+    pub acknowledged: Vec<Offset>,
+}
+
+/// Reads `log` as opening an outbox over it does, and returns what would be sent again, or why
+/// the outbox cannot be opened. For the fuzz targets only (`fuzz/fuzz_targets/outbox_replay.rs`):
+/// the outbox's public way in, [`crate::Producer::with_outbox`], needs a runtime and a broker
+/// and starts sending. Not a stable API.
+#[doc(hidden)]
+pub fn replay_plan(log: &FileLog) -> Result<ReplayPlan, OutboxError> {
+    let scanned = scan(log)?;
+    let entries = |records: Vec<Pending>| {
+        records
+            .into_iter()
+            .map(|p| (p.offset, p.record))
+            .collect::<Vec<_>>()
+    };
+    Ok(ReplayPlan {
+        batches: scanned
+            .recovered
+            .batches
+            .into_iter()
+            .map(|b| (b.partition, b.identity, b.base_sequence, entries(b.records)))
+            .collect(),
+        records: entries(scanned.recovered.records),
+        acknowledged: scanned.acknowledged,
+    })
+}
+
 /// Sorts the entries without a marker into stamped batches and plain records.
 ///
-/// A stamp is usable when it is the latest stamp of every entry it lists, every one of those
-/// entries is still in the log, none has a marker, and its identity is the one its partition
-/// was stamped with last. A stamp whose batch has an acknowledged entry makes the rest of the
-/// batch acknowledged too (the broker takes a batch whole). Anything else is sent as new.
+/// A stamp is usable when it lists each of its entries once, is the latest stamp of every
+/// entry it lists, every one of those entries is still in the log, none has a marker, and its
+/// identity is the one its partition was stamped with last. A stamp whose batch has an
+/// acknowledged entry makes the rest of the batch acknowledged too (the broker takes a batch
+/// whole). Anything else is sent as new.
 fn regroup(
     mut entries: BTreeMap<Offset, ProducerRecord>,
     finished: &HashMap<Offset, bool>,
@@ -671,7 +711,11 @@ fn regroup(
         .iter()
         .enumerate()
         .map(|(i, stamp)| {
+            // A stamp listing an entry twice was never written by a producer: its batch
+            // cannot be rebuilt as it was sent, so its entries go out as new records.
+            let mut listed = BTreeSet::new();
             !stamp.offsets.is_empty()
+                && stamp.offsets.iter().all(|o| listed.insert(*o))
                 && stamp
                     .offsets
                     .iter()
@@ -1039,6 +1083,33 @@ mod tests {
             })
         );
         assert_eq!(decode_stamp(&value[..STAMP_FIXED - 1]), None);
+    }
+
+    /// A stamp that lists an entry twice (damage: no producer writes one) is not reused: the
+    /// batch could not be rebuilt as it was sent, so its entries go out as new records.
+    #[test]
+    fn a_stamp_listing_an_entry_twice_is_not_reused() {
+        let entries: BTreeMap<Offset, ProducerRecord> = (0..2)
+            .map(|o| (o, ProducerRecord::new("t", "v").with_partition(1)))
+            .collect();
+        let stamp = StampRecord {
+            partition: 1,
+            identity: id(5, 0),
+            base_sequence: 0,
+            offsets: vec![0, 0, 1],
+        };
+        let scanned = regroup(entries.clone(), &HashMap::new(), vec![stamp.clone()]);
+        assert!(scanned.recovered.batches.is_empty());
+        let sent_as_new: Vec<Offset> = scanned.recovered.records.iter().map(|p| p.offset).collect();
+        assert_eq!(sent_as_new, vec![0, 1]);
+        // Without the duplicate the same stamp is reused.
+        let stamp = StampRecord {
+            offsets: vec![0, 1],
+            ..stamp
+        };
+        let scanned = regroup(entries, &HashMap::new(), vec![stamp]);
+        assert_eq!(scanned.recovered.batches.len(), 1);
+        assert!(scanned.recovered.records.is_empty());
     }
 
     #[test]
