@@ -28,9 +28,16 @@ impl ProducerIdAllocator {
         let reserved_end = match read_file(&*dir, FILE) {
             Ok(Some(bytes)) => {
                 let text = String::from_utf8_lossy(&bytes);
-                text.trim()
+                let end = text
+                    .trim()
                     .parse::<i64>()
-                    .map_err(|e| format!("{FILE} holds '{}', not a number: {e}", text.trim()))?
+                    .map_err(|e| format!("{FILE} holds '{}', not a number: {e}", text.trim()))?;
+                // Producer ids are never negative (-1 means "none" on the wire): a negative
+                // reservation is damage, not a place to hand ids out from.
+                if end < 0 {
+                    return Err(format!("{FILE} holds {end}, a negative producer id"));
+                }
+                end
             }
             Ok(None) => 0,
             Err(e) => return Err(format!("reading {FILE}: {e}")),
@@ -47,7 +54,10 @@ impl ProducerIdAllocator {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (next, reserved_end) = *state;
         if next >= reserved_end {
-            let new_end = next + BLOCK;
+            // Only a damaged file puts the reservation this close to i64::MAX.
+            let new_end = next
+                .checked_add(BLOCK)
+                .ok_or_else(|| format!("producer ids are exhausted ({FILE} holds {next})"))?;
             replace_file(&*self.dir, FILE, new_end.to_string().as_bytes())
                 .map_err(|e| format!("reserving producer ids in {FILE}: {e}"))?;
             state.1 = new_end;
@@ -75,5 +85,22 @@ mod tests {
         assert!(after > 2, "id {after} reused after a power cut");
         after_cut.put_file(FILE, b"garbage");
         assert!(ProducerIdAllocator::open(Arc::new(after_cut)).is_err());
+    }
+
+    /// A damaged reservation never hands out a negative id, nor panics (or wraps) near
+    /// `i64::MAX` (the `producer_ids` fuzz target checks both).
+    #[test]
+    fn a_negative_or_exhausted_reservation_is_refused() {
+        let disk = staunch_testkit::FaultyIo::new();
+        disk.put_file(FILE, b"-1000");
+        assert!(ProducerIdAllocator::open(Arc::new(disk.clone())).is_err());
+        disk.put_file(FILE, i64::MAX.to_string().as_bytes());
+        let a = ProducerIdAllocator::open(Arc::new(disk.clone())).unwrap();
+        assert!(a.next().is_err());
+        disk.put_file(FILE, (i64::MAX - BLOCK).to_string().as_bytes());
+        let a = ProducerIdAllocator::open(Arc::new(disk)).unwrap();
+        let ids: Vec<_> = (0..BLOCK).map(|_| a.next().unwrap()).collect();
+        assert_eq!(ids.last(), Some(&(i64::MAX - 1)));
+        assert!(a.next().is_err(), "i64::MAX itself is never handed out");
     }
 }
