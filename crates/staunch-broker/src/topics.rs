@@ -24,6 +24,8 @@ const TOPICS: &str = "topics";
 const TRASH: &str = "trash";
 /// A topic's metadata file, in its directory.
 const TOPIC_FILE: &str = "topic.toml";
+/// The most partitions a topic may have.
+const MAX_PARTITIONS: i32 = 100_000;
 
 fn topic_dir(name: &str) -> String {
     join_path(TOPICS, name)
@@ -305,10 +307,10 @@ impl Topics {
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name)?;
-        if !(1..=100_000).contains(&partitions) {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(TopicError::new(
                 ErrorCode::InvalidPartitions,
-                format!("partition count must be between 1 and 100000, not {partitions}"),
+                format!("partition count must be between 1 and {MAX_PARTITIONS}, not {partitions}"),
             ));
         }
         let log_config = config
@@ -435,11 +437,11 @@ impl Topics {
         let _changes = self.lock_changes();
         let topic = self.existing(name)?;
         let current = topic.partitions.len() as i32;
-        if total <= current || total > 100_000 {
+        if total <= current || total > MAX_PARTITIONS {
             return Err(TopicError::new(
                 ErrorCode::InvalidPartitions,
                 format!(
-                    "topic '{name}' has {current} partitions; the new count must be larger (and at most 100000), not {total}"
+                    "topic '{name}' has {current} partitions; the new count must be larger (and at most {MAX_PARTITIONS}), not {total}"
                 ),
             ));
         }
@@ -574,6 +576,14 @@ fn load_topic(storage: &Storage, name: &str, broker: &BrokerConfig) -> Result<To
         .ok_or_else(|| format!("reading {path}: missing"))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| format!("reading {path}: {e}"))?;
     let file: TopicFile = toml::from_str(text).map_err(|e| format!("parsing {path}: {e}"))?;
+    // No topic is ever written with a count outside these bounds: a count outside them is
+    // damage, and a huge one would open that many logs here.
+    if !(1..=MAX_PARTITIONS).contains(&file.partitions) {
+        return Err(format!(
+            "{path}: {} partitions, not between 1 and {MAX_PARTITIONS}",
+            file.partitions
+        ));
+    }
     let config = TopicConfig(file.config);
     let log_config = config
         .log_config(broker)
@@ -596,4 +606,36 @@ fn load_topic(storage: &Storage, name: &str, broker: &BrokerConfig) -> Result<To
         config,
         offline: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `topic.toml` whose partition count no topic can have (the `broker_metadata` fuzz
+    /// target checks it) takes its topic offline: it never loads as a topic without
+    /// partitions, nor opens millions of logs.
+    #[test]
+    fn a_partition_count_out_of_bounds_is_damage() {
+        let disk = staunch_testkit::FaultyIo::new();
+        let storage = Storage::new(
+            Arc::new(disk.clone()),
+            Arc::new(staunch_core::ManualClock::new(0)),
+        );
+        let broker = BrokerConfig::default();
+        for count in ["0", "-4", "100001", "2000000000"] {
+            let file = format!("id = \"{}\"\npartitions = {count}\n", Uuid::nil());
+            disk.subdir("topics/t")
+                .put_file(TOPIC_FILE, file.as_bytes());
+            let error = load_topic(&storage, "t", &broker).unwrap_err();
+            assert!(error.contains("not between 1 and 100000"), "{error}");
+        }
+        let file = format!("id = \"{}\"\npartitions = 2\n", Uuid::nil());
+        disk.subdir("topics/t")
+            .put_file(TOPIC_FILE, file.as_bytes());
+        assert_eq!(
+            load_topic(&storage, "t", &broker).unwrap().partitions.len(),
+            2
+        );
+    }
 }
