@@ -6,7 +6,8 @@
 //! then the message at that version). Encoding uses the newest version this crate knows (3),
 //! which every Kafka client decodes — newer versions only append fields. Decoding follows the
 //! Java client: a version newer than known is read as the newest known one (its extra fields
-//! ignored), and an empty assignment means no partitions.
+//! ignored), and an empty assignment means no partitions. Unlike it, a partition whose topic
+//! name is longer than Kafka's 249 characters is refused (see `flatten`).
 //!
 //! ```
 //! use staunch_core::TopicPartition;
@@ -93,7 +94,11 @@ pub fn decode_subscription(bytes: &[u8]) -> Result<Subscription, ConsumerProtoco
             .map(|t| t.as_str().to_owned())
             .collect(),
         user_data: message.user_data,
-        owned_partitions: flatten(&message.owned_partitions, |t| (&t.topic, &t.partitions)),
+        owned_partitions: flatten(
+            &message.owned_partitions,
+            |t| (&t.topic, &t.partitions),
+            "subscription",
+        )?,
         generation_id: message.generation_id,
         rack_id: message.rack_id.map(|r| r.as_str().to_owned()),
     })
@@ -119,7 +124,11 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, ConsumerProtocolErr
     }
     let message: ConsumerProtocolAssignment = decode_versioned(bytes, "assignment")?;
     Ok(Assignment {
-        partitions: flatten(&message.assigned_partitions, |t| (&t.topic, &t.partitions)),
+        partitions: flatten(
+            &message.assigned_partitions,
+            |t| (&t.topic, &t.partitions),
+            "assignment",
+        )?,
         user_data: message.user_data,
     })
 }
@@ -144,20 +153,36 @@ fn grouped<T>(partitions: &[TopicPartition], entry: impl Fn(TopicName, Vec<i32>)
         .collect()
 }
 
+/// Kafka's longest topic name.
+const MAX_TOPIC_NAME_LEN: usize = 249;
+
 /// The partitions of message entries that each name a topic and its partition indexes.
+///
+/// Each partition owns a copy of its topic's name, so a name is refused if it is longer than
+/// a topic name can be: else a long name listed once over many partitions would decode into
+/// a copy per partition, growing with the square of the input's size (a 1 MiB message into
+/// tens of GiB). Bounded, the decoded partitions take at most ~70 bytes per 4-byte index.
 fn flatten<T>(
     entries: &[T],
     parts: impl for<'a> Fn(&'a T) -> (&'a TopicName, &'a Vec<i32>),
-) -> Vec<TopicPartition> {
-    entries
-        .iter()
-        .flat_map(|entry| {
-            let (topic, partitions) = parts(entry);
+    what: &str,
+) -> Result<Vec<TopicPartition>, ConsumerProtocolError> {
+    let mut flat = Vec::new();
+    for entry in entries {
+        let (topic, partitions) = parts(entry);
+        if topic.0.len() > MAX_TOPIC_NAME_LEN && !partitions.is_empty() {
+            return Err(ConsumerProtocolError(format!(
+                "a {what} names a topic of {} bytes, longer than the {MAX_TOPIC_NAME_LEN} a topic name may have",
+                topic.0.len()
+            )));
+        }
+        flat.extend(
             partitions
                 .iter()
-                .map(|&p| TopicPartition::new(topic.0.as_str(), p))
-        })
-        .collect()
+                .map(|&p| TopicPartition::new(topic.0.as_str(), p)),
+        );
+    }
+    Ok(flat)
 }
 
 /// The version prefix, then `message` at the newest version.
@@ -267,6 +292,30 @@ mod tests {
         let bytes = encode_assignment(&assignment).unwrap();
         assert_eq!(decode_assignment(&bytes).unwrap(), assignment);
         assert_eq!(decode_assignment(&[]).unwrap(), Assignment::default());
+    }
+
+    /// A topic name longer than Kafka allows, over many partitions, is refused: decoded, each
+    /// partition would own a copy of it (the `consumer_protocol` fuzz target checks the
+    /// decoded size against the input's).
+    #[test]
+    fn an_overlong_topic_name_over_partitions_is_refused() {
+        for (len, ok) in [(249, true), (250, false)] {
+            let assignment = Assignment {
+                partitions: (0..100)
+                    .map(|p| TopicPartition::new("x".repeat(len), p))
+                    .collect(),
+                user_data: None,
+            };
+            let bytes = encode_assignment(&assignment).unwrap();
+            assert_eq!(decode_assignment(&bytes).is_ok(), ok, "{len}");
+            let subscription = Subscription {
+                topics: vec!["x".repeat(len)],
+                owned_partitions: assignment.partitions,
+                ..Subscription::default()
+            };
+            let bytes = encode_subscription(&subscription).unwrap();
+            assert_eq!(decode_subscription(&bytes).is_ok(), ok, "{len}");
+        }
     }
 
     #[test]
