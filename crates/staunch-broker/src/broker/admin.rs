@@ -231,8 +231,13 @@ impl Broker {
             error: ErrorCode::UnknownTopicOrPartition,
             error_message: Some(format!("topic '{topic}' does not exist")),
         })?;
-        Ok(t.config
-            .describe(&self.inner.config)
+        let mut entries = t.config.describe(&self.inner.config);
+        entries.push(ConfigEntry {
+            name: RECOVERY_ENTRY.to_owned(),
+            value: recovery_summary(&t),
+            is_override: false,
+        });
+        Ok(entries
             .into_iter()
             .filter(|e| names.is_none_or(|n| n.contains(&e.name)))
             .collect())
@@ -371,5 +376,38 @@ impl Broker {
             .iter()
             .map(|t| t.name.clone())
             .collect()
+    }
+}
+
+/// The read-only entry DescribeConfigs (and `staunch topics describe`) shows with what the last
+/// start-up's recovery cut from the topic's partitions: torn tails under flush `os` /
+/// `interval` (unsynced, so possibly acknowledged), or, under `always`, unacknowledged ones.
+pub const RECOVERY_ENTRY: &str = "staunch.recovery.truncated";
+
+/// `none`, or per partition whose recovery cut something: the bytes and records cut and where.
+fn recovery_summary(topic: &crate::topics::Topic) -> String {
+    let cuts: Vec<String> = topic
+        .online_partitions()
+        .filter_map(|(index, partition)| {
+            let r = partition.log().recovery();
+            (r.bytes_truncated > 0).then(|| {
+                let at_least = if r.records_truncated_exact {
+                    ""
+                } else {
+                    "at least "
+                };
+                format!(
+                    "partition {index}: {} bytes, {at_least}{} records ({})",
+                    r.bytes_truncated,
+                    r.records_truncated,
+                    r.truncation_reason.as_deref().unwrap_or("torn tail")
+                )
+            })
+        })
+        .collect();
+    if cuts.is_empty() {
+        "none".to_owned()
+    } else {
+        cuts.join("; ")
     }
 }

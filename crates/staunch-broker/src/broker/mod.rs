@@ -26,6 +26,7 @@ use crate::storage::Storage;
 use crate::topic_config::TopicConfig;
 use crate::topics::{Topic, Topics};
 
+pub use admin::RECOVERY_ENTRY;
 pub use produce::ProduceInFlight;
 
 /// Why a broker could not open.

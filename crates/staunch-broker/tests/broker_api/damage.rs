@@ -224,3 +224,73 @@ async fn a_topic_whose_creation_fails_half_way_is_removed() {
     })
     .await;
 }
+
+/// Under flush `os` (allowed by lowering the floor) a power cut tears the unsynced tail; the
+/// reopened broker reports what recovery cut, per partition, in the topic's configs (what
+/// `staunch topics describe` shows), and `none` for a topic that lost nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_recovery_cut_is_reported_in_the_topic_configs() {
+    bounded(async {
+        let disk = FaultyIo::new();
+        let config = BrokerConfig {
+            durability_floor: staunch_log::FlushPolicy::Os,
+            ..config()
+        };
+        let storage = Storage::new(Arc::new(disk.clone()), Arc::new(SystemClock));
+        let open_config = config.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open_with(open_config, storage))
+            .await
+            .unwrap()
+            .unwrap();
+        let created = broker
+            .create_topics(
+                vec![NewTopic {
+                    name: "fast".to_owned(),
+                    partitions: 1,
+                    replication_factor: 1,
+                    configs: vec![("flush.policy".to_owned(), "os".to_owned())],
+                }],
+                false,
+            )
+            .await;
+        assert_eq!(created[0].error, ErrorCode::None);
+        assert_eq!(create(&broker, "safe", 1).await, ErrorCode::None);
+        for _ in 0..5 {
+            assert_eq!(produce(&broker, "fast", 0).await.0, ErrorCode::None);
+            assert_eq!(produce(&broker, "safe", 0).await.0, ErrorCode::None);
+        }
+        // The unsynced tail reaches the disk torn, 100 bytes short of the last batch's end.
+        let segment = "00000000000000000000.log";
+        let data = broker.partition_sizes(Some(vec![("fast".to_owned(), vec![0])]))[0].1[0].1;
+        let live = disk.subdir("topics/fast/0").live_bytes(segment).unwrap();
+        let after = disk.crash(staunch_testkit::CrashMode::DropUnsynced);
+        after
+            .subdir("topics/fast/0")
+            .put_file(segment, &live[..data as usize - 100]);
+        drop(broker);
+
+        let storage = Storage::new(Arc::new(after), Arc::new(SystemClock));
+        let broker = tokio::task::spawn_blocking(move || Broker::open_with(config, storage))
+            .await
+            .unwrap()
+            .unwrap();
+        let entry = |topic: &str| {
+            broker
+                .describe_topic_config(
+                    topic,
+                    Some(&[staunch_broker::broker::RECOVERY_ENTRY.to_owned()]),
+                )
+                .unwrap()[0]
+                .value
+                .clone()
+        };
+        let cut = entry("fast");
+        assert!(
+            cut.starts_with("partition 0: ") && cut.contains("bytes"),
+            "{cut}"
+        );
+        assert_eq!(entry("safe"), "none");
+        broker.shutdown().await;
+    })
+    .await;
+}

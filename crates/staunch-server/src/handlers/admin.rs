@@ -186,12 +186,13 @@ pub(super) fn describe_configs(
                     entries
                         .into_iter()
                         .map(|e| {
+                            let read_only = e.name == staunch_broker::broker::RECOVERY_ENTRY;
                             DescribeConfigsResourceResult::default()
                                 .with_name(text(e.name))
                                 .with_value(Some(text(e.value)))
                                 // 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
                                 .with_config_source(if e.is_override { 1 } else { 5 })
-                                .with_read_only(false)
+                                .with_read_only(read_only)
                         })
                         .collect(),
                 ),
