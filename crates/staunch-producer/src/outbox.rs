@@ -478,7 +478,13 @@ impl Writer {
         for chunk in chunk_by_size(&stores, self.group_limit) {
             bytes.extend_from_slice(&encode_entries(chunk.iter().map(|(r, _)| r)));
         }
-        match self.log.append(&mut bytes, 0) {
+        let appended = self.log.append(&mut bytes, 0);
+        // The size is published before any store is answered, so a caller that checks it
+        // after its store returned sees its own record counted.
+        self.shared
+            .bytes
+            .store(self.log.size_bytes(), Ordering::Release);
+        match appended {
             Ok(info) => {
                 for (i, (_, reply)) in stores.into_iter().enumerate() {
                     let offset = info.base_offset + i as Offset;
@@ -494,9 +500,6 @@ impl Writer {
                 }
             }
         }
-        self.shared
-            .bytes
-            .store(self.log.size_bytes(), Ordering::Release);
     }
 
     /// Deletes the segments wholly below the oldest pending entry.
