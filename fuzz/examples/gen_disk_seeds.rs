@@ -40,7 +40,10 @@ fn main() {
         &regressions.join("broker_metadata"),
     );
     index_recovery(&seeds.join("index_recovery"));
-    outbox_replay(&seeds.join("outbox_replay"));
+    outbox_replay(
+        &seeds.join("outbox_replay"),
+        &regressions.join("outbox_replay"),
+    );
     consumer_protocol(
         &seeds.join("consumer_protocol"),
         &regressions.join("consumer_protocol"),
@@ -306,7 +309,7 @@ fn marker(acked: bool, offsets: &[u8]) -> Vec<u8> {
     ])
 }
 
-fn outbox_replay(dir: &Path) {
+fn outbox_replay(dir: &Path, reg: &Path) {
     // Entries 0-2, a stamp of 0 and 1, entry 4; 0 acknowledged.
     let pending = cat(&[
         &entry(0, Some(1), b"k0", b"v0"),
@@ -350,6 +353,17 @@ fn outbox_replay(dir: &Path) {
         ]),
     );
     write(dir, "empty", &[]);
+    // Caught by the target: a stamp listing entry 0 twice was reused for a batch of entries
+    // 0 and 1 only, sent with the stamp's sequence numbers.
+    write(
+        reg,
+        "stamp_listing_an_entry_twice",
+        &cat(&[
+            &entry(0, Some(1), b"k0", b"v0"),
+            &entry(0, Some(1), b"k1", b"v1"),
+            &stamp(5, 0, 0, 1, &[0, 0, 1]),
+        ]),
+    );
 }
 
 fn consumer_protocol(dir: &Path, reg: &Path) {

@@ -19,7 +19,8 @@
 //!   the batches written, at their offsets (an index or marker is a hint, never trusted over
 //!   the data);
 //! - a CRC-valid file may make the open fail, but every batch a read serves passes its CRC and is
-//!   byte for byte one of the batches written; timestamp lookups and an append never panic.
+//!   byte for byte one of the batches written; timestamp lookups and an append never panic
+//!   (and, without one, answer offsets inside the log).
 
 #![no_main]
 
@@ -154,6 +155,19 @@ fn run(data: &[u8]) {
                 assert!(
                     (0..end).contains(&t.offset),
                     "offset_for_timestamp({ts}) = {t:?}"
+                );
+            }
+        }
+    }
+
+    for upto in [end, end / 2] {
+        let found = log.offset_of_max_timestamp(upto);
+        if !trusted {
+            let found = found.unwrap_or_else(|e| panic!("offset_of_max_timestamp({upto}): {e}"));
+            if let Some(t) = found {
+                assert!(
+                    (0..upto).contains(&t.offset),
+                    "offset_of_max_timestamp({upto}) = {t:?}"
                 );
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! The input is a program that writes record batches into the offsets log
 //! (`consumer-offsets/` on an in-memory disk), then opens `OffsetStore` over it. Byte 0 is a set
-//! of flags (bit 0: open with compaction after every record, 4 KiB segments; bit 1: compress
-//! every batch with gzip, which the store cannot read). Then, until the input ends, an op byte:
+//! of flags (bit 0: open with compaction after every record and 4 KiB segments, else with
+//! none and 64 KiB segments; bit 1: compress every batch with gzip, which the store cannot
+//! read). Then, until the input ends, an op byte:
 //!
 //! - `0`: a commit: group (`g` + 1 byte), topic (`t` + 1 byte), partition (byte), offset
 //!   (`i64`), leader epoch (`i32`), commit time (`i64`), metadata (length byte + raw bytes,
@@ -196,11 +197,14 @@ fn parse(input: &mut Input<'_>) -> Vec<Vec<Record>> {
     batches
 }
 
+/// `OffsetStore::open` with small segments (on the in-memory disk every fsync copies the whole
+/// file, and the default 16 MiB segments are zero-filled 8 MiB ahead): never compacting, or
+/// compacting after every record with 4 KiB segments.
 fn open(storage: &Storage, compacting: bool) -> Result<OffsetStore, String> {
     if compacting {
         OffsetStore::open_compacting(storage, PATH, 1, 4096)
     } else {
-        OffsetStore::open(storage, PATH)
+        OffsetStore::open_compacting(storage, PATH, u64::MAX, 64 << 10)
     }
 }
 
@@ -256,6 +260,8 @@ fn run(data: &[u8]) {
             .open_log(
                 PATH,
                 LogConfig {
+                    segment_bytes: 1 << 20,
+                    max_batch_bytes: 1 << 20,
                     zero_fill_bytes: 0,
                     ..LogConfig::default()
                 },
