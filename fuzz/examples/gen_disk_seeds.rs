@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use staunch_core::TopicPartition;
-use staunch_fuzz::{INDEX_MAGIC, INTENT_MAGIC, MARKER_MAGIC, index_log, offsets_key, seal, unseal};
+use staunch_fuzz::{
+    INDEX_MAGIC, INTENT_MAGIC, MARKER_MAGIC, RECOVERY_POINT_MAGIC, index_log, offsets_key, seal,
+    unseal,
+};
 use staunch_protocol::consumer_protocol::{
     Assignment, Subscription, encode_assignment, encode_subscription,
 };
@@ -217,8 +220,8 @@ fn index_recovery(dir: &Path) {
         .collect();
     indexes.sort();
     let segments = indexes.len() as u8;
-    // Byte 0: the file (index k, then the marker, then the intent); byte 1: flags (1 reseal,
-    // 2 unclean, 4 append).
+    // Byte 0: the file (index k, then the marker, the intent, the recovery point); byte 1:
+    // flags (1 reseal, 2 unclean, 4 append).
     for (k, name) in indexes.iter().enumerate() {
         let k = k as u8;
         let file = disk.live_bytes(name).unwrap();
@@ -262,6 +265,27 @@ fn index_recovery(dir: &Path) {
         &cat(&[&[segments + 1, 0], &intent[..10]]),
     );
     write(dir, "unclean_only", &[0, 2]);
+    // The recovery point: as written, resealed, torn, and resealed claiming an offset far past
+    // the data (a lie the open may refuse, never serve).
+    let point = disk.live_bytes("recovery-point").unwrap();
+    let body = unseal(&point, RECOVERY_POINT_MAGIC)
+        .expect("a valid recovery point")
+        .to_vec();
+    let rp = segments + 2;
+    write(dir, "recovery_point_as_is", &cat(&[&[rp, 0], &point]));
+    write(dir, "recovery_point_resealed", &cat(&[&[rp, 1 | 2], &body]));
+    write(
+        dir,
+        "recovery_point_torn",
+        &cat(&[&[rp, 2], &point[..point.len() - 2]]),
+    );
+    let mut lie = body.clone();
+    lie[..8].copy_from_slice(&1_000_000i64.to_be_bytes());
+    write(
+        dir,
+        "recovery_point_past_the_data",
+        &cat(&[&[rp, 1 | 4], &lie]),
+    );
 }
 
 /// Op 0: an entry of topic `t{t}`, partition `partition`, with a key and value.

@@ -1,12 +1,14 @@
-//! `FileLog` recovery over a damaged index file, clean-shutdown marker or truncation intent.
+//! `FileLog` recovery over a damaged index file, clean-shutdown marker, truncation intent or
+//! recovery point.
 //!
 //! A log of several 1 KiB segments (an index entry every 64 bytes) is written once and closed
-//! cleanly, so every segment has its `<base>.index` and the `clean-shutdown` marker names the
-//! active one. Each input damages a copy of that disk:
+//! cleanly, so every segment has its `<base>.index`, the `clean-shutdown` marker names the
+//! active one, and the `recovery-point` (the durable-end checkpoint) is at the log end. Each
+//! input damages a copy of that disk:
 //!
-//! - byte 0 picks the file replaced, modulo the segment count + 2: `k` below the segment
+//! - byte 0 picks the file replaced, modulo the segment count + 3: `k` below the segment
 //!   count is segment `k`'s index; then the clean-shutdown marker; then the truncation intent
-//!   (not there after a clean close);
+//!   (not there after a clean close); then the recovery point;
 //! - byte 1 is a set of flags. Bit 0: reseal: the rest of the input is the file's *body*,
 //!   framed with its magic, version and a valid CRC-32C (so the decoder, not only the CRC
 //!   check, sees arbitrary fields); without it the rest is the file as is. Bit 1: make the
@@ -30,8 +32,8 @@ use libfuzzer_sys::fuzz_target;
 use staunch_core::batch::batches;
 use staunch_core::{BatchBuilder, ManualClock};
 use staunch_fuzz::{
-    INDEX_LOG_CLOCK_MS, INDEX_MAGIC, INTENT_MAGIC, Input, MARKER_MAGIC, index_log,
-    index_log_config, seal, unseal,
+    INDEX_LOG_CLOCK_MS, INDEX_MAGIC, INTENT_MAGIC, Input, MARKER_MAGIC, RECOVERY_POINT_MAGIC,
+    index_log, index_log_config, seal, unseal,
 };
 use staunch_log::{FileLog, LogStore};
 use staunch_testkit::{CrashMode, FaultyIo};
@@ -66,7 +68,7 @@ fn run(data: &[u8]) {
     let base = base();
     let mut input = Input::new(data);
     let segments = base.indexes.len();
-    let which = usize::from(input.byte()) % (segments + 2);
+    let which = usize::from(input.byte()) % (segments + 3);
     let flags = input.byte();
     let body = input.rest();
 
@@ -74,8 +76,10 @@ fn run(data: &[u8]) {
         (base.indexes[which].as_str(), INDEX_MAGIC)
     } else if which == segments {
         ("clean-shutdown", MARKER_MAGIC)
-    } else {
+    } else if which == segments + 1 {
         ("truncate-intent", INTENT_MAGIC)
+    } else {
+        ("recovery-point", RECOVERY_POINT_MAGIC)
     };
     let bytes = if flags & 1 != 0 {
         seal(magic, body)

@@ -108,6 +108,8 @@ pub const INDEX_MAGIC: &[u8; 4] = b"STIX";
 pub const MARKER_MAGIC: &[u8; 4] = b"STCS";
 /// Magic of the truncation intent.
 pub const INTENT_MAGIC: &[u8; 4] = b"STTI";
+/// Magic of the recovery point (the durable-end checkpoint).
+pub const RECOVERY_POINT_MAGIC: &[u8; 4] = b"STRP";
 /// Version byte of all three.
 pub const META_VERSION: u8 = 1;
 
@@ -151,8 +153,9 @@ pub fn index_log_config() -> LogConfig {
     }
 }
 
-/// A log of several segments, closed cleanly (every segment has its index file, and the
-/// clean-shutdown marker names the active one), on an in-memory disk, with every batch it
+/// A log of several segments, closed cleanly (every segment has its index file, the
+/// clean-shutdown marker names the active one, the recovery point is at the log end), on an
+/// in-memory disk, with every batch it
 /// holds as stored (base offset and leader epoch stamped), in offset order.
 pub fn index_log() -> (FaultyIo, Vec<Vec<u8>>) {
     let disk = FaultyIo::new();
