@@ -384,9 +384,17 @@ fn check_logs(args: CheckArgs) -> Result<(), String> {
         return Err(format!("{failed} log(s) could not be checked"));
     }
     if damaged > 0 {
+        let refusing = results
+            .iter()
+            .filter(|(_, r)| {
+                r.as_ref()
+                    .is_ok_and(|r| matches!(r.on_open, OnOpen::Refuses { .. }))
+            })
+            .count();
         return Err(format!(
-            "{damaged} damaged log(s); `staunch log repair {} --move-aside` moves the damage \
-             aside (see `staunch log repair --help` for what it removes)",
+            "{damaged} damaged log(s), {refusing} of which refuse to open; `staunch log repair \
+             {} --move-aside` moves the damage aside (see `staunch log repair --help` for what \
+             it removes)",
             args.dir.display()
         ));
     }

@@ -28,11 +28,9 @@ const PREALLOCATE_STEP: u64 = 64 << 20;
 
 /// Where an append's bytes are split so that no piece but a single batch is larger than
 /// `window` (0: no limit): the end of each piece, the last one being the end of the append.
+/// Only called for an append larger than a non-zero window.
 fn pieces(spans: &[BatchSpan], window: u64) -> Vec<usize> {
     let end = spans.last().map_or(0, |s| s.start + s.len);
-    if window == 0 || end as u64 <= window {
-        return vec![end];
-    }
     let mut ends = Vec::new();
     let mut start = 0;
     for span in spans {
@@ -193,7 +191,15 @@ impl Inner {
             }
         }
         let mut done = 0;
-        for piece in pieces(&spans, window) {
+        let whole = [bytes.len()];
+        let split;
+        let ends: &[usize] = if window > 0 && bytes.len() as u64 > window {
+            split = pieces(&spans, window);
+            &split
+        } else {
+            &whole
+        };
+        for &piece in ends {
             if done > 0 {
                 // A piece of an append larger than the window: the earlier pieces are fsynced
                 // first (under the state lock; such appends are rare and large).

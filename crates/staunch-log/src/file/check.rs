@@ -357,7 +357,8 @@ pub struct RepairCut {
     /// The offset after the last valid batch found in what was removed (`from_offset` if none
     /// was readable): offsets `from_offset..to_offset` left the log.
     pub to_offset: Offset,
-    /// Bytes removed from the log (the cut tail and the segments after it).
+    /// Bytes removed from the log (the cut tail and the segments after it), not counting
+    /// zeros at the end of a segment (blocks reserved ahead of the data).
     pub bytes: u64,
     /// Records counted in the removed bytes (valid batches and readable headers).
     pub records: u64,
@@ -465,6 +466,7 @@ fn repair_locked(
         let mut records = 0u64;
         let mut records_exact = true;
         let mut to_offset = first.expected_offset;
+        let mut bytes = 0u64;
         for d in report.damage.iter().filter(|d| d.kind == DamageKind::Batch) {
             let removed =
                 d.file > first.file || (d.file == first.file && d.position >= first.position);
@@ -488,6 +490,12 @@ fn repair_locked(
             } else {
                 walk_from(&mut chunks, from, first.expected_offset)?
             };
+            // Zeros at the end (blocks reserved ahead of the data) were never data.
+            let data_end = match regions.last() {
+                Some(Region::Damaged(d)) if d.zeros && d.end == segment.bytes => d.start,
+                _ => segment.bytes,
+            };
+            bytes += data_end.saturating_sub(from);
             for region in regions {
                 if let Region::Batches {
                     next_offset,
@@ -544,8 +552,6 @@ fn repair_locked(
                 .and_then(|()| source.sync_data())
                 .map_err(|e| LogError::io(format!("cutting {}", damaged.file), e))?;
         }
-        let bytes = (damaged.bytes - first.position.min(damaged.bytes))
-            + later.iter().map(|s| s.bytes).sum::<u64>();
         repair.cut = Some(RepairCut {
             file: damaged.file.clone(),
             position: first.position,
