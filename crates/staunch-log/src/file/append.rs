@@ -203,12 +203,17 @@ impl Inner {
             if done > 0 {
                 // A piece of an append larger than the window: the earlier pieces are fsynced
                 // first (under the state lock; such appends are rare and large).
-                if let Err(e) = active.file.sync_data() {
-                    let name = active.name();
+                let name = active.name();
+                if let Err(e) = self.timed_sync(
+                    || format!("fdatasync of {name} within an append"),
+                    || active.file.sync_data(),
+                ) {
                     return Err(
                         self.fail(format!("fdatasync of {name} within an append failed: {e}"))
                     );
                 }
+                // The log may have given up on that fsync (hung) meanwhile.
+                self.check_health()?;
                 self.note_all_synced();
             }
             if let Err(e) = write_all_at(&*active.file, &bytes[done..piece], position + done as u64)
@@ -219,7 +224,13 @@ impl Inner {
                 // back after a crash.
                 let cut = active.file.set_len(position);
                 active.allocated = position;
-                if done > 0 && cut.and_then(|()| active.file.sync_data()).is_err() {
+                let synced = || {
+                    self.timed_sync(
+                        || format!("fdatasync of {name} after a failed write"),
+                        || active.file.sync_data(),
+                    )
+                };
+                if done > 0 && cut.and_then(|()| synced()).is_err() {
                     return Err(self.fail(format!(
                         "write to {name} failed ({e}) and cutting it off failed"
                     )));
