@@ -322,16 +322,22 @@ mod tests {
 
     use crate::{Broker, BrokerConfig};
 
+    /// A data directory and a current-thread runtime (spawned tasks are first polled in
+    /// spawn order).
+    fn setup() -> (tempfile::TempDir, tokio::runtime::Runtime) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (tempfile::tempdir().unwrap(), runtime)
+    }
+
     /// Many idempotent batches of one partition in flight at once, as a producer pipelines
     /// them: each call is appended in the order it was first polled, so no sequence gap is
     /// ever seen and every batch gets the next offsets.
     #[test]
     fn concurrent_calls_are_appended_in_the_order_they_were_first_polled() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, runtime) = setup();
         runtime.block_on(async {
             let config = BrokerConfig {
                 data_dir: dir.path().to_owned(),
@@ -377,11 +383,7 @@ mod tests {
     /// their own answer, in the call's order.
     #[test]
     fn batches_for_one_partition_in_one_call_each_get_their_own_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, runtime) = setup();
         runtime.block_on(async {
             let config = BrokerConfig {
                 data_dir: dir.path().to_owned(),

@@ -217,6 +217,21 @@ impl Disk {
         Err(eio())
     }
 
+    /// Moves `entry` from `from` to `to` (each a directory inode and a name) in the live
+    /// namespace; durable once both directories are synced.
+    fn move_entry(&mut self, from: (u64, &str), to: (u64, &str), entry: Entry) {
+        self.dirs
+            .get_mut(&from.0)
+            .expect("exists")
+            .live
+            .remove(from.1);
+        self.dirs
+            .get_mut(&to.0)
+            .expect("exists")
+            .live
+            .insert(to.1.to_owned(), entry);
+    }
+
     /// The directory inode at `path` under `from` (live names).
     fn dir_at(&self, from: u64, path: &str) -> io::Result<u64> {
         let mut dir = from;
@@ -831,16 +846,7 @@ impl StorageIo for FaultyIo {
             Some(entry @ Entry::Dir(_)) => *entry,
             _ => return Err(not_found(from)),
         };
-        disk.dirs
-            .get_mut(&from_dir)
-            .expect("exists")
-            .live
-            .remove(from_name);
-        disk.dirs
-            .get_mut(&to_dir)
-            .expect("exists")
-            .live
-            .insert(to_name.to_owned(), entry);
+        disk.move_entry((from_dir, from_name), (to_dir, to_name), entry);
         Ok(())
     }
 
@@ -860,16 +866,7 @@ impl StorageIo for FaultyIo {
                 format!("{to} is a directory"),
             ));
         }
-        disk.dirs
-            .get_mut(&from_dir)
-            .expect("exists")
-            .live
-            .remove(from_name);
-        disk.dirs
-            .get_mut(&to_dir)
-            .expect("exists")
-            .live
-            .insert(to_name.to_owned(), entry);
+        disk.move_entry((from_dir, from_name), (to_dir, to_name), entry);
         Ok(())
     }
 

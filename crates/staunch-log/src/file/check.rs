@@ -27,7 +27,7 @@ use staunch_core::Offset;
 use super::meta::{self, CLEAN_SHUTDOWN, RECOVERY_POINT, TRUNCATE_INTENT};
 use super::recovery::{TailCut, inspect};
 use super::segment::{index_name, log_name, parse_log_name};
-use super::walk::{Chunks, Region, walk_from};
+use super::walk::{Chunks, Region, walk_from, walk_segment};
 use crate::LogError;
 use crate::config::LogConfig;
 use crate::io::{FsSegmentIo, FsStorage, SegmentIo, StorageIo, join_path, read_file, write_all_at};
@@ -211,14 +211,7 @@ pub fn check(io: &dyn SegmentIo, config: &LogConfig) -> Result<LogCheck, LogErro
                 ),
             });
         }
-        let file = io
-            .open(&name, false)
-            .map_err(|e| LogError::io(format!("opening {name}"), e))?;
-        let len = file
-            .size()
-            .map_err(|e| LogError::io(format!("reading length of {name}"), e))?;
-        let mut chunks = Chunks::new(&*file, &name, len);
-        let regions = walk_from(&mut chunks, 0, base)?;
+        let (len, regions) = walk_segment(io, base)?;
         let mut report = SegmentCheck {
             file: name.clone(),
             base_offset: base,

@@ -102,7 +102,7 @@ use super::State;
 use super::meta::{self, CLEAN_SHUTDOWN, RECOVERY_POINT, RecoveryPoint, TRUNCATE_INTENT};
 use super::segment::{Segment, index_name, log_name, parse_log_name};
 use super::truncate::cut_position;
-use super::walk::{Chunks, Region, scan, walk_from};
+use super::walk::{Chunks, Region, scan, walk_from, walk_segment};
 use crate::LogError;
 use crate::config::LogConfig;
 use crate::io::{SegmentIo, read_file, replace_file};
@@ -278,14 +278,8 @@ fn count(regions: &[Region]) -> (u64, bool) {
 /// What a whole segment that is dropped held.
 fn dropped_cut(io: &dyn SegmentIo, base: Offset) -> Result<TailCut, LogError> {
     let name = log_name(base);
-    let file = io
-        .open(&name, false)
-        .map_err(|e| LogError::io(format!("opening {name}"), e))?;
-    let len = file
-        .size()
-        .map_err(|e| LogError::io(format!("reading length of {name}"), e))?;
-    let mut chunks = Chunks::new(&*file, &name, len);
-    let (records, records_exact) = count(&walk_from(&mut chunks, 0, base)?);
+    let (len, regions) = walk_segment(io, base)?;
+    let (records, records_exact) = count(&regions);
     Ok(TailCut {
         file: name,
         position: 0,

@@ -234,6 +234,25 @@ pub(crate) struct Damaged {
     pub(crate) zeros: bool,
 }
 
+/// [`walk_from`] over the whole segment `base` of `io`, from its first byte: the file's length
+/// and its regions.
+pub(crate) fn walk_segment(
+    io: &dyn crate::io::SegmentIo,
+    base: Offset,
+) -> Result<(u64, Vec<Region>), LogError> {
+    let name = super::segment::log_name(base);
+    let file = io
+        .open(&name, false)
+        .map_err(|e| LogError::io(format!("opening {name}"), e))?;
+    let len = file
+        .size()
+        .map_err(|e| LogError::io(format!("reading length of {name}"), e))?;
+    Ok((
+        len,
+        walk_from(&mut Chunks::new(&*file, &name, len), 0, base)?,
+    ))
+}
+
 /// Walks a segment from `pos`, where a batch with base offset `expected` should start, to the
 /// end of the file: runs of valid contiguous batches, and damaged stretches between them. After
 /// damage it searches byte by byte for the next valid batch whose base offset is at least the
