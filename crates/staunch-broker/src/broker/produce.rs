@@ -50,7 +50,8 @@ impl Broker {
         partitions: Vec<ProducePartition>,
     ) -> ProduceInFlight {
         let mut results = Vec::with_capacity(partitions.len());
-        let mut writes = Vec::new();
+        let mut writes: Vec<Written> = Vec::new();
+        let mut pending = Vec::with_capacity(partitions.len());
         for p in partitions {
             let fail = |error: ErrorCode, message: Option<String>| {
                 ProduceResult::failed(p.topic.clone(), p.partition, error, message)
@@ -89,6 +90,14 @@ impl Broker {
                 results.push(Some(fail(refused.code, refused.message)));
                 continue;
             }
+            // Two batches for one partition in one call (possible in process, not on the wire)
+            // are written in the call's order: the earlier ones settle first.
+            if writes
+                .iter()
+                .any(|w| w.topic == p.topic && w.partition_index == p.partition)
+            {
+                settle_writes(std::mem::take(&mut writes), &mut results, &mut pending).await;
+            }
             let index = results.len();
             results.push(None);
             let deadline = Instant::now() + partition.durable_wait_bound();
@@ -125,35 +134,7 @@ impl Broker {
                 written,
             });
         }
-        let mut pending = Vec::with_capacity(writes.len());
-        for w in writes {
-            // Bounded: a write can wait for the log's state lock, which a roll's hung fsync
-            // holds.
-            let outcome = match tokio::time::timeout_at(w.deadline, w.written).await {
-                Ok(written) => {
-                    written.unwrap_or_else(|_| Err(ErrorCode::UnknownServerError.into()))
-                }
-                Err(_) => Err(timed_out(&w.partition, "written")),
-            };
-            match outcome {
-                Ok(()) => pending.push(Waiting {
-                    index: w.index,
-                    topic: w.topic,
-                    partition_index: w.partition_index,
-                    partition: w.partition,
-                    deadline: w.deadline,
-                    task: w.task,
-                }),
-                Err(error) => {
-                    results[w.index] = Some(ProduceResult::failed(
-                        w.topic,
-                        w.partition_index,
-                        error.code,
-                        error.message,
-                    ));
-                }
-            }
-        }
+        settle_writes(writes, &mut results, &mut pending).await;
         ProduceInFlight { results, pending }
     }
 
@@ -166,6 +147,41 @@ impl Broker {
     ) -> ProduceInFlight {
         let _turn = self.inner.in_process_writes.lock().await;
         self.write_produce(acks, partitions).await
+    }
+}
+
+/// Waits until each of `writes` is written (or has failed, or ran past its deadline): a written
+/// one moves to `pending` to wait for durability, a failed one gets its result.
+async fn settle_writes(
+    writes: Vec<Written>,
+    results: &mut [Option<ProduceResult>],
+    pending: &mut Vec<Waiting>,
+) {
+    for w in writes {
+        // Bounded: a write can wait for the log's state lock, which a roll's hung fsync
+        // holds.
+        let outcome = match tokio::time::timeout_at(w.deadline, w.written).await {
+            Ok(written) => written.unwrap_or_else(|_| Err(ErrorCode::UnknownServerError.into())),
+            Err(_) => Err(timed_out(&w.partition, "written")),
+        };
+        match outcome {
+            Ok(()) => pending.push(Waiting {
+                index: w.index,
+                topic: w.topic,
+                partition_index: w.partition_index,
+                partition: w.partition,
+                deadline: w.deadline,
+                task: w.task,
+            }),
+            Err(error) => {
+                results[w.index] = Some(ProduceResult::failed(
+                    w.topic,
+                    w.partition_index,
+                    error.code,
+                    error.message,
+                ));
+            }
+        }
     }
 }
 
