@@ -58,6 +58,10 @@ pub struct BrokerConfig {
     /// How often retention runs over every partition. Default 5 min.
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
+    /// Segment files that may hold an open descriptor at once; idle ones are closed and
+    /// reopened on demand (files with unsynced writes stay open). Keep it well under the
+    /// process's open-files limit, which must also cover connections. Default 4096.
+    pub max_open_files: usize,
 }
 
 impl Default for BrokerConfig {
@@ -79,6 +83,7 @@ impl Default for BrokerConfig {
             offsets_compaction_records: 200_000,
             offsets_segment_bytes: 16 << 20,
             retention_check_interval: Duration::from_secs(300),
+            max_open_files: staunch_log::io::DEFAULT_OPEN_FILES,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::Arc;
 
 use staunch_core::{Clock, SystemClock};
+use staunch_log::io::FileCache;
 use staunch_log::{FileLog, FsStorage, LogConfig, LogError, SegmentIo, StorageIo};
 
 /// Where the broker keeps its files and how it tells the time. Cheap to clone.
@@ -23,9 +24,21 @@ impl Storage {
         Storage { io, clock }
     }
 
-    /// The file system under `root` and the system clock.
+    /// The file system under `root` and the system clock; each log directory is locked on its
+    /// own and files are opened through the process-wide file cache.
     pub fn fs(root: impl Into<std::path::PathBuf>) -> Self {
         Storage::new(Arc::new(FsStorage::new(root)), Arc::new(SystemClock))
+    }
+
+    /// The file system under `root`, locked as a whole for this broker (one lock file, not one
+    /// per partition; fails while another process uses it), with at most about
+    /// `max_open_files` segment files open at once, and the system clock.
+    pub fn fs_locked(
+        root: impl Into<std::path::PathBuf>,
+        max_open_files: usize,
+    ) -> io::Result<Self> {
+        let io = FsStorage::locked(root, FileCache::new(max_open_files))?;
+        Ok(Storage::new(Arc::new(io), Arc::new(SystemClock)))
     }
 
     /// The directory tree.

@@ -85,6 +85,10 @@ pub(crate) struct ServeArgs {
     /// Initial rebalance delay of new consumer groups, e.g. 3s or 100ms.
     #[arg(long, env = "STAUNCH_GROUP_INITIAL_REBALANCE_DELAY", value_parser = humantime_duration)]
     group_initial_rebalance_delay: Option<Duration>,
+    /// Segment files that may hold an open descriptor at once (idle ones are closed and
+    /// reopened on demand). Default 4096.
+    #[arg(long, env = "STAUNCH_MAX_OPEN_FILES")]
+    max_open_files: Option<usize>,
     /// Log format.
     #[arg(long, env = "STAUNCH_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -135,6 +139,9 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if let Some(delay) = args.group_initial_rebalance_delay {
         config.broker.group_initial_rebalance_delay = delay;
+    }
+    if let Some(n) = args.max_open_files {
+        config.broker.max_open_files = n;
     }
     if let Some(format) = args.log_format {
         config.log_format = format;
@@ -188,6 +195,40 @@ async fn shutdown_signal() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as Kafka's start scripts advise: a
+/// broker with many partitions and connections needs far more than the usual 1,024. Logs the
+/// outcome; a limit that stays low is a warning naming the settings, not an error (the file
+/// cache closes idle files when it runs out).
+fn raise_open_files_limit(max_open_files: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = match limit.maximum {
+        Some(hard) if limit.current.is_some_and(|soft| soft < hard) => {
+            let raised = rustix::process::Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => Some(hard),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not raise the open-files limit");
+                    limit.current
+                }
+            }
+        }
+        _ => limit.current,
+    };
+    match soft {
+        Some(soft) if soft < max_open_files as u64 * 2 => tracing::warn!(
+            open_files_limit = soft,
+            max_open_files,
+            "the open-files limit is low for max_open_files plus connections; raise it \
+             (ulimit -n, systemd LimitNOFILE) or lower max_open_files"
+        ),
+        _ => tracing::info!(open_files_limit = ?soft, max_open_files, "open files"),
+    }
+}
+
 /// Runs the broker until SIGINT or SIGTERM, then finishes in-flight requests, flushes every
 /// log and marks it cleanly shut down.
 pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
@@ -197,6 +238,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
         return Ok(());
     }
     init_logging(&config)?;
+    raise_open_files_limit(config.broker.max_open_files);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("staunch")

@@ -6,11 +6,14 @@
 //! point, tear writes, flip bits, fail an fsync or fill the disk. The traits are sync and return
 //! plain `io::Error`: the log adds the context.
 
+mod file_cache;
+mod fs;
+
+pub use file_cache::{CachedFile, DEFAULT_OPEN_FILES, FileCache};
+pub use fs::{FsSegmentIo, FsStorage, TREE_LOCK};
+
 use std::fmt::Debug;
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One file of a log directory.
@@ -95,83 +98,6 @@ pub fn join_path(parent: &str, child: &str) -> String {
         (true, _) => child.to_owned(),
         (_, true) => parent.to_owned(),
         _ => format!("{parent}/{child}"),
-    }
-}
-
-/// A broker's storage on the real file system, rooted at one directory.
-#[derive(Debug, Clone)]
-pub struct FsStorage {
-    root: PathBuf,
-}
-
-impl FsStorage {
-    /// Storage under `root` (created on first use).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        FsStorage { root: root.into() }
-    }
-
-    fn path(&self, path: &str) -> PathBuf {
-        if path.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(path)
-        }
-    }
-}
-
-impl StorageIo for FsStorage {
-    fn open_dir(&self, path: &str, exclusive: bool) -> io::Result<Arc<dyn SegmentIo>> {
-        let dir = self.path(path);
-        if exclusive {
-            Ok(Arc::new(FsSegmentIo::open(dir)?))
-        } else {
-            Ok(Arc::new(FsSegmentIo::open_shared(dir)?))
-        }
-    }
-
-    fn create_dir_all(&self, path: &str) -> io::Result<()> {
-        fs::create_dir_all(self.path(path))
-    }
-
-    fn list_dirs(&self, path: &str) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(self.path(path))? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        Ok(names)
-    }
-
-    fn rename_dir(&self, from: &str, to: &str) -> io::Result<()> {
-        fs::rename(self.path(from), self.path(to))
-    }
-
-    fn rename_file(&self, from: &str, to: &str) -> io::Result<()> {
-        let from = self.path(from);
-        if !fs::symlink_metadata(&from)?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a file", from.display()),
-            ));
-        }
-        fs::rename(from, self.path(to))
-    }
-
-    fn remove_dir_all(&self, path: &str) -> io::Result<()> {
-        match fs::remove_dir_all(self.path(path)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
-    }
-
-    fn sync_dir(&self, path: &str) -> io::Result<()> {
-        File::open(self.path(path))?.sync_all()
-    }
-
-    fn describe(&self, path: &str) -> String {
-        self.path(path).display().to_string()
     }
 }
 
@@ -285,162 +211,4 @@ pub fn read_file(io: &dyn SegmentIo, name: &str) -> io::Result<Option<Vec<u8>>> 
     let mut buf = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
     read_exact_at(&*file, &mut buf, 0)?;
     Ok(Some(buf))
-}
-
-/// A log directory on the real file system.
-///
-/// Holds an exclusive advisory lock on `<dir>/.lock` for its lifetime, so two processes cannot
-/// open the same log (the kernel releases it when the process dies, even by kill -9).
-#[derive(Debug)]
-pub struct FsSegmentIo {
-    dir: PathBuf,
-    dir_handle: File,
-    /// The locked `.lock` file; `None` once released.
-    lock: std::sync::Mutex<Option<File>>,
-}
-
-impl FsSegmentIo {
-    /// Opens (creating if needed) the directory `dir` and locks it.
-    pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(".lock"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    format!(
-                        "log directory {} is in use by another process",
-                        dir.display()
-                    ),
-                ));
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(e),
-        }
-        let dir_handle = File::open(&dir)?;
-        Ok(Self {
-            dir,
-            dir_handle,
-            lock: std::sync::Mutex::new(Some(lock)),
-        })
-    }
-
-    /// Opens (creating if needed) the directory `dir` without locking it: for a directory
-    /// of small files several owners share (the broker's root), not for a log.
-    pub fn open_shared(dir: impl AsRef<Path>) -> io::Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
-        let dir_handle = File::open(&dir)?;
-        Ok(Self {
-            dir,
-            dir_handle,
-            lock: std::sync::Mutex::new(None),
-        })
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-#[derive(Debug)]
-struct FsFile(File);
-
-impl SegmentFile for FsFile {
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
-    }
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.0.read_at(buf, pos)
-    }
-    /// `preadv2` with `RWF_NOWAIT` (Linux 4.14+): `EAGAIN` where the page cache does not
-    /// hold the bytes. On an older kernel, or a file system that does not support it, the
-    /// error sends the caller to [`SegmentFile::read_at`]. (rustix offers `preadv2` on Linux
-    /// only: the log builds on Linux, the one platform it is tested on.)
-    fn read_cached_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        let mut slices = [io::IoSliceMut::new(buf)];
-        rustix::io::preadv2(
-            &self.0,
-            &mut slices,
-            pos,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        )
-        .map_err(io::Error::from)
-    }
-    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
-        self.0.write_at(buf, pos)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn preallocate(&self, len: u64) -> io::Result<()> {
-        let current = self.size()?;
-        if len <= current {
-            return Ok(());
-        }
-        rustix::fs::fallocate(
-            &self.0,
-            rustix::fs::FallocateFlags::empty(),
-            current,
-            len - current,
-        )
-        .map_err(io::Error::from)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
-    }
-}
-
-impl SegmentIo for FsSegmentIo {
-    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(self.dir.join(name))?;
-        Ok(Arc::new(FsFile(file)))
-    }
-
-    fn list(&self) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file()
-                && let Some(name) = entry.file_name().to_str()
-            {
-                names.push(name.to_owned());
-            }
-        }
-        Ok(names)
-    }
-
-    fn remove(&self, name: &str) -> io::Result<()> {
-        match fs::remove_file(self.dir.join(name)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
-    }
-
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        fs::rename(self.dir.join(from), self.dir.join(to))
-    }
-
-    fn sync_dir(&self) -> io::Result<()> {
-        self.dir_handle.sync_all()
-    }
-
-    fn release(&self) -> io::Result<()> {
-        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match lock {
-            Some(file) => file.unlock(),
-            None => Ok(()),
-        }
-    }
 }

@@ -112,7 +112,8 @@ impl Broker {
     /// committed offsets and producer-id reservations. Blocks on disk I/O; call it from a
     /// blocking context or accept the stall at startup.
     pub fn open(config: BrokerConfig) -> Result<Broker, OpenError> {
-        let storage = Storage::fs(&config.data_dir);
+        let storage = Storage::fs_locked(&config.data_dir, config.max_open_files)
+            .map_err(|e| OpenError(format!("opening {}: {e}", config.data_dir.display())))?;
         Self::open_with(config, storage)
     }
 
@@ -322,5 +323,32 @@ impl Broker {
         })
         .await;
         tracing::info!("broker closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second broker on the same data directory is refused at open with a message saying
+    /// why, and the directory is free again once the first has shut down.
+    #[test]
+    fn a_data_directory_serves_one_broker_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_owned(),
+            ..BrokerConfig::default()
+        };
+        let first = Broker::open(config.clone()).unwrap();
+        let second = Broker::open(config.clone()).unwrap_err();
+        assert!(second.0.contains("in use by another process"), "{}", second.0);
+        runtime.block_on(first.shutdown());
+        drop(first);
+        let again = Broker::open(config).unwrap();
+        runtime.block_on(again.shutdown());
     }
 }

@@ -28,6 +28,29 @@ impl Inner {
         at_least_one: bool,
         source: ReadFrom,
     ) -> Result<Option<ReadBatches>, LogError> {
+        match self.read_segment(from, max_bytes, at_least_one, source) {
+            // Retention deleted the segment after it was picked and the file cache had closed
+            // its descriptor: the offset is gone now, and says so.
+            Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let st = self.read_state();
+                st.check_range(from)?;
+                Err(LogError::io(
+                    format!("reading offset {from}: its segment file is missing"),
+                    source,
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// [`Inner::read_from`], once.
+    fn read_segment(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        at_least_one: bool,
+        source: ReadFrom,
+    ) -> Result<Option<ReadBatches>, LogError> {
         let (file, name, mut position, end) = {
             let st = match source {
                 ReadFrom::Disk => self.read_state(),
