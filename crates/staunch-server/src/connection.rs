@@ -9,12 +9,13 @@ use bytes::Bytes;
 use staunch_broker::Broker;
 use staunch_protocol::kafka_protocol::messages::{ApiKey, ResponseKind};
 use staunch_protocol::{DecodeError, decode_request, encode_response, frame_length};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::ServerConfig;
+use crate::budget::{Charge, RequestBudget};
 use crate::handlers::{self, Answer, ClientContext, NoAnswer, Reply};
 
 /// Why a connection ended, for the log line.
@@ -27,11 +28,16 @@ enum Close {
     Local(String),
 }
 
-/// Most answers a connection may owe at once. Beyond it the connection stops reading until
-/// the oldest is sent (an idempotent Kafka producer keeps at most 5 requests in flight).
-const MAX_IN_FLIGHT: usize = 32;
+/// An answer on its way to the writer, in request order, with what its request holds until
+/// the answer is written: its place among the connection's unanswered requests and its charge
+/// on the broker's request budget.
+struct Owed {
+    answer: Outgoing,
+    _in_flight: OwnedSemaphorePermit,
+    _charge: Charge,
+}
 
-/// An answer on its way to the writer, in request order.
+/// An answer, ready or not.
 enum Outgoing {
     Ready(Answer),
     /// A produce waiting for durability. The wait itself runs on its own (in the broker's
@@ -45,22 +51,36 @@ enum Outgoing {
 /// Requests are pipelined: each is handled — every effect on the broker made — in the order it
 /// arrived, but a produce's wait for its fsync does not hold up reading and writing the next
 /// requests, so one group fsync can cover several of them. Answers go out in request order.
+///
+/// Memory stays bounded: no request is read while `max_in_flight_requests` are unanswered,
+/// none before the frame's charge on `budget` is granted, and between requests the connection
+/// holds no read buffer (each frame is read into a buffer of its own size, freed with it).
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Broker,
     config: Arc<ServerConfig>,
+    budget: RequestBudget,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (reader, writer) = stream.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let (answers, outgoing) = mpsc::channel(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(send_answers(writer, outgoing));
+    let (mut reader, writer) = stream.into_split();
+    let max_in_flight = config.max_in_flight_requests.max(1);
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let (answers, outgoing) = mpsc::channel(max_in_flight);
+    let writer = tokio::spawn(send_answers(writer, outgoing, config.idle_timeout));
     let context = ClientContext { peer };
     let close = loop {
         if *stop.borrow() {
             break Close::Normal;
         }
+        // The semaphore is never closed, so acquiring fails only if shutdown interrupts it.
+        let permit = tokio::select! {
+            permit = in_flight.clone().acquire_owned() => permit,
+            _ = stop.changed() => break Close::Normal,
+        };
+        let Ok(permit) = permit else {
+            break Close::Normal;
+        };
         let mut prefix = [0u8; 4];
         let read = tokio::select! {
             read = tokio::time::timeout(config.idle_timeout, reader.read_exact(&mut prefix)) => read,
@@ -75,6 +95,11 @@ pub(crate) async fn serve_connection(
         let len = match frame_length(prefix, config.max_request_bytes) {
             Ok(len) => len,
             Err(e) => break Close::Client(format!("refused request frame: {e}")),
+        };
+        // Back-pressure: the body is not read (nor its memory taken) until the budget has room.
+        let charge = tokio::select! {
+            charge = budget.charge(len) => charge,
+            _ = stop.changed() => break Close::Normal,
         };
         let mut body = vec![0u8; len];
         match tokio::time::timeout(config.idle_timeout, reader.read_exact(&mut body)).await {
@@ -116,7 +141,13 @@ pub(crate) async fn serve_connection(
             Reply::Later(answer) => (Outgoing::Pending(answer), false),
             Reply::Last(answer) => (Outgoing::Pending(answer), true),
         };
-        if answers.send(next).await.is_err() || last {
+        let owed = Owed {
+            answer: next,
+            _in_flight: permit,
+            _charge: charge,
+        };
+        // Never waits: the channel has room for every request the permits allow.
+        if answers.send(owed).await.is_err() || last {
             // The writer stopped, or stops at this answer; it says why below.
             break Close::Normal;
         }
@@ -137,17 +168,30 @@ pub(crate) async fn serve_connection(
 }
 
 /// Sends the answers in the order they arrive, each once it is ready, then shuts the socket's
-/// write side. Stops at the first failure; the connection then closes.
-async fn send_answers(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<Outgoing>) -> Close {
+/// write side; each request's permits are returned once its answer is written. Stops at the
+/// first failure, or when the client reads nothing of an answer for `stall_limit` (so a client
+/// that stops reading cannot hold the request budget for ever); the connection then closes.
+async fn send_answers(
+    mut writer: OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<Owed>,
+    stall_limit: std::time::Duration,
+) -> Close {
     let mut close = Close::Normal;
-    while let Some(next) = outgoing.recv().await {
-        let answer = match next {
+    while let Some(owed) = outgoing.recv().await {
+        let answer = match owed.answer {
             Outgoing::Ready(answer) => answer,
             Outgoing::Pending(answer) => answer.await,
         };
         match answer {
             Ok(Some(frame)) => {
-                if let Err(e) = writer.write_all(&frame).await {
+                let written = match write_within(&mut writer, &frame, stall_limit).await {
+                    Ok(written) => written,
+                    Err(stalled) => {
+                        close = Close::Client(stalled);
+                        break;
+                    }
+                };
+                if let Err(e) = written {
                     close = if matches!(
                         e.kind(),
                         std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
@@ -175,4 +219,29 @@ async fn send_answers(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<O
     }
     let _ = writer.shutdown().await;
     close
+}
+
+/// Writes `frame`, giving up when no byte of it could be written for `stall_limit` (`Err`
+/// says so); the inner result is the write's own.
+async fn write_within(
+    writer: &mut OwnedWriteHalf,
+    frame: &[u8],
+    stall_limit: std::time::Duration,
+) -> Result<std::io::Result<()>, String> {
+    let mut rest = frame;
+    while !rest.is_empty() {
+        match tokio::time::timeout(stall_limit, writer.write(rest)).await {
+            Err(_) => {
+                return Err(format!(
+                    "client read none of its answer for {stall_limit:?} ({} of {} bytes unsent)",
+                    rest.len(),
+                    frame.len()
+                ));
+            }
+            Ok(Err(e)) => return Ok(Err(e)),
+            Ok(Ok(0)) => return Ok(Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(Ok(n)) => rest = &rest[n..],
+        }
+    }
+    Ok(Ok(()))
 }

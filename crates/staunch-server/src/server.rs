@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admission::Admission;
+use crate::budget::RequestBudget;
 use crate::connection::serve_connection;
 
 /// Connection-level limits.
@@ -23,6 +25,22 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests before closing connections. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Bytes of request memory all connections together may hold: frames being read, decoded
+    /// and waiting for their answer to be written (`queued.max.request.bytes`). A frame is
+    /// charged its worst decoded size, 48 times its length (the codec can turn a frame of tiny
+    /// elements into ~41 times its size), but never more than the whole budget. When it is
+    /// spent, connections are not read until answers are written. The most request memory
+    /// held at once is therefore this or `48 × max_request_bytes`, whichever is larger.
+    /// Default 512 MiB: room for ten 1 MiB produce requests decoding at their worst at once,
+    /// thousands of typical small ones, and a bound well inside a small server's memory.
+    /// 0 turns the limit off.
+    pub queued_max_request_bytes: usize,
+    /// Requests one connection may have unanswered; it reads no further request until the
+    /// oldest is answered. Default 16 (an idempotent Kafka producer keeps at most 5 in flight).
+    pub max_in_flight_requests: usize,
+    /// Connections served at once (`max.connections`); one more is accepted and closed at
+    /// once, with a warning logged at most every 10 s. Default 10,000.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +49,9 @@ impl Default for ServerConfig {
             max_request_bytes: staunch_protocol::DEFAULT_MAX_FRAME_BYTES,
             idle_timeout: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(10),
+            queued_max_request_bytes: 512 << 20,
+            max_in_flight_requests: 16,
+            max_connections: 10_000,
         }
     }
 }
@@ -64,20 +85,32 @@ impl Server {
     pub async fn run(self, broker: Broker, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let mut admission = Admission::new(self.config.max_connections);
+        let budget = RequestBudget::new(self.config.queued_max_request_bytes);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // Past the limit the connection is closed here, not left unserved.
+                        let Some(slot) = admission.admit(peer) else {
+                            drop(stream);
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(serve_connection(
+                        let connection = serve_connection(
                             stream,
                             peer,
                             broker.clone(),
                             self.config.clone(),
+                            budget.clone(),
                             stop_rx.clone(),
-                        ));
+                        );
+                        connections.spawn(async move {
+                            connection.await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         // Typically EMFILE; back off instead of spinning.
