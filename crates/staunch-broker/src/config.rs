@@ -55,6 +55,10 @@ pub struct BrokerConfig {
     /// Segment size of the committed-offsets log (only whole segments are deleted by
     /// compaction). Default 16 MiB.
     pub offsets_segment_bytes: u64,
+    /// Most partitions the broker holds, all topics together. A CreateTopics or
+    /// CreatePartitions that would go past it is refused with POLICY_VIOLATION, and so is an
+    /// auto-created topic; nothing of a refused topic is created. Default 100,000.
+    pub max_partitions: usize,
     /// How often retention runs over every partition. Default 5 min.
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
@@ -82,6 +86,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay: Duration::from_secs(3),
             offsets_compaction_records: 200_000,
             offsets_segment_bytes: 16 << 20,
+            max_partitions: 100_000,
             retention_check_interval: Duration::from_secs(300),
             max_open_files: staunch_log::io::DEFAULT_OPEN_FILES,
         }

@@ -332,6 +332,7 @@ impl Topics {
                 ),
             });
         }
+        self.check_partition_limit(&format!("creating topic '{name}'"), partitions)?;
         if validate_only {
             return Ok(Arc::new(Topic {
                 name: name.to_owned(),
@@ -397,6 +398,25 @@ impl Topics {
         Ok(topic)
     }
 
+    /// Refuses (POLICY_VIOLATION) `adding` more partitions when the broker would then hold
+    /// more than `max_partitions`. Call with the changes lock held, so two changes cannot both
+    /// pass the check.
+    fn check_partition_limit(&self, what: &str, adding: i32) -> Result<(), TopicError> {
+        let held: usize = self.read_map().values().map(|t| t.partitions.len()).sum();
+        let after = held.saturating_add(usize::try_from(adding).unwrap_or(0));
+        let max = self.broker.max_partitions;
+        if after <= max {
+            return Ok(());
+        }
+        Err(TopicError::new(
+            ErrorCode::PolicyViolation,
+            format!(
+                "{what}: {adding} more partitions would make {after} on this broker, over its \
+                 max_partitions of {max} (it holds {held}); raise max_partitions or delete topics"
+            ),
+        ))
+    }
+
     /// Deletes a topic and its data. Durable when it returns: the topic does not come back
     /// after a crash.
     pub fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
@@ -445,6 +465,7 @@ impl Topics {
                 ),
             ));
         }
+        self.check_partition_limit(&format!("adding partitions to '{name}'"), total - current)?;
         if validate_only {
             return Ok(());
         }

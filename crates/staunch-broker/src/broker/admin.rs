@@ -36,21 +36,28 @@ impl Broker {
     ) -> ClusterMetadata {
         let (host, port) = self.advertised();
         let node = self.inner.config.node_id;
-        let wanted: Vec<(String, Option<Arc<Topic>>)> = match topics {
+        // A topic, or why there is none when auto-creation was tried and refused.
+        let wanted: Vec<(String, Result<Arc<Topic>, Option<ErrorCode>>)> = match topics {
             None => self
                 .inner
                 .topics
                 .list()
                 .into_iter()
-                .map(|t| (t.name.clone(), Some(t)))
+                .map(|t| (t.name.clone(), Ok(t)))
                 .collect(),
             Some(names) => {
                 let mut found = Vec::with_capacity(names.len());
                 for name in names {
                     let topic = match self.inner.topics.get(&name) {
-                        Some(topic) => Some(topic),
-                        None if allow_auto_create => self.topic_or_create(&name).await.ok(),
-                        None => None,
+                        Some(topic) => Ok(topic),
+                        None if allow_auto_create => {
+                            self.topic_or_create(&name).await.map_err(|code| {
+                                // Over the partition limit is worth telling the client; for
+                                // anything else the topic is simply unknown, as before.
+                                (code == ErrorCode::PolicyViolation).then_some(code)
+                            })
+                        }
+                        None => Err(None),
                     };
                     found.push((name, topic));
                 }
@@ -60,7 +67,7 @@ impl Broker {
         let topics = wanted
             .into_iter()
             .map(|(name, topic)| match topic {
-                Some(topic) => TopicMetadata {
+                Ok(topic) => TopicMetadata {
                     name,
                     id: topic.id,
                     error: if topic.offline.is_some() {
@@ -90,9 +97,9 @@ impl Broker {
                         })
                         .collect(),
                 },
-                None => TopicMetadata {
+                Err(refused) => TopicMetadata {
                     error: match crate::topics::validate_topic_name(&name) {
-                        Ok(()) => ErrorCode::UnknownTopicOrPartition,
+                        Ok(()) => refused.unwrap_or(ErrorCode::UnknownTopicOrPartition),
                         Err(e) => e.code,
                     },
                     name,

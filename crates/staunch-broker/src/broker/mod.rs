@@ -239,7 +239,13 @@ impl Broker {
                 Err(e) if e.code == ErrorCode::TopicAlreadyExists => {
                     broker.inner.topics.get(&name).ok_or(e.code)
                 }
-                Err(e) => Err(e.code),
+                Err(e) => {
+                    if e.code == ErrorCode::PolicyViolation {
+                        // The client sees only the code; the reason goes to the log.
+                        tracing::warn!(topic = %name, reason = %e.message, "auto-creating a topic refused");
+                    }
+                    Err(e.code)
+                }
             }
         })
         .await?
