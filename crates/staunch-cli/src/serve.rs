@@ -36,6 +36,13 @@ pub(crate) struct ServeConfig {
     /// Idle connections are closed after this. Default 10 min.
     #[serde(with = "humantime_serde")]
     idle_timeout: Duration,
+    /// Request memory of all connections together (frames charged at their worst decoded
+    /// size); 0 is no limit. Default 512 MiB.
+    queued_max_request_bytes: usize,
+    /// Unanswered requests per connection before it is no longer read. Default 16.
+    max_in_flight_requests: usize,
+    /// Connections served at once; more are closed on accept. Default 10,000.
+    max_connections: usize,
     /// The broker: data directory, defaults for topics, groups.
     broker: BrokerConfig,
 }
@@ -48,6 +55,9 @@ impl Default for ServeConfig {
             log_level: "info".to_owned(),
             max_request_bytes: ServerConfig::default().max_request_bytes,
             idle_timeout: ServerConfig::default().idle_timeout,
+            queued_max_request_bytes: ServerConfig::default().queued_max_request_bytes,
+            max_in_flight_requests: ServerConfig::default().max_in_flight_requests,
+            max_connections: ServerConfig::default().max_connections,
             broker: BrokerConfig::default(),
         }
     }
@@ -82,6 +92,19 @@ pub(crate) struct ServeArgs {
     /// Partitions of auto-created topics.
     #[arg(long, env = "STAUNCH_DEFAULT_PARTITIONS")]
     default_partitions: Option<i32>,
+    /// Most partitions of all topics together; creating more gets POLICY_VIOLATION.
+    #[arg(long, env = "STAUNCH_MAX_PARTITIONS")]
+    max_partitions: Option<usize>,
+    /// Bytes of requests being read, decoded and answered, all connections together (each
+    /// frame charged 48x its size, its worst decoded size); 0 for no limit.
+    #[arg(long, env = "STAUNCH_QUEUED_MAX_REQUEST_BYTES")]
+    queued_max_request_bytes: Option<usize>,
+    /// Unanswered requests one connection may have before it is no longer read.
+    #[arg(long, env = "STAUNCH_MAX_IN_FLIGHT_REQUESTS")]
+    max_in_flight_requests: Option<usize>,
+    /// Connections served at once; one more is closed on accept.
+    #[arg(long, env = "STAUNCH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Initial rebalance delay of new consumer groups, e.g. 3s or 100ms.
     #[arg(long, env = "STAUNCH_GROUP_INITIAL_REBALANCE_DELAY", value_parser = humantime_duration)]
     group_initial_rebalance_delay: Option<Duration>,
@@ -137,6 +160,18 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(n) = args.default_partitions {
         config.broker.default_partitions = n;
     }
+    if let Some(n) = args.max_partitions {
+        config.broker.max_partitions = n;
+    }
+    if let Some(bytes) = args.queued_max_request_bytes {
+        config.queued_max_request_bytes = bytes;
+    }
+    if let Some(n) = args.max_in_flight_requests {
+        config.max_in_flight_requests = n;
+    }
+    if let Some(n) = args.max_connections {
+        config.max_connections = n;
+    }
     if let Some(delay) = args.group_initial_rebalance_delay {
         config.broker.group_initial_rebalance_delay = delay;
     }
@@ -161,6 +196,12 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
         .map_err(|e| format!("the default flush policy (--flush, log.flush): {e}"))?;
     if config.broker.default_partitions < 1 {
         return Err("default_partitions must be at least 1".to_owned());
+    }
+    if config.max_in_flight_requests < 1 {
+        return Err("max_in_flight_requests must be at least 1".to_owned());
+    }
+    if config.max_connections < 1 {
+        return Err("max_connections must be at least 1".to_owned());
     }
     Ok(config)
 }
@@ -250,6 +291,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
             ServerConfig {
                 max_request_bytes: config.max_request_bytes,
                 idle_timeout: config.idle_timeout,
+                queued_max_request_bytes: config.queued_max_request_bytes,
+                max_in_flight_requests: config.max_in_flight_requests,
+                max_connections: config.max_connections,
                 ..ServerConfig::default()
             },
         )
