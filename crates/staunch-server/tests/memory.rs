@@ -89,9 +89,11 @@ fn produce_request(topic: &str, value: &[u8]) -> ProduceRequest {
             TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
                 .with_partition_data(vec![
-                    PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(
-                        BatchBuilder::new(1).record(None, Some(value)).build(),
-                    ))),
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(
+                            BatchBuilder::new(1).record(None, Some(value)).build(),
+                        ))),
                 ]),
         ])
 }
@@ -190,7 +192,7 @@ async fn hostile_frames_leave_memory_bounded_and_a_good_client_served() {
             .expect("the record just produced")
             .unwrap();
         let record = batch.records().unwrap().next().unwrap().unwrap();
-        assert_eq!(record.value.as_deref(), Some(value.as_bytes()));
+        assert_eq!(record.value, Some(value.as_bytes()));
         next_offset += 1;
         served += 1;
     }

@@ -26,6 +26,10 @@ fn topic_ok(name: &str) -> TopicOutcome {
     }
 }
 
+/// A topic asked for, or why there is none: `Some` when auto-creating it was refused with a
+/// reason the client should see.
+type Found = Result<Arc<Topic>, Option<ErrorCode>>;
+
 impl Broker {
     /// Metadata for `topics` (all topics when `None`). Unknown topics are created when
     /// `allow_auto_create` and the broker's auto-creation are both on.
@@ -36,8 +40,7 @@ impl Broker {
     ) -> ClusterMetadata {
         let (host, port) = self.advertised();
         let node = self.inner.config.node_id;
-        // A topic, or why there is none when auto-creation was tried and refused.
-        let wanted: Vec<(String, Result<Arc<Topic>, Option<ErrorCode>>)> = match topics {
+        let wanted: Vec<(String, Found)> = match topics {
             None => self
                 .inner
                 .topics
