@@ -229,6 +229,13 @@ impl FileLog {
         self.inner.read_state().segments.len()
     }
 
+    /// The base offset of the active segment (the one appends go to). It changes when the
+    /// log rolls to a new segment (or a truncation removes the active one), so a caller can
+    /// notice a roll after its append — the broker writes its producer-state snapshots then.
+    pub fn active_segment_base(&self) -> Offset {
+        self.inner.read_state().active().base
+    }
+
     /// Total bytes of batches in all segments.
     pub fn size_bytes(&self) -> u64 {
         self.inner
