@@ -16,6 +16,7 @@ mod group_offsets;
 pub mod offsets;
 pub mod partition;
 pub mod producer_ids;
+pub mod producer_snapshot;
 pub mod producer_state;
 pub mod storage;
 pub mod topic_config;

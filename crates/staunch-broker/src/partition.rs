@@ -1,5 +1,10 @@
 //! One partition on this broker: its log, its high watermark and its idempotent-producer state.
 //!
+//! The producer state survives restarts through snapshots in the partition's directory
+//! (`producer_snapshot`): one is written whenever the log rolls a segment and at a clean
+//! [`Partition::close`], and [`Partition::open`] loads the newest valid one and replays only the
+//! batches after it, so opening reads the log's tail, not all of it.
+//!
 //! Every method here is synchronous and may block on disk I/O (an append under flush `always`
 //! waits for fdatasync); the async broker calls them from blocking threads — all but
 //! [`Partition::read_cached`] and [`Partition::log_start_offset_cached`], which never wait.
@@ -11,6 +16,7 @@ use staunch_core::batch::batches;
 use staunch_core::{BatchError, ErrorCode, Offset};
 use staunch_log::{FileLog, LogConfig, LogError, LogStore};
 
+use crate::producer_snapshot::SnapshotDir;
 use crate::producer_state::{BatchSeq, ProducerTable, SeqCheck, last_seq_of};
 use crate::storage::Storage;
 
@@ -55,6 +61,11 @@ pub struct Partition {
     /// only offsets consumers see.
     high_watermark: AtomicI64,
     producers: Mutex<ProducerTable>,
+    /// Where producer-state snapshots go; `None` for a partition over a bare log (tests).
+    snapshots: Option<SnapshotDir>,
+    /// The log's active segment base when the last snapshot was written (or at open): a
+    /// different one after an append means the log rolled, and a snapshot is due.
+    snapshot_segment: AtomicI64,
 }
 
 /// Why a partition refused records or could not acknowledge them: the Kafka error code a
@@ -121,34 +132,27 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
 
 impl Partition {
     /// Opens the partition's log in directory `path` of `storage` (running crash recovery),
-    /// makes everything recovered durable, and rebuilds the producer state from the stored
-    /// batches.
+    /// makes everything recovered durable, and rebuilds the producer state: from the newest
+    /// valid producer-state snapshot at or below the recovered log end plus the batches after
+    /// it, or from the whole log if there is none. Snapshots beyond the log end are deleted
+    /// durably before this returns; damaged ones are ignored (see `producer_snapshot`).
     pub fn open(storage: &Storage, path: &str, config: LogConfig) -> Result<Self, LogError> {
-        Self::with_log(storage.open_log(path, config)?)
+        let log = storage.open_log(path, config)?;
+        Self::with_log(log, Some(SnapshotDir::new(storage.clone(), path)))
     }
 
-    /// [`Partition::open`] of an opened log.
-    fn with_log(log: FileLog) -> Result<Self, LogError> {
+    /// [`Partition::open`] of an opened log, with its snapshots in `snapshots` (or none).
+    fn with_log(log: FileLog, snapshots: Option<SnapshotDir>) -> Result<Self, LogError> {
         // What recovery kept may still be only in the page cache; make it durable before it
         // becomes visible to consumers.
         let end = log.flush()?;
-        let mut producers = ProducerTable::default();
-        let mut from = log.earliest();
-        while from < end {
-            let read = log.read(from, 1 << 20)?;
-            for batch in batches(&read.bytes) {
-                let batch = batch?;
-                producers.observe(&batch, batch.max_timestamp());
-            }
-            if read.next_offset <= from {
-                break;
-            }
-            from = read.next_offset;
-        }
+        let producers = load_producers(&log, snapshots.as_ref(), end)?;
         Ok(Partition {
+            snapshot_segment: AtomicI64::new(log.active_segment_base()),
             log: Arc::new(log),
             high_watermark: AtomicI64::new(end),
             producers: Mutex::new(producers),
+            snapshots,
         })
     }
 
@@ -215,7 +219,11 @@ impl Partition {
             return Err(ErrorCode::CorruptMessage.into());
         }
         let Some(batch) = producer else {
-            return self.write_checked(records);
+            let written = self.write_checked(records);
+            if written.is_ok() && self.log.active_segment_base() != self.snapshot_segment() {
+                self.snapshot_if_rolled(&self.producers());
+            }
+            return written;
         };
         if count > 1 {
             return Err(ErrorCode::InvalidRecord.into());
@@ -261,8 +269,30 @@ impl Partition {
                     ),
                     Err(_) => producers.abort(key.0),
                 }
+                if written.is_ok() {
+                    self.snapshot_if_rolled(&producers);
+                }
                 written
             }
+        }
+    }
+
+    /// Writes a producer-state snapshot at the log end if the log rolled a segment since the
+    /// last one. Called with the producer table locked, so the table is exactly the state of
+    /// every batch below the log end (idempotent batches are written under the same lock; other
+    /// batches do not change it). A failed snapshot is logged, not returned: the log still
+    /// holds everything, and the next roll tries again.
+    fn snapshot_if_rolled(&self, producers: &ProducerTable) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        let active = self.log.active_segment_base();
+        if self.snapshot_segment.swap(active, Ordering::AcqRel) == active {
+            return;
+        }
+        let offset = self.log.log_end();
+        if let Err(error) = snapshots.write(producers, offset) {
+            tracing::warn!(%error, offset, "writing a producer-state snapshot failed");
         }
     }
 
@@ -279,6 +309,10 @@ impl Partition {
         }
         self.high_watermark.fetch_max(pending.end, Ordering::AcqRel);
         Ok(pending.appended)
+    }
+
+    fn snapshot_segment(&self) -> Offset {
+        self.snapshot_segment.load(Ordering::Acquire)
     }
 
     fn producers(&self) -> std::sync::MutexGuard<'_, ProducerTable> {
@@ -466,10 +500,84 @@ impl Partition {
         self.log.apply_retention(now_ms).map(|_| ())
     }
 
-    /// Flushes and closes the log, marking it cleanly shut down.
+    /// Cuts the log back so that `offset` is its end (see [`LogStore::truncate_to`]), first
+    /// deleting (durably) the producer-state snapshots above it, then rebuilding the producer
+    /// state for the shortened log. Returns the new log end. Records being waited for must not
+    /// be truncated (see [`FileLog::wait_durable`]).
+    pub fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
+        let mut producers = self.producers();
+        if let Some(snapshots) = &self.snapshots {
+            snapshots
+                .delete_above(offset)
+                .map_err(|source| LogError::Io {
+                    op: "deleting producer-state snapshots above the truncation point".into(),
+                    source,
+                })?;
+        }
+        let end = self.log.truncate_to(offset)?;
+        self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        *producers = load_producers(&self.log, self.snapshots.as_ref(), end)?;
+        self.snapshot_segment
+            .store(self.log.active_segment_base(), Ordering::Release);
+        Ok(end)
+    }
+
+    /// Writes a producer-state snapshot at the log end (if the log is healthy and everything
+    /// in it durable), then flushes and closes the log, marking it cleanly shut down. A failed
+    /// snapshot is logged, not returned: the next open replays more of the log instead.
     pub fn close(&self) -> Result<(), LogError> {
+        if let Some(snapshots) = &self.snapshots {
+            let producers = self.producers();
+            // Under the lock no idempotent batch is written, so the table is the state at
+            // whatever end the flush made durable.
+            match self.log.flush() {
+                Ok(end) => {
+                    if let Err(error) = snapshots.write(&producers, end) {
+                        tracing::warn!(%error, offset = end, "writing a producer-state snapshot at close failed");
+                    }
+                }
+                Err(LogError::Closed) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "no producer-state snapshot at close: the log cannot flush");
+                }
+            }
+        }
         self.log.close()
     }
+}
+
+/// The producer state of `log` (whose end is `end`): the newest usable snapshot in `snapshots`
+/// plus every batch after it, or every batch of the log.
+fn load_producers(
+    log: &FileLog,
+    snapshots: Option<&SnapshotDir>,
+    end: Offset,
+) -> Result<ProducerTable, LogError> {
+    let loaded = match snapshots {
+        Some(snapshots) => snapshots.load(end).map_err(|source| LogError::Io {
+            op: "loading producer-state snapshots".into(),
+            source,
+        })?,
+        None => None,
+    };
+    let (after, mut producers) = loaded.unwrap_or_default();
+    // Retention may have deleted segments past the snapshot: what they held is in it.
+    let mut from = after.max(log.earliest());
+    while from < end {
+        let read = log.read(from, 1 << 20)?;
+        for batch in batches(&read.bytes) {
+            let batch = batch?;
+            // A read starts at the batch holding `from`; the snapshot has what ends before.
+            if batch.last_offset() >= after {
+                producers.observe(&batch, batch.max_timestamp());
+            }
+        }
+        if read.next_offset <= from {
+            break;
+        }
+        from = read.next_offset;
+    }
+    Ok(producers)
 }
 
 #[cfg(test)]
@@ -494,7 +602,7 @@ mod tests {
         for _ in 0..3 {
             log.append(&mut big.clone(), 0).unwrap();
         }
-        let partition = Partition::with_log(log).unwrap();
+        let partition = Partition::with_log(log, None).unwrap();
         let max_bytes = big.len() * 3 / 2;
         for cached in [false, true] {
             let before = io.bytes_read();
@@ -515,5 +623,253 @@ mod tests {
         let fetched = partition.read(0, big.len() - 1, false).unwrap();
         assert!(fetched.records.is_empty());
         assert!(io.bytes_read() - before < 1024);
+    }
+}
+
+/// Producer-state snapshots as the partition uses them: written at rolls and close, the newest
+/// valid one at or below the log end loaded, and the log replayed after it.
+#[cfg(test)]
+mod snapshot_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use staunch_core::{BatchBuilder, ErrorCode, ManualClock};
+    use staunch_log::{LogConfig, SegmentIo};
+    use staunch_testkit::{CrashMode, FaultyIo};
+
+    use super::Partition;
+    use crate::producer_snapshot::file_name;
+    use crate::storage::Storage;
+
+    const NOW: i64 = 1_750_000_000_000;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 4096,
+            max_batch_bytes: 2048,
+            zero_fill_bytes: 0,
+            ..LogConfig::default()
+        }
+    }
+
+    fn open(disk: &FaultyIo, config: LogConfig) -> Partition {
+        let storage = Storage::new(Arc::new(disk.clone()), Arc::new(ManualClock::new(NOW)));
+        let p = Partition::open(&storage, "p", config).expect("the partition opens");
+        // The directory's entry, as topic creation makes it durable.
+        storage.io().sync_dir("").unwrap();
+        p
+    }
+
+    /// A batch of producer `pid` (epoch 0) at sequence `seq`, of ~170 bytes.
+    fn batch(pid: i64, seq: i32) -> Vec<u8> {
+        BatchBuilder::new(NOW)
+            .producer(pid, 0, seq)
+            .record(None, Some(&[b'v'; 100]))
+            .build()
+    }
+
+    fn snapshots(disk: &FaultyIo) -> Vec<String> {
+        let mut names: Vec<_> = disk
+            .subdir("p")
+            .names()
+            .into_iter()
+            .filter(|n| n.ends_with(".snapshot"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Producers 0..4 each append `rounds` batches; their offsets by (producer, sequence).
+    fn fill(p: &Partition, rounds: i32) -> BTreeMap<(i64, i32), i64> {
+        let mut placed = BTreeMap::new();
+        for seq in 0..rounds {
+            for pid in 0..4 {
+                let at = p.append(&mut batch(pid, seq)).unwrap().base_offset;
+                placed.insert((pid, seq), at);
+            }
+        }
+        placed
+    }
+
+    /// Each producer's last batch, sent again, gets its original offset and stores nothing;
+    /// its next one is appended at the log end.
+    fn retries_are_deduplicated(p: &Partition, placed: &BTreeMap<(i64, i32), i64>, last: i32) {
+        let end = p.log_end_offset();
+        for pid in 0..4 {
+            let again = p.append(&mut batch(pid, last)).unwrap();
+            assert_eq!(again.base_offset, placed[&(pid, last)], "producer {pid}");
+            assert_eq!(
+                p.log_end_offset(),
+                end,
+                "producer {pid}'s retry was stored again"
+            );
+        }
+        for pid in 0..4 {
+            let next = p.append(&mut batch(pid, last + 1)).unwrap();
+            assert_eq!(next.base_offset, end + pid, "producer {pid}'s next batch");
+        }
+    }
+
+    /// Rolls write snapshots (the newest two kept), close writes one at the log end, and a
+    /// reopen after a clean shutdown reads (almost) nothing of the log to rebuild the state;
+    /// without snapshots it reads all of it.
+    #[test]
+    fn snapshots_are_written_at_rolls_and_close_and_spare_the_replay() {
+        let disk = FaultyIo::new();
+        let p = open(&disk, config());
+        let placed = fill(&p, 30);
+        assert!(p.log().segment_count() > 4, "the log rolled");
+        assert_eq!(snapshots(&disk).len(), 2, "{:?}", snapshots(&disk));
+        let end = p.log_end_offset();
+        p.close().unwrap();
+        assert_eq!(snapshots(&disk).last(), Some(&file_name(end)));
+        let size = p.log().size_bytes();
+
+        let before = disk.bytes_read();
+        let p = open(&disk, config());
+        let read = disk.bytes_read() - before;
+        assert!(read < size / 4, "read {read} bytes of a {size}-byte log");
+        retries_are_deduplicated(&p, &placed, 29);
+        p.close().unwrap();
+
+        let dir = disk.subdir("p");
+        for name in snapshots(&disk) {
+            dir.remove(&name).unwrap();
+        }
+        let before = disk.bytes_read();
+        let p = open(&disk, config());
+        let read = disk.bytes_read() - before;
+        assert!(
+            read >= size,
+            "without snapshots the whole log is read ({read} of {size})"
+        );
+        assert_eq!(p.producers().len(), 4);
+    }
+
+    /// The newest snapshot bit-flipped, truncated or deleted, or every snapshot deleted: the
+    /// partition rebuilds from an older one or the whole log, never trusting the bad one, and
+    /// an idempotent retry of each producer's last acknowledged batch is still de-duplicated.
+    #[test]
+    fn a_damaged_truncated_or_missing_snapshot_is_rebuilt_from_the_log() {
+        for damage in ["flip", "truncate", "delete", "delete all"] {
+            let disk = FaultyIo::new();
+            let p = open(&disk, config());
+            let mut placed = fill(&p, 20);
+            // A tail after the newest roll snapshot, which only the log holds.
+            for pid in 0..4 {
+                let at = p.append(&mut batch(pid, 20)).unwrap().base_offset;
+                placed.insert((pid, 20), at);
+            }
+            p.close().unwrap();
+            let names = snapshots(&disk);
+            let newest = names.last().unwrap().clone();
+            let dir = disk.subdir("p");
+            let bytes = dir.live_bytes(&newest).unwrap();
+            match damage {
+                "flip" => dir.flip_bit(&newest, bytes.len() / 2, 3),
+                "truncate" => dir.put_file(&newest, &bytes[..bytes.len() - 9]),
+                "delete" => dir.remove(&newest).unwrap(),
+                _ => names.iter().for_each(|n| dir.remove(n).unwrap()),
+            }
+            let p = open(&disk, config());
+            assert!(
+                !snapshots(&disk).contains(&newest),
+                "{damage}: the damaged snapshot is deleted"
+            );
+            retries_are_deduplicated(&p, &placed, 20);
+        }
+    }
+
+    /// A power cut tears away the tail a snapshot described: the snapshot (its offset beyond
+    /// the recovered log end) is ignored and deleted, durably, so the producer's lost batch is
+    /// appended again instead of answered as a duplicate of records that are gone.
+    #[test]
+    fn a_snapshot_beyond_the_log_end_after_a_power_cut_is_ignored_and_deleted() {
+        let config = LogConfig {
+            // Every batch rolls the log (and so writes a snapshot before its append returns).
+            segment_bytes: 1024,
+            max_batch_bytes: 1024,
+            ..config()
+        };
+        let batch = |pid, seq| {
+            BatchBuilder::new(NOW)
+                .producer(pid, 0, seq)
+                .record(None, Some(&[b'v'; 600]))
+                .build()
+        };
+        let disk = FaultyIo::new();
+        let p = open(&disk, config.clone());
+        assert_eq!(p.append(&mut batch(7, 0)).unwrap().base_offset, 0);
+        assert_eq!(p.append(&mut batch(7, 1)).unwrap().base_offset, 1);
+        // Written (and a snapshot at 3 written at its roll), never made durable.
+        let pending = p.write(&mut batch(7, 2)).unwrap();
+        assert_eq!(snapshots(&disk).last(), Some(&file_name(3)));
+        let disk = disk.crash(CrashMode::DropUnsynced);
+        drop((p, pending));
+
+        let p = open(&disk, config.clone());
+        assert_eq!(p.log_end_offset(), 2, "the unsynced batch is gone");
+        assert!(!snapshots(&disk).contains(&file_name(3)));
+        // Trusting the snapshot would answer this as a duplicate at offset 2: records that
+        // are not there.
+        assert_eq!(p.append(&mut batch(7, 2)).unwrap().base_offset, 2);
+        assert_eq!(p.log_end_offset(), 3);
+        // The deletion was durable: a power cut now does not bring the stale snapshot back.
+        let disk = disk.crash(CrashMode::DropUnsynced);
+        drop(p);
+        let p = open(&disk, config);
+        assert_eq!(p.append(&mut batch(7, 2)).unwrap().base_offset, 2);
+        assert_eq!(p.append(&mut batch(7, 3)).unwrap().base_offset, 3);
+    }
+
+    /// Retention deletes the segments holding a producer's batches: its state survives a
+    /// restart in the snapshots, and its retry is still de-duplicated.
+    #[test]
+    fn retention_does_not_lose_producer_state_a_snapshot_holds() {
+        let config = LogConfig {
+            retention_bytes: Some(8192),
+            ..config()
+        };
+        let disk = FaultyIo::new();
+        let p = open(&disk, config.clone());
+        let early = p.append(&mut batch(99, 0)).unwrap().base_offset;
+        fill(&p, 30);
+        p.apply_retention(NOW).unwrap();
+        assert!(
+            p.log_start_offset() > early,
+            "retention deleted the early batch"
+        );
+        p.close().unwrap();
+        let p = open(&disk, config);
+        assert_eq!(p.append(&mut batch(99, 0)).unwrap().base_offset, early);
+        assert_eq!(
+            p.append(&mut batch(99, 5)).unwrap_err().code,
+            ErrorCode::OutOfOrderSequenceNumber
+        );
+    }
+
+    /// Truncation deletes the snapshots above the new end first and rebuilds the producer
+    /// state for the shorter log, in memory and after a reopen.
+    #[test]
+    fn truncation_deletes_snapshots_above_the_new_end() {
+        let disk = FaultyIo::new();
+        let p = open(&disk, config());
+        let placed = fill(&p, 30);
+        let cut = placed[&(0, 10)];
+        assert!(p.truncate_to(cut).unwrap() == cut);
+        assert!(
+            snapshots(&disk).iter().all(|n| *n <= file_name(cut)),
+            "{:?} above {cut}",
+            snapshots(&disk)
+        );
+        for p in [p, open(&disk, config())] {
+            // Producer 0's batch 9 is the last one kept; batch 10 is appended anew.
+            assert_eq!(
+                p.append(&mut batch(0, 9)).unwrap().base_offset,
+                placed[&(0, 9)]
+            );
+            assert_eq!(p.append(&mut batch(0, 10)).unwrap().base_offset, cut);
+            p.truncate_to(cut).unwrap();
+        }
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! The rules are Kafka's (`ProducerStateManager`): a newer epoch must start at sequence 0, an
 //! older epoch is fenced, a batch that repeats one of the last five is a duplicate, anything else
-//! must continue exactly where the last batch ended. The state is rebuilt from the log on open
-//! by [`ProducerTable::observe`], so it survives restarts.
+//! must continue exactly where the last batch ended. The state survives restarts: on open it is
+//! loaded from the newest valid snapshot (`producer_snapshot`) and brought up to date by
+//! [`ProducerTable::observe`] of the batches the log holds after it.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -168,6 +169,34 @@ impl ProducerTable {
         while entry.batches.len() > RETAINED_BATCHES {
             entry.batches.pop_front();
         }
+    }
+
+    /// Every producer's id, epoch and remembered batches (oldest first), in no particular
+    /// order: what a snapshot stores. Batches being appended right now are not included.
+    pub fn producers(
+        &self,
+    ) -> impl Iterator<Item = (ProducerId, ProducerEpoch, &VecDeque<BatchSeq>)> {
+        self.producers
+            .iter()
+            .filter(|(_, e)| !e.batches.is_empty())
+            .map(|(id, e)| (*id, e.epoch, &e.batches))
+    }
+
+    /// Sets a producer's state as a snapshot stored it: its epoch and its last batches,
+    /// oldest first (only the newest [`RETAINED_BATCHES`] are kept).
+    pub fn restore(&mut self, id: ProducerId, epoch: ProducerEpoch, batches: Vec<BatchSeq>) {
+        let mut batches = VecDeque::from(batches);
+        while batches.len() > RETAINED_BATCHES {
+            batches.pop_front();
+        }
+        self.producers.insert(
+            id,
+            ProducerEntry {
+                epoch,
+                batches,
+                pending: None,
+            },
+        );
     }
 
     /// Number of producers with state.
