@@ -14,6 +14,7 @@ pub mod config;
 pub mod group;
 mod group_offsets;
 pub mod offsets;
+pub mod offsets_snapshot;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_snapshot;

@@ -8,14 +8,21 @@
 //! metadata string (the consumer retry layer keeps attempt counts there). A deletion is a record
 //! with a null value. The log is compacted by snapshot (see [`OffsetStore`]): every live offset
 //! is written again, then the segments wholly before the snapshot are deleted.
+//!
+//! So that opening does not replay the whole log, every live offset is also written to a
+//! snapshot file beside it (`offsets_snapshot`) at compaction and at a clean close; the open
+//! loads it and replays only the records after it. A snapshot that does not validate, or that
+//! lies outside the log, is ignored (logged) and the whole log replayed, which still holds
+//! every live offset.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use staunch_core::batch::batches;
 use staunch_core::{BatchBuilder, Clock, Offset};
-use staunch_log::{FileLog, FlushPolicy, LogConfig, LogStore};
+use staunch_log::{FileLog, FlushPolicy, LogConfig, LogStore, SegmentIo, read_file, replace_file};
 
+use crate::offsets_snapshot;
 use crate::storage::Storage;
 
 /// One committed position.
@@ -37,7 +44,7 @@ type Key = (String, i32);
 pub type OffsetWrites = Vec<(String, i32, Option<CommittedOffset>)>;
 
 /// Every group's committed offsets: group → (topic, partition) → offset.
-type Groups = HashMap<String, BTreeMap<Key, CommittedOffset>>;
+pub(crate) type Groups = HashMap<String, BTreeMap<Key, CommittedOffset>>;
 
 /// The committed offsets of every group, kept in a log of their own.
 ///
@@ -62,6 +69,9 @@ pub struct OffsetStore {
     /// send a consumer back to its reset policy), and no compaction runs, so the damaged
     /// record is never dropped by a snapshot that could not include it.
     damaged: BTreeMap<String, String>,
+    /// The log's directory, where the snapshot file goes; `None` if it could not be opened
+    /// (then no snapshot is written, and every open replays the whole log).
+    snapshot_dir: Option<Arc<dyn SegmentIo>>,
 }
 
 /// What the writer lock guards besides the order of writes: the counts that say when to
@@ -197,19 +207,32 @@ impl OffsetStore {
             .open_log(path, config)
             .map_err(|e| format!("opening {}: {e}", storage.describe(path)))?;
         let end = log.flush().map_err(|e| e.to_string())?;
-        let mut groups = Groups::new();
+        let snapshot_dir = storage
+            .files(path)
+            .inspect_err(|e| tracing::warn!(error = %e, "no committed-offsets snapshots: opening {}", storage.describe(path)))
+            .ok();
+        let snapshot = match &snapshot_dir {
+            Some(dir) => load_snapshot(&**dir, &log, end, &storage.describe(path))?,
+            None => None,
+        };
+        let (after, mut groups) = snapshot.unwrap_or_default();
         // Keys whose latest record could not be decoded, and groups with a record whose key
         // names the group but nothing else: their offsets are unknown.
         let mut damaged_keys: BTreeMap<(String, String, i32), String> = BTreeMap::new();
         let mut damaged: BTreeMap<String, String> = BTreeMap::new();
-        let mut from = log.earliest();
-        let replayed = (end - from).max(0) as u64;
+        // Records in the log, whatever the snapshot spared the replay: what decides compaction.
+        let replayed = (end - log.earliest()).max(0) as u64;
+        let mut from = after.max(log.earliest());
         while from < end {
             let read = log.read(from, 1 << 20).map_err(|e| e.to_string())?;
             for batch in batches(&read.bytes) {
                 let batch = batch.map_err(|e| e.to_string())?;
                 for record in batch.records().map_err(|e| e.to_string())? {
                     let record = record.map_err(|e| e.to_string())?;
+                    if record.offset < after {
+                        // In the snapshot (a read starts at the batch holding `from`).
+                        continue;
+                    }
                     let where_ = format!(
                         "offset record {} of {}",
                         record.offset,
@@ -273,7 +296,29 @@ impl OffsetStore {
             compaction,
             clock: storage.clock().clone(),
             damaged,
+            snapshot_dir,
         })
+    }
+
+    /// Writes every offset in `groups` to the snapshot file as of the log end. Called by the
+    /// holder of the writer lock (so `groups` is what the log says through its end), and only
+    /// while no group is damaged (a snapshot cannot hold a record it could not decode) and the
+    /// log is healthy. Durable when it returns `Ok`.
+    fn write_snapshot(&self, groups: &Groups) -> Result<(), String> {
+        let Some(dir) = &self.snapshot_dir else {
+            return Ok(());
+        };
+        if !self.damaged.is_empty() {
+            return Ok(());
+        }
+        self.log.check_health().map_err(|e| e.to_string())?;
+        let offset = self.log.flush().map_err(|e| e.to_string())?;
+        replace_file(
+            &**dir,
+            offsets_snapshot::FILE,
+            &offsets_snapshot::encode(groups, offset),
+        )
+        .map_err(|e| format!("writing {}: {e}", offsets_snapshot::FILE))
     }
 
     /// Taken first by every write (see [`OffsetStore::write_locked`]).
@@ -452,6 +497,11 @@ impl OffsetStore {
             })
         });
         self.append_chunked(snapshot, |_| {})?;
+        // Not needed for the deletion (the log holds every live offset again): a failure is
+        // only logged, and the next open replays more.
+        if let Err(e) = self.write_snapshot(groups) {
+            tracing::warn!(error = %e, "writing the committed-offsets snapshot at compaction");
+        }
         let deleted = self
             .log
             .delete_segments_before(start)
@@ -553,15 +603,63 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Flushes and closes the log.
+    /// Writes the snapshot of every live offset (so the next open replays nothing), then
+    /// flushes and closes the log. A failed snapshot is logged, not returned: the next open
+    /// replays the log instead.
     pub fn close(&self) -> Result<(), String> {
+        let _writer = self.writer();
+        if let Err(e) = self.write_snapshot(&self.read()) {
+            tracing::warn!(error = %e, "writing the committed-offsets snapshot at close");
+        }
         self.log.close().map_err(|e| e.to_string())
     }
+}
+
+/// The snapshot in `dir` if it can be used with `log` (whose end is `end`): it validates and
+/// its offset lies within the log. One beyond the end (the records it covered are gone) is
+/// deleted durably, so it can never be matched with records written later at those offsets;
+/// `Err` if that fails. Anything else unusable is logged and ignored.
+fn load_snapshot(
+    dir: &dyn SegmentIo,
+    log: &FileLog,
+    end: Offset,
+    describe: &str,
+) -> Result<Option<(Offset, Groups)>, String> {
+    let file = format!("{}/{}", describe, offsets_snapshot::FILE);
+    let bytes = match read_file(dir, offsets_snapshot::FILE) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(%file, error = %e, "ignoring an unreadable committed-offsets snapshot; replaying the whole log");
+            return Ok(None);
+        }
+    };
+    let (offset, groups) = match offsets_snapshot::decode(&bytes) {
+        Ok(snapshot) => snapshot,
+        Err(reason) => {
+            tracing::warn!(%file, %reason, "ignoring a damaged committed-offsets snapshot; replaying the whole log");
+            return Ok(None);
+        }
+    };
+    if offset > end {
+        tracing::warn!(%file, offset, log_end = end, "deleting a committed-offsets snapshot beyond the log end; replaying the whole log");
+        dir.remove(offsets_snapshot::FILE)
+            .and_then(|()| dir.sync_dir())
+            .map_err(|e| format!("deleting {file}: {e}"))?;
+        return Ok(None);
+    }
+    if offset < log.earliest() {
+        // Compaction deleted records after it: the snapshot misses their effects.
+        tracing::warn!(%file, offset, log_start = log.earliest(), "ignoring a committed-offsets snapshot older than the log; replaying the whole log");
+        return Ok(None);
+    }
+    Ok(Some((offset, groups)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use staunch_testkit::FaultyIo;
 
     fn committed(offset: Offset, metadata: &str) -> Option<CommittedOffset> {
         Some(CommittedOffset {
@@ -793,5 +891,141 @@ mod tests {
             "compaction ran over a damaged record"
         );
         assert_eq!(store.get("good", "t", 0).unwrap().unwrap().offset, 199);
+        // A clean close writes no snapshot over the damage (it could not hold the damaged
+        // record): the group is still offline after a reopen.
+        store.close().unwrap();
+        let store = OffsetStore::open_compacting(&storage, "", 1, 4096).unwrap();
+        assert!(store.get("bad", "t", 0).is_err());
+        assert_eq!(store.get("good", "t", 0).unwrap().unwrap().offset, 199);
+    }
+
+    type OffsetList = Vec<(String, i32, CommittedOffset)>;
+
+    /// Every group's offsets, sorted, as the store answers them.
+    fn everything(store: &OffsetStore) -> Vec<(String, OffsetList)> {
+        store
+            .groups()
+            .into_iter()
+            .map(|g| {
+                let all = store.all(&g).unwrap();
+                (g, all)
+            })
+            .collect()
+    }
+
+    const SNAPSHOTTING: Compaction = Compaction {
+        after_records: 50,
+        segment_bytes: 4 << 10,
+        max_batch_bytes: 1 << 10,
+    };
+
+    /// Commits and deletions through several compactions, and a tail after the last.
+    fn commit_a_lot(store: &OffsetStore) {
+        for i in 0..400 {
+            let meta = format!("attempt={i}");
+            store
+                .write("g", &[("t".into(), i as i32 % 20, committed(i, &meta))])
+                .unwrap();
+            if i % 97 == 0 {
+                store
+                    .write("gone", &[("t".into(), 0, committed(1, ""))])
+                    .unwrap();
+                store.delete_group("gone").unwrap();
+            }
+        }
+        store
+            .write("h", &[("u".into(), 0, committed(42, ""))])
+            .unwrap();
+    }
+
+    /// Offsets to plant in a snapshot that must not be trusted.
+    fn wrong_groups() -> Groups {
+        let mut groups = Groups::new();
+        groups
+            .entry("g".to_owned())
+            .or_default()
+            .insert(("t".to_owned(), 0), committed(-5, "wrong").unwrap());
+        groups
+    }
+
+    /// Compaction and a clean close write the snapshot; an open after a crash loads the
+    /// compaction's snapshot and replays the tail after it, and an open after a clean close
+    /// reads (almost) nothing of the log: both find exactly the offsets a full replay finds.
+    #[test]
+    fn a_snapshot_spares_the_replay_and_finds_the_same_offsets() {
+        let disk = FaultyIo::new();
+        let storage = Storage::new(Arc::new(disk.clone()), Arc::new(staunch_core::SystemClock));
+        let store = OffsetStore::open_with(&storage, "", SNAPSHOTTING).unwrap();
+        commit_a_lot(&store);
+        let want = everything(&store);
+        let (_, at_compaction) =
+            offsets_snapshot::decode(&disk.live_bytes(offsets_snapshot::FILE).unwrap()).unwrap();
+        assert!(!at_compaction.is_empty());
+        drop(store); // no close: the compaction's snapshot plus the tail
+        let store = OffsetStore::open_with(&storage, "", SNAPSHOTTING).unwrap();
+        assert_eq!(everything(&store), want);
+        let size = store.log.size_bytes();
+        store.close().unwrap();
+        let (offset, _) =
+            offsets_snapshot::decode(&disk.live_bytes(offsets_snapshot::FILE).unwrap()).unwrap();
+        assert_eq!(
+            offset,
+            store.log.log_end(),
+            "the close's snapshot is at the log end"
+        );
+        let before = disk.bytes_read();
+        let store = OffsetStore::open_with(&storage, "", SNAPSHOTTING).unwrap();
+        let snapshot = disk.live_bytes(offsets_snapshot::FILE).unwrap().len() as u64;
+        let read = disk.bytes_read() - before - snapshot;
+        assert!(
+            read < size / 4,
+            "read {read} bytes of a {size}-byte log besides the snapshot"
+        );
+        assert_eq!(everything(&store), want);
+        assert_eq!(store.writer().live, 21);
+    }
+
+    /// A snapshot bit-flipped, truncated, deleted, beyond the log end (its records torn away)
+    /// or older than the log's start is never trusted: the whole log is replayed and finds
+    /// every offset; the one beyond the end is deleted durably.
+    #[test]
+    fn a_damaged_or_misplaced_snapshot_is_ignored_and_the_log_replayed() {
+        for damage in [
+            "flip",
+            "truncate",
+            "delete",
+            "beyond the end",
+            "before the start",
+        ] {
+            let disk = FaultyIo::new();
+            let storage = Storage::new(Arc::new(disk.clone()), Arc::new(staunch_core::SystemClock));
+            let store = OffsetStore::open_with(&storage, "", SNAPSHOTTING).unwrap();
+            commit_a_lot(&store);
+            let want = everything(&store);
+            let (start, end) = (store.log.earliest(), store.log.log_end());
+            assert!(start > 0, "compaction ran");
+            store.close().unwrap();
+            let bytes = disk.live_bytes(offsets_snapshot::FILE).unwrap();
+            match damage {
+                "flip" => disk.flip_bit(offsets_snapshot::FILE, bytes.len() / 2, 5),
+                "truncate" => disk.put_file(offsets_snapshot::FILE, &bytes[..bytes.len() / 2]),
+                "delete" => SegmentIo::remove(&disk, offsets_snapshot::FILE).unwrap(),
+                "beyond the end" => disk.put_file(
+                    offsets_snapshot::FILE,
+                    &offsets_snapshot::encode(&wrong_groups(), end + 1),
+                ),
+                _ => disk.put_file(
+                    offsets_snapshot::FILE,
+                    &offsets_snapshot::encode(&wrong_groups(), start - 1),
+                ),
+            }
+            let store = OffsetStore::open_with(&storage, "", SNAPSHOTTING).unwrap();
+            assert_eq!(everything(&store), want, "{damage}");
+            if damage == "beyond the end" {
+                drop(store);
+                let after_cut = disk.crash(staunch_testkit::CrashMode::DropUnsynced);
+                assert!(after_cut.live_bytes(offsets_snapshot::FILE).is_none());
+            }
+        }
     }
 }
