@@ -14,7 +14,7 @@ use staunch_testkit::FaultyIo;
 
 use super::bounded;
 
-fn config() -> BrokerConfig {
+pub(crate) fn config() -> BrokerConfig {
     BrokerConfig {
         auto_create_topics: false,
         log: LogConfig {

@@ -15,6 +15,7 @@ use staunch_testkit::broker_api_suite as suite;
 
 mod damage;
 mod floor;
+mod snapshots;
 
 /// The bound on every test body: a hang fails instead of stalling the run.
 const LIMIT: Duration = Duration::from_secs(90);
