@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end load with confluent-kafka (librdkafka) against a running broker.
 
-Measures, on one partition of a fresh topic:
+Measures, on a fresh topic (one partition, or --partitions N with keyed records):
   produce  N messages of SIZE bytes with acks=all, enable.idempotence, linger.ms=5, timed
            after one warm-up message (see below);
   consume  them back with one group consumer;
@@ -36,6 +36,9 @@ def main():
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--round-trips", type=int, default=2000)
+    parser.add_argument("--partitions", type=int, default=1,
+                        help="partitions of the topic; with more than one, every record has a "
+                             "key (its number), which spreads the records over all of them")
     parser.add_argument("--produce-only", action="store_true",
                         help="stop after the produce phase (no consume, no round trips)")
     parser.add_argument("--json", action="store_true",
@@ -44,7 +47,7 @@ def main():
 
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+    admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(timeout=60)
 
     payload = b"x" * args.size
     producer = Producer({
@@ -68,11 +71,13 @@ def main():
     warm_s = time.perf_counter() - warm_start
     total = args.messages
 
+    keyed = args.partitions > 1
     start = time.perf_counter()
-    for _ in range(args.messages):
+    for n in range(args.messages):
+        key = str(n).encode() if keyed else None
         while True:
             try:
-                producer.produce(topic, payload, on_delivery=report)
+                producer.produce(topic, payload, key=key, on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.001)
@@ -85,6 +90,7 @@ def main():
         print(json.dumps({
             "client": client_version(),
             "records": args.messages,
+            "partitions": args.partitions,
             "record_bytes": args.size,
             "seconds": produce_s,
             "records_per_second": args.messages / produce_s,
