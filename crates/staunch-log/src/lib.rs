@@ -36,7 +36,7 @@ mod validate;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use error::LogError;
-pub use file::{FileLog, Recovery, TailCut, check};
+pub use file::{BackgroundPool, FileLog, PoolConfig, Recovery, TailCut, check};
 pub use io::{
     FsSegmentIo, FsStorage, SegmentFile, SegmentIo, StorageIo, join_path, read_file, replace_file,
 };

@@ -49,7 +49,7 @@ fn pieces(spans: &[BatchSpan], window: u64) -> Vec<usize> {
 impl Inner {
     /// Closes the active segment and starts a new one at the log end. Under `always` the closed
     /// segment is sealed (fsync — at most one group commit's worth of data — and index) right
-    /// here; under `interval` and `os` it is queued for the background thread.
+    /// here; under `interval` and `os` it is queued for the log's background job.
     fn roll(&self, st: &mut State, now_ms: i64) -> Result<(), LogError> {
         let seal_now = self.config.flush == FlushPolicy::Always;
         self.end_zero_fill();
@@ -119,8 +119,7 @@ impl Inner {
             }
         } else {
             st.unsealed.push_back(closed_base);
-            self.lock_background().seal_requested = true;
-            self.background_signal.notify_all();
+            self.request(|bg| bg.seal_requested = true);
         }
         Ok(())
     }
@@ -265,7 +264,11 @@ impl Inner {
         active.max_timestamp = active.max_timestamp.max(max_timestamp);
         active.last_append_ms = now;
         st.log_end = end;
+        let arm = self.after_write();
         drop(st);
+        if arm {
+            self.arm_write_deadlines();
+        }
 
         if rolled {
             // A roll closes a segment, which is when retention can have something to delete.

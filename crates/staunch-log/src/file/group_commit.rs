@@ -116,7 +116,7 @@ impl Inner {
 
     /// How long until the oldest running fsync overruns [`LogConfig::sync_timeout`]: zero if
     /// it has, the whole timeout if none is running.
-    fn until_sync_overdue(&self) -> Duration {
+    pub(super) fn until_sync_overdue(&self) -> Duration {
         let timeout = self.config.sync_timeout;
         match self.lock_in_flight().running.values().next() {
             Some((started, _)) => timeout.saturating_sub(started.elapsed()),

@@ -12,8 +12,9 @@
 //! - [`recovery`]: opening a log after any shutdown, and the crash-recovery argument.
 //! - [`append`]: writing batches at the log end, rolling segments.
 //! - [`group_commit`]: waiting until appends are durable, one shared fsync per round; poisoning.
-//! - [`background`]: the background thread (sealing closed segments, interval syncs, recording
-//!   the recovery point).
+//! - [`background`]: a log's background jobs (sealing closed segments, interval syncs, recording
+//!   the recovery point, zero-filling), run by a [`BackgroundPool`] shared by many logs.
+//! - [`pool`]: the [`BackgroundPool`], its threads, timers and zero-fill budget.
 //! - [`checkpoint`]: the recovery point, the offset below which everything is known durable.
 //! - [`read`]: reading batches.
 //! - [`truncate`]: cutting the log back to an offset.
@@ -45,6 +46,7 @@ pub mod check;
 mod checkpoint;
 mod group_commit;
 mod meta;
+mod pool;
 mod read;
 mod recovery;
 mod retention;
@@ -54,13 +56,14 @@ mod truncate;
 mod walk;
 mod zero_fill;
 
+pub use pool::{BackgroundPool, PoolConfig};
 pub use recovery::{Recovery, TailCut};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
 
 use staunch_core::{Clock, LeaderEpoch, Offset, SystemClock};
 
@@ -70,7 +73,7 @@ use crate::io::{FsSegmentIo, ReadFrom, SegmentIo, replace_file};
 use crate::store::{
     AppendInfo, Durability, LogStore, ReadBatches, RetentionOutcome, TimestampOffset,
 };
-use background::{Background, spawn_background};
+use background::Background;
 use checkpoint::Checkpoint;
 use group_commit::{SyncState, SyncsInFlight};
 use meta::{CLEAN_SHUTDOWN, CleanShutdown};
@@ -82,7 +85,6 @@ use zero_fill::ZeroFill;
 /// and crash recovery are described in `docs/design.md`.
 pub struct FileLog {
     inner: Arc<Inner>,
-    background: Mutex<Option<JoinHandle<()>>>,
     recovery: Recovery,
 }
 
@@ -96,6 +98,10 @@ impl fmt::Debug for FileLog {
 }
 
 struct Inner {
+    /// This log, as the pool's queue and timers hold it.
+    me: Weak<Inner>,
+    /// Runs the background jobs and holds the zero-fill budget.
+    pool: BackgroundPool,
     io: Arc<dyn SegmentIo>,
     config: LogConfig,
     clock: Arc<dyn Clock>,
@@ -106,7 +112,10 @@ struct Inner {
     syncs_in_flight: Mutex<SyncsInFlight>,
     failure: OnceLock<String>,
     background: Mutex<Background>,
+    /// Signalled when a background job ends.
     background_signal: Condvar,
+    /// Whether the flush and checkpoint deadlines a write sets are armed (see `background`).
+    write_deadlines_armed: AtomicBool,
     /// The zeros written ahead of the active segment's data (flush `always`).
     zero_fill: Mutex<ZeroFill>,
     zero_fill_done: Condvar,
@@ -176,16 +185,31 @@ impl FileLog {
         Self::open_with(Arc::new(io), config, Arc::new(SystemClock))
     }
 
-    /// Opens the log over any [`SegmentIo`] and [`Clock`] (tests inject faults and time here).
+    /// Opens the log over any [`SegmentIo`] and [`Clock`] (tests inject faults and time here),
+    /// with its background work on the [process-wide pool](BackgroundPool::process_default).
     pub fn open_with(
         io: Arc<dyn SegmentIo>,
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, LogError> {
+        Self::open_with_pool(io, config, clock, BackgroundPool::process_default())
+    }
+
+    /// [`FileLog::open_with`], with its background work (sealing, interval flushes, recovery
+    /// points, zero-filling within the pool's budget) on `pool`, shared with the other logs
+    /// opened on it. The log starts no thread of its own.
+    pub fn open_with_pool(
+        io: Arc<dyn SegmentIo>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        pool: &BackgroundPool,
+    ) -> Result<Self, LogError> {
         let config = config.validate()?;
         let (state, recovery) = recover(&*io, &config, clock.now_ms())?;
         let log_end = state.log_end;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            pool: pool.clone(),
             io,
             config,
             clock,
@@ -200,6 +224,7 @@ impl FileLog {
             failure: OnceLock::new(),
             background: Mutex::new(Background::default()),
             background_signal: Condvar::new(),
+            write_deadlines_armed: AtomicBool::new(false),
             zero_fill: Mutex::new(ZeroFill::fresh()),
             zero_fill_done: Condvar::new(),
             written_bytes: AtomicU64::new(0),
@@ -207,16 +232,7 @@ impl FileLog {
             // Recovery left the recovery point at the log end, or there was nothing to record.
             checkpoint: Mutex::new(Checkpoint { recorded: log_end }),
         });
-        let interval = match inner.config.flush {
-            FlushPolicy::Interval(every) => Some(every),
-            FlushPolicy::Always | FlushPolicy::Os => None,
-        };
-        let background = Some(spawn_background(Arc::downgrade(&inner), interval));
-        Ok(Self {
-            inner,
-            background: Mutex::new(background),
-            recovery,
-        })
+        Ok(Self { inner, recovery })
     }
 
     /// What the open found: a clean shutdown, or what recovery scanned and cut.
@@ -251,29 +267,37 @@ impl FileLog {
         &self.inner.config
     }
 
+    /// Stops the log's background work: no job starts any more, and one running now is waited
+    /// for — unless the log has failed, or fails meanwhile (an fsync of the job overran
+    /// `sync_timeout`): a job stuck in a hung fsync would hang the close too. A failed log
+    /// starts no more work; the stuck job ends by itself once the syscall returns.
     fn stop_background(&self) {
-        self.inner.lock_background().stop = true;
-        self.inner.background_signal.notify_all();
-        if let Some(handle) = self
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            if self.inner.failure.get().is_some() && !handle.is_finished() {
-                // It may be stuck in a hung fsync (zero-filling, sealing, an interval flush),
-                // and joining it would hang the close too. A failed log starts no more work;
-                // the thread ends by itself once the syscall returns.
-                tracing::warn!("leaving the failed log's background thread to end by itself");
+        let inner = &self.inner;
+        let mut bg = inner.lock_background();
+        bg.stop = true;
+        while bg.running {
+            if inner.failure.get().is_some() {
+                tracing::warn!("leaving the failed log's background job to end by itself");
                 return;
             }
-            let _ = handle.join();
+            let wait = inner.until_sync_overdue().max(Duration::from_millis(1));
+            let (next, timeout) = inner
+                .background_signal
+                .wait_timeout(bg, wait)
+                .unwrap_or_else(|p| p.into_inner());
+            bg = next;
+            if timeout.timed_out() {
+                drop(bg);
+                // Fails the log if the job's fsync is overdue; the loop then leaves it.
+                let _ = inner.check_health();
+                bg = inner.lock_background();
+            }
         }
     }
 }
 
 impl Drop for FileLog {
-    /// Stops the background thread. Dropping without [`LogStore::close`] leaves no clean-shutdown
+    /// Stops the background work. Dropping without [`LogStore::close`] leaves no clean-shutdown
     /// marker, so the next open runs recovery.
     fn drop(&mut self) {
         self.stop_background();

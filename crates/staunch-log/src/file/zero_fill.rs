@@ -7,14 +7,25 @@
 //! machine that made `write + fdatasync` of 16 KiB 2.5x and of 128 KiB 2x cheaper (PostgreSQL
 //! zero-fills its WAL segments for the same reason).
 //!
-//! So under `always` a background thread keeps up to [`zero_fill_bytes`](crate::LogConfig::zero_fill_bytes) past the
-//! data of the active segment written with zeros and fsynced, [`ZERO_CHUNK`] at a time. It claims each
+//! So under `always` the log's background job (on its [`BackgroundPool`](super::BackgroundPool))
+//! keeps up to [`zero_fill_bytes`](crate::LogConfig::zero_fill_bytes) past the data of the
+//! active segment written with zeros and fsynced, [`ZERO_CHUNK`] at a time. It claims each
 //! chunk first (under the state lock, so the claim starts at or after the data's end), then
 //! writes it with no lock held; an appender never writes into a claimed range, and a roll,
 //! truncation or close waits for the claim to end before it trims the file. The zero tail is
 //! what preallocation always left (recovery cuts a tail of zeros, a roll or close trims it),
 //! so the on-disk format is unchanged. Zero-filling is best effort: if it fails to write (the
 //! disk is full, say) appends simply grow the file again.
+//!
+//! # The budget
+//! Zeros reserve disk, so the logs of one pool share a budget of zero bytes (see the `pool`
+//! module): each chunk is taken from it before it is claimed, and a log that gets none does not
+//! zero-fill (it tries again at a later append, at most every [`ZERO_RETRY`]). `held` counts
+//! what this log took; it is given back as data overwrites the zeros (at the next zero-fill),
+//! when the segment rolls, truncates or closes ([`Inner::end_zero_fill`]), when the log was not
+//! written for the pool's `zero_fill_idle` ([`Inner::trim_idle_zeros`] cuts the zeros off the
+//! file) and when the log is dropped. Recovery treats a tail of zeros as reserved space, not
+//! damage, whether it was trimmed or not, so giving zeros back never touches durability.
 //!
 //! The zeros are written and fsynced through a second handle of the segment file. Linux reports
 //! a writeback error to the next fsync of *every* open file description, so a failed fsync of
@@ -23,9 +34,11 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use staunch_core::Offset;
 
+use super::pool::ZeroBudget;
 use super::{FlushPolicy, Inner, State};
 use crate::LogError;
 use crate::io::SegmentFile;
@@ -46,6 +59,8 @@ const ZERO_GAP: u64 = 256 << 10;
 /// zero-filled (the consumer benchmark's happy case, 21.6–23.3 ms vs 18.2–18.7 per 100 MB);
 /// with whole-chunk writes, within run-to-run noise.
 const ZERO_BUFFER: usize = ZERO_CHUNK as usize;
+/// After the budget refused a log, it asks again no sooner than this.
+const ZERO_RETRY: Duration = Duration::from_secs(1);
 
 /// What the background thread knows about the zeros of the active segment.
 #[derive(Debug)]
@@ -60,6 +75,11 @@ pub(super) struct ZeroFill {
     claim: Option<Range<u64>>,
     /// A zero write failed in this segment; do not try again until the next segment.
     gave_up: bool,
+    /// Bytes of the pool's zero-fill budget this log holds (zeros written or claimed ahead
+    /// of the data, counted from the claims: never less than the zeros really there).
+    held: u64,
+    /// The budget refused a chunk: no new request before this.
+    refused_until: Option<Instant>,
 }
 
 impl ZeroFill {
@@ -71,13 +91,21 @@ impl ZeroFill {
             zeroed: 0,
             claim: None,
             gave_up: false,
+            held: 0,
+            refused_until: None,
         }
     }
 
+    /// Forgets everything, giving the budget held back (no claim may be running).
+    fn forget(&mut self, budget: &ZeroBudget) {
+        budget.give_back(self.held);
+        *self = ZeroFill::fresh();
+    }
+
     /// Starts over if these facts are about another segment than the one at `base`.
-    fn about(&mut self, base: Offset) {
+    fn about(&mut self, base: Offset, budget: &ZeroBudget) {
         if self.segment != Some(base) {
-            *self = ZeroFill::fresh();
+            self.forget(budget);
             self.segment = Some(base);
         }
     }
@@ -105,7 +133,7 @@ impl Inner {
         }
         let active = st.active_mut();
         let mut zeros = self.lock_zero_fill();
-        zeros.about(active.base);
+        zeros.about(active.base, self.pool.budget());
         while zeros
             .claim
             .as_ref()
@@ -117,17 +145,43 @@ impl Inner {
                 .unwrap_or_else(|p| p.into_inner());
         }
         active.allocated = active.allocated.max(zeros.zeroed);
-        let wanted =
-            zeros.claim.is_none() && !zeros.gave_up && zeros.zeroed < self.config.segment_bytes;
+        let wanted = zeros.claim.is_none()
+            && !zeros.gave_up
+            && zeros.zeroed < self.config.segment_bytes
+            && zeros
+                .refused_until
+                .is_none_or(|until| Instant::now() >= until);
         drop(zeros);
         if wanted {
-            self.lock_background().zero_fill_requested = true;
-            self.background_signal.notify_all();
+            self.request(|bg| bg.zero_fill_requested = true);
+        }
+    }
+
+    /// Bytes of the pool's zero-fill budget this log holds.
+    pub(super) fn zero_fill_held(&self) -> u64 {
+        self.lock_zero_fill().held
+    }
+
+    /// Trims the zeros ahead of the data of a log that was not written for a while, giving
+    /// their budget back. Not fatal if the file cannot be cut: recovery trims a zero tail.
+    pub(super) fn trim_idle_zeros(&self) {
+        let mut st = self.write_state();
+        if st.closed || self.failure.get().is_some() {
+            return;
+        }
+        self.end_zero_fill();
+        let active = st.active_mut();
+        if active.allocated > active.size {
+            if let Err(e) = active.file.set_len(active.size) {
+                tracing::warn!(segment = %active.name(), error = %e, "could not trim idle zeros");
+            }
+            active.allocated = active.size;
         }
     }
 
     /// Waits until no zero-fill is running, so the caller (holding the state lock) may trim
-    /// or replace the active segment, then forgets what was zero-filled.
+    /// or replace the active segment, then forgets what was zero-filled and gives its budget
+    /// back.
     pub(super) fn end_zero_fill(&self) {
         if !self.zero_fills() {
             return;
@@ -139,12 +193,12 @@ impl Inner {
                 .wait(zeros)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        *zeros = ZeroFill::fresh();
+        zeros.forget(self.pool.budget());
     }
 
     /// Background work: zero-fills the active segment until `zero_fill_bytes` past its data are
-    /// zeros (or the segment's maximum size is reached). Fails only if an fsync failed, which
-    /// has poisoned the log.
+    /// zeros (or the segment's maximum size is reached, or the pool's budget is spent). Fails
+    /// only if an fsync failed, which has poisoned the log.
     pub(super) fn zero_fill_ahead(&self) -> Result<(), LogError> {
         loop {
             let (segment, file, name, range) = {
@@ -154,7 +208,14 @@ impl Inner {
                 }
                 let active = st.active();
                 let mut zeros = self.lock_zero_fill();
-                zeros.about(active.base);
+                let budget = self.pool.budget();
+                zeros.about(active.base, budget);
+                // Zeros the data has overwritten are disk the data holds now.
+                let ahead = zeros.zeroed.saturating_sub(active.size);
+                if zeros.claim.is_none() && zeros.held > ahead {
+                    budget.give_back(zeros.held - ahead);
+                    zeros.held = ahead;
+                }
                 let chunk = ZERO_CHUNK.min(self.config.zero_fill_bytes / 4).max(1);
                 // A gap this leaves (in a new segment, or when appends outran the zeros) is
                 // written by appends as without zero-filling.
@@ -176,6 +237,12 @@ impl Inner {
                     },
                 };
                 let range = start..(start + chunk).min(target);
+                if !budget.try_take(range.end - range.start) {
+                    zeros.refused_until = Some(Instant::now() + ZERO_RETRY);
+                    return Ok(());
+                }
+                zeros.refused_until = None;
+                zeros.held += range.end - range.start;
                 zeros.claim = Some(range.clone());
                 (Some(active.base), file, active.name(), range)
             };
@@ -209,6 +276,13 @@ impl Inner {
                         zeros.gave_up = true;
                     }
                 }
+                if written.is_err() {
+                    // Nothing was reserved (a partly written claim is at most a few blocks,
+                    // and the next roll, close or trim cuts it).
+                    let taken = (range.end - range.start).min(zeros.held);
+                    self.pool.budget().give_back(taken);
+                    zeros.held -= taken;
+                }
             }
             self.zero_fill_done.notify_all();
             synced?;
@@ -219,3 +293,13 @@ impl Inner {
 /// The zeros [`Inner::zero_fill_ahead`] writes: one buffer for every log, in zero-initialised
 /// static memory (no allocation, and no resident memory beyond what the kernel reads of it).
 static ZEROS: [u8; ZERO_BUFFER] = [0; ZERO_BUFFER];
+
+impl Drop for Inner {
+    /// Gives the zero-fill budget back (a log dropped without `close` leaves its zeros on
+    /// disk until the next open trims them).
+    fn drop(&mut self) {
+        let zeros = self.zero_fill.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.pool.budget().give_back(zeros.held);
+        zeros.held = 0;
+    }
+}
