@@ -55,7 +55,7 @@ impl Background {
     }
 
     /// The deadline to add a pool timer for, if no earlier one is armed.
-    fn to_arm(&mut self) -> Option<Instant> {
+    fn deadline_to_arm(&mut self) -> Option<Instant> {
         let at = self.earliest_deadline()?;
         if self.armed.is_some_and(|armed| armed <= at) {
             return None;
@@ -120,7 +120,7 @@ impl Inner {
             }
             bg.next_checkpoint
                 .get_or_insert(now + self.config.checkpoint_interval);
-            bg.to_arm()
+            bg.deadline_to_arm()
         };
         if let Some(at) = arm {
             self.pool.add_timer(at, self.me());
@@ -165,7 +165,11 @@ impl Inner {
                 .is_some_and(|at| at <= Instant::now());
             let queue =
                 (bg.seal_requested || bg.zero_fill_requested || due) && bg.take_queue_slot();
-            let arm = if queue || bg.stop { None } else { bg.to_arm() };
+            let arm = if queue || bg.stop {
+                None
+            } else {
+                bg.deadline_to_arm()
+            };
             (queue, arm)
         };
         self.background_signal.notify_all();

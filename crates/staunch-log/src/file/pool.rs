@@ -110,6 +110,7 @@ impl BackgroundPool {
                 used: AtomicU64::new(0),
             },
             config,
+            jobs_started: AtomicU64::new(0),
             state: Mutex::new(PoolState::default()),
             work: Condvar::new(),
             clock: Condvar::new(),
@@ -130,6 +131,11 @@ impl BackgroundPool {
     /// The pool's settings.
     pub fn config(&self) -> &PoolConfig {
         &self.shared.config
+    }
+
+    /// Background jobs started so far on this pool, of all its logs (a diagnostic).
+    pub fn jobs_started(&self) -> u64 {
+        self.shared.jobs_started.load(Ordering::Acquire)
     }
 
     /// Bytes of the zero-fill budget its logs hold now (zeros written or being written ahead
@@ -204,6 +210,7 @@ impl Drop for Owner {
 struct Shared {
     config: PoolConfig,
     budget: ZeroBudget,
+    jobs_started: AtomicU64,
     state: Mutex<PoolState>,
     /// Workers wait here for ready logs.
     work: Condvar,
@@ -312,6 +319,7 @@ fn worker(shared: &Arc<Shared>, id: u64) {
         if let Some(log) = weak.upgrade()
             && log.begin_job()
         {
+            shared.jobs_started.fetch_add(1, Ordering::AcqRel);
             shared.lock().running.insert(
                 id,
                 Running {
