@@ -66,6 +66,14 @@ pub struct BrokerConfig {
     /// reopened on demand (files with unsynced writes stay open). Keep it well under the
     /// process's open-files limit, which must also cover connections. Default 4096.
     pub max_open_files: usize,
+    /// Threads that do every partition log's background work (sealing closed segments,
+    /// interval flushes, recovery points, zero-filling): one pool for the whole broker, so
+    /// thousands of partitions do not cost a thread each. At least 1. Default 4.
+    pub background_threads: usize,
+    /// Bytes of zeros that all partition logs together may keep written ahead of their data
+    /// (flush `always`, `log.zero_fill_bytes` each): only recently written partitions get
+    /// them, and idle ones give theirs back. 0 turns zero-filling off. Default 256 MiB.
+    pub zero_fill_budget: u64,
 }
 
 impl Default for BrokerConfig {
@@ -89,6 +97,8 @@ impl Default for BrokerConfig {
             max_partitions: 100_000,
             retention_check_interval: Duration::from_secs(300),
             max_open_files: staunch_log::io::DEFAULT_OPEN_FILES,
+            background_threads: 4,
+            zero_fill_budget: 256 << 20,
         }
     }
 }

@@ -2,26 +2,45 @@
 //! committed offsets, producer ids, topic metadata, the cluster id) goes through one
 //! [`StorageIo`], and every time it reads through one [`Clock`]. The real broker uses the file
 //! system under its data directory and the system clock; a test can hand in
-//! `staunch_testkit::FaultyIo` (power cuts, bit flips, failing disks) and a manual clock.
+//! `staunch_testkit::FaultyIo` (power cuts, bit flips, failing disks) and a manual clock. The
+//! logs it opens share one [`BackgroundPool`] (the broker sets its own, sized by
+//! `BrokerConfig::background_threads`).
 
 use std::io;
 use std::sync::Arc;
 
 use staunch_core::{Clock, SystemClock};
 use staunch_log::io::FileCache;
-use staunch_log::{FileLog, FsStorage, LogConfig, LogError, SegmentIo, StorageIo};
+use staunch_log::{BackgroundPool, FileLog, FsStorage, LogConfig, LogError, SegmentIo, StorageIo};
 
 /// Where the broker keeps its files and how it tells the time. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Storage {
     io: Arc<dyn StorageIo>,
     clock: Arc<dyn Clock>,
+    pool: BackgroundPool,
 }
 
 impl Storage {
-    /// `io` for every file, `clock` for every timestamp and retention decision.
+    /// `io` for every file, `clock` for every timestamp and retention decision; logs do their
+    /// background work on the process-wide pool until [`Storage::with_pool`] says otherwise.
     pub fn new(io: Arc<dyn StorageIo>, clock: Arc<dyn Clock>) -> Self {
-        Storage { io, clock }
+        Storage {
+            io,
+            clock,
+            pool: BackgroundPool::process_default().clone(),
+        }
+    }
+
+    /// This storage, with the logs it opens from now on doing their background work (and
+    /// taking zero-fill budget) on `pool`.
+    pub fn with_pool(self, pool: BackgroundPool) -> Self {
+        Storage { pool, ..self }
+    }
+
+    /// The pool the logs opened here do their background work on.
+    pub fn pool(&self) -> &BackgroundPool {
+        &self.pool
     }
 
     /// The file system under `root` and the system clock; each log directory is locked on its
@@ -65,7 +84,7 @@ impl Storage {
                 op: format!("opening log directory {}", self.io.describe(path)),
                 source,
             })?;
-        FileLog::open_with(dir, config, self.clock.clone())
+        FileLog::open_with_pool(dir, config, self.clock.clone(), &self.pool)
     }
 
     /// The small files of directory `path` (created if missing), shared with other owners.

@@ -105,6 +105,14 @@ pub(crate) struct ServeArgs {
     /// Connections served at once; one more is closed on accept.
     #[arg(long, env = "STAUNCH_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Threads doing every partition log's background work (sealing, interval flushes,
+    /// recovery points, zero-filling). Default 4.
+    #[arg(long, env = "STAUNCH_BACKGROUND_THREADS")]
+    background_threads: Option<usize>,
+    /// Bytes of zeros all partition logs together may keep written ahead of their data (flush
+    /// always); 0 turns zero-filling off. Default 268435456 (256 MiB).
+    #[arg(long, env = "STAUNCH_ZERO_FILL_BUDGET")]
+    zero_fill_budget: Option<u64>,
     /// Initial rebalance delay of new consumer groups, e.g. 3s or 100ms.
     #[arg(long, env = "STAUNCH_GROUP_INITIAL_REBALANCE_DELAY", value_parser = humantime_duration)]
     group_initial_rebalance_delay: Option<Duration>,
@@ -172,6 +180,12 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(n) = args.max_connections {
         config.max_connections = n;
     }
+    if let Some(threads) = args.background_threads {
+        config.broker.background_threads = threads;
+    }
+    if let Some(budget) = args.zero_fill_budget {
+        config.broker.zero_fill_budget = budget;
+    }
     if let Some(delay) = args.group_initial_rebalance_delay {
         config.broker.group_initial_rebalance_delay = delay;
     }
@@ -202,6 +216,9 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if config.max_connections < 1 {
         return Err("max_connections must be at least 1".to_owned());
+    }
+    if config.broker.background_threads < 1 {
+        return Err("background_threads (--background-threads) must be at least 1".to_owned());
     }
     Ok(config)
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use staunch_core::ErrorCode;
-use staunch_log::{read_file, replace_file};
+use staunch_log::{BackgroundPool, PoolConfig, read_file, replace_file};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
@@ -121,6 +121,17 @@ impl Broker {
     /// (`config.data_dir` only names the broker in logs): how a test runs the broker on a
     /// disk whose power it can cut.
     pub fn open_with(config: BrokerConfig, storage: Storage) -> Result<Broker, OpenError> {
+        if config.background_threads == 0 {
+            return Err(OpenError(
+                "background_threads must be at least 1".to_owned(),
+            ));
+        }
+        // One pool for every log of the broker: a few threads, one zero-fill budget.
+        let storage = storage.with_pool(BackgroundPool::with_config(PoolConfig {
+            threads: config.background_threads,
+            zero_fill_budget: config.zero_fill_budget,
+            ..PoolConfig::default()
+        }));
         let config = Arc::new(config);
         config
             .check_durability_floor(&config.log.flush)
@@ -192,6 +203,12 @@ impl Broker {
     /// Milliseconds since the epoch by the broker's clock (the one its [`Storage`] holds).
     pub fn now_ms(&self) -> i64 {
         self.inner.storage.now_ms()
+    }
+
+    /// The pool doing every partition log's background work, sized by
+    /// [`BrokerConfig::background_threads`] and holding the [`BrokerConfig::zero_fill_budget`].
+    pub fn background_pool(&self) -> &BackgroundPool {
+        self.inner.storage.pool()
     }
 
     /// The consumer-group coordinator.
