@@ -126,11 +126,13 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Largest batch accepted. Default 1 MiB + 12 bytes (Kafka's `message.max.bytes`).
     pub max_batch_bytes: u32,
-    /// Under flush `always` only: how many bytes past the data of the active segment a
-    /// background thread keeps written with zeros (and fsynced). An `fdatasync` of writes into
-    /// written blocks need not commit file-system metadata, which made it about 2x cheaper on
-    /// ext4. Each log holds up to this much disk beyond its data; 0 turns it off (the segment
-    /// then reserves blocks with `fallocate`, as under `os` and `interval`). Default 8 MiB.
+    /// Under flush `always` only: how many bytes past the data of the active segment the
+    /// log's background job keeps written with zeros (and fsynced). An `fdatasync` of writes
+    /// into written blocks need not commit file-system metadata, which made it about 2x cheaper
+    /// on ext4. Each log holds up to this much disk beyond its data, and all logs of one
+    /// [`BackgroundPool`](crate::BackgroundPool) together at most its zero-fill budget (a log
+    /// that gets no budget appends without zeros ahead); 0 turns it off (the segment then
+    /// reserves blocks with `fallocate`, as under `os` and `interval`). Default 8 MiB.
     pub zero_fill_bytes: u64,
     /// How long one `fdatasync` of this log may run before the log treats its disk as hung:
     /// the log is then failed exactly as after a failed fsync ([`LogError::Failed`], naming the
@@ -157,7 +159,7 @@ pub struct LogConfig {
     /// prove the damage is not a torn write (so it is bit rot, and the log refuses to cut it).
     /// Default 16 MiB; must be positive.
     pub max_unsynced_bytes: u64,
-    /// How often, at most, the background thread rewrites the log's recovery point (the offset
+    /// How often, at most, the background job rewrites the log's recovery point (the offset
     /// below which everything is known durable) when the durable end moved. The recovery point
     /// is also written at every segment roll, truncation and clean close. Each write costs a
     /// small file, two fsyncs and a rename. Default 10 s.

@@ -169,9 +169,11 @@ impl Inner {
         if st.closed || self.failure.get().is_some() {
             return;
         }
-        self.end_zero_fill();
+        // The segment's `allocated` learns of zeros only at the next write: the zero-filler
+        // knows where they end.
+        let zero_end = self.end_zero_fill();
         let active = st.active_mut();
-        if active.allocated > active.size {
+        if active.allocated.max(zero_end) > active.size {
             if let Err(e) = active.file.set_len(active.size) {
                 tracing::warn!(segment = %active.name(), error = %e, "could not trim idle zeros");
             }
@@ -181,10 +183,10 @@ impl Inner {
 
     /// Waits until no zero-fill is running, so the caller (holding the state lock) may trim
     /// or replace the active segment, then forgets what was zero-filled and gives its budget
-    /// back.
-    pub(super) fn end_zero_fill(&self) {
+    /// back. Returns where the zeros ended (0 if none were written).
+    pub(super) fn end_zero_fill(&self) -> u64 {
         if !self.zero_fills() {
-            return;
+            return 0;
         }
         let mut zeros = self.lock_zero_fill();
         while zeros.claim.is_some() {
@@ -193,7 +195,9 @@ impl Inner {
                 .wait(zeros)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        let zero_end = zeros.zeroed;
         zeros.forget(self.pool.budget());
+        zero_end
     }
 
     /// Background work: zero-fills the active segment until `zero_fill_bytes` past its data are
