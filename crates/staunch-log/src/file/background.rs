@@ -127,13 +127,21 @@ impl Inner {
         }
     }
 
-    /// The pool's timer at `at` for this log fired.
+    /// The pool's timer at `at` for this log fired. A timer that is no longer the armed one
+    /// (an earlier one was armed after it) is stale: the job of the earlier one armed whatever
+    /// deadline is left.
     pub(super) fn timer_fired(&self, at: Instant) {
-        self.request(|bg| {
-            if bg.armed == Some(at) {
-                bg.armed = None;
+        let queue = {
+            let mut bg = self.lock_background();
+            if bg.armed != Some(at) {
+                return;
             }
-        });
+            bg.armed = None;
+            bg.take_queue_slot()
+        };
+        if queue {
+            self.pool.enqueue(self.me());
+        }
     }
 
     /// A worker is about to run this log's job: false if the log stopped meanwhile.

@@ -170,8 +170,17 @@ impl Inner {
             return;
         }
         // The segment's `allocated` learns of zeros only at the next write: the zero-filler
-        // knows where they end.
-        let zero_end = self.end_zero_fill();
+        // knows where they end. No claim starts while this holds the state lock.
+        let zero_end = {
+            let mut zeros = self.lock_zero_fill();
+            while zeros.claim.is_some() {
+                zeros = self
+                    .zero_fill_done
+                    .wait(zeros)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            zeros.zeroed
+        };
         let active = st.active_mut();
         if active.allocated.max(zero_end) > active.size {
             if let Err(e) = active.file.set_len(active.size) {
@@ -179,14 +188,16 @@ impl Inner {
             }
             active.allocated = active.size;
         }
+        // Only now: the budget never counts less than the zeros on disk.
+        self.end_zero_fill();
     }
 
     /// Waits until no zero-fill is running, so the caller (holding the state lock) may trim
     /// or replace the active segment, then forgets what was zero-filled and gives its budget
-    /// back. Returns where the zeros ended (0 if none were written).
-    pub(super) fn end_zero_fill(&self) -> u64 {
+    /// back.
+    pub(super) fn end_zero_fill(&self) {
         if !self.zero_fills() {
-            return 0;
+            return;
         }
         let mut zeros = self.lock_zero_fill();
         while zeros.claim.is_some() {
@@ -195,9 +206,7 @@ impl Inner {
                 .wait(zeros)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        let zero_end = zeros.zeroed;
         zeros.forget(self.pool.budget());
-        zero_end
     }
 
     /// Background work: zero-fills the active segment until `zero_fill_bytes` past its data are
