@@ -70,6 +70,11 @@ pub struct BrokerConfig {
     /// interval flushes, recovery points, zero-filling): one pool for the whole broker, so
     /// thousands of partitions do not cost a thread each. At least 1. Default 4.
     pub background_threads: usize,
+    /// Blocking threads that produce requests may hold at once, each writing one partition's
+    /// records and waiting for their fsync (Kafka's `num.io.threads`, larger because an
+    /// fsync holds its thread): a request naming more partitions waits for a free one, so
+    /// thousands of partitions never cost a thread each. At least 1. Default 32.
+    pub io_threads: usize,
     /// Bytes of zeros that all partition logs together may keep written ahead of their data
     /// (flush `always`, `log.zero_fill_bytes` each): only recently written partitions get
     /// them, and idle ones give theirs back. 0 turns zero-filling off. Default 256 MiB.
@@ -98,6 +103,7 @@ impl Default for BrokerConfig {
             retention_check_interval: Duration::from_secs(300),
             max_open_files: staunch_log::io::DEFAULT_OPEN_FILES,
             background_threads: 4,
+            io_threads: 32,
             zero_fill_budget: 256 << 20,
         }
     }

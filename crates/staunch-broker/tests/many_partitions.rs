@@ -18,8 +18,11 @@ const PARTITIONS: i32 = 10_000;
 const SAMPLE_EVERY: i32 = 50;
 const MAX_OPEN_FILES: usize = 256;
 const BACKGROUND_THREADS: usize = 4;
-/// Tokio's workers (2) and blocking threads, the log pool, and the test harness: nothing per
-/// partition. Before the shared pool a broker ran one thread per partition.
+const IO_THREADS: usize = 16;
+/// Tokio's workers (2), the produce path's blocking threads (`IO_THREADS`), other short
+/// blocking work, the log pool and the test harness: nothing per partition. Before the shared
+/// pool a broker ran one thread per partition, and a produce to many partitions held a
+/// blocking thread per partition.
 const MAX_THREADS: usize = 64;
 /// The file cache's files plus the data directory lock, standard streams and the like.
 const MAX_DESCRIPTORS: usize = MAX_OPEN_FILES + 64;
@@ -30,6 +33,7 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
         auto_create_topics: false,
         max_open_files: MAX_OPEN_FILES,
         background_threads: BACKGROUND_THREADS,
+        io_threads: IO_THREADS,
         ..BrokerConfig::default()
     };
     // Test-sized segments: small files, quick to create.

@@ -109,6 +109,10 @@ pub(crate) struct ServeArgs {
     /// recovery points, zero-filling). Default 4.
     #[arg(long, env = "STAUNCH_BACKGROUND_THREADS")]
     background_threads: Option<usize>,
+    /// Blocking threads produce requests may hold at once, each writing one partition and
+    /// waiting for its fsync. Default 32.
+    #[arg(long, env = "STAUNCH_IO_THREADS")]
+    io_threads: Option<usize>,
     /// Bytes of zeros all partition logs together may keep written ahead of their data (flush
     /// always); 0 turns zero-filling off. Default 268435456 (256 MiB).
     #[arg(long, env = "STAUNCH_ZERO_FILL_BUDGET")]
@@ -183,6 +187,9 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(threads) = args.background_threads {
         config.broker.background_threads = threads;
     }
+    if let Some(threads) = args.io_threads {
+        config.broker.io_threads = threads;
+    }
     if let Some(budget) = args.zero_fill_budget {
         config.broker.zero_fill_budget = budget;
     }
@@ -216,6 +223,9 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if config.max_connections < 1 {
         return Err("max_connections must be at least 1".to_owned());
+    }
+    if config.broker.io_threads < 1 {
+        return Err("io_threads (--io-threads) must be at least 1".to_owned());
     }
     if config.broker.background_threads < 1 {
         return Err("background_threads (--background-threads) must be at least 1".to_owned());

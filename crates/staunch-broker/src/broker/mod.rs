@@ -65,6 +65,10 @@ struct Inner {
     /// concurrent calls are appended in the order they were first polled — the order a network
     /// connection gives its requests.
     in_process_writes: tokio::sync::Mutex<()>,
+    /// One permit per blocking thread a produce may hold while it writes a partition and
+    /// waits for its fsync ([`BrokerConfig::io_threads`]): however many partitions a request
+    /// names, the broker's threads stay bounded.
+    io_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs blocking work (disk I/O, fsync) off the async threads.
@@ -133,6 +137,7 @@ impl Broker {
             ..PoolConfig::default()
         }));
         let config = Arc::new(config);
+        let io_permits = Arc::new(tokio::sync::Semaphore::new(config.io_threads.max(1)));
         config
             .check_durability_floor(&config.log.flush)
             .map_err(|e| OpenError(format!("the default log.flush: {e}")))?;
@@ -196,6 +201,7 @@ impl Broker {
                 fetches_waiting: AtomicUsize::new(0),
                 closing: watch::channel(false).0,
                 in_process_writes: tokio::sync::Mutex::new(()),
+                io_permits,
             }),
         })
     }

@@ -101,6 +101,24 @@ impl Broker {
             let index = results.len();
             results.push(None);
             let deadline = Instant::now() + partition.durable_wait_bound();
+            // A thread for the write and the fsync wait, among `io_threads`.
+            let permit = match tokio::time::timeout_at(
+                deadline,
+                self.inner.io_permits.clone().acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => {
+                    results[index] = Some(fail(ErrorCode::UnknownServerError, None));
+                    continue;
+                }
+                Err(_) => {
+                    let refused = timed_out(&partition, "written");
+                    results[index] = Some(fail(refused.code, refused.message));
+                    continue;
+                }
+            };
             let mut records = p.records;
             // One blocking task writes (reporting back at once, so the connection can go on
             // to its next request) and then waits for durability: one thread hop each way.
@@ -108,6 +126,7 @@ impl Broker {
             let broker = self.clone();
             let writer = partition.clone();
             let task = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let partition = writer;
                 let pending = match partition.write(&mut records) {
                     Ok(pending) => pending,
