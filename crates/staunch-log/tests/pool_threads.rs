@@ -58,6 +58,29 @@ fn two_hundred_logs_share_the_pools_threads_and_all_their_work_happens() {
             (io, log)
         })
         .collect();
+    // Keep every worker busy: logs whose interval flush hangs (a stuck disk, well within
+    // their 30 s sync_timeout) hold the workers while the other logs' work queues up. The
+    // pool must not grow for it.
+    let stuck: Vec<(FaultyIo, FileLog)> = (0..2 * THREADS)
+        .map(|_| {
+            let io = FaultyIo::new();
+            let config = LogConfig {
+                flush: FlushPolicy::Interval(Duration::from_millis(1)),
+                segment_bytes: 2048,
+                max_batch_bytes: 2048,
+                ..LogConfig::default()
+            };
+            let log =
+                FileLog::open_with_pool(Arc::new(io.clone()), config, Arc::new(SystemClock), &pool)
+                    .unwrap();
+            io.hang_syncs();
+            log.append(&mut batch(0, 1, 1_000), 0).unwrap();
+            (io, log)
+        })
+        .collect();
+    eventually("every worker is stuck", || {
+        stuck.iter().map(|(io, _)| io.hung_syncs()).sum::<usize>() == THREADS
+    });
     for (i, (_, log)) in logs.iter().enumerate() {
         // `always` logs get one batch and never roll: only the checkpoint deadline records
         // their recovery point. The others roll a few times: their closed segments are
@@ -66,6 +89,14 @@ fn two_hundred_logs_share_the_pools_threads_and_all_their_work_happens() {
         for b in 0..batches {
             log.append(&mut batch(b, 8, 1_000), 0).unwrap();
         }
+    }
+    let busy = threads_named("staunch-bg");
+    assert!(
+        busy.iter().filter(|t| *t == "staunch-bg").count() == THREADS && busy.len() == THREADS + 1,
+        "with every worker stuck and work queued, the pool stays at {THREADS} workers: {busy:?}"
+    );
+    for (io, _) in &stuck {
+        io.release_syncs();
     }
     let rolled = logs
         .iter()
@@ -99,7 +130,7 @@ fn two_hundred_logs_share_the_pools_threads_and_all_their_work_happens() {
         pool.zero_fill_reserved() <= pool.config().zero_fill_budget,
         "within the budget"
     );
-    for (_, log) in &logs {
+    for (_, log) in logs.iter().chain(&stuck) {
         log.close().unwrap();
     }
     assert_eq!(pool.zero_fill_reserved(), 0, "closed logs hold no zeros");
