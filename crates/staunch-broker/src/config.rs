@@ -75,6 +75,11 @@ pub struct BrokerConfig {
     /// fsync holds its thread): a request naming more partitions waits for a free one, so
     /// thousands of partitions never cost a thread each. At least 1. Default 32.
     pub io_threads: usize,
+    /// Threads that open (recover), create and close partition logs at once, at start-up,
+    /// topic creation and shutdown: their fsyncs overlap instead of running one after
+    /// another (Kafka's `num.recovery.threads.per.data.dir`). They exist only meanwhile.
+    /// Default 16.
+    pub recovery_threads: usize,
     /// Bytes of zeros that all partition logs together may keep written ahead of their data
     /// (flush `always`, `log.zero_fill_bytes` each): only recently written partitions get
     /// them, and idle ones give theirs back. 0 turns zero-filling off. Default 256 MiB.
@@ -104,6 +109,7 @@ impl Default for BrokerConfig {
             max_open_files: staunch_log::io::DEFAULT_OPEN_FILES,
             background_threads: 4,
             io_threads: 32,
+            recovery_threads: 16,
             zero_fill_budget: 256 << 20,
         }
     }

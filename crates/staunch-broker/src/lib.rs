@@ -15,6 +15,7 @@ pub mod group;
 mod group_offsets;
 pub mod offsets;
 pub mod offsets_snapshot;
+mod parallel;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_snapshot;

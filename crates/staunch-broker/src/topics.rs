@@ -14,6 +14,7 @@ use staunch_log::{LogConfig, join_path, read_file, replace_file};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::parallel;
 use crate::partition::Partition;
 use crate::storage::Storage;
 use crate::topic_config::TopicConfig;
@@ -364,27 +365,35 @@ impl Topics {
             let _ = io.remove_dir_all(&staging);
             return Err(TopicError::storage(&format!("creating topic '{name}'"), e));
         }
+        let indexes: Vec<i32> = (0..partitions).collect();
+        let outcomes = parallel::map(&indexes, self.broker.recovery_threads, |&i| {
+            Partition::open(&self.storage, &partition_dir(&dir, i), log_config.clone())
+        });
         let mut opened = Vec::with_capacity(partitions as usize);
-        for i in 0..partitions {
-            match Partition::open(&self.storage, &partition_dir(&dir, i), log_config.clone()) {
+        let mut first_failure = None;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
                 Ok(partition) => opened.push(PartitionSlot::Online(Arc::new(partition))),
                 Err(e) => {
-                    // Half a topic is worse than none: remove it, so it is not reopened (and
-                    // found broken) at every start.
-                    for p in opened.iter().filter_map(PartitionSlot::online) {
-                        let _ = p.close();
-                    }
-                    if let Err(removal) = self.remove_dir_durably(name) {
-                        tracing::error!(topic = name, error = %removal, "removing a topic whose creation failed");
-                    }
-                    return Err(TopicError::storage(
-                        &format!(
-                            "opening partition {i} of new topic '{name}' (the topic was removed again)"
-                        ),
-                        e,
-                    ));
+                    first_failure.get_or_insert((i, e));
                 }
             }
+        }
+        if let Some((i, e)) = first_failure {
+            // Half a topic is worse than none: remove it, so it is not reopened (and found
+            // broken) at every start.
+            for p in opened.iter().filter_map(PartitionSlot::online) {
+                let _ = p.close();
+            }
+            if let Err(removal) = self.remove_dir_durably(name) {
+                tracing::error!(topic = name, error = %removal, "removing a topic whose creation failed");
+            }
+            return Err(TopicError::storage(
+                &format!(
+                    "opening partition {i} of new topic '{name}' (the topic was removed again)"
+                ),
+                e,
+            ));
         }
         let topic = Arc::new(Topic {
             name: name.to_owned(),
@@ -573,11 +582,29 @@ impl Topics {
         Ok(())
     }
 
-    /// Closes every partition, flushing it and marking it cleanly shut down.
+    /// Closes every partition, flushing it and marking it cleanly shut down, on up to
+    /// `recovery_threads` threads at once.
     pub fn close_all(&self) {
-        for topic in self.list() {
-            topic.close_partitions("shutting down");
-        }
+        let partitions: Vec<(Arc<Topic>, usize, Arc<Partition>)> = self
+            .list()
+            .into_iter()
+            .flat_map(|topic| {
+                let online: Vec<_> = topic
+                    .online_partitions()
+                    .map(|(i, p)| (i, p.clone()))
+                    .collect();
+                online.into_iter().map(move |(i, p)| (topic.clone(), i, p))
+            })
+            .collect();
+        parallel::map(
+            &partitions,
+            self.broker.recovery_threads,
+            |(topic, index, p)| {
+                if let Err(e) = p.close() {
+                    tracing::warn!(topic = %topic.name, index, error = %e, "closing a partition (shutting down)");
+                }
+            },
+        );
     }
 }
 
@@ -609,17 +636,16 @@ fn load_topic(storage: &Storage, name: &str, broker: &BrokerConfig) -> Result<To
     let log_config = config
         .log_config(broker)
         .map_err(|e| format!("{path}: {e}"))?;
-    let partitions = (0..file.partitions)
-        .map(|i| {
-            open_slot(
-                storage,
-                name,
-                i,
-                &partition_dir(&dir, i),
-                log_config.clone(),
-            )
-        })
-        .collect();
+    let indexes: Vec<i32> = (0..file.partitions).collect();
+    let partitions = parallel::map(&indexes, broker.recovery_threads, |&i| {
+        open_slot(
+            storage,
+            name,
+            i,
+            &partition_dir(&dir, i),
+            log_config.clone(),
+        )
+    });
     Ok(Topic {
         name: name.to_owned(),
         id: file.id,

@@ -58,11 +58,12 @@ fn descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn check_bounds(when: &str) {
+fn check_bounds(when: &str, since: std::time::Instant) {
     let threads = status("Threads:");
     let fds = descriptors();
     eprintln!(
-        "{when}: {threads} threads, {fds} descriptors, VmRSS {} kB",
+        "{when} ({:.1?}): {threads} threads, {fds} descriptors, VmRSS {} kB",
+        since.elapsed(),
         status("VmRSS:")
     );
     assert!(
@@ -108,11 +109,7 @@ async fn fetch_sample(broker: &Broker) {
             assert_eq!(fetched.high_watermark, 1, "{tp:?}");
             let batch = staunch_core::RecordBatch::parse(&fetched.records).unwrap();
             let records: Vec<_> = batch.records().unwrap().collect::<Result<_, _>>().unwrap();
-            assert_eq!(
-                records[0].value,
-                Some(&record(tp.partition)[..]),
-                "{tp:?}"
-            );
+            assert_eq!(records[0].value, Some(&record(tp.partition)[..]), "{tp:?}");
         }
     }
 }
@@ -120,6 +117,7 @@ async fn fetch_sample(broker: &Broker) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_partitions_open_serve_and_reopen_within_bounded_threads_and_files() {
     let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
     let broker = open(dir.path()).await;
     let created = BrokerApi::create_topic(
         &broker,
@@ -133,7 +131,7 @@ async fn ten_thousand_partitions_open_serve_and_reopen_within_bounded_threads_an
     .await
     .unwrap();
     assert_eq!(created, TopicCreation::Created);
-    check_bounds("after creating the topic");
+    check_bounds("after creating the topic", start);
 
     let sample: Vec<i32> = (0..PARTITIONS).step_by(SAMPLE_EVERY as usize).collect();
     for chunk in sample.chunks(100) {
@@ -158,15 +156,16 @@ async fn ten_thousand_partitions_open_serve_and_reopen_within_bounded_threads_an
         }
     }
     fetch_sample(&broker).await;
-    check_bounds("after producing to and fetching from the sample");
+    check_bounds("after producing to and fetching from the sample", start);
     broker.shutdown().await;
     drop(broker);
+    eprintln!("shut down ({:.1?})", start.elapsed());
 
     let broker = open(dir.path()).await;
-    check_bounds("after reopening");
+    check_bounds("after reopening", start);
     let topic = BrokerApi::topic(&broker, "wide").await.unwrap();
     assert_eq!(topic.partitions.len(), PARTITIONS as usize);
     fetch_sample(&broker).await;
-    check_bounds("after fetching the sample again");
+    check_bounds("after fetching the sample again", start);
     broker.shutdown().await;
 }

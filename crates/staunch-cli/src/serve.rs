@@ -113,6 +113,10 @@ pub(crate) struct ServeArgs {
     /// waiting for its fsync. Default 32.
     #[arg(long, env = "STAUNCH_IO_THREADS")]
     io_threads: Option<usize>,
+    /// Threads that open, create and close partition logs at once (start-up, topic creation,
+    /// shutdown). Default 16.
+    #[arg(long, env = "STAUNCH_RECOVERY_THREADS")]
+    recovery_threads: Option<usize>,
     /// Bytes of zeros all partition logs together may keep written ahead of their data (flush
     /// always); 0 turns zero-filling off. Default 268435456 (256 MiB).
     #[arg(long, env = "STAUNCH_ZERO_FILL_BUDGET")]
@@ -189,6 +193,9 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if let Some(threads) = args.io_threads {
         config.broker.io_threads = threads;
+    }
+    if let Some(threads) = args.recovery_threads {
+        config.broker.recovery_threads = threads;
     }
     if let Some(budget) = args.zero_fill_budget {
         config.broker.zero_fill_budget = budget;

@@ -374,7 +374,11 @@ mod tests {
         };
         let first = Broker::open(config.clone()).unwrap();
         let second = Broker::open(config.clone()).unwrap_err();
-        assert!(second.0.contains("in use by another process"), "{}", second.0);
+        assert!(
+            second.0.contains("in use by another process"),
+            "{}",
+            second.0
+        );
         runtime.block_on(first.shutdown());
         drop(first);
         let again = Broker::open(config).unwrap();
