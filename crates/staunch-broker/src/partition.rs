@@ -531,6 +531,10 @@ impl Partition {
             // Under the lock no idempotent batch is written, so the table is the state at
             // whatever end the flush made durable.
             match self.log.flush() {
+                // Nothing to write: an empty log has nothing to replay, and a snapshot at the
+                // end already holds this table (it changes only as the end moves). A broker
+                // with thousands of idle partitions closes them without an fsync each.
+                Ok(end) if end == 0 || snapshots.newest_is_at(end) => {}
                 Ok(end) => {
                     if let Err(error) = snapshots.write(&producers, end) {
                         tracing::warn!(%error, offset = end, "writing a producer-state snapshot at close failed");
@@ -689,6 +693,30 @@ mod snapshot_tests {
             }
         }
         placed
+    }
+
+    /// Closing a partition not written since it opened writes no snapshot: the one at the end
+    /// already holds its table (so thousands of idle partitions close without an fsync each).
+    #[test]
+    fn an_unchanged_partition_closes_without_writing_a_snapshot() {
+        let disk = FaultyIo::new();
+        let p = open(&disk, config());
+        let placed = fill(&p, 3);
+        p.close().unwrap();
+        let end_snapshot = file_name(placed.values().max().unwrap() + 1);
+        assert_eq!(snapshots(&disk).last(), Some(&end_snapshot));
+        let p = open(&disk, config());
+        // Whatever is in the file now would be replaced by a snapshot written at close.
+        disk.subdir("p").put_file(&end_snapshot, b"sentinel");
+        p.close().unwrap();
+        assert_eq!(
+            disk.subdir("p").live_bytes(&end_snapshot).as_deref(),
+            Some(&b"sentinel"[..]),
+            "an idle close rewrote the snapshot"
+        );
+        // The next open finds it damaged, rebuilds from the log, and still deduplicates.
+        let p = open(&disk, config());
+        retries_are_deduplicated(&p, &placed, 2);
     }
 
     /// Each producer's last batch, sent again, gets its original offset and stores nothing;

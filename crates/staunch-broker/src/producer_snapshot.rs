@@ -215,6 +215,13 @@ impl SnapshotDir {
         Ok(offsets)
     }
 
+    /// Whether the newest snapshot present is at `offset` (a listing, no read: whether it
+    /// validates is for [`SnapshotDir::load`] to find out).
+    pub fn newest_is_at(&self, offset: Offset) -> bool {
+        self.offsets()
+            .is_ok_and(|offsets| offsets.last() == Some(&offset))
+    }
+
     /// Writes the snapshot of `table` at `offset`, then deletes all but the newest [`KEEP`].
     /// When it returns `Ok` the snapshot is durable (file and directory entry fsynced);
     /// the deletions may not be, which is harmless (an older snapshot stays valid).
