@@ -272,6 +272,7 @@ impl Decodable for ConsumerGroupHeartbeatRequest {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -414,6 +415,7 @@ impl Decodable for TopicPartitions {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {

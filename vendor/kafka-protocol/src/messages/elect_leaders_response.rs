@@ -171,6 +171,7 @@ impl Decodable for ElectLeadersResponse {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -334,6 +335,7 @@ impl Decodable for PartitionResult {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -494,6 +496,7 @@ impl Decodable for ReplicaElectionResult {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }

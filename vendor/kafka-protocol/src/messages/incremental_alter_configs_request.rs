@@ -165,6 +165,7 @@ impl Decodable for AlterConfigsResource {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -340,6 +341,7 @@ impl Decodable for AlterableConfig {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }
@@ -487,6 +489,7 @@ impl Decodable for IncrementalAlterConfigsRequest {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
+                types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
                 unknown_tagged_fields.insert(tag as i32, unknown_value);
             }
         }

@@ -118,6 +118,7 @@ impl Decodable for PartitionData {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -244,6 +245,7 @@ impl Decodable for ReadShareGroupStateSummaryRequest {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {
@@ -371,6 +373,7 @@ impl Decodable for ReadStateSummaryData {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
+            types::charge_unknown_tagged_field()?; // Staunch patch: bounded memory
             unknown_tagged_fields.insert(tag as i32, unknown_value);
         }
         Ok(Self {

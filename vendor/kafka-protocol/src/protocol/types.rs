@@ -1007,17 +1007,131 @@ fn prealloc<T>(count: usize) -> usize {
     count.min(MAX_PREALLOC_BYTES / std::mem::size_of::<T>().max(1))
 }
 
+/// Staunch patch: a limit on the memory one decode may take, so that a frame of tiny elements
+/// cannot decode to many times its size (each array element becomes a struct of 24–200 bytes
+/// while it may take 1–3 bytes of the frame; each unknown tagged field costs a B-tree node).
+///
+/// Decoding is synchronous and runs on one thread, so the budget is thread-local: the caller
+/// sets it around one decode with [`with_decoded_bytes_limit`], which restores what was there
+/// before even if the decode panics. Every array charges its vector's whole allocation before
+/// it is made (and then allocates exactly that, instead of [`prealloc`]), every unknown tagged
+/// field charges [`UNKNOWN_TAGGED_FIELD_BYTES`] before it is stored; a charge past the limit
+/// fails the decode with [`DecodeLimitExceeded`] before allocating. Strings and bytes decode
+/// to slices of the frame when it is a `bytes::Bytes` (no allocation), so they charge nothing;
+/// their room in the struct holding them is charged with that struct. Without a limit set
+/// (the default, and upstream's behaviour) nothing is charged.
+mod decode_budget {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// `(limit, bytes charged so far)` while a limit is set.
+        static BUDGET: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    }
+
+    /// Restores the budget that was set before, when dropped.
+    struct Restore(Option<(usize, usize)>);
+
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.with(|b| b.set(self.0));
+        }
+    }
+
+    pub(super) fn with_limit<R>(limit: usize, decode: impl FnOnce() -> R) -> R {
+        let _restore = Restore(BUDGET.with(|b| b.replace(Some((limit, 0)))));
+        decode()
+    }
+
+    /// `Ok(true)` if `bytes` were charged against the limit set, `Ok(false)` if none is set.
+    pub(super) fn charge(bytes: usize) -> Result<bool, super::DecodeLimitExceeded> {
+        BUDGET.with(|b| match b.get() {
+            None => Ok(false),
+            Some((limit, used)) => match used.checked_add(bytes) {
+                Some(used) if used <= limit => {
+                    b.set(Some((limit, used)));
+                    Ok(true)
+                }
+                _ => Err(super::DecodeLimitExceeded { limit }),
+            },
+        })
+    }
+}
+
+/// Staunch patch: what one heap allocation costs beyond the bytes asked for, at most (glibc
+/// malloc: an 8-byte header, rounding to 16 bytes, 32 bytes at least).
+pub const ALLOCATION_OVERHEAD: usize = 32;
+
+/// Staunch patch: what one unknown tagged field is charged. A struct keeps unknown tagged
+/// fields in a `BTreeMap<i32, Bytes>`; its first one allocates a node, and no node holds fewer
+/// than one of them, so a node per field is the most they take: an internal node holds 11 keys
+/// (4 bytes), 11 values (a `Bytes`), 12 edges and a parent pointer, and its index and length.
+pub const UNKNOWN_TAGGED_FIELD_BYTES: usize = 11 * (4 + std::mem::size_of::<bytes::Bytes>())
+    + 13 * std::mem::size_of::<usize>()
+    + 4
+    + ALLOCATION_OVERHEAD;
+
+/// Staunch patch: the error a decode fails with when it would take more memory than the limit
+/// set by [`with_decoded_bytes_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimitExceeded {
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for DecodeLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "decoding would take more than the limit of {} bytes of memory",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for DecodeLimitExceeded {}
+
+/// Staunch patch: runs `decode` (on this thread) with at most `limit` bytes of memory for
+/// what it decodes: every array's vector and every unknown tagged field is charged before it
+/// is allocated, and a decode past the limit fails with [`DecodeLimitExceeded`] instead.
+/// Calls may nest; the inner limit applies until it returns, and the outer one is restored
+/// (also if `decode` panics).
+pub fn with_decoded_bytes_limit<R>(limit: usize, decode: impl FnOnce() -> R) -> R {
+    decode_budget::with_limit(limit, decode)
+}
+
+/// Staunch patch: charges one unknown tagged field against the limit set by
+/// [`with_decoded_bytes_limit`]; called by the generated decoders before storing one.
+pub fn charge_unknown_tagged_field() -> Result<()> {
+    decode_budget::charge(UNKNOWN_TAGGED_FIELD_BYTES)?;
+    Ok(())
+}
+
+/// Staunch patch: the capacity to allocate for an array of `count` elements. With a limit set
+/// ([`with_decoded_bytes_limit`]), the whole vector is charged first and allocated exactly;
+/// without one, [`prealloc`] bounds the reservation.
+fn array_capacity<T>(count: usize) -> Result<usize> {
+    let bytes = count
+        .saturating_mul(std::mem::size_of::<T>())
+        .saturating_add(ALLOCATION_OVERHEAD);
+    if decode_budget::charge(bytes)? {
+        Ok(count)
+    } else {
+        Ok(prealloc::<T>(count))
+    }
+}
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
                 // Staunch patch: every element takes at least one byte on the wire, so a count
-                // larger than what is left is malformed; refuse it before allocating.
+                // larger than what is left is malformed; refuse it before allocating. The
+                // allocation is charged against the decode's limit, if one is set.
                 if n as usize > buf.remaining() {
                     bail!("Array length {n} exceeds the {} bytes left", buf.remaining());
                 }
-                let mut result = Vec::with_capacity(prealloc::<T>(n as usize));
+                let mut result = Vec::with_capacity(array_capacity::<T>(n as usize)?);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1129,7 +1243,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 if (n - 1) as usize > buf.remaining() {
                     bail!("Compact array length {} exceeds the {} bytes left", n - 1, buf.remaining());
                 }
-                let mut result = Vec::with_capacity(prealloc::<T>((n - 1) as usize));
+                let mut result = Vec::with_capacity(array_capacity::<T>((n - 1) as usize)?);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
