@@ -22,6 +22,9 @@ pub mod versions;
 pub use kafka_protocol;
 
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameError, frame_length};
-pub use request::{DecodeError, Request, decode_request, encode_request};
+pub use request::{
+    DECODED_BYTES_PER_FRAME_BYTE, DecodeError, MAX_DECODED_BYTES, MIN_DECODED_BYTES, Request,
+    decode_request, decoded_bytes_limit, encode_request,
+};
 pub use response::{EncodeError, decode_response, encode_response};
 pub use versions::{SUPPORTED_APIS, api_versions_response, supported_range};

@@ -4,6 +4,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::types::{DecodeLimitExceeded, with_decoded_bytes_limit};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::versions::supported_range;
@@ -54,6 +55,23 @@ pub enum DecodeError {
         /// The highest supported version.
         max: i16,
     },
+    /// Decoding the frame would take more memory than [`decoded_bytes_limit`] allows for its
+    /// size: far more elements per byte than any real client sends.
+    #[error(
+        "{api_key:?} v{api_version} request refused: decoding its {frame_len}-byte frame would take more than {limit} bytes of memory"
+    )]
+    DecodedTooLarge {
+        /// The API.
+        api_key: ApiKey,
+        /// The version sent.
+        api_version: i16,
+        /// The correlation id sent.
+        correlation_id: i32,
+        /// The frame's length.
+        frame_len: usize,
+        /// The limit it exceeded ([`decoded_bytes_limit`] of `frame_len`).
+        limit: usize,
+    },
     /// The header or body does not decode at the stated version.
     #[error("malformed {api_key:?} v{api_version} request: {reason}")]
     Malformed {
@@ -68,12 +86,47 @@ pub enum DecodeError {
     },
 }
 
+/// The most memory the decoded form of a frame may take, whatever the frame: 64 MiB.
+///
+/// The largest legitimate requests decode to a small part of it: a Fetch or Produce for
+/// 100,000 partitions to ~10 MiB, a Metadata request for 100,000 topics to ~7 MiB (see the
+/// tests), while a Produce carrying 100 MiB of records is a handful of elements (its record
+/// batches stay slices of the frame). A frame of tiny elements, on the other hand, decodes to
+/// ~40 times its size: 4 GB for a 100 MiB frame without this limit.
+pub const MAX_DECODED_BYTES: usize = 64 << 20;
+
+/// Decoded bytes allowed per byte of a frame, for frames too small to reach
+/// [`MAX_DECODED_BYTES`]. Real requests decode to a few times their size; the densest frames
+/// of minimal elements in any supported API (LeaveGroup v4 members of 3 bytes each, 120
+/// bytes decoded) reach 40, so nothing a client can encode without unknown tagged fields is
+/// refused below [`MAX_DECODED_BYTES`].
+pub const DECODED_BYTES_PER_FRAME_BYTE: usize = 47;
+
+/// The least memory the decoded form of a frame is allowed, however small the frame: 16 KiB,
+/// room for a few dozen unknown tagged fields (~540 bytes each), which a client newer than
+/// the codec may add to any request.
+pub const MIN_DECODED_BYTES: usize = 16 << 10;
+
+/// The most memory [`decode_request`] lets the decoded form of a `frame_len`-byte frame
+/// take (its vectors and unknown tagged fields, with the allocator's overhead; strings and
+/// record batches are slices of the frame): [`DECODED_BYTES_PER_FRAME_BYTE`] per byte, at
+/// least [`MIN_DECODED_BYTES`] and at most [`MAX_DECODED_BYTES`]. A frame with its decoded
+/// form therefore takes at most `frame_len + decoded_bytes_limit(frame_len)`, which is what
+/// the server charges for it.
+pub fn decoded_bytes_limit(frame_len: usize) -> usize {
+    frame_len
+        .saturating_mul(DECODED_BYTES_PER_FRAME_BYTE)
+        .clamp(MIN_DECODED_BYTES, MAX_DECODED_BYTES)
+}
+
 /// Decodes one request frame (the bytes after the size prefix).
 ///
-/// Never panics and never allocates more than the frame's own size on hostile input: the
-/// codec's length prefixes are bounded by the bytes left (see `vendor/kafka-protocol`), and a
-/// panic inside the codec, should one exist, is caught and reported as
-/// [`DecodeError::Malformed`].
+/// Never panics and never lets the decoded form take more than
+/// [`decoded_bytes_limit`]`(frame.len())` bytes on hostile input: the codec's length prefixes
+/// are bounded by the bytes left, and every array and unknown tagged field is charged against
+/// that limit before it is allocated (see `vendor/kafka-protocol/PATCHES.md`); past the limit
+/// the frame is refused with [`DecodeError::DecodedTooLarge`]. A panic inside the codec, should
+/// one exist, is caught and reported as [`DecodeError::Malformed`].
 pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     if frame.len() < 8 {
         return Err(DecodeError::Truncated(frame.len()));
@@ -108,18 +161,31 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
         correlation_id,
         reason,
     };
+    let frame_len = frame.len();
+    let limit = decoded_bytes_limit(frame_len);
     let mut buf = frame;
     let decoded = catch_unwind(AssertUnwindSafe(|| {
-        let header_version = api_key.request_header_version(api_version);
-        let header = RequestHeader::decode(&mut buf, header_version)
-            .map_err(|e| format!("header: {e:#}"))?;
-        let body = RequestKind::decode(api_key, &mut buf, api_version)
-            .map_err(|e| format!("body: {e:#}"))?;
-        Ok::<_, String>((header, body))
+        with_decoded_bytes_limit(limit, || {
+            let header_version = api_key.request_header_version(api_version);
+            let header =
+                RequestHeader::decode(&mut buf, header_version).map_err(|e| ("header", e))?;
+            let body =
+                RequestKind::decode(api_key, &mut buf, api_version).map_err(|e| ("body", e))?;
+            Ok::<_, (&str, _)>((header, body))
+        })
     }));
     let (header, body) = match decoded {
         Ok(Ok(decoded)) => decoded,
-        Ok(Err(reason)) => return Err(malformed(reason)),
+        Ok(Err((_, e))) if e.chain().any(|c| c.is::<DecodeLimitExceeded>()) => {
+            return Err(DecodeError::DecodedTooLarge {
+                api_key,
+                api_version,
+                correlation_id,
+                frame_len,
+                limit,
+            });
+        }
+        Ok(Err((part, e))) => return Err(malformed(format!("{part}: {e:#}"))),
         Err(_) => return Err(malformed("the decoder panicked".to_owned())),
     };
     Ok(Request {
@@ -220,6 +286,207 @@ mod tests {
             decode_request(full.freeze()),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    /// A LeaveGroup v4 frame (no size prefix) of `members` minimal members: an empty member
+    /// id, a null group instance id and, with `unknown_tag`, one empty unknown tagged field
+    /// (tag 7), else none. 3 (or 5) bytes each on the wire.
+    fn leave_group_frame(members: usize, unknown_tag: bool) -> Bytes {
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::LeaveGroup as i16);
+        frame.put_i16(4);
+        frame.put_i32(9); // correlation id
+        frame.put_i16(-1); // null client id
+        frame.put_u8(0); // header tagged fields
+        frame.put_slice(&[2, b'g']); // group id "g"
+        let mut count = members as u64 + 1; // compact array: count + 1, as a varint
+        while count >= 0x80 {
+            frame.put_u8((count as u8) | 0x80);
+            count >>= 7;
+        }
+        frame.put_u8(count as u8);
+        for _ in 0..members {
+            if unknown_tag {
+                frame.put_slice(&[1, 0, 1, 7, 0]);
+            } else {
+                frame.put_slice(&[1, 0, 0]);
+            }
+        }
+        frame.put_u8(0); // body tagged fields
+        frame.freeze()
+    }
+
+    /// The most minimal LeaveGroup v4 members whose vector fits [`MAX_DECODED_BYTES`].
+    fn members_at_the_limit() -> usize {
+        let member =
+            std::mem::size_of::<kafka_protocol::messages::leave_group_request::MemberIdentity>();
+        (MAX_DECODED_BYTES - kafka_protocol::protocol::types::ALLOCATION_OVERHEAD) / member
+    }
+
+    #[test]
+    fn a_frame_decoding_past_the_limit_is_refused_and_one_at_it_decodes() {
+        let at_limit = members_at_the_limit();
+        // Large enough that the limit is MAX_DECODED_BYTES, not the frame-proportional one.
+        assert!(decoded_bytes_limit(3 * at_limit) == MAX_DECODED_BYTES);
+
+        let request = decode_request(leave_group_frame(at_limit, false)).unwrap();
+        let RequestKind::LeaveGroup(body) = request.body else {
+            panic!("decoded as {:?}", request.api_key);
+        };
+        assert_eq!(body.members.len(), at_limit);
+        drop(body);
+
+        let over = leave_group_frame(at_limit + 1, false);
+        let frame_len = over.len();
+        assert_eq!(
+            decode_request(over).unwrap_err(),
+            DecodeError::DecodedTooLarge {
+                api_key: ApiKey::LeaveGroup,
+                api_version: 4,
+                correlation_id: 9,
+                frame_len,
+                limit: MAX_DECODED_BYTES,
+            }
+        );
+        // The limit applied to that one decode only: a small request decodes as before.
+        round_trips_a_request();
+    }
+
+    #[test]
+    fn unknown_tagged_fields_count_against_the_limit() {
+        // 1,000 members take ~120 KB decoded: within 47 x the 3 KB frame without tagged fields,
+        // but each unknown tagged field adds a B-tree node (~540 bytes) for 2 bytes of frame:
+        // ~660 KB for a 5 KB frame.
+        assert!(decode_request(leave_group_frame(1000, false)).is_ok());
+        let tagged = leave_group_frame(1000, true);
+        let limit = decoded_bytes_limit(tagged.len());
+        assert!(matches!(
+            decode_request(tagged),
+            Err(DecodeError::DecodedTooLarge { limit: l, .. }) if l == limit
+        ));
+        // A few of them, as a newer client might send, are fine even in a tiny frame.
+        assert!(decode_request(leave_group_frame(3, true)).is_ok());
+    }
+
+    /// The largest legitimate requests decode well within the limit: 100,000 partitions in a
+    /// Fetch, a Produce (small batches, so the frame is small for its element count), an
+    /// OffsetCommit and a ListOffsets, and 100,000 topics in a Metadata request.
+    #[test]
+    fn requests_for_a_hundred_thousand_partitions_decode() {
+        use kafka_protocol::messages::{
+            FetchRequest, ListOffsetsRequest, OffsetCommitRequest, ProduceRequest, TopicName,
+            fetch_request, list_offsets_request, metadata_request, offset_commit_request,
+            produce_request,
+        };
+        const TOPICS: usize = 1000;
+        const PARTITIONS: i32 = 100;
+        let name = |t: usize| TopicName(StrBytes::from_string(format!("orders-{t:05}")));
+        let batch = Bytes::from(vec![0u8; 70]); // the size of a one-record batch
+        let fetch = FetchRequest::default().with_topics(
+            (0..TOPICS)
+                .map(|t| {
+                    fetch_request::FetchTopic::default()
+                        .with_topic_id(uuid::Uuid::from_u128(t as u128 + 1))
+                        .with_topic(name(t))
+                        .with_partitions(
+                            (0..PARTITIONS)
+                                .map(|p| fetch_request::FetchPartition::default().with_partition(p))
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+        let produce = ProduceRequest::default().with_topic_data(
+            (0..TOPICS)
+                .map(|t| {
+                    produce_request::TopicProduceData::default()
+                        .with_name(name(t))
+                        .with_partition_data(
+                            (0..PARTITIONS)
+                                .map(|p| {
+                                    produce_request::PartitionProduceData::default()
+                                        .with_index(p)
+                                        .with_records(Some(batch.clone()))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(StrBytes::from_static_str("group").into())
+            .with_topics(
+                (0..TOPICS)
+                    .map(|t| {
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(name(t))
+                            .with_partitions(
+                                (0..PARTITIONS)
+                                    .map(|p| {
+                                        offset_commit_request::OffsetCommitRequestPartition::default()
+                                            .with_partition_index(p)
+                                            .with_committed_metadata(Some(StrBytes::new()))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let list = ListOffsetsRequest::default().with_topics(
+            (0..TOPICS)
+                .map(|t| {
+                    list_offsets_request::ListOffsetsTopic::default()
+                        .with_name(name(t))
+                        .with_partitions(
+                            (0..PARTITIONS)
+                                .map(|p| {
+                                    list_offsets_request::ListOffsetsPartition::default()
+                                        .with_partition_index(p)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+        let metadata = |version: i16| {
+            MetadataRequest::default().with_topics(Some(
+                (0..TOPICS * PARTITIONS as usize)
+                    .map(|t| {
+                        let topic = metadata_request::MetadataRequestTopic::default();
+                        if version >= 10 {
+                            topic.with_topic_id(uuid::Uuid::from_u128(t as u128 + 1))
+                        } else {
+                            topic.with_name(Some(name(t)))
+                        }
+                    })
+                    .collect(),
+            ))
+        };
+        let requests = [
+            (ApiKey::Fetch, 12, RequestKind::Fetch(fetch.clone())),
+            (ApiKey::Fetch, 4, RequestKind::Fetch(fetch)),
+            (ApiKey::Produce, 9, RequestKind::Produce(produce.clone())),
+            (ApiKey::Produce, 3, RequestKind::Produce(produce)),
+            (
+                ApiKey::OffsetCommit,
+                8,
+                RequestKind::OffsetCommit(commit.clone()),
+            ),
+            (ApiKey::OffsetCommit, 2, RequestKind::OffsetCommit(commit)),
+            (ApiKey::ListOffsets, 7, RequestKind::ListOffsets(list)),
+            (ApiKey::Metadata, 1, RequestKind::Metadata(metadata(1))),
+            (ApiKey::Metadata, 12, RequestKind::Metadata(metadata(12))),
+        ];
+        for (key, version, body) in requests {
+            let frame = frame_of(key, version, body);
+            let len = frame.len();
+            let decoded = decode_request(frame);
+            assert!(
+                decoded.is_ok(),
+                "{key:?} v{version} of {len} bytes: {:?}",
+                decoded.err()
+            );
+        }
     }
 
     proptest::proptest! {
