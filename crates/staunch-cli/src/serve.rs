@@ -96,7 +96,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "STAUNCH_MAX_PARTITIONS")]
     max_partitions: Option<usize>,
     /// Bytes of requests being read, decoded and answered, all connections together (each
-    /// frame charged 48x its size, its worst decoded size); 0 for no limit.
+    /// frame charged its size plus the most it may decode to: 47x its size, 16 KiB to
+    /// 64 MiB); 0 for no limit.
     #[arg(long, env = "STAUNCH_QUEUED_MAX_REQUEST_BYTES")]
     queued_max_request_bytes: Option<usize>,
     /// Unanswered requests one connection may have before it is no longer read.

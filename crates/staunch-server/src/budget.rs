@@ -4,24 +4,18 @@
 //! until the answer is written (or the request is dropped). When the budget is spent,
 //! connections wait for it before reading on: back-pressure instead of growing memory.
 //!
-//! The charge is not the frame's size but what the frame can grow to once decoded. The codec
-//! turns each element of an array into a struct (70–120 bytes) that may take as little as 2–3
-//! bytes of the frame, so a frame full of small elements decodes to many times its size (see
-//! `vendor/kafka-protocol/PATCHES.md`). Measured by resident memory with 32 MiB frames of
-//! minimal elements for the supported APIs, the worst was LeaveGroup v4 (members of one empty
-//! member id, a null instance id and no tagged fields: 3 bytes each, 120 bytes decoded) at 40
-//! times the frame on top of the frame itself; OffsetFetch v8 39x, Metadata v0–v1 36x,
-//! Produce v9 31x. [`DECODE_AMPLIFICATION`] rounds that up, so a charge covers the frame and
-//! its decoded form together.
+//! The charge is not the frame's size but what the frame can grow to once decoded: the frame
+//! itself plus [`decoded_bytes_limit`] of its length, the most memory `decode_request` lets
+//! its decoded form take (47 bytes per byte of frame, at least 16 KiB, at most 64 MiB; past
+//! it the frame is refused). The codec turns each element of an array into a struct of 24–200
+//! bytes that may take 2–3 bytes of the frame (LeaveGroup v4 members: 40 times the frame), so
+//! without that limit a 100 MiB frame decoded to ~4 GB; with it, no frame takes more than its
+//! length plus 64 MiB (see `vendor/kafka-protocol/PATCHES.md`).
 
 use std::sync::Arc;
 
+use staunch_protocol::decoded_bytes_limit;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Bytes of memory charged per byte of a request frame: the frame itself plus the most its
-/// decoded form was measured to take (41x in all, LeaveGroup v4), with room for allocator
-/// slack.
-pub(crate) const DECODE_AMPLIFICATION: usize = 48;
 
 /// The budget counts in units of this many bytes, so budgets beyond 4 GiB fit the
 /// semaphore's `u32` acquisitions.
@@ -52,9 +46,9 @@ impl RequestBudget {
         }
     }
 
-    /// What a frame of `frame_len` bytes is charged, in bytes: its decoded worst case, but
-    /// never more than the whole budget, so that one frame larger than the budget waits until
-    /// it has the budget to itself instead of waiting for ever.
+    /// What a frame of `frame_len` bytes is charged, in bytes: the frame plus the most its
+    /// decoded form may take, but never more than the whole budget, so that one frame larger
+    /// than the budget waits until it has the budget to itself instead of waiting for ever.
     #[cfg(test)]
     fn charge_for(&self, frame_len: usize) -> usize {
         match &self.units {
@@ -64,7 +58,7 @@ impl RequestBudget {
     }
 
     fn units_for(&self, frame_len: usize, total: u32) -> u32 {
-        let bytes = frame_len.saturating_mul(DECODE_AMPLIFICATION);
+        let bytes = frame_len.saturating_add(decoded_bytes_limit(frame_len));
         u32::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(u32::MAX)
             .clamp(1, total)
@@ -98,22 +92,25 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_charge_is_the_decoded_worst_case_and_returns_when_dropped() {
-        let budget = RequestBudget::new(1 << 20);
-        assert_eq!(budget.charge_for(1024), 1024 * DECODE_AMPLIFICATION);
-        let charge = budget.charge(1024).await;
-        assert_eq!(
-            budget.available(),
-            Some((1 << 20) - 1024 * DECODE_AMPLIFICATION)
-        );
+    async fn a_charge_is_the_frame_and_its_decoded_limit_and_returns_when_dropped() {
+        let budget = RequestBudget::new(1 << 30);
+        // Small frames: at least 16 KiB for the decoded form.
+        assert_eq!(budget.charge_for(100), 17 << 10);
+        // Mid-sized frames: 47 bytes decoded per byte, 48 in all.
+        assert_eq!(budget.charge_for(64 << 10), 48 * (64 << 10));
+        // Large frames: the frame plus at most 64 MiB, not 48 times the frame (4.8 GB for
+        // 100 MiB).
+        assert_eq!(budget.charge_for(100 << 20), (100 << 20) + (64 << 20));
+        let charge = budget.charge(64 << 10).await;
+        assert_eq!(budget.available(), Some((1 << 30) - 48 * (64 << 10)));
         drop(charge);
-        assert_eq!(budget.available(), Some(1 << 20));
+        assert_eq!(budget.available(), Some(1 << 30));
     }
 
     #[tokio::test]
     async fn a_spent_budget_makes_the_next_frame_wait() {
         let budget = RequestBudget::new(100 * 1024);
-        let first = budget.charge(2000).await; // 94 KiB of 100
+        let first = budget.charge(2000).await; // 94 KiB of 100: the frame and 47 times it
         let waiting = tokio::spawn({
             let budget = budget.clone();
             async move { budget.charge(2000).await }

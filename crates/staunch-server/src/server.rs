@@ -27,13 +27,17 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Bytes of request memory all connections together may hold: frames being read, decoded
     /// and waiting for their answer to be written (`queued.max.request.bytes`). A frame is
-    /// charged its worst decoded size, 48 times its length (the codec can turn a frame of tiny
-    /// elements into ~41 times its size), but never more than the whole budget. When it is
-    /// spent, connections are not read until answers are written. The most request memory
-    /// held at once is therefore this or `48 × max_request_bytes`, whichever is larger.
-    /// Default 512 MiB: room for ten 1 MiB produce requests decoding at their worst at once,
-    /// thousands of typical small ones, and a bound well inside a small server's memory.
-    /// 0 turns the limit off.
+    /// charged its length plus the most its decoded form may take,
+    /// [`staunch_protocol::decoded_bytes_limit`]: 47 times its length, at least 16 KiB and at
+    /// most 64 MiB, enforced by the decoder (a frame of tiny elements that would decode to more
+    /// is refused; real requests decode to a few times their size, 100,000 partitions to
+    /// ~10 MiB). A charge is never more than the whole budget. When it is spent, connections
+    /// are not read until answers are written. The most request memory held at once is
+    /// therefore this or `max_request_bytes + 64 MiB`, whichever is larger: with the defaults,
+    /// 512 MiB (a 100 MiB frame is charged 164 MiB).
+    /// Default 512 MiB: room for ten 1 MiB produce requests decoding at their worst at once
+    /// (48 MiB each), thousands of typical small ones, and a bound well inside a small
+    /// server's memory. 0 turns the limit off.
     pub queued_max_request_bytes: usize,
     /// Requests one connection may have unanswered; it reads no further request until the
     /// oldest is answered. Default 16 (an idempotent Kafka producer keeps at most 5 in flight).
