@@ -91,6 +91,8 @@ struct Disk {
     file_syncs: u64,
     bytes_read: u64,
     operations: u64,
+    /// Operations that changed something or synced (see [`FaultyIo::changes`]).
+    changes: u64,
     power: Power,
 }
 
@@ -111,6 +113,7 @@ impl Default for Disk {
             file_syncs: 0,
             bytes_read: 0,
             operations: 0,
+            changes: 0,
             power: Power::On,
         }
     }
@@ -197,6 +200,12 @@ impl Disk {
             }
         }
         total
+    }
+
+    /// [`Disk::operate`] for an operation that changes the live or durable image, or syncs.
+    fn change(&mut self) -> io::Result<()> {
+        self.changes += 1;
+        self.operate()
     }
 
     /// Counts an operation against an armed power cut, cutting when it is due. `Err` once the
@@ -470,6 +479,14 @@ impl FaultyIo {
         self.lock().operations
     }
 
+    /// Of [`FaultyIo::operations`], those that change something or sync, attempted so far on
+    /// the whole disk: writes, length changes, file and directory fsyncs, creations (an open
+    /// with `create` counts even if the file exists), removals and renames. Reads, listings,
+    /// lengths and opens of existing files do not count.
+    pub fn changes(&self) -> u64 {
+        self.lock().changes
+    }
+
     /// Flips one bit of `name` (a file in this directory) in both the live and the durable
     /// image.
     pub fn flip_bit(&self, name: &str, byte: usize, bit: u8) {
@@ -660,7 +677,7 @@ impl SegmentFile for FaultyFile {
 
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let pos = pos as usize;
         let current = disk.files[&self.id].live.len();
         let growth = (pos + buf.len()).saturating_sub(current) as u64;
@@ -686,7 +703,7 @@ impl SegmentFile for FaultyFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let current = disk.files[&self.id].live.len() as u64;
         if let Some(cap) = disk.capacity
             && len > current
@@ -712,7 +729,7 @@ impl SegmentFile for FaultyFile {
     fn sync_data(&self) -> io::Result<()> {
         self.gate.pass(&self.dir);
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         disk.file_syncs += 1;
         if !within(&self.dir, &disk.sync_failure_scope) {
             let c = disk.files.get_mut(&self.id).expect("open file");
@@ -740,7 +757,11 @@ impl SegmentFile for FaultyFile {
 impl SegmentIo for FaultyIo {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
         let mut disk = self.lock();
-        disk.operate()?;
+        if create {
+            disk.change()?;
+        } else {
+            disk.operate()?;
+        }
         let dir = Self::here(&disk, &self.path)?;
         let id = match disk.dirs[&dir].live.get(name) {
             Some(Entry::File(id)) => *id,
@@ -777,7 +798,7 @@ impl SegmentIo for FaultyIo {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let dir = Self::here(&disk, &self.path)?;
         let d = disk.dirs.get_mut(&dir).expect("exists");
         if matches!(d.live.get(name), Some(Entry::File(_))) {
@@ -788,7 +809,7 @@ impl SegmentIo for FaultyIo {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let dir = Self::here(&disk, &self.path)?;
         let d = disk.dirs.get_mut(&dir).expect("exists");
         let entry = d.live.remove(from).ok_or_else(|| not_found(from))?;
@@ -813,7 +834,7 @@ impl StorageIo for FaultyIo {
 
     fn create_dir_all(&self, path: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let here = Self::here(&disk, &self.path)?;
         disk.make_dirs(here, path).map(|_| ())
     }
@@ -832,7 +853,7 @@ impl StorageIo for FaultyIo {
 
     fn rename_dir(&self, from: &str, to: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let here = Self::here(&disk, &self.path)?;
         let (from_dir, from_name) = disk.parent_of(here, from)?;
         let (to_dir, to_name) = disk.parent_of(here, to)?;
@@ -852,7 +873,7 @@ impl StorageIo for FaultyIo {
 
     fn rename_file(&self, from: &str, to: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let here = Self::here(&disk, &self.path)?;
         let (from_dir, from_name) = disk.parent_of(here, from)?;
         let (to_dir, to_name) = disk.parent_of(here, to)?;
@@ -872,7 +893,7 @@ impl StorageIo for FaultyIo {
 
     fn remove_dir_all(&self, path: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let here = Self::here(&disk, &self.path)?;
         let Ok((parent, name)) = disk.parent_of(here, path) else {
             return Ok(());
@@ -891,7 +912,7 @@ impl StorageIo for FaultyIo {
         let path = self.full_path(path);
         self.gate.pass(&path);
         let mut disk = self.lock();
-        disk.operate()?;
+        disk.change()?;
         let dir = Self::here(&disk, &path)?;
         let d = disk.dirs.get_mut(&dir).expect("exists");
         d.durable = d.live.clone();
