@@ -142,6 +142,8 @@ impl Inner {
         let window = self.config.unsynced_window();
         let mut st = self.write_state();
         self.check_usable(&st)?;
+        // The first write after a clean open removes the clean-shutdown marker first.
+        self.before_change()?;
         // Keep what a power cut could tear within the window: wait for a group fsync of what is
         // there first if this write would go past it.
         while window > 0 && {

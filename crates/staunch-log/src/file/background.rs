@@ -301,6 +301,7 @@ impl Inner {
             if st.generation != generation || st.unsealed.front() != Some(&base) {
                 continue; // truncated meanwhile; look again
             }
+            self.before_change()?;
             let segment = &st.segments[&base];
             let end = segment.next_offset;
             if let Err(e) = replace_file(&*self.io, &index_name(base), &meta::encode_index(segment))

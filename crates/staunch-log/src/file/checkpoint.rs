@@ -43,6 +43,7 @@ impl Inner {
         checkpoint: &mut Checkpoint,
         offset: Offset,
     ) -> Result<(), LogError> {
+        self.before_change()?;
         let point = RecoveryPoint {
             offset,
             unsynced_window: self.config.unsynced_window(),

@@ -16,6 +16,8 @@
 //!   the recovery point, zero-filling), run by a [`BackgroundPool`] shared by many logs.
 //! - [`pool`]: the [`BackgroundPool`], its threads, timers and zero-fill budget.
 //! - [`checkpoint`]: the recovery point, the offset below which everything is known durable.
+//! - [`marker`]: the clean-shutdown marker a clean open keeps until the first change, so that
+//!   opening and closing a log nothing was written to costs no fsync.
 //! - [`read`]: reading batches.
 //! - [`truncate`]: cutting the log back to an offset.
 //! - [`retention`]: deleting old segments.
@@ -45,6 +47,7 @@ mod background;
 pub mod check;
 mod checkpoint;
 mod group_commit;
+mod marker;
 mod meta;
 mod pool;
 mod read;
@@ -76,6 +79,7 @@ use crate::store::{
 use background::Background;
 use checkpoint::Checkpoint;
 use group_commit::{SyncState, SyncsInFlight};
+use marker::KeptMarker;
 use meta::{CLEAN_SHUTDOWN, CleanShutdown};
 use recovery::recover;
 use segment::{Segment, index_name};
@@ -126,6 +130,9 @@ struct Inner {
     synced_bytes: AtomicU64,
     /// The recovery point last recorded. Lock order: state, then this, then sync.
     checkpoint: Mutex<Checkpoint>,
+    /// The clean-shutdown marker the open left on disk until the first change (the `marker`
+    /// module). Lock order: state, checkpoint, this, sync.
+    kept_marker: KeptMarker,
 }
 
 struct State {
@@ -205,7 +212,7 @@ impl FileLog {
         pool: &BackgroundPool,
     ) -> Result<Self, LogError> {
         let config = config.validate()?;
-        let (state, recovery) = recover(&*io, &config, clock.now_ms())?;
+        let (state, recovery, kept_marker) = recover(&*io, &config, clock.now_ms())?;
         let log_end = state.log_end;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
@@ -231,6 +238,7 @@ impl FileLog {
             synced_bytes: AtomicU64::new(0),
             // Recovery left the recovery point at the log end, or there was nothing to record.
             checkpoint: Mutex::new(Checkpoint { recorded: log_end }),
+            kept_marker: KeptMarker::new(kept_marker),
         });
         Ok(Self { inner, recovery })
     }
@@ -297,8 +305,9 @@ impl FileLog {
 }
 
 impl Drop for FileLog {
-    /// Stops the background work. Dropping without [`LogStore::close`] leaves no clean-shutdown
-    /// marker, so the next open runs recovery.
+    /// Stops the background work. Dropping a log that was changed since it was opened without
+    /// [`LogStore::close`] leaves no clean-shutdown marker, so the next open runs recovery (one
+    /// that was not changed still has the marker its open found, which is still true).
     fn drop(&mut self) {
         self.stop_background();
     }
@@ -335,8 +344,16 @@ impl Inner {
     }
 
     fn close(&self) -> Result<(), LogError> {
-        if self.read_state().closed {
-            return Ok(());
+        {
+            let mut st = self.write_state();
+            if st.closed {
+                return Ok(());
+            }
+            self.check_usable(&st)?;
+            if self.close_unchanged(&mut st) {
+                // The marker the open found is still on disk and true: nothing to write.
+                return Ok(());
+            }
         }
         let target = self.read_state().log_end;
         self.sync_through(target)?;
@@ -346,6 +363,7 @@ impl Inner {
             return Ok(());
         }
         self.check_usable(&st)?;
+        self.before_change()?;
         self.end_zero_fill();
         let active = st.active_mut();
         // Trim the blocks reserved ahead, so the marker's size is the file's exact length.

@@ -99,7 +99,9 @@ use std::fmt;
 use staunch_core::Offset;
 
 use super::State;
-use super::meta::{self, CLEAN_SHUTDOWN, RECOVERY_POINT, RecoveryPoint, TRUNCATE_INTENT};
+use super::meta::{
+    self, CLEAN_SHUTDOWN, CleanShutdown, RECOVERY_POINT, RecoveryPoint, TRUNCATE_INTENT,
+};
 use super::segment::{Segment, index_name, log_name, parse_log_name};
 use super::truncate::cut_position;
 use super::walk::{Chunks, Region, scan, walk_from, walk_segment};
@@ -214,6 +216,9 @@ pub(super) struct Plan {
     /// Segments at or above the truncation intent's target: deleted.
     doomed_by_intent: Vec<Offset>,
     marker: bool,
+    /// The clean-shutdown marker, if it was valid and the last segment was trusted because it
+    /// names it with its exact length.
+    marker_trusted: Option<CleanShutdown>,
     pub(super) recovery_point: Option<RecoveryPoint>,
     pub(super) segments: Vec<Planned>,
     /// Unsealed segments after a cut: deleted.
@@ -340,6 +345,7 @@ pub(super) fn inspect(
 
     let mut segments: Vec<Planned> = Vec::new();
     let mut dropped = Vec::new();
+    let mut marker_trusted = None;
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let name = log_name(base);
@@ -402,6 +408,9 @@ pub(super) fn inspect(
                 !last || marker.is_some_and(|m| m.active_base == base && m.active_size == file_len)
             });
         if let Some(idx) = trusted {
+            if last {
+                marker_trusted = marker;
+            }
             segment.size = idx.size;
             segment.next_offset = idx.next_offset;
             segment.max_timestamp = idx.max_timestamp;
@@ -563,6 +572,7 @@ pub(super) fn inspect(
         intent,
         doomed_by_intent,
         marker: marker.is_some(),
+        marker_trusted,
         recovery_point,
         segments,
         dropped,
@@ -572,12 +582,13 @@ pub(super) fn inspect(
 
 /// Opens every segment, trusting closed ones with a matching index and scanning the rest: first
 /// [`inspect`] decides (and refuses, changing nothing, if that would cut durable data), then
-/// the plan is carried out.
+/// the plan is carried out. Also returns the clean-shutdown marker if the open left it on disk
+/// (it trusted it and changed nothing): the `marker` module removes it before the first change.
 pub(super) fn recover(
     io: &dyn SegmentIo,
     config: &LogConfig,
     now_ms: i64,
-) -> Result<(State, Recovery), LogError> {
+) -> Result<(State, Recovery, Option<CleanShutdown>), LogError> {
     let plan = inspect(io, config, now_ms)?;
     apply(io, config, plan, now_ms)
 }
@@ -588,7 +599,18 @@ fn apply(
     config: &LogConfig,
     plan: Plan,
     now_ms: i64,
-) -> Result<(State, Recovery), LogError> {
+) -> Result<(State, Recovery, Option<CleanShutdown>), LogError> {
+    // A clean shutdown whose marker names the last segment with its exact length, and nothing
+    // to repair: the marker's claim — every byte was fsynced before it was written, and the
+    // files are as it describes — still holds after this open, which changes no file (unless
+    // it must rewrite the recovery point, below).
+    let untouched = plan.marker_trusted.filter(|_| {
+        plan.tmp_files.is_empty()
+            && plan.intent.is_none()
+            && plan.dropped.is_empty()
+            && !plan.segments.is_empty()
+            && plan.segments.iter().all(|p| !p.trim && !p.reseal)
+    });
     let sync_dir = || {
         io.sync_dir()
             .map_err(|e| LogError::io("syncing the log directory", e))
@@ -697,12 +719,16 @@ fn apply(
     }
     state.log_end = state.active().next_offset;
     // The recovered tail may sit only in the page cache (after kill -9): make it durable so
-    // durable_end can start at log_end.
+    // durable_end can start at log_end. Not after a clean shutdown whose marker is trusted:
+    // the close fsynced the segment before it wrote the marker, and no change since (each
+    // removes the marker first) can have left anything unsynced.
     let active = state.active();
-    active
-        .file
-        .sync_data()
-        .map_err(|e| LogError::io(format!("syncing {}", active.name()), e))?;
+    if untouched.is_none() {
+        active
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("syncing {}", active.name()), e))?;
+    }
     if plan.intent.is_some() {
         let stale_index = index_name(active.base);
         io.remove(&stale_index)
@@ -717,21 +743,25 @@ fn apply(
     };
     let empty = state.log_end == state.earliest();
     let stale = plan.recovery_point != Some(point);
-    if stale && !(empty && plan.recovery_point.is_none()) {
+    let rewrite_point = stale && !(empty && plan.recovery_point.is_none());
+    if rewrite_point {
         replace_file(io, RECOVERY_POINT, &meta::encode_recovery_point(&point))
             .map_err(|e| LogError::io("writing the recovery point", e))?;
     }
-    // Then forget the marker and the intent, so a crash from here on is noticed at the next
-    // open.
+    // Then forget the intent, and the marker unless this open changed nothing (the `marker`
+    // module removes it before the first change), so a crash from here on is noticed at the
+    // next open.
+    let kept_marker = untouched.filter(|_| !rewrite_point);
+    let remove_marker = plan.marker && kept_marker.is_none();
     if plan.intent.is_some() {
         io.remove(TRUNCATE_INTENT)
             .map_err(|e| LogError::io("finishing the interrupted truncation", e))?;
     }
-    if plan.marker {
+    if remove_marker {
         io.remove(CLEAN_SHUTDOWN)
             .map_err(|e| LogError::io("removing the clean-shutdown marker", e))?;
     }
-    if plan.marker || plan.intent.is_some() {
+    if remove_marker || plan.intent.is_some() {
         sync_dir()?;
     }
     // A brand-new, empty log has no marker either; that is not worth a line.
@@ -744,5 +774,5 @@ fn apply(
             "log recovered after an unclean shutdown"
         );
     }
-    Ok((state, recovery))
+    Ok((state, recovery, kept_marker))
 }

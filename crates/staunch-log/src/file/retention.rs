@@ -60,6 +60,9 @@ impl Inner {
         doomed: &[Offset],
         why: &str,
     ) -> Result<RetentionOutcome, LogError> {
+        if !doomed.is_empty() {
+            self.before_change()?;
+        }
         let mut outcome = RetentionOutcome::default();
         for base in doomed {
             if let Some(segment) = st.segments.remove(base) {

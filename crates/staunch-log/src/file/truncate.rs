@@ -56,6 +56,7 @@ impl Inner {
         if offset >= st.log_end {
             return Ok(st.log_end);
         }
+        self.before_change()?;
         // Held until the durable end is lowered, so the background thread cannot record a
         // recovery point this truncation removes (the `checkpoint` module).
         let mut checkpoint = self.lock_checkpoint();

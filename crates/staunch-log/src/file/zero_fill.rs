@@ -183,6 +183,11 @@ impl Inner {
         };
         let active = st.active_mut();
         if active.allocated.max(zero_end) > active.size {
+            if let Err(e) = self.before_change() {
+                tracing::warn!(error = %e, "could not trim idle zeros");
+                return;
+            }
+            let active = st.active_mut();
             if let Err(e) = active.file.set_len(active.size) {
                 tracing::warn!(segment = %active.name(), error = %e, "could not trim idle zeros");
             }
@@ -213,6 +218,13 @@ impl Inner {
     /// zeros (or the segment's maximum size is reached, or the pool's budget is spent). Fails
     /// only if an fsync failed, which has poisoned the log.
     pub(super) fn zero_fill_ahead(&self) -> Result<(), LogError> {
+        if let Err(e) = self.before_change() {
+            // Best effort, unless removing the marker failed the log.
+            return match self.failure.get() {
+                Some(_) => Err(e),
+                None => Ok(()),
+            };
+        }
         loop {
             let (segment, file, name, range) = {
                 let st = self.read_state();

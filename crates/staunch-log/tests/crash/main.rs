@@ -339,11 +339,19 @@ fn clean_shutdown_reopens_without_scanning() {
     assert!(reopened.recovery().clean);
     assert_eq!(reopened.recovery().segments_scanned, 0);
     assert_eq!(values(&reopened), before);
-    // The marker is consumed: a crash now is noticed.
+    // Nothing was changed: the marker is still true, and a crash now finds it.
     drop(reopened);
     let again = open(&io, FlushPolicy::Always).unwrap();
-    assert!(!again.recovery().clean);
+    assert!(again.recovery().clean);
+    assert_eq!(again.recovery().segments_scanned, 0);
     assert_eq!(values(&again), before);
+    // The first change consumes it: a crash after it is noticed.
+    again.append(&mut batch(30, 4, 1_000), 0).unwrap();
+    let after = values(&again);
+    drop(again);
+    let scanned = open(&io, FlushPolicy::Always).unwrap();
+    assert!(!scanned.recovery().clean);
+    assert_eq!(values(&scanned), after);
 }
 
 /// `delete_segments_before` removes exactly the closed segments wholly below the offset, never
