@@ -6,6 +6,7 @@
 mod bit_rot;
 mod check;
 mod kill9;
+mod lazy_marker;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
