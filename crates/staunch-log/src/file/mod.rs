@@ -3,7 +3,8 @@
 //! # Layout
 //! `<dir>/<base offset, 20 digits>.log` holds v2 batches exactly as producers sent them (base
 //! offset and leader epoch stamped). A closed segment also has `<base>.index`. A clean shutdown
-//! leaves `clean-shutdown`. See `docs/design.md` for the byte layouts.
+//! leaves `clean-shutdown`, which stays until the first change after the next open (the
+//! [`marker`] module). See `docs/design.md` for the byte layouts.
 //!
 //! # Modules
 //! This module holds the types ([`FileLog`], `Inner`, `State`), the public API and `close`. Each

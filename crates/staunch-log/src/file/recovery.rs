@@ -32,6 +32,15 @@
 //!    past W waits for a group fsync first, and an append larger than W is written in pieces
 //!    with an fsync between them. The recovery point records W (0 under `interval`/`os`, which
 //!    have no such bound; when there is no valid recovery point, the configuration's W is used).
+//! 7. The clean-shutdown marker is on disk only while the files are exactly as the close that
+//!    wrote it left them. A close writes it last, atomically, after fsyncing everything it
+//!    describes (the active segment, its index, the recovery point). An open that trusted it
+//!    and changes nothing leaves it there, and every change after an open — a write, a roll, a
+//!    truncation, a segment deletion, a zero-fill or trim of zeros, an index or recovery point
+//!    written, a close with something to write — first removes it and fsyncs the directory
+//!    (`Inner::before_change`, the `marker` module); if that fails, the change does not
+//!    happen. So a valid marker proves that the files it describes were fsynced and have not
+//!    changed since, whatever crashed after it was written.
 //!
 //! On open, recovery first *inspects* the directory, reading only, and decides; only then does it
 //! change anything. When it refuses, no file has been modified.
@@ -73,9 +82,15 @@
 //! 6. A log that ends below its recovery point (a file shortened, a segment missing) has lost
 //!    durable data: [`LogError::Corrupt`].
 //! 7. The last segment is fsynced (after kill -9 its tail may exist only in the page cache), so
-//!    the durable end can start at the log end; the recovery point is rewritten at the log end
-//!    (unless it already says exactly that, or the log is empty and has none); then the intent
-//!    and the marker are removed and the directory fsynced, so a crash from here on is noticed.
+//!    the durable end can start at the log end — unless the marker was trusted and the open
+//!    changes nothing: by invariant 7 the segment was fsynced before the marker was written and
+//!    has not changed since. The recovery point is rewritten at the log end (unless it already
+//!    says exactly that, or the log is empty and has none); then the intent is removed, and so
+//!    is the marker unless it was trusted and the open changed nothing, and the directory is
+//!    fsynced. A marker left on disk is removed, durably, before the first change (invariant
+//!    7), so a crash after any change is noticed; a crash before one finds the marker still
+//!    true. A close of a log nothing changed since such an open writes and fsyncs nothing:
+//!    the marker on disk already says all that close would write again.
 //!
 //! What recovery cannot tell apart: damage to data acknowledged after the last recovery point and
 //! lying within W of the log end, with no valid batch more than W past it, is exactly what a torn

@@ -192,7 +192,11 @@ fn cut_during_changes(
     let what = format!("{mode:?}, deleting {delete}, power cut at operation {n}");
     let base_files = files(base);
     let old: HashMap<Offset, Vec<u8>> = before.iter().cloned().collect();
-    let delete_below = if delete { before[before.len() / 2].0 } else { 0 };
+    let delete_below = if delete {
+        before[before.len() / 2].0
+    } else {
+        0
+    };
     // At a batch boundary (four records each), so the truncation cuts exactly there.
     let target = before[2 * before.len() / 3].0 / 4 * 4;
     let new: HashMap<Offset, Vec<u8>> = (0..6)
@@ -242,7 +246,11 @@ fn cut_during_changes(
     let found: HashMap<Offset, Vec<u8>> = found.into_iter().collect();
     for (offset, value) in before {
         if (delete_below..target).contains(offset) {
-            assert_eq!(found.get(offset), Some(value), "{what}: offset {offset} lost");
+            assert_eq!(
+                found.get(offset),
+                Some(value),
+                "{what}: offset {offset} lost"
+            );
         }
         if *offset < delete_below && deleted.is_err() && found.contains_key(offset) {
             assert_eq!(found.get(offset), Some(value), "{what}");
@@ -294,4 +302,3 @@ fn changes_after_a_clean_open_survive_a_power_cut_at_every_operation() {
         }
     }
 }
-
