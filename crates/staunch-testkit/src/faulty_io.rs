@@ -480,9 +480,9 @@ impl FaultyIo {
     }
 
     /// Of [`FaultyIo::operations`], those that change something or sync, attempted so far on
-    /// the whole disk: writes, length changes, file and directory fsyncs, creations (an open
-    /// with `create` counts even if the file exists), removals and renames. Reads, listings,
-    /// lengths and opens of existing files do not count.
+    /// the whole disk: writes, length changes, file and directory fsyncs, creations of files
+    /// and directories, removals and renames. Reads, listings, lengths, and opens or
+    /// `create_dir_all` of what exists already do not count.
     pub fn changes(&self) -> u64 {
         self.lock().changes
     }
@@ -757,11 +757,7 @@ impl SegmentFile for FaultyFile {
 impl SegmentIo for FaultyIo {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
         let mut disk = self.lock();
-        if create {
-            disk.change()?;
-        } else {
-            disk.operate()?;
-        }
+        disk.operate()?;
         let dir = Self::here(&disk, &self.path)?;
         let id = match disk.dirs[&dir].live.get(name) {
             Some(Entry::File(id)) => *id,
@@ -772,6 +768,7 @@ impl SegmentIo for FaultyIo {
                 ));
             }
             None if create => {
+                disk.changes += 1;
                 let id = disk.alloc();
                 disk.files.insert(id, Contents::default());
                 disk.dirs
@@ -834,8 +831,11 @@ impl StorageIo for FaultyIo {
 
     fn create_dir_all(&self, path: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        disk.change()?;
+        disk.operate()?;
         let here = Self::here(&disk, &self.path)?;
+        if disk.dir_at(here, path).is_err() {
+            disk.changes += 1;
+        }
         disk.make_dirs(here, path).map(|_| ())
     }
 
