@@ -9,7 +9,7 @@
 //! waits for fdatasync); the async broker calls them from blocking threads — all but
 //! [`Partition::read_cached`] and [`Partition::log_start_offset_cached`], which never wait.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use staunch_core::batch::batches;
@@ -66,6 +66,11 @@ pub struct Partition {
     /// The log's active segment base when the last snapshot was written (or at open): a
     /// different one after an append means the log rolled, and a snapshot is due.
     snapshot_segment: AtomicI64,
+    /// Whether the next open rebuilds the producer state without reading the log — the newest
+    /// snapshot is at the log end, or the log holds nothing past it — because nothing was
+    /// written since the open (or the last truncation). A close then writes no snapshot, so
+    /// an idle partition closes without an fsync.
+    snapshot_current: AtomicBool,
 }
 
 /// Why a partition refused records or could not acknowledge them: the Kafka error code a
@@ -146,8 +151,9 @@ impl Partition {
         // What recovery kept may still be only in the page cache; make it durable before it
         // becomes visible to consumers.
         let end = log.flush()?;
-        let producers = load_producers(&log, snapshots.as_ref(), end)?;
+        let (producers, current) = load_producers(&log, snapshots.as_ref(), end)?;
         Ok(Partition {
+            snapshot_current: AtomicBool::new(current),
             snapshot_segment: AtomicI64::new(log.active_segment_base()),
             log: Arc::new(log),
             high_watermark: AtomicI64::new(end),
@@ -340,6 +346,7 @@ impl Partition {
     }
 
     fn write_checked(&self, records: &mut [u8]) -> Result<PendingAppend, AppendError> {
+        self.snapshot_current.store(false, Ordering::Release);
         match self.log.write(records, 0) {
             Ok(info) => Ok(PendingAppend {
                 appended: Appended {
@@ -516,17 +523,22 @@ impl Partition {
         }
         let end = self.log.truncate_to(offset)?;
         self.high_watermark.fetch_min(end, Ordering::AcqRel);
-        *producers = load_producers(&self.log, self.snapshots.as_ref(), end)?;
+        let (rebuilt, current) = load_producers(&self.log, self.snapshots.as_ref(), end)?;
+        *producers = rebuilt;
+        self.snapshot_current.store(current, Ordering::Release);
         self.snapshot_segment
             .store(self.log.active_segment_base(), Ordering::Release);
         Ok(end)
     }
 
     /// Writes a producer-state snapshot at the log end (if the log is healthy and everything
-    /// in it durable), then flushes and closes the log, marking it cleanly shut down. A failed
+    /// in it durable, and the next open would not rebuild the state without reading the log
+    /// anyway), then flushes and closes the log, marking it cleanly shut down. A failed
     /// snapshot is logged, not returned: the next open replays more of the log instead.
     pub fn close(&self) -> Result<(), LogError> {
-        if let Some(snapshots) = &self.snapshots {
+        if let Some(snapshots) = &self.snapshots
+            && !self.snapshot_current.load(Ordering::Acquire)
+        {
             let producers = self.producers();
             // Under the lock no idempotent batch is written, so the table is the state at
             // whatever end the flush made durable.
@@ -551,12 +563,13 @@ impl Partition {
 }
 
 /// The producer state of `log` (whose end is `end`): the newest usable snapshot in `snapshots`
-/// plus every batch after it, or every batch of the log.
+/// plus every batch after it, or every batch of the log; and whether there was no batch to
+/// read after the snapshot (or in the log).
 fn load_producers(
     log: &FileLog,
     snapshots: Option<&SnapshotDir>,
     end: Offset,
-) -> Result<ProducerTable, LogError> {
+) -> Result<(ProducerTable, bool), LogError> {
     let loaded = match snapshots {
         Some(snapshots) => snapshots.load(end).map_err(|source| LogError::Io {
             op: "loading producer-state snapshots".into(),
@@ -567,6 +580,7 @@ fn load_producers(
     let (after, mut producers) = loaded.unwrap_or_default();
     // Retention may have deleted segments past the snapshot: what they held is in it.
     let mut from = after.max(log.earliest());
+    let current = from >= end;
     while from < end {
         let read = log.read(from, 1 << 20)?;
         for batch in batches(&read.bytes) {
@@ -581,7 +595,7 @@ fn load_producers(
         }
         from = read.next_offset;
     }
-    Ok(producers)
+    Ok((producers, current))
 }
 
 #[cfg(test)]
@@ -772,6 +786,34 @@ mod snapshot_tests {
             "without snapshots the whole log is read ({read} of {size})"
         );
         assert_eq!(p.producers().len(), 4);
+    }
+
+    /// A partition reopened after a clean shutdown and closed again without a write — its
+    /// log's clean-shutdown marker still true, its newest snapshot at the log end — writes and
+    /// fsyncs nothing at the open or the close (a broker of thousands of idle partitions
+    /// restarts without an fsync each), and the next open still finds the producer state.
+    #[test]
+    fn an_idle_partition_reopens_and_closes_without_a_write_or_an_fsync() {
+        let disk = FaultyIo::new();
+        let p = open(&disk, config());
+        let placed = fill(&p, 30);
+        p.close().unwrap();
+        let storage = Storage::new(Arc::new(disk.clone()), Arc::new(ManualClock::new(NOW)));
+        let changes = disk.changes();
+        for _ in 0..2 {
+            let p = Partition::open(&storage, "p", config()).unwrap();
+            assert!(p.log().recovery().clean);
+            p.close().unwrap();
+        }
+        assert_eq!(
+            disk.changes(),
+            changes,
+            "an idle reopen and close wrote or synced"
+        );
+        // Also after a power cut: the marker and the snapshot on disk are still true.
+        let p = open(&disk.crash(CrashMode::DropUnsynced), config());
+        assert!(p.log().recovery().clean);
+        retries_are_deduplicated(&p, &placed, 29);
     }
 
     /// The newest snapshot bit-flipped, truncated or deleted, or every snapshot deleted: the

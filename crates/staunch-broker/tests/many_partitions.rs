@@ -168,4 +168,6 @@ async fn ten_thousand_partitions_open_serve_and_reopen_within_bounded_threads_an
     fetch_sample(&broker).await;
     check_bounds("after fetching the sample again", start);
     broker.shutdown().await;
+    drop(broker);
+    eprintln!("shut down again ({:.1?})", start.elapsed());
 }
