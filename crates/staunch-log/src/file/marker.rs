@@ -94,6 +94,25 @@ impl Inner {
         Ok(())
     }
 
+    /// If the log has never held a byte — one empty segment, nothing reserved ahead, nothing
+    /// unsynced — marks it closed (under the state lock `st`) and returns true: a close has
+    /// nothing worth writing, since the next open scans an empty segment in no time. A broker
+    /// with thousands of partitions never written closes them without an fsync each.
+    pub(super) fn close_empty(&self, st: &mut State) -> bool {
+        let active = st.active();
+        let empty = st.log_end == 0
+            && st.segments.len() == 1
+            && active.size == 0
+            && active.allocated == 0
+            && st.unsealed.is_empty()
+            && self.durable_end() == 0
+            && active.file.size().is_ok_and(|len| len == 0);
+        if empty {
+            st.closed = true;
+        }
+        empty
+    }
+
     /// If nothing changed since a clean open — the marker it found is still on disk, and
     /// still describes the log — marks the log closed (under the state lock `st`) and returns
     /// true: the close has nothing to write or fsync. False otherwise: the caller closes as

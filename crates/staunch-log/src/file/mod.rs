@@ -355,6 +355,9 @@ impl Inner {
                 // The marker the open found is still on disk and true: nothing to write.
                 return Ok(());
             }
+            if self.close_empty(&mut st) {
+                return Ok(());
+            }
         }
         let target = self.read_state().log_end;
         self.sync_through(target)?;

@@ -129,7 +129,9 @@ use crate::io::{SegmentIo, read_file, replace_file};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// A valid clean-shutdown marker was found, so the last segment was not scanned.
+    /// A valid clean-shutdown marker was found, so the last segment was not scanned; or the
+    /// log never held a byte (its one segment was found empty), so there was nothing to
+    /// recover.
     pub clean: bool,
     /// Segments scanned batch by batch.
     pub segments_scanned: usize,
@@ -644,7 +646,7 @@ fn apply(
         }
         sync_dir()?;
     }
-    let recovery = plan.recovery;
+    let mut recovery = plan.recovery;
     let mut segments = BTreeMap::new();
     if plan.segments.is_empty() {
         let base = plan.intent.unwrap_or(0);
@@ -738,7 +740,18 @@ fn apply(
     // the close fsynced the segment before it wrote the marker, and no change since (each
     // removes the marker first) can have left anything unsynced.
     let active = state.active();
-    if untouched.is_none() {
+    // Nor when reopening a log that never held a byte (its one segment found empty, nothing
+    // cut): there is nothing to make durable, and nothing was unclean (a close of such a log
+    // writes no marker, see `Inner::close_empty`). A brand-new log is still synced once.
+    let never_written = recovery.segments_scanned == 1
+        && state.log_end == 0
+        && state.segments.len() == 1
+        && recovery.bytes_truncated == 0
+        && active.file.size().is_ok_and(|len| len == 0);
+    if never_written {
+        recovery.clean = true;
+    }
+    if untouched.is_none() && !never_written {
         active
             .file
             .sync_data()

@@ -114,6 +114,40 @@ fn an_unchanged_log_opens_and_closes_without_writing_or_syncing() {
     }
 }
 
+/// A log that never held a byte reopens and closes without a write or an fsync (a broker's
+/// thousands of unwritten partitions cost nothing at shutdown or start-up); after a power cut
+/// it still opens empty, and an append then works and survives the next cut.
+#[test]
+fn a_never_written_log_opens_and_closes_without_writing_or_syncing() {
+    for flush in [FlushPolicy::Always, FlushPolicy::Os] {
+        let cfg = config(flush);
+        let io = FaultyIo::new();
+        let created = open_configured(&io, cfg.clone()).unwrap();
+        let on_disk = files(&io);
+        let changes = io.changes();
+        created.close().unwrap();
+        for _ in 0..2 {
+            let log = open_configured(&io, cfg.clone()).unwrap();
+            assert_eq!(log.log_end(), 0, "{flush:?}");
+            log.close().unwrap();
+        }
+        assert_eq!(
+            io.changes(),
+            changes,
+            "{flush:?}: opening and closing a never-written log wrote or synced something"
+        );
+        assert_eq!(files(&io), on_disk, "{flush:?}");
+        let after = io.crash(CrashMode::DropUnsynced);
+        let log = open_configured(&after, cfg.clone()).unwrap();
+        assert_eq!(log.log_end(), 0, "{flush:?}");
+        let appended = log.append(&mut batch(1, 7, 1_000), 0).unwrap();
+        log.flush().unwrap();
+        drop(log);
+        let again = open_configured(&after.crash(CrashMode::DropUnsynced), cfg.clone()).unwrap();
+        assert_eq!(again.log_end(), appended.last_offset + 1, "{flush:?}");
+    }
+}
+
 /// After a clean open, appends (rolling a segment) and a close, with the power cut at every
 /// operation in turn (dropping unsynced data, tearing it, or keeping the page cache): the
 /// recovered log holds every acknowledged append and nothing that was not written; and if the
