@@ -73,7 +73,9 @@ pub struct BrokerConfig {
     /// Blocking threads that produce requests may hold at once, each writing one partition's
     /// records and waiting for their fsync (Kafka's `num.io.threads`, larger because an
     /// fsync holds its thread): a request naming more partitions waits for a free one, so
-    /// thousands of partitions never cost a thread each. At least 1. Default 32.
+    /// thousands of partitions never cost a thread each. At least 1. Default 128: fsyncs of
+    /// different partitions overlap (confluent-kafka over 1,000 keyed partitions reached 0.46x
+    /// its one-partition throughput with 32, 0.54x with 128, on a 2-core VM).
     pub io_threads: usize,
     /// Threads that open (recover), create and close partition logs at once, at start-up,
     /// topic creation and shutdown: their fsyncs overlap instead of running one after
@@ -108,7 +110,7 @@ impl Default for BrokerConfig {
             retention_check_interval: Duration::from_secs(300),
             max_open_files: staunch_log::io::DEFAULT_OPEN_FILES,
             background_threads: 4,
-            io_threads: 32,
+            io_threads: 128,
             recovery_threads: 16,
             zero_fill_budget: 256 << 20,
         }

@@ -111,7 +111,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "STAUNCH_BACKGROUND_THREADS")]
     background_threads: Option<usize>,
     /// Blocking threads produce requests may hold at once, each writing one partition and
-    /// waiting for its fsync. Default 32.
+    /// waiting for its fsync. Default 128.
     #[arg(long, env = "STAUNCH_IO_THREADS")]
     io_threads: Option<usize>,
     /// Threads that open, create and close partition logs at once (start-up, topic creation,
