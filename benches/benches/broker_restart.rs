@@ -50,6 +50,18 @@ struct Producers {
 }
 
 impl Producers {
+    /// One batch for each partition, numbered from `n` on: one request per round keeps every
+    /// partition's sequences in order.
+    fn round(&mut self, n: &mut u64, partitions: i32) -> Vec<ProducePartition> {
+        (0..partitions)
+            .map(|p| {
+                let batch = self.batch(*n, p);
+                *n += 1;
+                batch
+            })
+            .collect()
+    }
+
     fn batch(&mut self, n: u64, partition: i32) -> ProducePartition {
         let producer = 1_000 + (n as i64 % self.count);
         let seq = self.next_seq.entry((producer, partition)).or_insert(0);
@@ -106,15 +118,7 @@ fn main() {
         let broker = Broker::open(config.clone()).expect("opening the bench broker");
         let mut n = 0u64;
         while n < batches {
-            // One request per partition round keeps every partition's sequence in order.
-            let round: Vec<_> = (0..partitions)
-                .map(|p| {
-                    let batch = builder.batch(n, p);
-                    n += 1;
-                    batch
-                })
-                .collect();
-            for result in runtime.block_on(broker.produce(-1, round)) {
+            for result in runtime.block_on(broker.produce(-1, builder.round(&mut n, partitions))) {
                 assert_eq!(result.error, staunch_core::ErrorCode::None, "{result:?}");
             }
         }
@@ -131,14 +135,7 @@ fn main() {
         }));
 
         let broker = Broker::open(config.clone()).expect("reopening");
-        let round: Vec<_> = (0..partitions)
-            .map(|p| {
-                let batch = builder.batch(n, p);
-                n += 1;
-                batch
-            })
-            .collect();
-        runtime.block_on(broker.produce(-1, round));
+        runtime.block_on(broker.produce(-1, builder.round(&mut n, partitions)));
         drop(broker); // a crash: no shutdown, no clean-shutdown markers
         let crashed = median((0..SAMPLES).map(|_| {
             let start = Instant::now();

@@ -10,6 +10,7 @@
 
 mod api;
 pub mod broker;
+mod byte_reader;
 pub mod config;
 pub mod group;
 mod group_offsets;

@@ -13,6 +13,7 @@
 //! the log again before it deletes a segment — so a snapshot that fails to decode, or whose
 //! offset is outside the log, is ignored and the whole log replayed.
 
+use crate::byte_reader::ByteReader;
 use std::collections::BTreeMap;
 
 use staunch_core::Offset;
@@ -63,46 +64,6 @@ pub fn encode(groups: &Groups, offset: Offset) -> Vec<u8> {
     out
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        if self.0.len() < n {
-            return Err("ends early".to_owned());
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        self.array().map(u32::from_be_bytes)
-    }
-    fn i32(&mut self) -> Result<i32, String> {
-        self.array().map(i32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        self.array().map(i64::from_be_bytes)
-    }
-    fn str(&mut self) -> Result<String, String> {
-        let len = self.u32()? as usize;
-        let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "a string is not UTF-8".to_owned())
-    }
-    /// A count of items of at least `min` bytes each, refused if they cannot fit.
-    fn count(&mut self, min: usize) -> Result<usize, String> {
-        let n = self.u32()? as usize;
-        if n > self.0.len() / min {
-            return Err(format!("{n} items do not fit in the file"));
-        }
-        Ok(n)
-    }
-}
-
 /// The offsets-log offset a snapshot was taken at and the offsets it holds, or why it cannot
 /// be trusted (checksum, magic, version, a length or count out of bounds, an empty or repeated
 /// entry). Never panics, whatever the bytes.
@@ -114,7 +75,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Offset, Groups), String> {
     if crc32c::crc32c(body).to_be_bytes() != crc {
         return Err("checksum mismatch".to_owned());
     }
-    let mut r = Reader(body);
+    let mut r = ByteReader::new(body);
     if r.take(4)? != MAGIC {
         return Err("not a committed-offsets snapshot (magic)".to_owned());
     }
@@ -151,8 +112,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Offset, Groups), String> {
             return Err(format!("group '{group}' is repeated"));
         }
     }
-    if !r.0.is_empty() {
-        return Err(format!("{} bytes after the last group", r.0.len()));
+    if r.remaining() > 0 {
+        return Err(format!("{} bytes after the last group", r.remaining()));
     }
     Ok((offset, groups))
 }

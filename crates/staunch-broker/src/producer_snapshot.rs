@@ -18,6 +18,7 @@
 //! or truncated) is deleted durably before the partition accepts a write, so that new data at
 //! those offsets can never be matched with it.
 
+use crate::byte_reader::ByteReader;
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
@@ -84,29 +85,6 @@ pub fn encode(table: &ProducerTable, offset: Offset) -> Vec<u8> {
     out
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        if self.0.len() < N {
-            return Err("ends early".to_owned());
-        }
-        let mut out = [0u8; N];
-        out.copy_from_slice(&self.0[..N]);
-        self.0 = &self.0[N..];
-        Ok(out)
-    }
-    fn i16(&mut self) -> Result<i16, String> {
-        self.take().map(i16::from_be_bytes)
-    }
-    fn i32(&mut self) -> Result<i32, String> {
-        self.take().map(i32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        self.take().map(i64::from_be_bytes)
-    }
-}
-
 /// The producer table a snapshot file named for `offset` holds, or why it cannot be trusted
 /// (checksum, magic, version, an offset other than its name's, or a value out of bounds).
 /// Never panics, whatever the bytes.
@@ -118,11 +96,11 @@ pub fn decode(bytes: &[u8], offset: Offset) -> Result<ProducerTable, String> {
     if crc32c::crc32c(body).to_be_bytes() != crc {
         return Err("checksum mismatch".to_owned());
     }
-    let mut r = Reader(body);
-    if &r.take::<4>()? != MAGIC {
+    let mut r = ByteReader::new(body);
+    if &r.array::<4>()? != MAGIC {
         return Err("not a producer-state snapshot (magic)".to_owned());
     }
-    let [version] = r.take::<1>()?;
+    let version = r.u8()?;
     if version != VERSION {
         return Err(format!("format version {version}, not {VERSION}"));
     }
@@ -130,16 +108,13 @@ pub fn decode(bytes: &[u8], offset: Offset) -> Result<ProducerTable, String> {
     if stored != offset {
         return Err(format!("holds offset {stored}, its name says {offset}"));
     }
-    let count = u32::from_be_bytes(r.take()?) as usize;
-    if count > r.0.len() / PRODUCER {
-        return Err(format!("{count} producers do not fit in the file"));
-    }
+    let count = r.count(PRODUCER)?;
     let mut table = ProducerTable::default();
     let mut seen = HashSet::with_capacity(count);
     for _ in 0..count {
         let id = r.i64()?;
         let epoch = r.i16()?;
-        let [n] = r.take::<1>()?;
+        let n = r.u8()?;
         if id < 0 || !seen.insert(id) {
             return Err(format!("producer id {id} is negative or repeated"));
         }
@@ -171,8 +146,8 @@ pub fn decode(bytes: &[u8], offset: Offset) -> Result<ProducerTable, String> {
         }
         table.restore(id, epoch, batches);
     }
-    if !r.0.is_empty() {
-        return Err(format!("{} bytes after the last producer", r.0.len()));
+    if r.remaining() > 0 {
+        return Err(format!("{} bytes after the last producer", r.remaining()));
     }
     Ok(table)
 }

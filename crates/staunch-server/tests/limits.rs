@@ -6,25 +6,22 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use staunch_broker::BrokerConfig;
 use staunch_client::Connection;
-use staunch_client::kafka_protocol::messages::produce_request::{
-    PartitionProduceData, TopicProduceData,
-};
 use staunch_client::kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, FetchRequest,
-    MetadataRequest, ProduceRequest, TopicName, create_partitions_request, create_topics_request,
-    fetch_request, metadata_request,
+    MetadataRequest, create_partitions_request, create_topics_request, fetch_request,
+    metadata_request,
 };
-use staunch_client::kafka_protocol::protocol::StrBytes;
-use staunch_core::{BatchBuilder, ErrorCode};
+use staunch_core::ErrorCode;
 use staunch_server::ServerConfig;
 use tokio::io::AsyncReadExt;
 
 mod common;
 
 use common::Running;
+use common::requests::{one_record, produce_request, topic_name};
 
 /// The bound on every wait.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,27 +35,6 @@ async fn connect(addr: SocketAddr) -> Connection {
     Connection::connect(addr, "limits-test", TIMEOUT)
         .await
         .unwrap()
-}
-
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_owned()))
-}
-
-fn produce_request(topic: &str, value: &[u8]) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(
-                            BatchBuilder::new(1).record(None, Some(value)).build(),
-                        ))),
-                ]),
-        ])
 }
 
 /// Whether `connection` still answers requests.
@@ -126,7 +102,10 @@ async fn more_pipelined_requests_than_the_in_flight_limit_are_all_answered_in_or
         let id = if i % 2 == 0 {
             let value = format!("v{i}");
             connection
-                .send_at(7, &produce_request("pipelined", value.as_bytes()))
+                .send_at(
+                    7,
+                    &produce_request("pipelined", -1, one_record(value.as_bytes())),
+                )
                 .await
                 .unwrap()
         } else {
@@ -148,7 +127,7 @@ async fn more_pipelined_requests_than_the_in_flight_limit_are_all_answered_in_or
         .with_max_bytes(1 << 20)
         .with_topics(vec![
             fetch_request::FetchTopic::default()
-                .with_topic(name("pipelined"))
+                .with_topic(topic_name("pipelined"))
                 .with_partitions(vec![
                     fetch_request::FetchPartition::default().with_partition_max_bytes(1 << 20),
                 ]),
@@ -174,7 +153,7 @@ async fn more_pipelined_requests_than_the_in_flight_limit_are_all_answered_in_or
 
 fn creatable(topic: &str, partitions: i32) -> create_topics_request::CreatableTopic {
     create_topics_request::CreatableTopic::default()
-        .with_name(name(topic))
+        .with_name(topic_name(topic))
         .with_num_partitions(partitions)
         .with_replication_factor(1)
 }
@@ -226,7 +205,7 @@ async fn topics_past_max_partitions_get_policy_violation_and_nothing_is_created(
                 .with_timeout_ms(10_000)
                 .with_topics(vec![
                     create_partitions_request::CreatePartitionsTopic::default()
-                        .with_name(name("four"))
+                        .with_name(topic_name("four"))
                         .with_count(5),
                 ]),
         )
@@ -242,7 +221,8 @@ async fn topics_past_max_partitions_get_policy_violation_and_nothing_is_created(
         .call(
             MetadataRequest::default()
                 .with_topics(Some(vec![
-                    metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto"))),
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(topic_name("auto"))),
                 ]))
                 .with_allow_auto_topic_creation(true),
         )
@@ -253,7 +233,7 @@ async fn topics_past_max_partitions_get_policy_violation_and_nothing_is_created(
         ErrorCode::PolicyViolation.code()
     );
     let produced = connection
-        .call(produce_request("auto", b"x"))
+        .call(produce_request("auto", -1, one_record(b"x")))
         .await
         .unwrap();
     assert_eq!(

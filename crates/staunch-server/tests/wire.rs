@@ -6,15 +6,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use staunch_broker::BrokerConfig;
 use staunch_client::Connection;
-use staunch_client::kafka_protocol::messages::produce_request::{
-    PartitionProduceData, TopicProduceData,
-};
 use staunch_client::kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, FindCoordinatorRequest, InitProducerIdRequest,
-    MetadataRequest, ProduceRequest, TopicName, TransactionalId, fetch_request,
+    ApiKey, ApiVersionsRequest, FindCoordinatorRequest, InitProducerIdRequest, MetadataRequest,
+    ProduceRequest, TransactionalId,
 };
 use staunch_client::kafka_protocol::protocol::StrBytes;
 use staunch_core::{BatchBuilder, ErrorCode};
@@ -24,6 +20,7 @@ use tokio::io::AsyncReadExt;
 mod common;
 
 use common::Running;
+use common::requests::{fetch_request, produce_request};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -42,21 +39,6 @@ async fn connect(addr: SocketAddr) -> Connection {
         .unwrap()
 }
 
-fn produce_request(topic: &str, acks: i16, records: Vec<u8>) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(records))),
-                ]),
-        ])
-}
-
 /// Produces and returns (error code, base offset).
 async fn produce(connection: &mut Connection, topic: &str, records: Vec<u8>) -> (i16, i64) {
     let response = connection
@@ -65,23 +47,6 @@ async fn produce(connection: &mut Connection, topic: &str, records: Vec<u8>) -> 
         .unwrap();
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
-}
-
-fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    FetchRequest::default()
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partitions(vec![
-                    fetch_request::FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ])
 }
 
 /// Every record value stored in partition 0 of `topic`.

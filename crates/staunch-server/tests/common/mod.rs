@@ -3,6 +3,8 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub(crate) mod requests;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

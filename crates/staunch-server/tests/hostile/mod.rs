@@ -3,19 +3,13 @@
 //! memory must stay within a stated bound. Each test using it is its own test binary with
 //! that one test, so no other test moves the memory readings.
 
+use crate::common::requests::{fetch_request, one_record, produce_request};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use staunch_broker::BrokerConfig;
 use staunch_client::Connection;
-use staunch_client::kafka_protocol::messages::produce_request::{
-    PartitionProduceData, TopicProduceData,
-};
-use staunch_client::kafka_protocol::messages::{
-    ApiKey, FetchRequest, ProduceRequest, TopicName, fetch_request,
-};
-use staunch_client::kafka_protocol::protocol::StrBytes;
-use staunch_core::BatchBuilder;
+use staunch_client::kafka_protocol::messages::ApiKey;
 use staunch_server::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -101,40 +95,6 @@ pub(crate) fn members_at_the_limit(tagged: bool) -> usize {
     (staunch_protocol::MAX_DECODED_BYTES - ALLOCATION_OVERHEAD) / per_member
 }
 
-fn produce_request(topic: &str, value: &[u8]) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(
-                            BatchBuilder::new(1).record(None, Some(value)).build(),
-                        ))),
-                ]),
-        ])
-}
-
-fn fetch_request(topic: &str, offset: i64) -> FetchRequest {
-    FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partitions(vec![
-                    fetch_request::FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ])
-}
-
 /// Sends `frame` on a new connection and waits for the broker to close it (it must not
 /// answer a frame that does not decode).
 pub(crate) async fn send_hostile(addr: std::net::SocketAddr, frame: &[u8]) {
@@ -166,7 +126,10 @@ pub(crate) async fn run(hostile: Hostile) {
         .await
         .unwrap();
     // Warm up the good path (topic created, buffers allocated) before the baseline.
-    let first = good.call(produce_request("steady", b"0")).await.unwrap();
+    let first = good
+        .call(produce_request("steady", -1, one_record(b"0")))
+        .await
+        .unwrap();
     assert_eq!(first.responses[0].partition_responses[0].error_code, 0);
     let baseline = status_bytes("VmRSS:");
 
@@ -197,14 +160,14 @@ pub(crate) async fn run(hostile: Hostile) {
         assert!(served < 100_000, "bounded loop");
         let value = format!("v{served}");
         let produced = good
-            .call(produce_request("steady", value.as_bytes()))
+            .call(produce_request("steady", -1, one_record(value.as_bytes())))
             .await
             .unwrap();
         let p = &produced.responses[0].partition_responses[0];
         assert_eq!(p.error_code, 0, "produce during hostile load");
         assert_eq!(p.base_offset, next_offset);
         let fetched = good
-            .call(fetch_request("steady", next_offset))
+            .call(fetch_request("steady", next_offset, 0))
             .await
             .unwrap();
         let partition = &fetched.responses[0].partitions[0];
