@@ -6,9 +6,18 @@
 pub(crate) struct ByteReader<'a>(&'a [u8]);
 
 impl<'a> ByteReader<'a> {
-    /// Reads `bytes` from the start.
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        ByteReader(bytes)
+    /// Reads the body of `bytes`, a file that ends in the crc32c of everything before it and
+    /// is at least `header` bytes long before that: fails if it is shorter or the checksum
+    /// does not match.
+    pub(crate) fn checksummed(bytes: &'a [u8], header: usize) -> Result<Self, String> {
+        if bytes.len() < header + 4 {
+            return Err(format!("{} bytes is too short", bytes.len()));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body).to_be_bytes() != crc {
+            return Err("checksum mismatch".to_owned());
+        }
+        Ok(ByteReader(body))
     }
 
     /// Bytes left.

@@ -68,14 +68,7 @@ pub fn encode(groups: &Groups, offset: Offset) -> Vec<u8> {
 /// be trusted (checksum, magic, version, a length or count out of bounds, an empty or repeated
 /// entry). Never panics, whatever the bytes.
 pub fn decode(bytes: &[u8]) -> Result<(Offset, Groups), String> {
-    if bytes.len() < HEADER + 4 {
-        return Err(format!("{} bytes is too short", bytes.len()));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32c::crc32c(body).to_be_bytes() != crc {
-        return Err("checksum mismatch".to_owned());
-    }
-    let mut r = ByteReader::new(body);
+    let mut r = ByteReader::checksummed(bytes, HEADER)?;
     if r.take(4)? != MAGIC {
         return Err("not a committed-offsets snapshot (magic)".to_owned());
     }

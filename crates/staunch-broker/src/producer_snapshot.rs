@@ -89,14 +89,7 @@ pub fn encode(table: &ProducerTable, offset: Offset) -> Vec<u8> {
 /// (checksum, magic, version, an offset other than its name's, or a value out of bounds).
 /// Never panics, whatever the bytes.
 pub fn decode(bytes: &[u8], offset: Offset) -> Result<ProducerTable, String> {
-    if bytes.len() < HEADER + 4 {
-        return Err(format!("{} bytes is too short", bytes.len()));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32c::crc32c(body).to_be_bytes() != crc {
-        return Err("checksum mismatch".to_owned());
-    }
-    let mut r = ByteReader::new(body);
+    let mut r = ByteReader::checksummed(bytes, HEADER)?;
     if &r.array::<4>()? != MAGIC {
         return Err("not a producer-state snapshot (magic)".to_owned());
     }
