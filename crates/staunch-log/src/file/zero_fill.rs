@@ -192,6 +192,18 @@ impl Inner {
                 tracing::warn!(segment = %active.name(), error = %e, "could not trim idle zeros");
             }
             active.allocated = active.size;
+            // Synced, so the idle file is clean and the file cache may close its descriptor.
+            let name = active.name();
+            let file = active.file.clone();
+            if let Err(e) = self.timed_sync(
+                || format!("fdatasync of {name} after trimming idle zeros"),
+                || file.sync_data(),
+            ) {
+                let failed = self.fail(format!(
+                    "fdatasync of {name} after trimming idle zeros failed: {e}"
+                ));
+                tracing::error!(error = %failed, "the log refuses appends");
+            }
         }
         // Only now: the budget never counts less than the zeros on disk.
         self.end_zero_fill();

@@ -34,6 +34,10 @@ pub struct FileCache {
     capacity: usize,
     /// Descriptors open now.
     open: AtomicUsize,
+    /// The last sweep closed nothing (every open file was dirty or in use): sweeps are
+    /// skipped until a file becomes clean or closes, instead of walking every file at each
+    /// use.
+    futile: AtomicBool,
     sweep: Mutex<Sweep>,
 }
 
@@ -42,6 +46,9 @@ pub struct FileCache {
 struct Sweep {
     files: Vec<Weak<CachedFile>>,
     hand: usize,
+    /// When `files` reaches this length, entries of dropped files are removed (so the list
+    /// stays within twice the live files, whether or not the cache ever sweeps).
+    compact_at: usize,
 }
 
 impl FileCache {
@@ -51,6 +58,7 @@ impl FileCache {
         Arc::new(FileCache {
             capacity: capacity.max(1),
             open: AtomicUsize::new(0),
+            futile: AtomicBool::new(false),
             sweep: Mutex::new(Sweep::default()),
         })
     }
@@ -79,15 +87,26 @@ impl FileCache {
     /// naming the limit.
     pub fn open(self: &Arc<Self>, path: &Path, create: bool) -> io::Result<Arc<CachedFile>> {
         let file = self.open_descriptor(path, create)?;
+        let identity = identity(&file)?;
         let cached = Arc::new(CachedFile {
             path: path.to_owned(),
+            identity,
             cache: self.clone(),
             slot: Mutex::new(Some(Arc::new(file))),
             referenced: AtomicBool::new(true),
-            writes: AtomicU64::new(0),
+            writes_started: AtomicU64::new(0),
+            writes_done: AtomicU64::new(0),
             synced: AtomicU64::new(0),
         });
-        self.lock_sweep().files.push(Arc::downgrade(&cached));
+        {
+            let mut sweep = self.lock_sweep();
+            sweep.files.push(Arc::downgrade(&cached));
+            if sweep.files.len() >= sweep.compact_at {
+                sweep.files.retain(|f| f.strong_count() > 0);
+                sweep.compact_at = (sweep.files.len() * 2).max(1024);
+                sweep.hand = 0;
+            }
+        }
         self.make_room(self.capacity);
         Ok(cached)
     }
@@ -109,6 +128,7 @@ impl FileCache {
         };
         let file = match open() {
             Err(e) if out_of_descriptors(&e) => {
+                self.futile.store(false, Ordering::Relaxed);
                 self.make_room(self.open_now() / 2);
                 open().map_err(|e| {
                     if out_of_descriptors(&e) {
@@ -135,11 +155,12 @@ impl FileCache {
     /// Closes idle, clean descriptors until at most `target` are open, or every file was
     /// looked at twice (the rest are in use, dirty or recently used).
     fn make_room(&self, target: usize) {
-        if self.open_now() <= target {
+        if self.open_now() <= target || self.futile.load(Ordering::Relaxed) {
             return;
         }
         let mut sweep = self.lock_sweep();
         let mut budget = sweep.files.len() * 2;
+        let mut closed = false;
         while self.open_now() > target && budget > 0 && !sweep.files.is_empty() {
             budget -= 1;
             if sweep.hand >= sweep.files.len() {
@@ -154,9 +175,19 @@ impl FileCache {
             if file.referenced.swap(false, Ordering::Relaxed) {
                 continue; // used since the hand last passed: a second chance
             }
-            file.close_if_clean();
+            closed |= file.close_if_clean();
+        }
+        if !closed && self.open_now() > target {
+            self.futile.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// The device and inode `file` is: a reopen by name must find the same file.
+fn identity(file: &File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// Whether `e` means the process or system has no descriptor to spare.
@@ -171,15 +202,22 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 #[derive(Debug)]
 pub struct CachedFile {
     path: PathBuf,
+    /// Device and inode at the first open: a reopen that finds another file there (the
+    /// name was removed and reused) fails instead of reading someone else's bytes.
+    identity: (u64, u64),
     cache: Arc<FileCache>,
-    /// The open descriptor, if any. Writes are counted under this lock, so the cache never
+    /// The open descriptor, if any. Writes are started under this lock, so the cache never
     /// closes a descriptor a write is about to use.
     slot: Mutex<Option<Arc<File>>>,
     /// Used since the clock hand last passed.
     referenced: AtomicBool,
-    /// Writes, length changes and reservations begun through this handle.
-    writes: AtomicU64,
-    /// Of `writes`, how many a successful `fdatasync` covered.
+    /// Writes, length changes and reservations started through this handle.
+    writes_started: AtomicU64,
+    /// Of those, how many have returned (successfully or not).
+    writes_done: AtomicU64,
+    /// How many of the returned ones a successful `fdatasync` started after them covered.
+    /// The file is clean when this reaches `writes_started`: nothing in progress, nothing
+    /// unsynced.
     synced: AtomicU64,
 }
 
@@ -198,8 +236,9 @@ impl CachedFile {
         &self.path
     }
 
-    /// A descriptor for `purpose`, reopened if the cache closed it. For [`Use::Write`] the file
-    /// counts as dirty from here until a later [`CachedFile::sync_data`] succeeds.
+    /// A descriptor for `purpose`, reopened if the cache closed it. For [`Use::Write`] a
+    /// write counts as started (the file is dirty from here); the caller must report it done
+    /// ([`CachedFile::write`] does both).
     pub(crate) fn descriptor(&self, purpose: Use) -> io::Result<Arc<File>> {
         self.referenced.store(true, Ordering::Relaxed);
         let mut slot = self.lock_slot();
@@ -208,44 +247,70 @@ impl CachedFile {
             None => {
                 // Reopened clean: the cache closes only clean descriptors, and a removed
                 // file is not recreated.
-                let file = Arc::new(self.cache.open_descriptor(&self.path, false)?);
+                let file = self.cache.open_descriptor(&self.path, false)?;
+                if identity(&file)? != self.identity {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{} was replaced since it was opened", self.path.display()),
+                    ));
+                }
+                let file = Arc::new(file);
                 *slot = Some(file.clone());
                 file
             }
         };
         if purpose == Use::Write {
-            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.writes_started.fetch_add(1, Ordering::AcqRel);
         }
         drop(slot);
         self.cache.make_room(self.cache.capacity);
         Ok(file)
     }
 
-    /// `fdatasync`; on success every earlier write through this handle is durable and the
-    /// file is clean (the cache may close its descriptor).
+    /// Runs `change` (a write, a length change, a reservation) on the descriptor; the file
+    /// stays dirty — its descriptor open — until an `fdatasync` started after `change`
+    /// returned succeeds.
+    pub(crate) fn write<R>(&self, change: impl FnOnce(&File) -> io::Result<R>) -> io::Result<R> {
+        let file = self.descriptor(Use::Write)?;
+        let result = change(&file);
+        self.writes_done.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// `fdatasync`; on success every write that had returned before it started is durable,
+    /// and if no other is started or unsynced the file is clean (the cache may close its
+    /// descriptor).
     pub(crate) fn sync_data(&self) -> io::Result<()> {
-        let (file, covered) = {
-            let file = self.descriptor(Use::Read)?;
-            (file, self.writes.load(Ordering::Relaxed))
-        };
+        let file = self.descriptor(Use::Read)?;
+        let covered = self.writes_done.load(Ordering::Acquire);
         file.sync_data()?;
-        self.synced.fetch_max(covered, Ordering::Relaxed);
+        self.synced.fetch_max(covered, Ordering::AcqRel);
+        if self.is_clean() {
+            self.cache.futile.store(false, Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    fn is_clean(&self) -> bool {
+        self.synced.load(Ordering::Acquire) >= self.writes_started.load(Ordering::Acquire)
     }
 
     fn lock_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<File>>> {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes the descriptor if every write was synced; never waits for a busy handle.
-    fn close_if_clean(&self) {
+    /// Closes the descriptor if every write returned and was synced; never waits for a busy
+    /// handle. Returns whether it closed one.
+    fn close_if_clean(&self) -> bool {
         let Ok(mut slot) = self.slot.try_lock() else {
-            return;
+            return false;
         };
-        let clean = self.synced.load(Ordering::Relaxed) >= self.writes.load(Ordering::Relaxed);
-        if clean && slot.take().is_some() {
+        // Under the slot lock no write can start meanwhile.
+        if self.is_clean() && slot.take().is_some() {
             self.cache.open.fetch_sub(1, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     /// Whether the descriptor is open now (for tests and diagnostics).
@@ -259,6 +324,7 @@ impl Drop for CachedFile {
         let slot = self.slot.get_mut().unwrap_or_else(|p| p.into_inner());
         if slot.take().is_some() {
             self.cache.open.fetch_sub(1, Ordering::Relaxed);
+            self.cache.futile.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -269,10 +335,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     fn write(file: &CachedFile, bytes: &[u8], pos: u64) {
-        file.descriptor(Use::Write)
-            .unwrap()
-            .write_all_at(bytes, pos)
-            .unwrap();
+        file.write(|f| f.write_all_at(bytes, pos)).unwrap();
     }
 
     fn read(file: &CachedFile, len: usize) -> Vec<u8> {
@@ -331,6 +394,64 @@ mod tests {
             "a clean idle file stayed open past the capacity"
         );
         assert!(cache.open_now() <= 2);
+    }
+
+    /// A write that has started but not returned keeps the file dirty through an fsync that
+    /// ran meanwhile (its bytes may land after that fsync).
+    #[test]
+    fn a_write_in_progress_keeps_the_descriptor_through_a_concurrent_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new(1);
+        let busy = cache.open(&dir.path().join("busy"), true).unwrap();
+        let in_progress = busy.descriptor(Use::Write).unwrap();
+        busy.sync_data().unwrap();
+        let others: Vec<_> = (0..4)
+            .map(|i| {
+                let f = cache.open(&dir.path().join(format!("f{i}")), true).unwrap();
+                f.sync_data().unwrap();
+                f
+            })
+            .collect();
+        for f in others.iter().chain(others.iter()) {
+            read(f, 0);
+        }
+        assert!(busy.is_open(), "closed while a write was in progress");
+        // The write returns; an fsync after it makes the file clean.
+        in_progress.write_all_at(b"late", 0).unwrap();
+        busy.writes_done.fetch_add(1, Ordering::AcqRel);
+        assert!(!busy.is_clean());
+        busy.sync_data().unwrap();
+        assert!(busy.is_clean());
+    }
+
+    /// Dropped files leave the sweep's list even when the cache never has to sweep.
+    #[test]
+    fn dropped_files_do_not_accumulate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new(10_000);
+        let path = dir.path().join("again");
+        for _ in 0..5_000 {
+            drop(cache.open(&path, true).unwrap());
+        }
+        assert!(cache.lock_sweep().files.len() <= 1_024);
+        assert_eq!(cache.open_now(), 0);
+    }
+
+    /// A closed descriptor is not reopened onto another file that took the name.
+    #[test]
+    fn a_reopen_refuses_a_file_that_replaced_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::new(1);
+        let path = dir.path().join("segment");
+        std::fs::write(&path, b"old bytes").unwrap();
+        let old = cache.open(&path, false).unwrap();
+        let _other = cache.open(&dir.path().join("other"), true).unwrap();
+        let _third = cache.open(&dir.path().join("third"), true).unwrap();
+        assert!(!old.is_open());
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"new bytes").unwrap();
+        let e = old.descriptor(Use::Read).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 
     #[test]

@@ -309,24 +309,25 @@ impl SegmentFile for FsFile {
             .map_err(io::Error::from)
     }
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
-        self.0.descriptor(Use::Write)?.write_at(buf, pos)
+        self.0.write(|file| file.write_at(buf, pos))
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.descriptor(Use::Write)?.set_len(len)
+        self.0.write(|file| file.set_len(len))
     }
     fn preallocate(&self, len: u64) -> io::Result<()> {
-        let file = self.0.descriptor(Use::Write)?;
-        let current = file.metadata()?.len();
-        if len <= current {
-            return Ok(());
-        }
-        rustix::fs::fallocate(
-            &*file,
-            rustix::fs::FallocateFlags::empty(),
-            current,
-            len - current,
-        )
-        .map_err(io::Error::from)
+        self.0.write(|file| {
+            let current = file.metadata()?.len();
+            if len <= current {
+                return Ok(());
+            }
+            rustix::fs::fallocate(
+                file,
+                rustix::fs::FallocateFlags::empty(),
+                current,
+                len - current,
+            )
+            .map_err(io::Error::from)
+        })
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
