@@ -150,6 +150,56 @@ fn the_zero_fill_budget_bounds_the_disk_held_in_zeros() {
 /// `close` cancels the log's queued work: with the pool's one worker stuck in another log's
 /// hung fsync, a log whose sealing is queued closes at once (sealing by itself), and the queued
 /// job never runs afterwards, not even once the worker is free again.
+/// A log that does not zero-fill (flush `os` here) reserves blocks ahead of its data
+/// (preallocation) only within the same budget: two of forty logs get their 64 MiB, the rest
+/// append without, and closing gives every byte back.
+#[test]
+fn preallocation_takes_from_the_same_budget() {
+    const LOGS: usize = 40;
+    const STEP: u64 = 64 << 20;
+    const BUDGET: u64 = 2 * STEP + (1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let pool = BackgroundPool::with_config(PoolConfig {
+        threads: 2,
+        zero_fill_budget: BUDGET,
+        zero_fill_idle: Duration::from_secs(3600),
+    });
+    let config = LogConfig {
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    };
+    let logs: Vec<FileLog> = (0..LOGS)
+        .map(|i| {
+            let io = FsSegmentIo::open(dir.path().join(format!("p{i}"))).unwrap();
+            open(Arc::new(io), config.clone(), &pool)
+        })
+        .collect();
+    for log in &logs {
+        log.append(&mut batch(1, 2, 1_000), 0).unwrap();
+    }
+    assert_eq!(pool.zero_fill_reserved(), 2 * STEP);
+    let data: u64 = logs.iter().map(|l| l.size_bytes()).sum();
+    let held = segment_blocks(dir.path());
+    let block_slack = LOGS as u64 * 8192;
+    assert!(
+        held <= data + BUDGET + block_slack,
+        "{held} bytes of segment blocks for {data} bytes of data and a {BUDGET}-byte budget"
+    );
+    let expected: Vec<_> = logs.iter().map(|l| read_all(l, 0)).collect();
+    for log in &logs {
+        log.close().unwrap();
+    }
+    assert_eq!(pool.zero_fill_reserved(), 0, "closed logs hold no budget");
+    assert!(segment_blocks(dir.path()) <= data + block_slack);
+    drop(logs);
+    for (i, records) in expected.iter().enumerate() {
+        let io = FsSegmentIo::open(dir.path().join(format!("p{i}"))).unwrap();
+        let log = open(Arc::new(io), config.clone(), &pool);
+        assert_eq!(&read_all(&log, 0), records);
+        log.close().unwrap();
+    }
+}
+
 #[test]
 fn close_cancels_the_logs_queued_work() {
     let pool = BackgroundPool::new(1);

@@ -117,6 +117,29 @@ impl Inner {
         self.config.flush == FlushPolicy::Always && self.config.zero_fill_bytes > 0
     }
 
+    /// Takes `extra` bytes of the pool's budget for blocks reserved ahead of the data of the
+    /// active segment at `base` (preallocation, which a log that does not zero-fill does
+    /// instead): held like zeros, and given back with them at a roll, truncation, close or
+    /// drop. False if the budget is spent: the caller reserves nothing (appends work without).
+    pub(super) fn take_preallocation_budget(&self, base: Offset, extra: u64) -> bool {
+        let budget = self.pool.budget();
+        let mut zeros = self.lock_zero_fill();
+        zeros.about(base, budget);
+        if !budget.try_take(extra) {
+            return false;
+        }
+        zeros.held += extra;
+        true
+    }
+
+    /// Gives back what [`Inner::take_preallocation_budget`] took for a reservation that failed.
+    pub(super) fn return_preallocation_budget(&self, extra: u64) {
+        let mut zeros = self.lock_zero_fill();
+        let back = extra.min(zeros.held);
+        zeros.held -= back;
+        self.pool.budget().give_back(back);
+    }
+
     fn lock_zero_fill(&self) -> std::sync::MutexGuard<'_, ZeroFill> {
         self.zero_fill.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -210,10 +233,12 @@ impl Inner {
     }
 
     /// Waits until no zero-fill is running, so the caller (holding the state lock) may trim
-    /// or replace the active segment, then forgets what was zero-filled and gives its budget
-    /// back.
+    /// or replace the active segment, then forgets what was zero-filled (or preallocated) and
+    /// gives its budget back.
     pub(super) fn end_zero_fill(&self) {
         if !self.zero_fills() {
+            // No zero-filler runs: give back what preallocation held.
+            self.lock_zero_fill().forget(self.pool.budget());
             return;
         }
         let mut zeros = self.lock_zero_fill();

@@ -87,10 +87,8 @@ impl FileCache {
     /// naming the limit.
     pub fn open(self: &Arc<Self>, path: &Path, create: bool) -> io::Result<Arc<CachedFile>> {
         let file = self.open_descriptor(path, create)?;
-        let identity = identity(&file)?;
         let cached = Arc::new(CachedFile {
             path: path.to_owned(),
-            identity,
             cache: self.clone(),
             slot: Mutex::new(Some(Arc::new(file))),
             referenced: AtomicBool::new(true),
@@ -183,13 +181,6 @@ impl FileCache {
     }
 }
 
-/// The device and inode `file` is: a reopen by name must find the same file.
-fn identity(file: &File) -> io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata()?;
-    Ok((meta.dev(), meta.ino()))
-}
-
 /// Whether `e` means the process or system has no descriptor to spare.
 fn out_of_descriptors(e: &io::Error) -> bool {
     let code = e.raw_os_error();
@@ -202,9 +193,6 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 #[derive(Debug)]
 pub struct CachedFile {
     path: PathBuf,
-    /// Device and inode at the first open: a reopen that finds another file there (the
-    /// name was removed and reused) fails instead of reading someone else's bytes.
-    identity: (u64, u64),
     cache: Arc<FileCache>,
     /// The open descriptor, if any. Writes are started under this lock, so the cache never
     /// closes a descriptor a write is about to use.
@@ -247,14 +235,7 @@ impl CachedFile {
             None => {
                 // Reopened clean: the cache closes only clean descriptors, and a removed
                 // file is not recreated.
-                let file = self.cache.open_descriptor(&self.path, false)?;
-                if identity(&file)? != self.identity {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("{} was replaced since it was opened", self.path.display()),
-                    ));
-                }
-                let file = Arc::new(file);
+                let file = Arc::new(self.cache.open_descriptor(&self.path, false)?);
                 *slot = Some(file.clone());
                 file
             }
@@ -435,23 +416,6 @@ mod tests {
         }
         assert!(cache.lock_sweep().files.len() <= 1_024);
         assert_eq!(cache.open_now(), 0);
-    }
-
-    /// A closed descriptor is not reopened onto another file that took the name.
-    #[test]
-    fn a_reopen_refuses_a_file_that_replaced_the_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = FileCache::new(1);
-        let path = dir.path().join("segment");
-        std::fs::write(&path, b"old bytes").unwrap();
-        let old = cache.open(&path, false).unwrap();
-        let _other = cache.open(&dir.path().join("other"), true).unwrap();
-        let _third = cache.open(&dir.path().join("third"), true).unwrap();
-        assert!(!old.is_open());
-        std::fs::remove_file(&path).unwrap();
-        std::fs::write(&path, b"new bytes").unwrap();
-        let e = old.descriptor(Use::Read).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 
     #[test]
