@@ -94,7 +94,7 @@ impl Broker {
             // are written in the call's order: the earlier ones settle first.
             if writes
                 .iter()
-                .any(|w| w.topic == p.topic && w.partition_index == p.partition)
+                .any(|w| w.waiting.topic == p.topic && w.waiting.partition_index == p.partition)
             {
                 settle_writes(std::mem::take(&mut writes), &mut results, &mut pending).await;
             }
@@ -144,12 +144,14 @@ impl Broker {
                 acknowledged
             });
             writes.push(Written {
-                index,
-                topic: p.topic,
-                partition_index: p.partition,
-                partition,
-                deadline,
-                task,
+                waiting: Waiting {
+                    index,
+                    topic: p.topic,
+                    partition_index: p.partition,
+                    partition,
+                    deadline,
+                    task,
+                },
                 written,
             });
         }
@@ -176,26 +178,19 @@ async fn settle_writes(
     results: &mut [Option<ProduceResult>],
     pending: &mut Vec<Waiting>,
 ) {
-    for w in writes {
+    for Written { waiting, written } in writes {
         // Bounded: a write can wait for the log's state lock, which a roll's hung fsync
         // holds.
-        let outcome = match tokio::time::timeout_at(w.deadline, w.written).await {
+        let outcome = match tokio::time::timeout_at(waiting.deadline, written).await {
             Ok(written) => written.unwrap_or_else(|_| Err(ErrorCode::UnknownServerError.into())),
-            Err(_) => Err(timed_out(&w.partition, "written")),
+            Err(_) => Err(timed_out(&waiting.partition, "written")),
         };
         match outcome {
-            Ok(()) => pending.push(Waiting {
-                index: w.index,
-                topic: w.topic,
-                partition_index: w.partition_index,
-                partition: w.partition,
-                deadline: w.deadline,
-                task: w.task,
-            }),
+            Ok(()) => pending.push(waiting),
             Err(error) => {
-                results[w.index] = Some(ProduceResult::failed(
-                    w.topic,
-                    w.partition_index,
+                results[waiting.index] = Some(ProduceResult::failed(
+                    waiting.topic,
+                    waiting.partition_index,
                     error.code,
                     error.message,
                 ));
@@ -207,15 +202,10 @@ async fn settle_writes(
 /// The blocking task that waits for one partition's written records to become durable.
 type DurableWait = JoinHandle<Result<Appended, AppendError>>;
 
-/// One partition's records handed to a blocking task, not yet known to be written.
+/// One partition's records handed to a blocking task, not yet known to be written: once
+/// `written` says so, `waiting` waits for their durability.
 struct Written {
-    index: usize,
-    topic: String,
-    partition_index: i32,
-    partition: Arc<Partition>,
-    /// When the broker stops waiting for the write and its durability.
-    deadline: Instant,
-    task: DurableWait,
+    waiting: Waiting,
     written: oneshot::Receiver<Result<(), AppendError>>,
 }
 
