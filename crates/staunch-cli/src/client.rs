@@ -20,6 +20,8 @@ use staunch_client::kafka_protocol::protocol::{Request, StrBytes};
 use staunch_client::{Client, ClientConfig, ClientError, Connection};
 use staunch_core::ErrorCode;
 
+use crate::client_security::SecurityArgs;
+
 /// The client id the CLI sends.
 pub(crate) const CLIENT_ID: &str = "staunch-cli";
 
@@ -46,6 +48,9 @@ pub(crate) struct ClientArgs {
     /// How long to wait for the broker to connect and to answer each request, e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) timeout: Duration,
+    /// TLS and SASL settings.
+    #[command(flatten)]
+    pub(crate) security: SecurityArgs,
 }
 
 /// A duration such as `10s`, `500ms` or `1m`; a bare number is seconds.
@@ -88,6 +93,7 @@ pub(crate) async fn connect_cluster(args: &ClientArgs) -> Result<Client, String>
         client_id: CLIENT_ID.to_owned(),
         request_timeout: args.timeout,
         connect_timeout: args.timeout,
+        security: args.security.resolve()?,
         ..ClientConfig::default()
     };
     Client::connect(vec![with_port], config)
@@ -114,9 +120,13 @@ pub(crate) async fn connect(args: &ClientArgs) -> Result<Connection, String> {
         })?
         .map_err(|e| fail(e.to_string()))?
         .collect();
+    let security = args.security.resolve()?;
+    let host = with_port
+        .rsplit_once(':')
+        .map_or(with_port.as_str(), |(host, _)| host);
     let mut last = String::from("the name resolves to no address");
     for addr in addrs {
-        match Connection::connect(addr, CLIENT_ID, args.timeout).await {
+        match Connection::connect_secured(addr, host, CLIENT_ID, args.timeout, &security).await {
             Ok(connection) => return Ok(connection),
             Err(ClientError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::UnexpectedEof =>

@@ -4,6 +4,7 @@
 
 mod bench;
 mod client;
+mod client_security;
 mod consume;
 mod dlq;
 mod groups;

@@ -1,5 +1,6 @@
 //! `staunch serve`: configuration from file, environment and flags; logging; signals.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use staunch_broker::{Broker, BrokerConfig};
 use staunch_log::FlushPolicy;
-use staunch_server::{Server, ServerConfig};
+use staunch_server::{ListenerConfig, SecurityProtocol, Server, ServerConfig};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
@@ -25,8 +26,15 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ServeConfig {
-    /// Address to listen on. Default 127.0.0.1:9092.
+    /// Address to listen on. Default 127.0.0.1:9092. Ignored when `listeners` is set.
     listen: SocketAddr,
+    /// Listeners in Kafka's form, `NAME://host:port`, e.g.
+    /// `["PLAINTEXT://127.0.0.1:9092", "SASL_SSL://127.0.0.1:9093"]`; `NAME` is a security
+    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) or a name mapped to one in
+    /// `listener_security_protocol_map`. Default: one PLAINTEXT listener on `listen`.
+    listeners: Vec<String>,
+    /// Protocols of listeners with other names, e.g. `{ CLIENTS = "SASL_SSL" }`.
+    listener_security_protocol_map: BTreeMap<String, String>,
     /// Log line format.
     log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax. Default `info`.
@@ -51,6 +59,8 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            listeners: Vec::new(),
+            listener_security_protocol_map: BTreeMap::new(),
             log_format: LogFormat::Human,
             log_level: "info".to_owned(),
             max_request_bytes: ServerConfig::default().max_request_bytes,
@@ -73,6 +83,10 @@ pub(crate) struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:9092 (port 0 picks a free one).
     #[arg(long, env = "STAUNCH_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Listeners, comma-separated, in Kafka's form: NAME://host:port, e.g.
+    /// PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093 (replaces --listen).
+    #[arg(long, env = "STAUNCH_LISTENERS", value_delimiter = ',')]
+    listeners: Option<Vec<String>>,
     /// Data directory.
     #[arg(long, env = "STAUNCH_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -157,13 +171,20 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(listeners) = &args.listeners {
+        config.listeners = listeners.clone();
+    }
     if let Some(dir) = &args.data_dir {
         config.broker.data_dir = dir.clone();
     }
     if let Some(host) = &args.advertised_host {
         config.broker.advertised_host = host.clone();
     } else if args.config.is_none() || config.broker.advertised_host.is_empty() {
-        config.broker.advertised_host = config.listen.ip().to_string();
+        let first = match config.listeners()?.first() {
+            Some(listener) => listener.addr,
+            None => config.listen,
+        };
+        config.broker.advertised_host = first.ip().to_string();
     }
     if let Some(flush) = args.flush {
         config.broker.log.flush = flush;
@@ -239,6 +260,29 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
         return Err("background_threads (--background-threads) must be at least 1".to_owned());
     }
     Ok(config)
+}
+
+impl ServeConfig {
+    /// The listeners to bind: `listeners` parsed, or one PLAINTEXT listener on `listen`.
+    fn listeners(&self) -> Result<Vec<ListenerConfig>, String> {
+        if self.listeners.is_empty() {
+            return Ok(vec![ListenerConfig::plaintext(self.listen)]);
+        }
+        let map = self
+            .listener_security_protocol_map
+            .iter()
+            .map(|(name, protocol)| {
+                protocol
+                    .parse::<SecurityProtocol>()
+                    .map(|p| (name.clone(), p))
+                    .map_err(|e| format!("listener_security_protocol_map {name}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.listeners
+            .iter()
+            .map(|text| ListenerConfig::parse(text.trim(), &map))
+            .collect()
+    }
 }
 
 fn init_logging(config: &ServeConfig) -> Result<(), String> {
@@ -321,8 +365,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
-        let server = Server::bind(
-            config.listen,
+        let listeners = config.listeners()?;
+        let server = Server::bind_listeners(
+            listeners,
             ServerConfig {
                 max_request_bytes: config.max_request_bytes,
                 idle_timeout: config.idle_timeout,
@@ -333,7 +378,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
             },
         )
         .await
-        .map_err(|e| format!("binding {}: {e}", config.listen))?;
+        .map_err(|e| e.to_string())?;
         let bound = server.local_addr().map_err(|e| e.to_string())?;
         config.broker.advertised_port = bound.port();
         let broker_config = config.broker.clone();
@@ -344,6 +389,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
         broker.start_background_tasks();
         // Tests and scripts read this line to learn the port.
         tracing::info!(listen = %bound, data_dir = %config.broker.data_dir.display(), flush = %config.broker.log.flush, "staunch is serving");
+        for (listener, addr) in server.listeners() {
+            tracing::info!(listener = %listener.name, protocol = %listener.protocol, %addr, "listening");
+            // Tests and scripts read these lines to learn each listener's port.
+            println!("staunch listener {} on {addr}", listener.name);
+        }
         println!("staunch listening on {bound}");
         server.run(broker.clone(), shutdown_signal()).await;
         broker.shutdown().await;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::ClientError;
+use crate::security::SecurityConfig;
 
 /// Settings of a client; `Default` gives Kafka's defaults where Kafka has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct ClientConfig {
     /// Largest answer frame accepted from a broker; a larger size prefix closes the
     /// connection before anything is allocated. Default 100 MiB.
     pub max_response_bytes: usize,
+    /// How connections are secured (TLS, SASL). Default PLAINTEXT.
+    pub security: SecurityConfig,
 }
 
 impl Default for ClientConfig {
@@ -32,6 +35,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             metadata_max_age: Duration::from_secs(300),
             max_response_bytes: staunch_protocol::DEFAULT_MAX_FRAME_BYTES,
+            security: SecurityConfig::default(),
         }
     }
 }

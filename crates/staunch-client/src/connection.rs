@@ -15,6 +15,9 @@ use staunch_protocol::{DEFAULT_MAX_FRAME_BYTES, FrameError, frame_length};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::security::SecurityConfig;
+use staunch_core::SecurityProtocol;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -98,12 +101,32 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects and negotiates versions with ApiVersions.
+    /// Connects over plain TCP and negotiates versions with ApiVersions.
     pub async fn connect(
         addr: SocketAddr,
         client_id: &str,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
+        let host = addr.ip().to_string();
+        Connection::connect_secured(addr, &host, client_id, timeout, &SecurityConfig::default())
+            .await
+    }
+
+    /// Connects as `security` says, negotiates versions with ApiVersions and, on a SASL
+    /// protocol, authenticates; `host` is the name the broker's certificate must carry.
+    pub async fn connect_secured(
+        addr: SocketAddr,
+        host: &str,
+        client_id: &str,
+        timeout: Duration,
+        security: &SecurityConfig,
+    ) -> Result<Self, ClientError> {
+        if security.protocol != SecurityProtocol::Plaintext {
+            return Err(ClientError::Config(format!(
+                "security protocol {} is not supported by this client yet (connecting to {host})",
+                security.protocol
+            )));
+        }
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout { addr, timeout })?

@@ -50,9 +50,12 @@ mod fetch;
 mod groups;
 mod pipelined;
 mod routing;
+mod security;
 
 pub use cluster::Client;
 pub use config::ClientConfig;
 pub use connection::{ClientError, Connection};
 pub use pipelined::PipelinedConnection;
+pub use security::{SaslCredentials, SecurityConfig, TlsClientSettings};
+pub use staunch_core::{SaslMechanism, SecurityProtocol};
 pub use staunch_protocol::kafka_protocol;

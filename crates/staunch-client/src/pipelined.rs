@@ -153,8 +153,15 @@ impl PipelinedConnection {
     /// `config.connect_timeout`; then starts the reader and writer tasks (needs a tokio
     /// runtime). Answers larger than `config.max_response_bytes` close the connection.
     pub async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Self, ClientError> {
-        let handshake =
-            Connection::connect(addr, &config.client_id, config.connect_timeout).await?;
+        let host = addr.ip().to_string();
+        let handshake = Connection::connect_secured(
+            addr,
+            &host,
+            &config.client_id,
+            config.connect_timeout,
+            &config.security,
+        )
+        .await?;
         let (stream, versions, next_correlation_id) = handshake.into_parts();
         let (read, write) = stream.into_split();
         let (outgoing, queue) = mpsc::unbounded_channel();

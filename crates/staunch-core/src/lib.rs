@@ -35,6 +35,7 @@ pub mod clock;
 pub mod compression;
 pub mod error_code;
 pub mod ids;
+pub mod security;
 mod varint;
 
 pub use api::{
@@ -46,3 +47,4 @@ pub use batch::{BatchBuilder, BatchError, RecordBatch};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error_code::ErrorCode;
 pub use ids::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TopicPartition};
+pub use security::{SaslMechanism, SecurityProtocol};

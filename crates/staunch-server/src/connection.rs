@@ -7,16 +7,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use staunch_broker::Broker;
+use staunch_broker::Principal;
 use staunch_protocol::kafka_protocol::messages::{ApiKey, ResponseKind};
 use staunch_protocol::{DecodeError, decode_request, encode_response, frame_length};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::ServerConfig;
 use crate::budget::{Charge, RequestBudget};
 use crate::handlers::{self, Answer, ClientContext, NoAnswer, Reply};
+use crate::server::ListenerInfo;
 
 /// Why a connection ended, for the log line.
 enum Close {
@@ -58,17 +59,49 @@ enum Outgoing {
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<ListenerInfo>,
+    broker: Broker,
+    config: Arc<ServerConfig>,
+    budget: RequestBudget,
+    stop: watch::Receiver<bool>,
+) {
+    serve_stream(
+        stream,
+        peer,
+        listener,
+        Principal::anonymous(),
+        broker,
+        config,
+        budget,
+        stop,
+    )
+    .await;
+}
+
+/// Serves the requests of one connection's byte stream (plain TCP or TLS), as `principal`.
+#[allow(clippy::too_many_arguments)]
+async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    listener: Arc<ListenerInfo>,
+    principal: Principal,
     broker: Broker,
     config: Arc<ServerConfig>,
     budget: RequestBudget,
     mut stop: watch::Receiver<bool>,
-) {
-    let (mut reader, writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut reader, writer) = tokio::io::split(stream);
     let max_in_flight = config.max_in_flight_requests.max(1);
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let (answers, outgoing) = mpsc::channel(max_in_flight);
     let writer = tokio::spawn(send_answers(writer, outgoing, config.idle_timeout));
-    let context = ClientContext { peer };
+    let context = ClientContext {
+        peer,
+        principal,
+        listener,
+    };
     let close = loop {
         if *stop.borrow() {
             break Close::Normal;
@@ -171,8 +204,8 @@ pub(crate) async fn serve_connection(
 /// write side; each request's permits are returned once its answer is written. Stops at the
 /// first failure, or when the client reads nothing of an answer for `stall_limit` (so a client
 /// that stops reading cannot hold the request budget for ever); the connection then closes.
-async fn send_answers(
-    mut writer: OwnedWriteHalf,
+async fn send_answers<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut outgoing: mpsc::Receiver<Owed>,
     stall_limit: std::time::Duration,
 ) -> Close {
@@ -223,8 +256,8 @@ async fn send_answers(
 
 /// Writes `frame`, giving up when no byte of it could be written for `stall_limit` (`Err`
 /// says so); the inner result is the write's own.
-async fn write_within(
-    writer: &mut OwnedWriteHalf,
+async fn write_within<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     frame: &[u8],
     stall_limit: std::time::Duration,
 ) -> Result<std::io::Result<()>, String> {

@@ -16,6 +16,8 @@ mod admission;
 mod budget;
 mod connection;
 mod handlers;
+mod listener;
 mod server;
 
+pub use listener::{ListenerConfig, SecurityProtocol};
 pub use server::{Server, ServerConfig};

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use staunch_broker::Broker;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::admission::Admission;
 use crate::budget::RequestBudget;
 use crate::connection::serve_connection;
+use crate::listener::{ListenerConfig, SecurityProtocol};
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -60,27 +61,85 @@ impl Default for ServerConfig {
     }
 }
 
-/// A bound listener serving one broker.
+/// What a connection knows of the listener it came in on.
+#[derive(Debug)]
+pub(crate) struct ListenerInfo {
+    /// The listener as configured.
+    pub(crate) config: ListenerConfig,
+    /// The address actually bound.
+    pub(crate) bound: SocketAddr,
+}
+
+/// One or more bound listeners serving one broker.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Arc<ListenerInfo>)>,
     config: Arc<ServerConfig>,
 }
 
 impl Server {
-    /// Binds `addr`. Open the broker afterwards so it can advertise the bound port (see
-    /// [`Server::local_addr`]).
+    /// Binds one PLAINTEXT listener on `addr`. Open the broker afterwards so it can advertise
+    /// the bound port (see [`Server::local_addr`]).
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        Server::bind_listeners(vec![ListenerConfig::plaintext(addr)], config).await
+    }
+
+    /// Binds every listener in `listeners` (at least one; names must differ). Fails on the
+    /// first that cannot be bound, or when a listener's security protocol is not available.
+    pub async fn bind_listeners(
+        listeners: Vec<ListenerConfig>,
+        config: ServerConfig,
+    ) -> std::io::Result<Self> {
+        let invalid =
+            |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+        if listeners.is_empty() {
+            return Err(invalid("no listener configured".to_owned()));
+        }
+        let mut bound = Vec::with_capacity(listeners.len());
+        for listener in listeners {
+            if bound
+                .iter()
+                .any(|(_, info): &(TcpListener, Arc<ListenerInfo>)| {
+                    info.config.name == listener.name
+                })
+            {
+                return Err(invalid(format!(
+                    "two listeners are named {}",
+                    listener.name
+                )));
+            }
+            if listener.protocol != SecurityProtocol::Plaintext {
+                return Err(invalid(format!(
+                    "listener {listener}: {} is not supported yet",
+                    listener.protocol
+                )));
+            }
+            let socket = TcpListener::bind(listener.addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("binding listener {listener}: {e}"))
+            })?;
+            let info = Arc::new(ListenerInfo {
+                bound: socket.local_addr()?,
+                config: listener,
+            });
+            bound.push((socket, info));
+        }
         Ok(Server {
-            listener,
+            listeners: bound,
             config: Arc::new(config),
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The address actually bound by the first listener (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.listeners[0].1.bound)
+    }
+
+    /// Every listener with the address it actually bound, in configuration order.
+    pub fn listeners(&self) -> Vec<(ListenerConfig, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|(_, info)| (info.config.clone(), info.bound))
+            .collect()
     }
 
     /// Serves `broker` until `shutdown` resolves; then stops accepting, lets every connection finish
@@ -91,40 +150,42 @@ impl Server {
         let mut connections = JoinSet::new();
         let mut admission = Admission::new(self.config.max_connections);
         let budget = RequestBudget::new(self.config.queued_max_request_bytes);
+        // Each listener accepts on its own task and hands its connections over here, where
+        // admission, the shared budget and shutdown are decided in one place.
+        let (accepted_tx, mut accepted_rx) = mpsc::channel(1);
+        let mut acceptors = JoinSet::new();
+        for (listener, info) in self.listeners {
+            acceptors.spawn(accept_loop(listener, info, accepted_tx.clone()));
+        }
+        drop(accepted_tx);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        // Past the limit the connection is closed here, not left unserved.
-                        let Some(slot) = admission.admit(peer) else {
-                            drop(stream);
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let connection = serve_connection(
-                            stream,
-                            peer,
-                            broker.clone(),
-                            self.config.clone(),
-                            budget.clone(),
-                            stop_rx.clone(),
-                        );
-                        connections.spawn(async move {
-                            connection.await;
-                            drop(slot);
-                        });
-                    }
-                    Err(e) => {
-                        // Typically EMFILE; back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                Some((stream, peer, listener)) = accepted_rx.recv() => {
+                    // Past the limit the connection is closed here, not left unserved.
+                    let Some(slot) = admission.admit(peer) else {
+                        drop(stream);
+                        continue;
+                    };
+                    let connection = serve_connection(
+                        stream,
+                        peer,
+                        listener,
+                        broker.clone(),
+                        self.config.clone(),
+                        budget.clone(),
+                        stop_rx.clone(),
+                    );
+                    connections.spawn(async move {
+                        connection.await;
+                        drop(slot);
+                    });
+                }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
+        acceptors.shutdown().await;
         tracing::info!(
             connections = connections.len(),
             "shutting down: finishing in-flight requests"
@@ -137,6 +198,29 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("grace period over; closing remaining connections");
             connections.shutdown().await;
+        }
+    }
+}
+
+/// Accepts connections on one listener until the receiving end is gone.
+async fn accept_loop(
+    listener: TcpListener,
+    info: Arc<ListenerInfo>,
+    accepted: mpsc::Sender<(TcpStream, SocketAddr, Arc<ListenerInfo>)>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                if accepted.send((stream, peer, info.clone())).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Typically EMFILE; back off instead of spinning.
+                tracing::warn!(listener = %info.config.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

@@ -234,6 +234,7 @@ pub(super) async fn metadata(
     broker: &Broker,
     request: MetadataRequest,
     version: i16,
+    context: &ClientContext,
 ) -> MetadataResponse {
     let names = match request.topics {
         // v0 has no null: an empty list means every topic.
@@ -249,12 +250,20 @@ pub(super) async fn metadata(
     // v0-3 have no flag; Kafka auto-creates for them.
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
     let cluster = broker.metadata(names, allow_auto_create).await;
+    let (own_host, own_port) = context.advertised(broker);
+    let own_id = broker.config().node_id;
     MetadataResponse::default()
         .with_brokers(
             cluster
                 .brokers
                 .into_iter()
                 .map(|(id, host, port)| {
+                    // This broker as reached through the listener the request came in on.
+                    let (host, port) = if id == own_id {
+                        (own_host.clone(), own_port)
+                    } else {
+                        (host, port)
+                    };
                     MetadataResponseBroker::default()
                         .with_node_id(BrokerId(id))
                         .with_host(text(host))
@@ -360,8 +369,11 @@ pub(super) async fn init_producer_id(
 }
 
 /// DescribeCluster: this single node.
-pub(super) fn describe_cluster(broker: &Broker) -> DescribeClusterResponse {
-    let (host, port) = broker.advertised();
+pub(super) fn describe_cluster(
+    broker: &Broker,
+    context: &ClientContext,
+) -> DescribeClusterResponse {
+    let (host, port) = context.advertised(broker);
     let node = broker.config().node_id;
     DescribeClusterResponse::default()
         .with_cluster_id(text(broker.cluster_id()))

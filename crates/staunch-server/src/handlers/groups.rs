@@ -49,7 +49,7 @@ pub(super) fn find_coordinator(
     client_id: &str,
     context: &ClientContext,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.advertised();
+    let (host, port) = context.advertised(broker);
     let node = broker.config().node_id;
     let transactional = request.key_type == KEY_TYPE_TRANSACTION;
     if transactional {

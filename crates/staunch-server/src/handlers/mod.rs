@@ -8,19 +8,35 @@ mod groups;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use staunch_broker::Broker;
+use staunch_broker::{Broker, Principal};
 use staunch_core::ErrorCode;
 use staunch_protocol::kafka_protocol::messages::{RequestKind, ResponseKind};
 use staunch_protocol::kafka_protocol::protocol::StrBytes;
 use staunch_protocol::{Request, encode_response};
+
+use crate::server::ListenerInfo;
 
 /// Who sent a request.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientContext {
     /// The client's address, reported as the member host of consumer groups.
     pub(crate) peer: SocketAddr,
+    /// Who the client authenticated as (`User:ANONYMOUS` when it did not).
+    pub(crate) principal: Principal,
+    /// The listener the connection came in on; answers that name this broker's address
+    /// (Metadata, FindCoordinator, DescribeCluster) give this listener's, as Kafka does.
+    pub(crate) listener: Arc<ListenerInfo>,
+}
+
+impl ClientContext {
+    /// This broker's address as clients of this listener reach it: the advertised host and
+    /// the listener's bound port.
+    pub(crate) fn advertised(&self, broker: &Broker) -> (String, i32) {
+        (broker.advertised().0, i32::from(self.listener.bound.port()))
+    }
 }
 
 /// Text as the codec's string type.
@@ -54,8 +70,9 @@ pub(crate) fn log_transactions_refused<'a>(
         .collect();
     tracing::warn!(
         "transactions are not supported by Staunch; transactional id {} refused \
-         ({request} from client {client_id:?} at {})",
+         ({request} from client {client_id:?}, {}, at {})",
         ids.join(", "),
+        context.principal,
         context.peer
     );
 }
@@ -127,7 +144,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
             data::list_offsets(broker, r, version).await,
         )),
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
-            data::metadata(broker, r, version).await,
+            data::metadata(broker, r, version, context).await,
         )),
         RequestKind::OffsetForLeaderEpoch(r) => Some(ResponseKind::OffsetForLeaderEpoch(
             data::offset_for_leader_epoch(broker, r),
@@ -136,7 +153,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
             data::init_producer_id(broker, r, &client_id, context).await,
         )),
         RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
-            data::describe_cluster(broker),
+            data::describe_cluster(broker, context),
         )),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
             admin::create_topics(broker, r).await,
