@@ -61,6 +61,10 @@ pub trait SegmentIo: Send + Sync + Debug {
     /// another) while stale handles to the closed log still exist. Called by `close` once
     /// nothing more will be written.
     fn release(&self) -> io::Result<()>;
+    /// Where the directory is, as log lines name it (its path for a real directory).
+    fn location(&self) -> String {
+        "(no path)".to_owned()
+    }
 }
 
 /// Everything one broker stores: a tree of directories under one root, each opened as a

@@ -30,6 +30,7 @@ mod error;
 mod file;
 pub mod io;
 mod memory;
+pub mod metrics;
 mod read_buffer;
 mod store;
 mod validate;

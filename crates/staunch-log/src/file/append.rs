@@ -76,7 +76,7 @@ impl Inner {
                 &meta::encode_index(active),
             ) {
                 // Not fatal: the next open scans a segment whose index is missing.
-                tracing::warn!(segment = %name, error = %e, "could not persist segment index");
+                tracing::warn!(dir = %self.dir, segment = %name, error = %e, "could not persist segment index");
             }
         }
         let base = st.log_end;
@@ -115,7 +115,7 @@ impl Inner {
             if self.failure.get().is_none()
                 && let Err(e) = self.record_recovery_point(&mut self.lock_checkpoint(), closed_end)
             {
-                tracing::warn!(segment = %name, error = %e, "could not record the recovery point");
+                tracing::warn!(dir = %self.dir, segment = %name, error = %e, "could not record the recovery point");
             }
         } else {
             st.unsealed.push_back(closed_base);
@@ -283,7 +283,7 @@ impl Inner {
         if rolled {
             // A roll closes a segment, which is when retention can have something to delete.
             if let Err(e) = self.apply_retention(now) {
-                tracing::warn!(error = %e, "retention after a segment roll failed");
+                tracing::warn!(dir = %self.dir, error = %e, "retention after a segment roll failed");
             }
         }
         Ok(AppendInfo {

@@ -214,7 +214,7 @@ impl Inner {
         }
         if zero_fill {
             if let Err(e) = self.zero_fill_ahead() {
-                tracing::error!(error = %e, "zero-filling failed; log refuses appends");
+                tracing::error!(dir = %self.dir, error = %e, "zero-filling failed; log refuses appends");
                 return;
             }
             self.arm_zero_trim();
@@ -224,7 +224,7 @@ impl Inner {
             Ok(true) => self.checkpoint_if_moved(),
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %e, "sealing a closed segment failed");
+                tracing::error!(dir = %self.dir, error = %e, "sealing a closed segment failed");
                 return;
             }
         }
@@ -237,7 +237,7 @@ impl Inner {
                 // Cut meanwhile: the next write arms another flush.
                 Ok(_) | Err(LogError::Truncated) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "interval flush failed; log refuses appends");
+                    tracing::error!(dir = %self.dir, error = %e, "interval flush failed; log refuses appends");
                     return;
                 }
             }
@@ -307,7 +307,7 @@ impl Inner {
             if let Err(e) = replace_file(&*self.io, &index_name(base), &meta::encode_index(segment))
             {
                 // Not fatal: the next open scans a segment whose index is missing.
-                tracing::warn!(segment = %name, error = %e, "could not persist segment index");
+                tracing::warn!(dir = %self.dir, segment = %name, error = %e, "could not persist segment index");
             }
             st.unsealed.pop_front();
             sealed = true;

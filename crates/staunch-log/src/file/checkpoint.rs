@@ -70,7 +70,7 @@ impl Inner {
             return;
         }
         if let Err(e) = self.record_recovery_point(&mut checkpoint, durable) {
-            tracing::warn!(error = %e, "could not record the recovery point");
+            tracing::warn!(dir = %self.dir, error = %e, "could not record the recovery point");
         }
     }
 }

@@ -85,7 +85,7 @@ impl Inner {
             self.failure.set(reason.clone()).is_ok()
         };
         if first {
-            tracing::error!(%reason, "log failed; refusing further appends");
+            tracing::error!(dir = %self.dir, %reason, "log failed; refusing further appends");
         }
         self.synced.notify_all();
         LogError::Failed {
@@ -109,7 +109,11 @@ impl Inner {
             in_flight.running.insert(id, (Instant::now(), what()));
             id
         };
+        let started = Instant::now();
         let result = sync();
+        self.metrics
+            .fsync_seconds
+            .record(started.elapsed().as_secs_f64());
         self.lock_in_flight().running.remove(&id);
         result
     }
@@ -216,7 +220,12 @@ impl Inner {
         if result.is_ok() {
             // Counted in bytes written, not positions, so a truncation meanwhile changes
             // nothing: it syncs everything it leaves and notes that itself.
-            self.synced_bytes.fetch_max(written, Ordering::AcqRel);
+            let before = self.synced_bytes.fetch_max(written, Ordering::AcqRel);
+            if written > before {
+                self.metrics
+                    .group_commit_bytes
+                    .record((written - before) as f64);
+            }
         }
         (goal, generation, result, name)
     }
@@ -282,6 +291,11 @@ impl Inner {
                 }
                 match result {
                     Ok(()) if sync.generation == round_generation => {
+                        if goal > sync.durable_end {
+                            self.metrics
+                                .group_commit_records
+                                .record((goal - sync.durable_end) as f64);
+                        }
                         sync.durable_end = sync.durable_end.max(goal);
                     }
                     Ok(()) => {}
@@ -292,7 +306,7 @@ impl Inner {
                         let reason = format!("fdatasync of {name} failed: {e}");
                         let _ = self.failure.set(reason.clone());
                         self.release_syncer(sync);
-                        tracing::error!(%reason, "log failed; refusing further appends");
+                        tracing::error!(dir = %self.dir, %reason, "log failed; refusing further appends");
                         return Err(LogError::Failed {
                             reason: self.failure.get().cloned().unwrap_or(reason),
                         });

@@ -134,6 +134,10 @@ struct Inner {
     /// The clean-shutdown marker the open left on disk until the first change (the `marker`
     /// module). Lock order: state, checkpoint, this, sync.
     kept_marker: KeptMarker,
+    /// Where this log records fsync latency and group-commit sizes.
+    metrics: crate::metrics::LogMetrics,
+    /// The log's directory as log lines name it (`dir` field).
+    dir: Arc<str>,
 }
 
 struct State {
@@ -213,6 +217,7 @@ impl FileLog {
         pool: &BackgroundPool,
     ) -> Result<Self, LogError> {
         let config = config.validate()?;
+        let dir: Arc<str> = io.location().into();
         let (state, recovery, kept_marker) = recover(&*io, &config, clock.now_ms())?;
         let log_end = state.log_end;
         let inner = Arc::new_cyclic(|me| Inner {
@@ -240,6 +245,8 @@ impl FileLog {
             // Recovery left the recovery point at the log end, or there was nothing to record.
             checkpoint: Mutex::new(Checkpoint { recorded: log_end }),
             kept_marker: KeptMarker::new(kept_marker),
+            metrics: crate::metrics::LogMetrics::new(),
+            dir,
         });
         Ok(Self { inner, recovery })
     }
@@ -286,7 +293,7 @@ impl FileLog {
         bg.stop = true;
         while bg.running {
             if inner.failure.get().is_some() {
-                tracing::warn!("leaving the failed log's background job to end by itself");
+                tracing::warn!(dir = %self.inner.dir, "leaving the failed log's background job to end by itself");
                 return;
             }
             let wait = inner.until_sync_overdue().max(Duration::from_millis(1));

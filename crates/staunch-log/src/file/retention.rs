@@ -87,6 +87,7 @@ impl Inner {
             )
             .map_err(|e| LogError::io("syncing the log directory", e))?;
             tracing::info!(
+                dir = %self.dir,
                 segments = outcome.segments_deleted,
                 bytes = outcome.bytes_deleted,
                 earliest = outcome.earliest,

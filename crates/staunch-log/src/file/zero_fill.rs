@@ -207,12 +207,12 @@ impl Inner {
         let active = st.active_mut();
         if active.allocated.max(zero_end) > active.size {
             if let Err(e) = self.before_change() {
-                tracing::warn!(error = %e, "could not trim idle zeros");
+                tracing::warn!(dir = %self.dir, error = %e, "could not trim idle zeros");
                 return;
             }
             let active = st.active_mut();
             if let Err(e) = active.file.set_len(active.size) {
-                tracing::warn!(segment = %active.name(), error = %e, "could not trim idle zeros");
+                tracing::warn!(dir = %self.dir, segment = %active.name(), error = %e, "could not trim idle zeros");
             }
             active.allocated = active.size;
             // Synced, so the idle file is clean and the file cache may close its descriptor.
@@ -225,7 +225,7 @@ impl Inner {
                 let failed = self.fail(format!(
                     "fdatasync of {name} after trimming idle zeros failed: {e}"
                 ));
-                tracing::error!(error = %failed, "the log refuses appends");
+                tracing::error!(dir = %self.dir, error = %failed, "the log refuses appends");
             }
         }
         // Only now: the budget never counts less than the zeros on disk.

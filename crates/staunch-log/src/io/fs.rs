@@ -369,6 +369,10 @@ impl SegmentIo for FsSegmentIo {
         File::open(&self.dir)?.sync_all()
     }
 
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
     fn release(&self) -> io::Result<()> {
         let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         match lock {
