@@ -14,6 +14,7 @@ mod byte_reader;
 pub mod config;
 pub mod group;
 mod group_offsets;
+pub mod metrics;
 pub mod offsets;
 pub mod offsets_snapshot;
 mod parallel;

@@ -16,6 +16,7 @@ use staunch_core::batch::batches;
 use staunch_core::{BatchError, ErrorCode, Offset};
 use staunch_log::{FileLog, LogConfig, LogError, LogStore};
 
+use crate::metrics::PartitionMetrics;
 use crate::producer_snapshot::SnapshotDir;
 use crate::producer_state::{BatchSeq, ProducerTable, SeqCheck, last_seq_of};
 use crate::storage::Storage;
@@ -71,6 +72,11 @@ pub struct Partition {
     /// written since the open (or the last truncation). A close then writes no snapshot, so
     /// an idle partition closes without an fsync.
     snapshot_current: AtomicBool,
+    /// The topic's record and byte counters (no-ops for a partition opened outside a topic).
+    metrics: PartitionMetrics,
+    /// `partition{topic, partition}`: entered wherever this partition's work runs on a
+    /// blocking thread, so the log lines of that work (the log's own included) name it.
+    span: tracing::Span,
 }
 
 /// Why a partition refused records or could not acknowledge them: the Kafka error code a
@@ -146,6 +152,29 @@ impl Partition {
         Self::with_log(log, Some(SnapshotDir::new(storage.clone(), path)))
     }
 
+    /// [`Partition::open`] of partition `index` of `topic`: its records and bytes count in the
+    /// topic's metrics ([`crate::metrics`]), and the open (recovery included) and its later
+    /// blocking work run in a `partition` span with `topic` and `partition` fields.
+    pub fn open_in_topic(
+        storage: &Storage,
+        topic: &str,
+        index: i32,
+        path: &str,
+        config: LogConfig,
+    ) -> Result<Self, LogError> {
+        let span = tracing::info_span!(parent: None, "partition", topic, partition = index);
+        let mut partition = span.in_scope(|| Self::open(storage, path, config))?;
+        partition.metrics = PartitionMetrics::for_topic(topic);
+        partition.span = span;
+        Ok(partition)
+    }
+
+    /// The partition's span (see [`Partition::open_in_topic`]); disabled for a partition
+    /// opened outside a topic.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// [`Partition::open`] of an opened log, with its snapshots in `snapshots` (or none).
     fn with_log(log: FileLog, snapshots: Option<SnapshotDir>) -> Result<Self, LogError> {
         // What recovery kept may still be only in the page cache; make it durable before it
@@ -159,6 +188,8 @@ impl Partition {
             high_watermark: AtomicI64::new(end),
             producers: Mutex::new(producers),
             snapshots,
+            metrics: PartitionMetrics::none(),
+            span: tracing::Span::none(),
         })
     }
 
@@ -348,15 +379,21 @@ impl Partition {
     fn write_checked(&self, records: &mut [u8]) -> Result<PendingAppend, AppendError> {
         self.snapshot_current.store(false, Ordering::Release);
         match self.log.write(records, 0) {
-            Ok(info) => Ok(PendingAppend {
-                appended: Appended {
-                    base_offset: info.base_offset,
-                    log_append_time_ms: -1,
-                    log_start_offset: self.log.earliest(),
-                },
-                end: info.last_offset + 1,
-                append_time_ms: info.append_time_ms,
-            }),
+            Ok(info) => {
+                self.metrics
+                    .records_in
+                    .increment((info.last_offset + 1 - info.base_offset) as u64);
+                self.metrics.bytes_in.increment(records.len() as u64);
+                Ok(PendingAppend {
+                    appended: Appended {
+                        base_offset: info.base_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: self.log.earliest(),
+                    },
+                    end: info.last_offset + 1,
+                    append_time_ms: info.append_time_ms,
+                })
+            }
             Err(error) => {
                 let refused = AppendError::from_log(&error);
                 if refused.code == ErrorCode::KafkaStorageError {
@@ -417,6 +454,7 @@ impl Partition {
         let mut parts: Vec<bytes::Bytes> = Vec::new();
         let mut len = 0;
         let mut next = from;
+        let mut kept_records = 0u64;
         // The first batch may exceed `max_bytes` only if one is owed.
         let owed = |len: usize| len == 0 && at_least_one;
         while next < high_watermark && (owed(len) || len < max_bytes) {
@@ -452,6 +490,7 @@ impl Partition {
                     break;
                 }
                 kept += batch.size();
+                kept_records += batch.record_count().max(0) as u64;
                 next = batch.next_offset();
             }
             if kept == 0 {
@@ -465,6 +504,10 @@ impl Partition {
             } else {
                 read.bytes.slice(..kept)
             });
+        }
+        if len > 0 {
+            self.metrics.records_out.increment(kept_records);
+            self.metrics.bytes_out.increment(len as u64);
         }
         let records = match parts.len() {
             0 | 1 => parts.pop().unwrap_or_default(),

@@ -145,7 +145,7 @@ fn open_slot(
     path: &str,
     config: LogConfig,
 ) -> PartitionSlot {
-    match Partition::open(storage, path, config) {
+    match Partition::open_in_topic(storage, topic, index, path, config) {
         Ok(partition) => PartitionSlot::Online(Arc::new(partition)),
         Err(e) => {
             let reason = format!(
@@ -367,7 +367,13 @@ impl Topics {
         }
         let indexes: Vec<i32> = (0..partitions).collect();
         let outcomes = parallel::map(&indexes, self.broker.recovery_threads, |&i| {
-            Partition::open(&self.storage, &partition_dir(&dir, i), log_config.clone())
+            Partition::open_in_topic(
+                &self.storage,
+                name,
+                i,
+                &partition_dir(&dir, i),
+                log_config.clone(),
+            )
         });
         let mut opened = Vec::with_capacity(partitions as usize);
         let mut first_failure = None;
@@ -493,9 +499,10 @@ impl Topics {
                 .create_dir_all(&path)
                 .map_err(|e| TopicError::storage(&format!("adding partitions to '{name}'"), e))?;
             let partition =
-                Partition::open(&self.storage, &path, log_config.clone()).map_err(|e| {
-                    TopicError::storage(&format!("opening partition {index} of '{name}'"), e)
-                })?;
+                Partition::open_in_topic(&self.storage, name, index, &path, log_config.clone())
+                    .map_err(|e| {
+                        TopicError::storage(&format!("opening partition {index} of '{name}'"), e)
+                    })?;
             partitions.push(PartitionSlot::Online(Arc::new(partition)));
         }
         write_topic_file(

@@ -158,6 +158,7 @@ impl Broker {
                 // least one batch whatever the limits, so a consumer always makes progress;
                 // after that the request's budget binds (an exhausted one reads nothing).
                 let limit = (want.max_bytes.max(0) as usize).min(budget);
+                let _span = partition.span().enter();
                 let read = if cached_only {
                     partition
                         .read_cached(want.fetch_offset, limit, at_least_one)

@@ -103,6 +103,50 @@ impl Broker {
         self.offsets().map(OffsetStore::groups).unwrap_or_default()
     }
 
+    /// Sets the broker's gauges ([`crate::metrics`]): partitions online and offline, and each
+    /// group's lag per topic (high watermark minus committed offset, summed over the
+    /// partitions it committed; a partition that is gone or offline adds nothing). Reads only
+    /// memory: an exporter calls it when it is scraped. A group whose offsets are deleted
+    /// keeps its last reported lag (the facade cannot remove a series).
+    pub fn refresh_metrics(&self) {
+        use crate::metrics::{CONSUMER_GROUP_LAG, PARTITIONS_OFFLINE, PARTITIONS_ONLINE};
+        let (mut online, mut offline) = (0u64, 0u64);
+        for topic in self.inner.topics.list() {
+            if topic.offline.is_some() {
+                offline += 1;
+                continue;
+            }
+            for slot in &topic.partitions {
+                match slot.online() {
+                    Some(_) => online += 1,
+                    None => offline += 1,
+                }
+            }
+        }
+        metrics::gauge!(PARTITIONS_ONLINE).set(online as f64);
+        metrics::gauge!(PARTITIONS_OFFLINE).set(offline as f64);
+        let Ok(store) = &self.inner.offsets else {
+            return;
+        };
+        for group in store.groups() {
+            let Ok(committed) = store.all(&group) else {
+                continue;
+            };
+            let mut by_topic: std::collections::BTreeMap<String, i64> = Default::default();
+            for (topic, partition, offset) in committed {
+                let lag = self
+                    .partition(&topic, partition)
+                    .map(|p| (p.high_watermark() - offset.offset).max(0))
+                    .unwrap_or(0);
+                *by_topic.entry(topic).or_default() += lag;
+            }
+            for (topic, lag) in by_topic {
+                metrics::gauge!(CONSUMER_GROUP_LAG, "group" => group.clone(), "topic" => topic)
+                    .set(lag as f64);
+            }
+        }
+    }
+
     /// Deletes a group's committed offsets. Durable when it returns `Ok`.
     pub async fn delete_group_offsets(&self, group: &str) -> Result<(), ErrorCode> {
         let broker = self.clone();

@@ -128,6 +128,7 @@ impl Broker {
             let task = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let partition = writer;
+                let _span = partition.span().enter();
                 let pending = match partition.write(&mut records) {
                     Ok(pending) => pending,
                     Err(error) => {
