@@ -17,6 +17,7 @@ mod budget;
 mod connection;
 mod handlers;
 mod listener;
+pub mod metrics;
 mod server;
 
 pub use listener::{ListenerConfig, SecurityProtocol};

@@ -9,11 +9,13 @@ use staunch_broker::Broker;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::budget::RequestBudget;
 use crate::connection::serve_connection;
 use crate::listener::{ListenerConfig, SecurityProtocol};
+use crate::metrics::ConnectionGauge;
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -159,6 +161,8 @@ impl Server {
         }
         drop(accepted_tx);
         tokio::pin!(shutdown);
+        // Names each connection's span.
+        let mut connection_id: u64 = 0;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -168,6 +172,13 @@ impl Server {
                         drop(stream);
                         continue;
                     };
+                    connection_id += 1;
+                    let span = tracing::info_span!(
+                        "connection",
+                        id = connection_id,
+                        peer = %peer,
+                        listener = %listener.config.name,
+                    );
                     let connection = serve_connection(
                         stream,
                         peer,
@@ -177,10 +188,15 @@ impl Server {
                         budget.clone(),
                         stop_rx.clone(),
                     );
-                    connections.spawn(async move {
-                        connection.await;
-                        drop(slot);
-                    });
+                    let gauge = ConnectionGauge::open();
+                    connections.spawn(
+                        async move {
+                            connection.await;
+                            drop(slot);
+                            drop(gauge);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }

@@ -16,6 +16,9 @@ use staunch_core::ErrorCode;
 use staunch_protocol::kafka_protocol::messages::{RequestKind, ResponseKind};
 use staunch_protocol::kafka_protocol::protocol::StrBytes;
 use staunch_protocol::{Request, encode_response};
+use tracing::Instrument;
+
+use crate::metrics::RequestTimer;
 
 use crate::server::ListenerInfo;
 
@@ -110,6 +113,25 @@ pub(crate) enum Reply {
 /// broker) is done before this returns; only the wait for a produce's durability is left to
 /// the returned [`Reply::Later`].
 pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Request) -> Reply {
+    let span = tracing::debug_span!(
+        "request",
+        api = ?request.api_key,
+        correlation_id = request.correlation_id,
+        client_id = request.client_id.as_deref().unwrap_or_default(),
+    );
+    let timer = RequestTimer::start(request.api_key);
+    handle_in_order(broker, context, request, timer)
+        .instrument(span)
+        .await
+}
+
+/// [`handle`], with `timer` recording the request once its answer is ready.
+async fn handle_in_order(
+    broker: &Broker,
+    context: &ClientContext,
+    request: Request,
+    timer: RequestTimer,
+) -> Reply {
     let version = request.api_version;
     let api_key = request.api_key;
     let correlation_id = request.correlation_id;
@@ -121,7 +143,9 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
         RequestKind::Produce(r) => {
             let (durable, last) = data::produce(broker, r, &client_id, context).await;
             let answer = Box::pin(async move {
-                let Some(response) = durable.await? else {
+                let durable = durable.await;
+                timer.done();
+                let Some(response) = durable? else {
                     return Ok(None);
                 };
                 encode_response(
@@ -210,6 +234,7 @@ pub(crate) async fn handle(broker: &Broker, context: &ClientContext, request: Re
             return Reply::Now(Err(NoAnswer::Encode(format!("no handler for {api_key:?}"))));
         }
     };
+    timer.done();
     let Some(response) = response else {
         return Reply::Now(Ok(None));
     };
