@@ -9,6 +9,7 @@ mod consume;
 mod dlq;
 mod groups;
 mod log;
+mod metrics_http;
 mod output;
 mod produce;
 mod serve;

@@ -11,6 +11,8 @@ use staunch_broker::{Broker, BrokerConfig};
 use staunch_log::FlushPolicy;
 use staunch_server::{ListenerConfig, SecurityProtocol, Server, ServerConfig};
 
+use crate::metrics_http;
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +53,10 @@ pub(crate) struct ServeConfig {
     max_in_flight_requests: usize,
     /// Connections served at once; more are closed on accept. Default 10,000.
     max_connections: usize,
+    /// Address of the metrics and health HTTP listener (`/metrics`, `/healthz`, `/readyz`);
+    /// unset (the default) runs no listener and records no metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<SocketAddr>,
     /// The broker: data directory, defaults for topics, groups.
     broker: BrokerConfig,
 }
@@ -68,6 +74,7 @@ impl Default for ServeConfig {
             queued_max_request_bytes: ServerConfig::default().queued_max_request_bytes,
             max_in_flight_requests: ServerConfig::default().max_in_flight_requests,
             max_connections: ServerConfig::default().max_connections,
+            metrics_listen: None,
             broker: BrokerConfig::default(),
         }
     }
@@ -143,6 +150,10 @@ pub(crate) struct ServeArgs {
     /// reopened on demand). Default 4096.
     #[arg(long, env = "STAUNCH_MAX_OPEN_FILES")]
     max_open_files: Option<usize>,
+    /// Address of the Prometheus metrics and health listener, e.g. 127.0.0.1:9644 (port 0
+    /// picks a free one): serves /metrics, /healthz and /readyz. Off when unset.
+    #[arg(long, env = "STAUNCH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log format.
     #[arg(long, env = "STAUNCH_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -228,6 +239,9 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(n) = args.max_open_files {
         config.broker.max_open_files = n;
     }
+    if let Some(addr) = args.metrics_listen {
+        config.metrics_listen = Some(addr);
+    }
     if let Some(format) = args.log_format {
         config.log_format = format;
     }
@@ -294,7 +308,13 @@ fn init_logging(config: &ServeConfig) -> Result<(), String> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match config.log_format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        // Each line carries the fields of its span (`span`) and of every span around it
+        // (`spans`): connection, request, topic and partition.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
     };
     result.map_err(|e| format!("initialising logging: {e}"))
 }
@@ -365,6 +385,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
+        // Installed before anything opens, so every metric handle records into it.
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let state = metrics_http::MetricsState::install()?;
+                let listener = metrics_http::bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                tokio::spawn(metrics_http::serve(listener, state.clone()));
+                tracing::info!(listen = %bound, "metrics listener: /metrics, /healthz, /readyz");
+                // Tests and scripts read this line to learn the port.
+                println!("staunch metrics listening on {bound}");
+                Some(state)
+            }
+            None => None,
+        };
         let listeners = config.listeners()?;
         let server = Server::bind_listeners(
             listeners,
@@ -395,7 +429,16 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
             println!("staunch listener {} on {addr}", listener.name);
         }
         println!("staunch listening on {bound}");
-        server.run(broker.clone(), shutdown_signal()).await;
+        if let Some(metrics) = &metrics {
+            metrics.broker_ready(&broker);
+        }
+        let shutdown = async {
+            shutdown_signal().await;
+            if let Some(metrics) = &metrics {
+                metrics.shutting_down();
+            }
+        };
+        server.run(broker.clone(), shutdown).await;
         broker.shutdown().await;
         Ok(())
     })
