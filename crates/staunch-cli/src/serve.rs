@@ -319,19 +319,26 @@ fn init_logging(config: &ServeConfig) -> Result<(), String> {
     result.map_err(|e| format!("initialising logging: {e}"))
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// the future is first polled), so a signal sent as soon as the listening line is printed
+/// already shuts down cleanly. Call within the runtime.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM or SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
     }
 }
 
@@ -421,6 +428,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         broker.start_background_tasks();
+        let signal = shutdown_signal();
         // Tests and scripts read this line to learn the port.
         tracing::info!(listen = %bound, data_dir = %config.broker.data_dir.display(), flush = %config.broker.log.flush, "staunch is serving");
         for (listener, addr) in server.listeners() {
@@ -433,7 +441,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
             metrics.broker_ready(&broker);
         }
         let shutdown = async {
-            shutdown_signal().await;
+            signal.await;
             if let Some(metrics) = &metrics {
                 metrics.shutting_down();
             }

@@ -25,17 +25,28 @@ pub(crate) struct Staunch {
     child: Option<Child>,
     addr: SocketAddr,
     starts: usize,
+    /// More arguments of `staunch serve`, at every start.
+    extra_args: Vec<String>,
+    /// The metrics listener's address, if `--metrics-listen` is among the extra arguments.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Staunch {
     /// Starts a broker with its data and log under `work`.
     pub(crate) fn start(work: &Path) -> Staunch {
+        Self::start_with(work, &[])
+    }
+
+    /// [`Staunch::start`] with more arguments of `staunch serve` (also at each restart).
+    pub(crate) fn start_with(work: &Path, extra_args: &[&str]) -> Staunch {
         let mut staunch = Staunch {
             data_dir: work.join("data"),
             log_path: work.join("staunch.stderr.log"),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             starts: 0,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            metrics_addr: None,
         };
         staunch.spawn();
         staunch
@@ -44,6 +55,12 @@ impl Staunch {
     /// The address the broker listens on.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the metrics listener (started with `--metrics-listen`).
+    pub(crate) fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+            .expect("staunch serve was started with --metrics-listen")
     }
 
     /// `host:port` for the clients' bootstrap servers.
@@ -73,6 +90,7 @@ impl Staunch {
             .arg(&self.data_dir)
             .args(["--group-initial-rebalance-delay", "200ms"])
             .args(["--log-level", "info"])
+            .args(&self.extra_args)
             .env_remove("STAUNCH_CONFIG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -97,6 +115,11 @@ impl Staunch {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines_rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some(addr) = line.trim().strip_prefix("staunch metrics listening on ") {
+                        self.metrics_addr = Some(addr.parse().unwrap_or_else(|e| {
+                            panic!("bad metrics listening line {line:?}: {e}")
+                        }));
+                    }
                     if let Some(addr) = line.trim().strip_prefix("staunch listening on ") {
                         self.addr = addr
                             .parse()
