@@ -92,7 +92,7 @@ use crate::group::{GroupSession, GroupSettings};
 use crate::handler::{BatchFailure, BatchHandler, ConsumerRecord, Handler, HandlerError};
 use crate::headers::{ErrorKind, ForwardFacts};
 use crate::ledger::{RetryEntry, RetryLedger};
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::{Counters, ExportedCounters, Metrics};
 use crate::ordered::{ParkKey, ParkingLot};
 use crate::policy::FailurePolicy;
 use crate::prefetch::{self, FetchAnswers, Prefetch};
@@ -452,6 +452,8 @@ pub struct Consumer<B: BrokerApi> {
     events: Box<dyn ConsumerEvents>,
     /// Running counters by topic read from; `in_retry` is computed in [`Consumer::metrics`].
     counters: BTreeMap<String, Counters>,
+    /// The same counts through the `metrics` facade, by topic (see [`crate::metrics`]).
+    exported: BTreeMap<String, ExportedCounters>,
     /// The group id, shared with the handler spans of each poll.
     group: Arc<str>,
     rng: fastrand::Rng,
@@ -534,6 +536,7 @@ impl<B: BrokerApi> Consumer<B> {
             forwarder,
             events: Box::new(NoEvents),
             counters: BTreeMap::new(),
+            exported: BTreeMap::new(),
             group,
             rng: fastrand::Rng::new(),
             in_flight: None,
@@ -581,10 +584,21 @@ impl<B: BrokerApi> Consumer<B> {
 
     /// Updates the running counters of `topic` (allocating its name only the first time).
     fn count(&mut self, topic: &str, update: impl FnOnce(&mut Counters)) {
-        match self.counters.get_mut(topic) {
-            Some(c) => update(c),
-            None => update(self.counters.entry(topic.to_owned()).or_default()),
-        }
+        let counters = match self.counters.get_mut(topic) {
+            Some(c) => c,
+            None => self.counters.entry(topic.to_owned()).or_default(),
+        };
+        let before = *counters;
+        update(counters);
+        let after = *counters;
+        let exported = match self.exported.get(topic) {
+            Some(e) => e,
+            None => self
+                .exported
+                .entry(topic.to_owned())
+                .or_insert_with(|| ExportedCounters::new(&self.config.group_id, topic)),
+        };
+        exported.add(&before, &after);
     }
 
     /// The partitions this consumer reads now.

@@ -377,7 +377,8 @@ impl<B> Producer<B> {
             },
         };
         let metrics = &handle.shared.metrics;
-        Metrics::add(&metrics.sent, 1);
+        // Exported once the sender task has it: an exported counter cannot be undone.
+        metrics.sent.add_local(1);
         let accepted = Accepted {
             record,
             completion,
@@ -389,7 +390,7 @@ impl<B> Producer<B> {
         if let Err(mpsc::error::SendError(command)) = handle.commands.send(Command::Send(accepted))
         {
             // The sender task is gone (closed): undo the acceptance.
-            metrics.sent.fetch_sub(1, Ordering::AcqRel);
+            metrics.sent.sub_local(1);
             handle.shared.buffer.add_permits(permits as usize);
             if let Command::Send(mut accepted) = command {
                 // The caller gets the record back: its outbox entry is finished.
@@ -400,6 +401,7 @@ impl<B> Producer<B> {
                 return Err((record, completion, ProduceError::Closed));
             }
         }
+        metrics.sent.export(1);
         Ok(())
     }
 }
