@@ -579,6 +579,7 @@ impl Partition {
     /// anyway), then flushes and closes the log, marking it cleanly shut down. A failed
     /// snapshot is logged, not returned: the next open replays more of the log instead.
     pub fn close(&self) -> Result<(), LogError> {
+        let _span = self.span.enter();
         if let Some(snapshots) = &self.snapshots
             && !self.snapshot_current.load(Ordering::Acquire)
         {

@@ -233,10 +233,12 @@ fn timed_out(partition: &Partition, what: &str) -> AppendError {
         return failed;
     }
     let bound = partition.durable_wait_bound();
-    tracing::warn!(
-        ?bound,
-        "produce not {what} in time; answered REQUEST_TIMED_OUT"
-    );
+    partition.span().in_scope(|| {
+        tracing::warn!(
+            ?bound,
+            "produce not {what} in time; answered REQUEST_TIMED_OUT"
+        )
+    });
     AppendError {
         code: ErrorCode::RequestTimedOut,
         message: Some(format!(
