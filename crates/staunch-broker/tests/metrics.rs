@@ -158,5 +158,18 @@ fn produce_and_fetch_count_records_and_bytes_per_topic_and_lag_per_group() {
     );
     assert_eq!(value(&gauges, PARTITIONS_ONLINE, &[]), Some(2.0));
     assert_eq!(value(&gauges, PARTITIONS_OFFLINE, &[]), Some(0.0));
+    // Deleted offsets: the group's lag series drops to 0 (a snapshot resets gauges to 0, so
+    // the lag is set to 4 again first, and not snapshotted before the deletion).
+    metrics::with_local_recorder(&recorder, || broker.refresh_metrics());
+    runtime.block_on(broker.delete_group_offsets("g")).unwrap();
+    metrics::with_local_recorder(&recorder, || broker.refresh_metrics());
+    assert_eq!(
+        value(
+            &take(&snapshotter),
+            CONSUMER_GROUP_LAG,
+            &[("group", "g"), ("topic", "orders")]
+        ),
+        Some(0.0)
+    );
     runtime.block_on(broker.shutdown());
 }

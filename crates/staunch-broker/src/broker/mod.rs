@@ -69,6 +69,9 @@ struct Inner {
     /// waits for its fsync ([`BrokerConfig::io_threads`]): however many partitions a request
     /// names, the broker's threads stay bounded.
     io_permits: Arc<tokio::sync::Semaphore>,
+    /// The (group, topic) lag gauges the last [`Broker::refresh_metrics`] set, so the next
+    /// one zeroes those whose offsets are gone.
+    reported_lag: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 /// Runs blocking work (disk I/O, fsync) off the async threads.
@@ -202,6 +205,7 @@ impl Broker {
                 closing: watch::channel(false).0,
                 in_process_writes: tokio::sync::Mutex::new(()),
                 io_permits,
+                reported_lag: Default::default(),
             }),
         })
     }

@@ -106,8 +106,8 @@ impl Broker {
     /// Sets the broker's gauges ([`crate::metrics`]): partitions online and offline, and each
     /// group's lag per topic (high watermark minus committed offset, summed over the
     /// partitions it committed; a partition that is gone or offline adds nothing). Reads only
-    /// memory: an exporter calls it when it is scraped. A group whose offsets are deleted
-    /// keeps its last reported lag (the facade cannot remove a series).
+    /// memory: an exporter calls it when it is scraped. A group or topic whose offsets are
+    /// deleted has its lag set to 0 (the facade cannot remove a series).
     pub fn refresh_metrics(&self) {
         use crate::metrics::{CONSUMER_GROUP_LAG, PARTITIONS_OFFLINE, PARTITIONS_ONLINE};
         let (mut online, mut offline) = (0u64, 0u64);
@@ -128,6 +128,7 @@ impl Broker {
         let Ok(store) = &self.inner.offsets else {
             return;
         };
+        let mut reported = std::collections::BTreeSet::new();
         for group in store.groups() {
             let Ok(committed) = store.all(&group) else {
                 continue;
@@ -141,10 +142,21 @@ impl Broker {
                 *by_topic.entry(topic).or_default() += lag;
             }
             for (topic, lag) in by_topic {
-                metrics::gauge!(CONSUMER_GROUP_LAG, "group" => group.clone(), "topic" => topic)
+                metrics::gauge!(CONSUMER_GROUP_LAG, "group" => group.clone(), "topic" => topic.clone())
                     .set(lag as f64);
+                reported.insert((group.clone(), topic));
             }
         }
+        let mut last = self
+            .inner
+            .reported_lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (group, topic) in last.difference(&reported) {
+            metrics::gauge!(CONSUMER_GROUP_LAG, "group" => group.clone(), "topic" => topic.clone())
+                .set(0.0);
+        }
+        *last = reported;
     }
 
     /// Deletes a group's committed offsets. Durable when it returns `Ok`.
