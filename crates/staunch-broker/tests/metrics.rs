@@ -84,6 +84,10 @@ fn produce_and_fetch_count_records_and_bytes_per_topic_and_lag_per_group() {
     let broker = runtime.block_on(async {
         let config = BrokerConfig {
             data_dir: dir.path().to_owned(),
+            // Partitions open on this thread, where the local recorder is (more recovery
+            // threads would take their handles where there is none: a global recorder, as
+            // `staunch serve` installs, has no such limit).
+            recovery_threads: 1,
             ..BrokerConfig::default()
         };
         metrics::with_local_recorder(&recorder, || Broker::open(config).unwrap())
