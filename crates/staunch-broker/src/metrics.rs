@@ -3,7 +3,7 @@
 //! serve` binary installs a Prometheus one) before it opens the broker; without one every
 //! handle is a no-op.
 //!
-//! The per-topic counters are taken once per partition when it opens ([`PartitionMetrics`]),
+//! The per-topic counters are taken once per partition when it opens,
 //! so the produce and fetch paths only add to them. The gauges (offline partitions, consumer
 //! lag) are set by [`Broker::refresh_metrics`](crate::Broker::refresh_metrics), which an
 //! exporter calls when it is scraped.
