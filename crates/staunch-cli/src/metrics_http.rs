@@ -82,11 +82,16 @@ impl MetricsState {
         staunch_log::metrics::describe();
         staunch_broker::metrics::describe();
         staunch_server::metrics::describe();
-        Ok(MetricsState {
+        Ok(Self::new(handle))
+    }
+
+    /// Answers from `handle`'s recorder; not ready yet.
+    fn new(handle: PrometheusHandle) -> Self {
+        MetricsState {
             handle,
             broker: Arc::new(OnceLock::new()),
             ready: Arc::new(AtomicBool::new(false)),
-        })
+        }
     }
 
     /// The broker is open and the Kafka listener accepts: `/readyz` answers 200 from now on,
@@ -110,7 +115,7 @@ impl MetricsState {
         self.handle.render()
     }
 
-    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn answer(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
         let text = |status: StatusCode, body: String, content_type: &'static str| {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() = status;
@@ -121,14 +126,14 @@ impl MetricsState {
             response
         };
         const PLAIN: &str = "text/plain; charset=utf-8";
-        if request.method() != Method::GET && request.method() != Method::HEAD {
+        if method != Method::GET && method != Method::HEAD {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "only GET\n".to_owned(),
                 PLAIN,
             );
         }
-        match request.uri().path() {
+        match path {
             "/metrics" => text(
                 StatusCode::OK,
                 self.render(),
@@ -175,7 +180,7 @@ pub(crate) async fn serve(listener: TcpListener, state: MetricsState) {
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = state.answer(&request);
+                let response = state.answer(request.method(), request.uri().path());
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -186,5 +191,45 @@ pub(crate) async fn serve(listener: TcpListener, state: MetricsState) {
                 tracing::debug!(%peer, error = %e, "metrics connection failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &MetricsState, method: Method, path: &str) -> StatusCode {
+        state.answer(&method, path).status()
+    }
+
+    #[test]
+    fn ready_only_between_the_broker_opening_and_shutdown() {
+        // A recorder of its own, not installed: nothing global in a test.
+        let state = MetricsState::new(PrometheusBuilder::new().build_recorder().handle());
+        assert_eq!(status(&state, Method::GET, "/healthz"), StatusCode::OK);
+        assert_eq!(
+            status(&state, Method::GET, "/readyz"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(staunch_broker::BrokerConfig {
+            data_dir: dir.path().to_owned(),
+            ..staunch_broker::BrokerConfig::default()
+        })
+        .unwrap();
+        state.broker_ready(&broker);
+        assert_eq!(status(&state, Method::GET, "/readyz"), StatusCode::OK);
+        assert_eq!(status(&state, Method::GET, "/metrics"), StatusCode::OK);
+        state.shutting_down();
+        assert_eq!(
+            status(&state, Method::GET, "/readyz"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status(&state, Method::GET, "/healthz"), StatusCode::OK);
+        assert_eq!(status(&state, Method::GET, "/other"), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(&state, Method::POST, "/metrics"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }
