@@ -671,8 +671,14 @@ pub(crate) async fn connect_to(
             .map_err(|e| unreachable(format!("name lookup failed: {e}")))?
             .collect();
     let mut last = unreachable("the name resolves to no address".to_owned());
+    // The name a TLS broker's certificate must carry: the host of `host:port`.
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     for addr in addrs {
-        match PipelinedConnection::connect(addr, config).await {
+        match PipelinedConnection::connect_named(addr, host, config).await {
             Ok(connection) => return Ok(connection),
             Err(e) => last = e,
         }

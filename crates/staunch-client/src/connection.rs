@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::security::SecurityConfig;
-use staunch_core::SecurityProtocol;
+use crate::tls::{self, Stream};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ pub enum ClientError {
 #[derive(Debug)]
 pub struct Connection {
     addr: SocketAddr,
-    stream: TcpStream,
+    stream: Stream,
     client_id: String,
     next_correlation_id: i32,
     /// Broker's (min, max) per API key.
@@ -113,7 +113,9 @@ impl Connection {
     }
 
     /// Connects as `security` says, negotiates versions with ApiVersions and, on a SASL
-    /// protocol, authenticates; `host` is the name the broker's certificate must carry.
+    /// protocol, authenticates; `host` is the name the broker's certificate must carry (on
+    /// SSL and SASL_SSL). The TCP connect and the TLS handshake are each bounded by
+    /// `timeout`.
     pub async fn connect_secured(
         addr: SocketAddr,
         host: &str,
@@ -121,17 +123,25 @@ impl Connection {
         timeout: Duration,
         security: &SecurityConfig,
     ) -> Result<Self, ClientError> {
-        if security.protocol != SecurityProtocol::Plaintext {
+        if security.protocol.uses_sasl() {
             return Err(ClientError::Config(format!(
-                "security protocol {} is not supported by this client yet (connecting to {host})",
+                "security protocol {} (SASL) is not supported by this client yet (connecting to {host})",
                 security.protocol
             )));
         }
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout { addr, timeout })?
             .map_err(|source| ClientError::Io { addr, source })?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream = if security.protocol.uses_tls() {
+            let tls = tokio::time::timeout(timeout, tls::handshake(tcp, addr, host, &security.tls))
+                .await
+                .map_err(|_| ClientError::Timeout { addr, timeout })??;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Tcp(tcp)
+        };
         let mut connection = Connection {
             addr,
             stream,
@@ -177,7 +187,7 @@ impl Connection {
 
     /// Takes the connection apart after the handshake: the socket, the broker's version
     /// ranges and the next correlation id.
-    pub(crate) fn into_parts(self) -> (TcpStream, HashMap<i16, (i16, i16)>, i32) {
+    pub(crate) fn into_parts(self) -> (Stream, HashMap<i16, (i16, i16)>, i32) {
         (self.stream, self.versions, self.next_correlation_id)
     }
 
@@ -216,7 +226,12 @@ impl Connection {
     /// Writes raw bytes to the connection (for tests of how a broker handles bad input).
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         let addr = self.addr;
-        tokio::time::timeout(self.timeout, self.stream.write_all(bytes))
+        let stream = &mut self.stream;
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        tokio::time::timeout(self.timeout, write)
             .await
             .map_err(|_| ClientError::Timeout {
                 addr,

@@ -51,6 +51,7 @@ mod groups;
 mod pipelined;
 mod routing;
 mod security;
+mod tls;
 
 pub use cluster::Client;
 pub use config::ClientConfig;

@@ -30,12 +30,13 @@ use bytes::{Bytes, BytesMut};
 use staunch_protocol::frame_length;
 use staunch_protocol::kafka_protocol::protocol::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::connection::{decode_answer, encode_request_frame, negotiated_version};
+use crate::tls::Stream;
 use crate::{ClientConfig, ClientError, Connection};
 
 /// A connection to one broker that carries many requests at once, shared through `&self`
@@ -152,18 +153,29 @@ impl PipelinedConnection {
     /// Connects to `addr` and negotiates API versions (ApiVersions), both within
     /// `config.connect_timeout`; then starts the reader and writer tasks (needs a tokio
     /// runtime). Answers larger than `config.max_response_bytes` close the connection.
+    /// On SSL the broker's certificate must name the IP of `addr`; see
+    /// [`connect_named`](Self::connect_named).
     pub async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Self, ClientError> {
-        let host = addr.ip().to_string();
+        PipelinedConnection::connect_named(addr, &addr.ip().to_string(), config).await
+    }
+
+    /// [`connect`](Self::connect) to `addr`, which `host` resolved to: on SSL the broker's
+    /// certificate must name `host` (unless hostname verification is off).
+    pub async fn connect_named(
+        addr: SocketAddr,
+        host: &str,
+        config: &ClientConfig,
+    ) -> Result<Self, ClientError> {
         let handshake = Connection::connect_secured(
             addr,
-            &host,
+            host,
             &config.client_id,
             config.connect_timeout,
             &config.security,
         )
         .await?;
         let (stream, versions, next_correlation_id) = handshake.into_parts();
-        let (read, write) = stream.into_split();
+        let (read, write) = tokio::io::split(stream);
         let (outgoing, queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             addr,
@@ -452,7 +464,7 @@ impl<T: Send + 'static> Drop for Awaited<T> {
 /// The writer task: writes queued frames in order, marking each as on the wire first.
 async fn write_requests(
     shared: Arc<Shared>,
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteHalf<Stream>,
     mut queue: mpsc::UnboundedReceiver<(i32, Bytes)>,
 ) {
     while let Some((correlation_id, frame)) = queue.recv().await {
@@ -465,7 +477,12 @@ async fn write_requests(
                 pending.on_wire = true;
             }
         }
-        if let Err(e) = writer.write_all(&frame).await {
+        // TLS may hold the frame's last record until flushed (TCP's flush does nothing).
+        let written = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await
+        };
+        if let Err(e) = written.await {
             shared.close(format!("write failed: {e}"));
             return;
         }
@@ -488,7 +505,7 @@ async fn write_requests(
 
 /// The reader task: reads answer frames and hands each to its caller; closes the connection
 /// on the first failure or on an answer nobody asked for.
-async fn read_answers(shared: Arc<Shared>, reader: OwnedReadHalf, max_frame_bytes: usize) {
+async fn read_answers(shared: Arc<Shared>, reader: ReadHalf<Stream>, max_frame_bytes: usize) {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let reason = loop {
         let mut prefix = [0u8; 4];

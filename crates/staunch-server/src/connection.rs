@@ -18,6 +18,7 @@ use crate::ServerConfig;
 use crate::budget::{Charge, RequestBudget};
 use crate::handlers::{self, Answer, ClientContext, NoAnswer, Reply};
 use crate::server::ListenerInfo;
+use crate::tls;
 
 /// Why a connection ended, for the log line.
 enum Close {
@@ -63,17 +64,48 @@ pub(crate) async fn serve_connection(
     broker: Broker,
     config: Arc<ServerConfig>,
     budget: RequestBudget,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
+    let Some(tls) = listener.tls.clone() else {
+        serve_stream(
+            stream,
+            peer,
+            listener,
+            Principal::anonymous(),
+            broker,
+            config,
+            budget,
+            stop,
+        )
+        .await;
+        return;
+    };
+    // The handshake is bounded in time, so a client that connects and says nothing (or too
+    // little) cannot hold its connection slot; the configuration is the one current now.
+    let timeout = tls.settings().handshake_timeout;
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream)) => handshake,
+        _ = stop.changed() => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tls.note_handshake_failure(peer, &listener.config.name, &e.to_string());
+            return;
+        }
+        Err(_) => {
+            tls.note_handshake_failure(
+                peer,
+                &listener.config.name,
+                &format!("not completed within {timeout:?}"),
+            );
+            return;
+        }
+    };
+    let principal = tls::principal_of(stream.get_ref().1.peer_certificates());
+    tracing::debug!(%peer, %principal, listener = %listener.config.name, "TLS handshake done");
     serve_stream(
-        stream,
-        peer,
-        listener,
-        Principal::anonymous(),
-        broker,
-        config,
-        budget,
-        stop,
+        stream, peer, listener, principal, broker, config, budget, stop,
     )
     .await;
 }
@@ -276,5 +308,12 @@ async fn write_within<W: AsyncWrite + Unpin>(
             Ok(Ok(n)) => rest = &rest[n..],
         }
     }
-    Ok(Ok(()))
+    // TLS may hold the last record until flushed (a TCP socket's flush does nothing).
+    match tokio::time::timeout(stall_limit, writer.flush()).await {
+        Err(_) => Err(format!(
+            "client read none of its answer for {stall_limit:?} (the last {} bytes unsent)",
+            frame.len()
+        )),
+        Ok(flushed) => Ok(flushed),
+    }
 }

@@ -19,6 +19,8 @@ mod handlers;
 mod listener;
 pub mod metrics;
 mod server;
+mod tls;
 
 pub use listener::{ListenerConfig, SecurityProtocol};
 pub use server::{Server, ServerConfig};
+pub use tls::{ClientAuth, ServerTls, TlsError, TlsSettings};

@@ -14,8 +14,9 @@ use tracing::Instrument;
 use crate::admission::Admission;
 use crate::budget::RequestBudget;
 use crate::connection::serve_connection;
-use crate::listener::{ListenerConfig, SecurityProtocol};
+use crate::listener::ListenerConfig;
 use crate::metrics::ConnectionGauge;
+use crate::tls::{ServerTls, TlsSettings};
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     /// Connections served at once (`max.connections`); one more is accepted and closed at
     /// once, with a warning logged at most every 10 s. Default 10,000.
     pub max_connections: usize,
+    /// Certificate, key and client-certificate settings of the SSL and SASL_SSL listeners;
+    /// required when there is one. Default none.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             queued_max_request_bytes: 512 << 20,
             max_in_flight_requests: 16,
             max_connections: 10_000,
+            tls: None,
         }
     }
 }
@@ -70,6 +75,8 @@ pub(crate) struct ListenerInfo {
     pub(crate) config: ListenerConfig,
     /// The address actually bound.
     pub(crate) bound: SocketAddr,
+    /// The TLS configuration of an SSL or SASL_SSL listener.
+    pub(crate) tls: Option<Arc<ServerTls>>,
 }
 
 /// One or more bound listeners serving one broker.
@@ -77,6 +84,7 @@ pub(crate) struct ListenerInfo {
 pub struct Server {
     listeners: Vec<(TcpListener, Arc<ListenerInfo>)>,
     config: Arc<ServerConfig>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Server {
@@ -87,7 +95,8 @@ impl Server {
     }
 
     /// Binds every listener in `listeners` (at least one; names must differ). Fails on the
-    /// first that cannot be bound, or when a listener's security protocol is not available.
+    /// first that cannot be bound, or when a listener's security protocol is not available:
+    /// SSL and SASL_SSL need `config.tls`, whose files must load (the error names the file).
     pub async fn bind_listeners(
         listeners: Vec<ListenerConfig>,
         config: ServerConfig,
@@ -97,6 +106,12 @@ impl Server {
         if listeners.is_empty() {
             return Err(invalid("no listener configured".to_owned()));
         }
+        let tls = match &config.tls {
+            Some(settings) => Some(Arc::new(
+                ServerTls::load(settings.clone()).map_err(|e| invalid(e.to_string()))?,
+            )),
+            None => None,
+        };
         let mut bound = Vec::with_capacity(listeners.len());
         for listener in listeners {
             if bound
@@ -110,25 +125,44 @@ impl Server {
                     listener.name
                 )));
             }
-            if listener.protocol != SecurityProtocol::Plaintext {
+            if listener.protocol.uses_sasl() {
                 return Err(invalid(format!(
-                    "listener {listener}: {} is not supported yet",
+                    "listener {listener}: SASL ({}) is not supported yet",
                     listener.protocol
                 )));
             }
+            let listener_tls = if listener.protocol.uses_tls() {
+                Some(tls.clone().ok_or_else(|| {
+                    invalid(format!(
+                        "listener {listener}: {} needs a certificate and key \
+                         (ssl_certificate_location and ssl_key_location in [tls])",
+                        listener.protocol
+                    ))
+                })?)
+            } else {
+                None
+            };
             let socket = TcpListener::bind(listener.addr).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("binding listener {listener}: {e}"))
             })?;
             let info = Arc::new(ListenerInfo {
                 bound: socket.local_addr()?,
                 config: listener,
+                tls: listener_tls,
             });
             bound.push((socket, info));
         }
         Ok(Server {
             listeners: bound,
             config: Arc::new(config),
+            tls,
         })
+    }
+
+    /// The TLS side of the SSL listeners, when TLS is configured: call
+    /// [`ServerTls::reload_and_log`] on it to reload the certificate now (e.g. on SIGHUP).
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.clone()
     }
 
     /// The address actually bound by the first listener (useful with port 0).
@@ -160,6 +194,7 @@ impl Server {
             acceptors.spawn(accept_loop(listener, info, accepted_tx.clone()));
         }
         drop(accepted_tx);
+        let reloader = self.tls.as_ref().and_then(ServerTls::spawn_reloader);
         tokio::pin!(shutdown);
         // Names each connection's span.
         let mut connection_id: u64 = 0;
@@ -202,6 +237,9 @@ impl Server {
             }
         }
         acceptors.shutdown().await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         tracing::info!(
             connections = connections.len(),
             "shutting down: finishing in-flight requests"
