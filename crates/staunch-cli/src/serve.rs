@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use staunch_broker::{Broker, BrokerConfig};
 use staunch_log::FlushPolicy;
-use staunch_server::{ListenerConfig, SecurityProtocol, Server, ServerConfig};
+use staunch_server::{
+    ClientAuth, ListenerConfig, SecurityProtocol, Server, ServerConfig, TlsSettings,
+};
 
 use crate::metrics_http;
 
@@ -57,8 +59,78 @@ pub(crate) struct ServeConfig {
     /// unset (the default) runs no listener and records no metrics.
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    /// TLS of the SSL and SASL_SSL listeners.
+    tls: TlsConfig,
     /// The broker: data directory, defaults for topics, groups.
     broker: BrokerConfig,
+}
+
+/// The `[tls]` section: certificate, key and client certificates of the SSL and SASL_SSL
+/// listeners, with Kafka's setting names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// PEM certificate chain of the broker, its own certificate first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, RSA or EC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssl_key_location: Option<PathBuf>,
+    /// PEM file of the CAs that sign client certificates (needed unless ssl_client_auth is
+    /// none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssl_ca_location: Option<PathBuf>,
+    /// none, requested or required.
+    ssl_client_auth: String,
+    /// How often the files are read again (a change is used by new connections); 0s turns
+    /// polling off (SIGHUP still reloads). Default 30s.
+    #[serde(with = "humantime_serde")]
+    ssl_reload_interval: Duration,
+    /// Time a client has to finish the TLS handshake. Default 10s.
+    #[serde(with = "humantime_serde")]
+    ssl_handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        let defaults = TlsSettings::new("", "");
+        TlsConfig {
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_ca_location: None,
+            ssl_client_auth: ClientAuth::None.name().to_owned(),
+            ssl_reload_interval: defaults.reload_interval,
+            ssl_handshake_timeout: defaults.handshake_timeout,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The server's TLS settings: `None` when no certificate is configured. A key without a
+    /// certificate (or the reverse) or an unknown client-auth name is an error.
+    fn settings(&self) -> Result<Option<TlsSettings>, String> {
+        let client_auth: ClientAuth = self
+            .ssl_client_auth
+            .parse()
+            .map_err(|e| format!("[tls] ssl_client_auth: {e}"))?;
+        let (cert, key) = match (&self.ssl_certificate_location, &self.ssl_key_location) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            _ => {
+                return Err(
+                    "[tls] needs both ssl_certificate_location and ssl_key_location \
+                     (--ssl-certificate-location, --ssl-key-location)"
+                        .to_owned(),
+                );
+            }
+        };
+        let mut settings = TlsSettings::new(cert, key);
+        settings.ca_file = self.ssl_ca_location.clone();
+        settings.client_auth = client_auth;
+        settings.reload_interval = self.ssl_reload_interval;
+        settings.handshake_timeout = self.ssl_handshake_timeout;
+        Ok(Some(settings))
+    }
 }
 
 impl Default for ServeConfig {
@@ -75,6 +147,7 @@ impl Default for ServeConfig {
             max_in_flight_requests: ServerConfig::default().max_in_flight_requests,
             max_connections: ServerConfig::default().max_connections,
             metrics_listen: None,
+            tls: TlsConfig::default(),
             broker: BrokerConfig::default(),
         }
     }
@@ -154,6 +227,28 @@ pub(crate) struct ServeArgs {
     /// picks a free one): serves /metrics, /healthz and /readyz. Off when unset.
     #[arg(long, env = "STAUNCH_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the SSL / SASL_SSL listeners ([tls] ssl_certificate_location).
+    #[arg(long, env = "STAUNCH_TLS_CERTIFICATE_LOCATION", value_name = "FILE")]
+    ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of that certificate: PKCS#8, RSA or EC ([tls] ssl_key_location).
+    #[arg(long, env = "STAUNCH_TLS_KEY_LOCATION", value_name = "FILE")]
+    ssl_key_location: Option<PathBuf>,
+    /// PEM file of the CAs trusted to sign client certificates ([tls] ssl_ca_location).
+    #[arg(long, env = "STAUNCH_TLS_CA_LOCATION", value_name = "FILE")]
+    ssl_ca_location: Option<PathBuf>,
+    /// Client certificates on SSL listeners: none, requested (checked if presented) or
+    /// required ([tls] ssl_client_auth). Default none.
+    #[arg(
+        long,
+        env = "STAUNCH_TLS_CLIENT_AUTH",
+        value_name = "none|requested|required"
+    )]
+    ssl_client_auth: Option<ClientAuth>,
+    /// How often the certificate, key and CA files are read again, e.g. 30s; a change is
+    /// used by new connections, open ones are unaffected; 0s turns polling off (SIGHUP
+    /// reloads at any time). Default 30s.
+    #[arg(long, env = "STAUNCH_TLS_RELOAD_INTERVAL", value_parser = humantime_duration)]
+    ssl_reload_interval: Option<Duration>,
     /// Log format.
     #[arg(long, env = "STAUNCH_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -241,6 +336,20 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if let Some(addr) = args.metrics_listen {
         config.metrics_listen = Some(addr);
+    if let Some(path) = &args.ssl_certificate_location {
+        config.tls.ssl_certificate_location = Some(path.clone());
+    }
+    if let Some(path) = &args.ssl_key_location {
+        config.tls.ssl_key_location = Some(path.clone());
+    }
+    if let Some(path) = &args.ssl_ca_location {
+        config.tls.ssl_ca_location = Some(path.clone());
+    }
+    if let Some(auth) = args.ssl_client_auth {
+        config.tls.ssl_client_auth = auth.name().to_owned();
+    }
+    if let Some(interval) = args.ssl_reload_interval {
+        config.tls.ssl_reload_interval = interval;
     }
     if let Some(format) = args.log_format {
         config.log_format = format;
@@ -272,6 +381,16 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if config.broker.background_threads < 1 {
         return Err("background_threads (--background-threads) must be at least 1".to_owned());
+    }
+    let tls = config.tls.settings()?;
+    if tls.is_none()
+        && let Some(listener) = config.listeners()?.iter().find(|l| l.protocol.uses_tls())
+    {
+        return Err(format!(
+            "listener {listener} ({}) needs a certificate: set ssl_certificate_location and \
+             ssl_key_location in [tls] (or --ssl-certificate-location and --ssl-key-location)",
+            listener.protocol
+        ));
     }
     Ok(config)
 }
@@ -339,6 +458,30 @@ fn shutdown_signal() -> impl Future<Output = ()> {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+/// A SIGHUP listener, or `None` (logged) when one cannot be made.
+fn hangup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS files reload by polling only");
+        })
+        .ok()
+}
+
+/// Reloads the TLS certificate, key and CA files on every SIGHUP (a bad file is logged and
+/// the current certificate kept).
+async fn reload_on_sighup(
+    tls: std::sync::Arc<staunch_server::ServerTls>,
+    hangup: Option<tokio::signal::unix::Signal>,
+) {
+    let Some(mut hangup) = hangup else { return };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the TLS files");
+        let tls = tls.clone();
+        let _ = tokio::task::spawn_blocking(move || tls.reload_and_log()).await;
     }
 }
 
@@ -415,6 +558,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
                 queued_max_request_bytes: config.queued_max_request_bytes,
                 max_in_flight_requests: config.max_in_flight_requests,
                 max_connections: config.max_connections,
+                tls: config.tls.settings()?,
                 ..ServerConfig::default()
             },
         )
@@ -436,6 +580,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
             // Tests and scripts read these lines to learn each listener's port.
             println!("staunch listener {} on {addr}", listener.name);
         }
+        // Listening for SIGHUP before the listening line, so a script that reloads right
+        // after start does not kill the broker (SIGHUP's default action).
+        let reload_on_hangup = server.tls().map(|tls| tokio::spawn(reload_on_sighup(tls, hangup())));
         println!("staunch listening on {bound}");
         if let Some(metrics) = &metrics {
             metrics.broker_ready(&broker);
@@ -447,6 +594,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
             }
         };
         server.run(broker.clone(), shutdown).await;
+        if let Some(task) = reload_on_hangup {
+            task.abort();
+        }
         broker.shutdown().await;
         Ok(())
     })

@@ -25,19 +25,22 @@ pub(crate) struct Staunch {
     child: Option<Child>,
     addr: SocketAddr,
     starts: usize,
-    /// More arguments of `staunch serve`, at every start.
+    /// Flags added to `staunch serve` at every start (e.g. `--listeners`, TLS settings).
     extra_args: Vec<String>,
     /// The metrics listener's address, if `--metrics-listen` is among the extra arguments.
     metrics_addr: Option<SocketAddr>,
+    /// Each listener's name and bound address, from the last start.
+    listeners: Vec<(String, SocketAddr)>,
 }
 
 impl Staunch {
     /// Starts a broker with its data and log under `work`.
     pub(crate) fn start(work: &Path) -> Staunch {
-        Self::start_with(work, &[])
+        Staunch::start_with(work, &[])
     }
 
-    /// [`Staunch::start`] with more arguments of `staunch serve` (also at each restart).
+    /// Starts a broker with its data and log under `work` and `extra_args` added to
+    /// `staunch serve` (e.g. `--listeners PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0`).
     pub(crate) fn start_with(work: &Path, extra_args: &[&str]) -> Staunch {
         let mut staunch = Staunch {
             data_dir: work.join("data"),
@@ -45,11 +48,21 @@ impl Staunch {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             starts: 0,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             metrics_addr: None,
+            listeners: Vec::new(),
         };
         staunch.spawn();
         staunch
+    }
+
+    /// The bound address of the listener named `name` (e.g. `SSL`).
+    pub(crate) fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no listener {name} in {:?}", self.listeners))
     }
 
     /// The address the broker listens on.
@@ -110,6 +123,7 @@ impl Staunch {
             }
         });
         self.child = Some(child);
+        self.listeners.clear();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -119,6 +133,16 @@ impl Staunch {
                         self.metrics_addr = Some(addr.parse().unwrap_or_else(|e| {
                             panic!("bad metrics listening line {line:?}: {e}")
                         }));
+                    }
+                    if let Some((name, addr)) = line
+                        .trim()
+                        .strip_prefix("staunch listener ")
+                        .and_then(|rest| rest.split_once(" on "))
+                    {
+                        let addr = addr
+                            .parse()
+                            .unwrap_or_else(|e| panic!("bad listener line {line:?}: {e}"));
+                        self.listeners.push((name.to_owned(), addr));
                     }
                     if let Some(addr) = line.trim().strip_prefix("staunch listening on ") {
                         self.addr = addr
