@@ -41,6 +41,10 @@ impl Running {
 }
 
 async fn start(dir: &Path, tls: TlsSettings) -> Running {
+    start_with(dir, tls, ServerConfig::default()).await
+}
+
+async fn start_with(dir: &Path, tls: TlsSettings, config: ServerConfig) -> Running {
     let any = "127.0.0.1:0".parse().unwrap();
     let server = Server::bind_listeners(
         vec![
@@ -49,7 +53,7 @@ async fn start(dir: &Path, tls: TlsSettings) -> Running {
         ],
         ServerConfig {
             tls: Some(tls),
-            ..ServerConfig::default()
+            ..config
         },
     )
     .await
@@ -430,4 +434,89 @@ async fn a_client_certificate_names_the_principal() {
         "{principals:?}\n{logs}"
     );
     assert!(principals.contains(&"User:ANONYMOUS"), "{principals:?}");
+}
+
+fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&((8 + body.len()) as i32).to_be_bytes());
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&77i32.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// The bad-input battery of `wire.rs`, sent inside established TLS connections: each closes
+/// only its own connection, unanswered, and the broker keeps serving.
+#[tokio::test]
+async fn bad_frames_inside_tls_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let config = ServerConfig {
+        max_request_bytes: 1 << 20,
+        ..ServerConfig::default()
+    };
+    let running = start_with(dir.path(), settings(&pki, ClientAuth::None), config).await;
+    let security = ssl(&pki, None);
+    let mut good = connect(running.ssl, "127.0.0.1", &security).await.unwrap();
+
+    let mut random = vec![0u8; 4096];
+    fastrand::Rng::with_seed(7).fill(&mut random);
+    random[..4].copy_from_slice(&1000i32.to_be_bytes());
+    let mut truncated = 100i32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(&[1; 20]);
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("random bytes", random, false),
+        (
+            "a frame claiming 2 GiB",
+            i32::MAX.to_be_bytes().to_vec(),
+            false,
+        ),
+        (
+            "a negative frame size",
+            (-1i32).to_be_bytes().to_vec(),
+            false,
+        ),
+        (
+            "a frame larger than the configured maximum",
+            (2i32 << 20).to_be_bytes().to_vec(),
+            false,
+        ),
+        ("an unknown API key", frame(999, 0, &[0, 0]), false),
+        (
+            "a known key at an unsupported version",
+            frame(3, 99, &[]),
+            false,
+        ),
+        (
+            "a header shorter than 8 bytes",
+            vec![0, 0, 0, 3, 0, 3, 0],
+            false,
+        ),
+        (
+            "a valid header with a malformed body",
+            frame(3, 1, &[0xff, 0xff, 0x03, 0x00, 0x00, 0x00]),
+            false,
+        ),
+        ("a truncated frame, then a hang-up", truncated, true),
+    ];
+    for (what, bytes, hang_up) in cases {
+        let mut bad = connect(running.ssl, "127.0.0.1", &security).await.unwrap();
+        bad.write_raw(&bytes).await.unwrap();
+        if !hang_up {
+            match bad.read_frame().await {
+                Err(ClientError::Io { .. }) => {}
+                other => panic!("{what}: expected the connection closed, got {other:?}"),
+            }
+        }
+        drop(bad);
+        assert_eq!(
+            metadata_port(&mut good).await,
+            i32::from(running.ssl.port()),
+            "after {what}"
+        );
+        let mut fresh = connect(running.ssl, "127.0.0.1", &security).await.unwrap();
+        metadata_port(&mut fresh).await;
+    }
+    running.stop().await;
 }
