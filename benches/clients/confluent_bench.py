@@ -15,7 +15,9 @@ Measures, on a fresh topic (one partition, or --partitions N with keyed records)
     $STAUNCH_VENV/bin/python benches/clients/confluent_bench.py --bootstrap 127.0.0.1:9092
 
 --produce-only stops after the produce phase; --json prints the produce figures as one JSON
-object instead of the text lines (benches/compare-producers uses both).
+object instead of the text lines (benches/compare-producers uses both). -X key=value adds a
+librdkafka setting to every client (e.g. -X security.protocol=ssl -X ssl.ca.location=ca.pem;
+benches/compare-security uses it).
 
 The venv comes from scripts/install-test-clients. A benchmark, not a test: it prints numbers.
 """
@@ -43,10 +45,20 @@ def main():
                         help="stop after the produce phase (no consume, no round trips)")
     parser.add_argument("--json", action="store_true",
                         help="print the produce figures as one JSON object")
+    parser.add_argument("-X", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a librdkafka setting for every client (repeatable), e.g. "
+                             "security.protocol=ssl")
     args = parser.parse_args()
+    extra = {}
+    for setting in args.settings:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            parser.error(f"-X {setting}: expected KEY=VALUE")
+        extra[key] = value
 
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, **extra})
     admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(timeout=60)
 
     payload = b"x" * args.size
@@ -55,6 +67,7 @@ def main():
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
+        **extra,
     })
     failed = []
 
@@ -116,6 +129,7 @@ def main():
         # a 1 s client-side pause (about 155k msg/s instead of 500-800k in about a third of
         # runs). A short back-off measures the broker instead.
         "fetch.queue.backoff.ms": 10,
+        **extra,
     })
     consumer.subscribe([topic])
     seen = 0
