@@ -251,6 +251,31 @@ fn kcat_confluent_kafka_python_and_the_cli_work_over_ssl() {
             consumed.stdout
         );
     }
+    // The same settings from a client-properties file (Kafka's --command-config), with the
+    // broker named by host name, which its certificate carries.
+    let properties = work.path().join("client.properties");
+    std::fs::write(
+        &properties,
+        format!(
+            "security.protocol=SSL\nssl.ca.location={}\n",
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let mut by_name = Command::new(env!("CARGO_BIN_EXE_staunch"));
+    by_name
+        .args(["topics", "list", "--bootstrap"])
+        .arg(format!("localhost:{}", staunch.listener("SSL").port()))
+        .arg("--command-config")
+        .arg(&properties)
+        .env_remove("STAUNCH_SSL_CA_LOCATION");
+    let listed = run_ok(
+        "staunch --command-config over SSL",
+        by_name,
+        None,
+        work.path(),
+    );
+    assert!(listed.stdout.contains("cli-ssl"), "{}", listed.stdout);
     // Without the CA the CLI refuses the broker's certificate, and says so.
     let mut untrusted = Command::new(env!("CARGO_BIN_EXE_staunch"));
     untrusted
