@@ -336,6 +336,7 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if let Some(addr) = args.metrics_listen {
         config.metrics_listen = Some(addr);
+    }
     if let Some(path) = &args.ssl_certificate_location {
         config.tls.ssl_certificate_location = Some(path.clone());
     }
