@@ -179,6 +179,17 @@ error_codes! {
     TransactionalIdAuthorizationFailed = 53, false, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED";
     /// SASL authentication failed.
     SaslAuthenticationFailed = 58, false, "SASL_AUTHENTICATION_FAILED";
+    /// The SASL mechanism asked for is not enabled on this listener.
+    UnsupportedSaslMechanism = 33, false, "UNSUPPORTED_SASL_MECHANISM";
+    /// A SASL request arrived where the exchange does not allow it.
+    IllegalSaslState = 34, false, "ILLEGAL_SASL_STATE";
+    /// A named resource (a user's SCRAM credential) does not exist.
+    ResourceNotFound = 91, false, "RESOURCE_NOT_FOUND";
+    /// The same resource is named twice in one request.
+    DuplicateResource = 92, false, "DUPLICATE_RESOURCE";
+    /// A credential does not meet the broker's requirements (too few iterations, empty
+    /// name or salt).
+    UnacceptableCredential = 93, false, "UNACCEPTABLE_CREDENTIAL";
     /// The leader has no listener with the name the request came in on.
     ListenerNotFound = 72, true, "LISTENER_NOT_FOUND";
     /// The leader's high watermark is not yet known (after a leader change).

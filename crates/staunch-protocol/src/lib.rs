@@ -9,7 +9,8 @@
 //! - [`versions`]: which API keys and versions Staunch implements, and the `ApiVersions` answer;
 //! - [`request`]: decoding a request frame into header and body, with errors that still carry the
 //!   correlation id so the server can answer (or close) cleanly;
-//! - [`response`]: encoding a response with the right header version, size-prefixed.
+//! - [`response`]: encoding a response with the right header version, size-prefixed;
+//! - [`sasl`]: the PLAIN and SCRAM mechanisms, for the broker and the client.
 //!
 //! Nothing here panics on bytes from the network: every failure is an error value.
 
@@ -17,6 +18,7 @@ pub mod consumer_protocol;
 pub mod frame;
 pub mod request;
 pub mod response;
+pub mod sasl;
 pub mod versions;
 
 pub use kafka_protocol;
