@@ -12,6 +12,7 @@ mod api;
 pub mod broker;
 mod byte_reader;
 pub mod config;
+pub mod credentials;
 pub mod group;
 mod group_offsets;
 pub mod metrics;
@@ -30,6 +31,7 @@ pub mod types;
 
 pub use broker::{Broker, OpenError, ProduceInFlight};
 pub use config::BrokerConfig;
+pub use credentials::{CredentialChange, CredentialStore, StoredCredential};
 pub use offsets::CommittedOffset;
 pub use principal::Principal;
 pub use storage::Storage;

@@ -347,7 +347,11 @@ fn encode_saslname(name: &str) -> String {
 }
 
 fn check_nonce(mechanism: SaslMechanism, nonce: &str) -> Result<(), SaslError> {
-    if nonce.is_empty() || !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+    if nonce.is_empty()
+        || !nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    {
         return Err(malformed(mechanism, "nonce must be printable ASCII"));
     }
     Ok(())
@@ -557,7 +561,11 @@ impl ScramClient {
         let client_key = self.mechanism.hmac(&salted, b"Client Key");
         let stored_key = self.mechanism.hash(&client_key);
         let signature = self.mechanism.hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         let server_key = self.mechanism.hmac(&salted, b"Server Key");
         self.expected_signature = Some(self.mechanism.hmac(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
@@ -692,7 +700,10 @@ mod tests {
             format!("r={nonce},c=biws,p={proof}"),
         ] {
             assert!(
-                matches!(server.finish(bad.as_bytes()), Err(SaslError::Malformed { .. })),
+                matches!(
+                    server.finish(bad.as_bytes()),
+                    Err(SaslError::Malformed { .. })
+                ),
                 "{bad:?}"
             );
         }

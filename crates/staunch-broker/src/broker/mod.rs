@@ -19,6 +19,7 @@ use staunch_log::{BackgroundPool, PoolConfig, read_file, replace_file};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
+use crate::credentials::CredentialStore;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::offsets::OffsetStore;
 use crate::producer_ids::ProducerIdAllocator;
@@ -55,6 +56,8 @@ struct Inner {
     offsets: Result<OffsetStore, String>,
     producer_ids: ProducerIdAllocator,
     groups: GroupCoordinator,
+    /// The users' SCRAM credentials.
+    credentials: CredentialStore,
     /// Bumped whenever a high watermark moves, waking long-polling fetches.
     data_version: watch::Sender<u64>,
     /// Fetches now waiting for data (see [`Broker::fetches_waiting`]).
@@ -176,6 +179,7 @@ impl Broker {
             .files("")
             .map_err(|e| OpenError(format!("opening {}: {e}", storage.describe(""))))?;
         let producer_ids = ProducerIdAllocator::open(root).map_err(OpenError)?;
+        let credentials = CredentialStore::open(&storage).map_err(OpenError)?;
         let groups = GroupCoordinator::new(GroupConfig {
             min_session_timeout: config.group_min_session_timeout,
             max_session_timeout: config.group_max_session_timeout,
@@ -200,6 +204,7 @@ impl Broker {
                 offsets,
                 producer_ids,
                 groups,
+                credentials,
                 data_version: watch::channel(0).0,
                 fetches_waiting: AtomicUsize::new(0),
                 closing: watch::channel(false).0,
@@ -219,6 +224,12 @@ impl Broker {
     /// [`BrokerConfig::background_threads`] and holding the [`BrokerConfig::zero_fill_budget`].
     pub fn background_pool(&self) -> &BackgroundPool {
         self.inner.storage.pool()
+    }
+
+    /// The users' SCRAM credentials (SASL authentication reads them; changes are durable
+    /// when [`CredentialStore::alter`] returns).
+    pub fn credentials(&self) -> &CredentialStore {
+        &self.inner.credentials
     }
 
     /// The consumer-group coordinator.
