@@ -14,6 +14,7 @@ mod output;
 mod produce;
 mod serve;
 mod topics;
+mod users;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,9 @@ enum Command {
     /// Check a stopped broker's partition logs for damage, and repair them by moving the
     /// damaged part aside.
     Log(log::LogArgs),
+    /// SCRAM users: add (or change a password), list, delete; online, or offline in a
+    /// stopped broker's data directory (--data-dir).
+    Users(users::UsersArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Dlq(args) => dlq::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Log(args) => log::run(args),
+        Command::Users(args) => users::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use staunch_broker::{Broker, BrokerConfig};
+use staunch_core::SaslMechanism;
 use staunch_log::FlushPolicy;
 use staunch_server::{
-    ClientAuth, ListenerConfig, SecurityProtocol, Server, ServerConfig, TlsSettings,
+    ClientAuth, ListenerConfig, SaslConfig, SecurityProtocol, Server, ServerConfig, TlsSettings,
 };
 
 use crate::metrics_http;
@@ -61,6 +62,8 @@ pub(crate) struct ServeConfig {
     metrics_listen: Option<SocketAddr>,
     /// TLS of the SSL and SASL_SSL listeners.
     tls: TlsConfig,
+    /// SASL on the SASL_PLAINTEXT and SASL_SSL listeners.
+    sasl: SaslSection,
     /// The broker: data directory, defaults for topics, groups.
     broker: BrokerConfig,
 }
@@ -105,6 +108,43 @@ impl Default for TlsConfig {
     }
 }
 
+/// The `[sasl]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SaslSection {
+    /// Mechanisms clients may use (`sasl.enabled.mechanisms`). Default all three: PLAIN,
+    /// SCRAM-SHA-256, SCRAM-SHA-512.
+    enabled_mechanisms: Vec<String>,
+    /// Milliseconds an authenticated session lasts before the client must re-authenticate
+    /// (KIP-152 `connections.max.reauth.ms`); 0 (default) is for ever.
+    connections_max_reauth_ms: u64,
+    /// Delay before a failed authentication is answered and the connection closed
+    /// (`connection.failed.authentication.delay.ms`). Default 100.
+    failed_authentication_delay_ms: u64,
+    /// Failed authentications per client address per `failure_window_secs` before its new
+    /// connections are closed without trying. Default 10.
+    max_failures_per_address: u32,
+    /// See `max_failures_per_address`. Default 60.
+    failure_window_secs: u64,
+}
+
+impl Default for SaslSection {
+    fn default() -> Self {
+        let d = SaslConfig::default();
+        SaslSection {
+            enabled_mechanisms: d
+                .enabled_mechanisms
+                .iter()
+                .map(|m| m.name().to_owned())
+                .collect(),
+            connections_max_reauth_ms: 0,
+            failed_authentication_delay_ms: d.failed_authentication_delay.as_millis() as u64,
+            max_failures_per_address: d.max_failures_per_address,
+            failure_window_secs: d.failure_window.as_secs(),
+        }
+    }
+}
+
 impl TlsConfig {
     /// The server's TLS settings: `None` when no certificate is configured. A key without a
     /// certificate (or the reverse) or an unknown client-auth name is an error.
@@ -133,6 +173,34 @@ impl TlsConfig {
     }
 }
 
+impl SaslSection {
+    /// The server's SASL settings.
+    fn server_config(&self) -> Result<SaslConfig, String> {
+        let enabled_mechanisms = self
+            .enabled_mechanisms
+            .iter()
+            .map(|m| m.parse::<SaslMechanism>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("sasl.enabled_mechanisms: {e}"))?;
+        if enabled_mechanisms.is_empty() {
+            return Err("sasl.enabled_mechanisms must name at least one mechanism".to_owned());
+        }
+        if self.max_failures_per_address < 1 || self.failure_window_secs < 1 {
+            return Err(
+                "sasl.max_failures_per_address and sasl.failure_window_secs must be at least 1"
+                    .to_owned(),
+            );
+        }
+        Ok(SaslConfig {
+            enabled_mechanisms,
+            connections_max_reauth: Duration::from_millis(self.connections_max_reauth_ms),
+            failed_authentication_delay: Duration::from_millis(self.failed_authentication_delay_ms),
+            max_failures_per_address: self.max_failures_per_address,
+            failure_window: Duration::from_secs(self.failure_window_secs),
+        })
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -148,6 +216,7 @@ impl Default for ServeConfig {
             max_connections: ServerConfig::default().max_connections,
             metrics_listen: None,
             tls: TlsConfig::default(),
+            sasl: SaslSection::default(),
             broker: BrokerConfig::default(),
         }
     }
@@ -255,6 +324,18 @@ pub(crate) struct ServeArgs {
     /// Log filter (RUST_LOG syntax), e.g. info or staunch_server=debug.
     #[arg(long, env = "STAUNCH_LOG_LEVEL")]
     log_level: Option<String>,
+    /// SASL mechanisms enabled on SASL listeners, comma-separated (`[sasl]
+    /// enabled_mechanisms`).
+    #[arg(long, env = "STAUNCH_SASL_ENABLED_MECHANISMS", value_delimiter = ',')]
+    sasl_enabled_mechanisms: Option<Vec<String>>,
+    /// KIP-152 session lifetime in ms; 0 = no re-authentication (`[sasl]
+    /// connections_max_reauth_ms`).
+    #[arg(long, env = "STAUNCH_CONNECTIONS_MAX_REAUTH_MS")]
+    connections_max_reauth_ms: Option<u64>,
+    /// Delay before a failed authentication is answered, in ms (`[sasl]
+    /// failed_authentication_delay_ms`).
+    #[arg(long, env = "STAUNCH_FAILED_AUTHENTICATION_DELAY_MS")]
+    failed_authentication_delay_ms: Option<u64>,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -352,6 +433,16 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(interval) = args.ssl_reload_interval {
         config.tls.ssl_reload_interval = interval;
     }
+    if let Some(mechanisms) = &args.sasl_enabled_mechanisms {
+        config.sasl.enabled_mechanisms = mechanisms.clone();
+    }
+    if let Some(ms) = args.connections_max_reauth_ms {
+        config.sasl.connections_max_reauth_ms = ms;
+    }
+    if let Some(ms) = args.failed_authentication_delay_ms {
+        config.sasl.failed_authentication_delay_ms = ms;
+    }
+    config.sasl.server_config()?;
     if let Some(format) = args.log_format {
         config.log_format = format;
     }
@@ -560,6 +651,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
                 max_in_flight_requests: config.max_in_flight_requests,
                 max_connections: config.max_connections,
                 tls: config.tls.settings()?,
+                sasl: config.sasl.server_config()?,
                 ..ServerConfig::default()
             },
         )

@@ -709,6 +709,10 @@ pub(crate) fn cluster_error(error: &ClientError) -> ApiError {
         ClientError::Unsupported { .. } | ClientError::Protocol { .. } => {
             ApiError::Protocol(error.to_string())
         }
+        ClientError::Authentication { .. } => ApiError::Broker {
+            code: staunch_core::ErrorCode::SaslAuthenticationFailed,
+            message: Some(error.to_string()),
+        },
         ClientError::Unreachable { brokers, reason } => ApiError::NotSent {
             target: brokers.clone(),
             reason: reason.clone(),
@@ -732,6 +736,7 @@ pub(crate) fn transport_error(partition: &TopicPartition, error: &ClientError) -
             reason: source.to_string(),
         },
         ClientError::NoAnswer { .. }
+        | ClientError::Authentication { .. }
         | ClientError::Timeout { .. }
         | ClientError::Unsupported { .. }
         | ClientError::Protocol { .. } => cluster_error(error),

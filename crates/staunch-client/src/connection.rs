@@ -17,6 +17,12 @@ use tokio::net::TcpStream;
 
 use crate::security::SecurityConfig;
 use crate::tls::{self, Stream};
+use crate::security::{SaslCredentials, SecurityConfig};
+use staunch_core::SecurityProtocol;
+use staunch_protocol::kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use staunch_protocol::sasl::{PlainToken, ScramClient, ScramMechanism};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +90,22 @@ pub enum ClientError {
     /// The client configuration is unusable (e.g. no bootstrap address, a zero timeout).
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// The broker refused the SASL authentication (wrong user name or password, mechanism
+    /// not enabled), or its answers did not prove it knows the credential. Retrying with the
+    /// same settings does not help.
+    #[error(
+        "SASL authentication with {mechanism} as user {username:?} at {addr} failed: {message}"
+    )]
+    Authentication {
+        /// The broker.
+        addr: SocketAddr,
+        /// The mechanism used.
+        mechanism: staunch_core::SaslMechanism,
+        /// The user name.
+        username: String,
+        /// The broker's (or this client's) explanation.
+        message: String,
+    },
 }
 
 /// A connection to one broker with negotiated API versions. Calls are made one at a time
@@ -123,12 +145,6 @@ impl Connection {
         timeout: Duration,
         security: &SecurityConfig,
     ) -> Result<Self, ClientError> {
-        if security.protocol.uses_sasl() {
-            return Err(ClientError::Config(format!(
-                "security protocol {} (SASL) is not supported by this client yet (connecting to {host})",
-                security.protocol
-            )));
-        }
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout { addr, timeout })?
@@ -166,7 +182,94 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if security.protocol.uses_sasl() {
+            let credentials = security.sasl.as_ref().ok_or_else(|| {
+                ClientError::Config(format!(
+                    "security protocol {} needs SASL credentials (sasl.mechanism, sasl.username, sasl.password)",
+                    security.protocol
+                ))
+            })?;
+            connection.authenticate(credentials).await?;
+        }
         Ok(connection)
+    }
+
+    /// Authenticates with SaslHandshake v1 and SaslAuthenticate (PLAIN or SCRAM).
+    async fn authenticate(&mut self, credentials: &SaslCredentials) -> Result<(), ClientError> {
+        let mechanism = credentials.mechanism;
+        let failed = |addr: SocketAddr, message: String| ClientError::Authentication {
+            addr,
+            mechanism,
+            username: credentials.username.clone(),
+            message,
+        };
+        let handshake: SaslHandshakeResponse = self
+            .call_at(
+                1,
+                SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_string(mechanism.name().to_owned())),
+            )
+            .await?;
+        if handshake.error_code != 0 {
+            let enabled: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(failed(
+                self.addr,
+                format!(
+                    "{} (the broker enables {})",
+                    staunch_core::ErrorCode::from_code(handshake.error_code),
+                    enabled.join(", ")
+                ),
+            ));
+        }
+        let version = self.version_for::<SaslAuthenticateRequest>()?;
+        let message = match ScramMechanism::of(mechanism) {
+            None => {
+                let token = PlainToken {
+                    username: credentials.username.clone(),
+                    password: credentials.password.clone(),
+                };
+                self.sasl_step(version, token.encode()).await?.err()
+            }
+            Some(scram) => {
+                let (mut client, first) =
+                    ScramClient::start(scram, &credentials.username, &credentials.password);
+                match self.sasl_step(version, first).await? {
+                    Err(message) => Some(message),
+                    Ok(server_first) => match client.respond(&server_first) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(last) => match self.sasl_step(version, last).await? {
+                            Err(message) => Some(message),
+                            Ok(server_final) => client
+                                .verify(&server_final)
+                                .err()
+                                .map(|e| format!("the broker's proof is wrong: {e}")),
+                        },
+                    },
+                }
+            }
+        };
+        match message {
+            None => Ok(()),
+            Some(message) => Err(failed(self.addr, message)),
+        }
+    }
+
+    /// One SaslAuthenticate: the broker's token, or its error.
+    async fn sasl_step(
+        &mut self,
+        version: i16,
+        token: Vec<u8>,
+    ) -> Result<Result<Bytes, String>, ClientError> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let answer: SaslAuthenticateResponse = self.call_at(version, request).await?;
+        if answer.error_code != 0 {
+            let code = staunch_core::ErrorCode::from_code(answer.error_code);
+            return Ok(Err(answer
+                .error_message
+                .map(|m| format!("{code}: {}", m.as_str()))
+                .unwrap_or_else(|| code.to_string())));
+        }
+        Ok(Ok(answer.auth_bytes))
     }
 
     /// The broker's address.

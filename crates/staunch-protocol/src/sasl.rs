@@ -469,7 +469,9 @@ impl ScramServer {
         if *binding != "biws" {
             return Err(malformed(m, "channel binding must be \"biws\" (n,,)"));
         }
-        if *nonce != self.nonce {
+        // Kafka checks that the nonce *ends* with the exchange's: librdkafka (2.0 at least)
+        // sends its own nonce again in front of the whole server nonce.
+        if !nonce.ends_with(self.nonce.as_str()) {
             return Err(malformed(m, "nonce does not match the exchange's"));
         }
         let proof = BASE64
@@ -711,6 +713,32 @@ mod tests {
             server.finish(format!("c=biws,r={nonce},p={proof}").as_bytes()),
             Err(SaslError::InvalidCredentials)
         );
+    }
+
+    /// librdkafka 2.0 sends `r=<client nonce><server nonce>`, where the server nonce already
+    /// starts with the client's; Kafka accepts it, and so must Staunch.
+    #[test]
+    fn librdkafkas_doubled_client_nonce_is_accepted() {
+        let m = ScramMechanism::Sha256;
+        let credential = ScramCredential::new(m, "pw", 4096).unwrap();
+        let salt = credential.salt.clone();
+        let first = ClientFirst::parse(m, b"n,,n=u,r=cnonce").unwrap();
+        let (server, server_first) = ScramServer::start(m, first, Some(credential));
+        let server_first = String::from_utf8(server_first).unwrap();
+        let server_nonce = server_first[2..].split(',').next().unwrap().to_owned();
+        // librdkafka's client-final, signed as librdkafka signs it.
+        let without_proof = format!("c=biws,r=cnonce{server_nonce}");
+        let auth_message = format!("n=u,r=cnonce,{server_first},{without_proof}");
+        let salted = m.salted_password(b"pw", &salt, 4096);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let signature = m.hmac(&m.hash(&client_key), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let last = format!("{without_proof},p={}", BASE64.encode(proof));
+        server.finish(last.as_bytes()).unwrap();
     }
 
     #[test]

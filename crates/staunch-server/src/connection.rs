@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use crate::ServerConfig;
 use crate::budget::{Charge, RequestBudget};
 use crate::handlers::{self, Answer, ClientContext, NoAnswer, Reply};
+use crate::sasl::{Gate, MAX_UNAUTHENTICATED_FRAME_BYTES, SaslSession};
 use crate::server::ListenerInfo;
 use crate::tls;
 
@@ -129,7 +130,8 @@ async fn serve_stream<S>(
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let (answers, outgoing) = mpsc::channel(max_in_flight);
     let writer = tokio::spawn(send_answers(writer, outgoing, config.idle_timeout));
-    let context = ClientContext {
+    let mut sasl = SaslSession::new(listener.config.protocol.uses_sasl());
+    let mut context = ClientContext {
         peer,
         principal,
         listener,
@@ -157,7 +159,15 @@ async fn serve_stream<S>(
             Ok(Err(e)) => break Close::Client(format!("read failed: {e}")),
             Ok(Ok(_)) => {}
         }
-        let len = match frame_length(prefix, config.max_request_bytes) {
+        // Until a SASL client has authenticated, only small frames are read.
+        let max_frame = if sasl.authenticated() {
+            config.max_request_bytes
+        } else {
+            config
+                .max_request_bytes
+                .min(MAX_UNAUTHENTICATED_FRAME_BYTES)
+        };
+        let len = match frame_length(prefix, max_frame) {
             Ok(len) => len,
             Err(e) => break Close::Client(format!("refused request frame: {e}")),
         };
@@ -180,7 +190,21 @@ async fn serve_stream<S>(
             Ok(Ok(_)) => {}
         }
         let reply = match decode_request(Bytes::from(body)) {
-            Ok(request) => handlers::handle(&broker, &context, request).await,
+            Ok(request) => {
+                match sasl
+                    .gate(&request, &broker, &context.listener.sasl, peer)
+                    .await
+                {
+                    Gate::Pass => handlers::handle(&broker, &context, request).await,
+                    Gate::Reply(reply) => {
+                        if let Some(principal) = sasl.principal() {
+                            context.principal = principal.clone();
+                        }
+                        reply
+                    }
+                    Gate::Close(reason) => break Close::Client(reason),
+                }
+            }
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 api_version,

@@ -18,9 +18,11 @@ mod connection;
 mod handlers;
 mod listener;
 pub mod metrics;
+mod sasl;
 mod server;
 mod tls;
 
 pub use listener::{ListenerConfig, SecurityProtocol};
+pub use sasl::SaslConfig;
 pub use server::{Server, ServerConfig};
 pub use tls::{ClientAuth, ServerTls, TlsError, TlsSettings};

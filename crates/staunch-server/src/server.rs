@@ -17,6 +17,7 @@ use crate::connection::serve_connection;
 use crate::listener::ListenerConfig;
 use crate::metrics::ConnectionGauge;
 use crate::tls::{ServerTls, TlsSettings};
+use crate::sasl::{SaslConfig, SaslShared};
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     /// Certificate, key and client-certificate settings of the SSL and SASL_SSL listeners;
     /// required when there is one. Default none.
     pub tls: Option<TlsSettings>,
+    /// SASL settings of the SASL_PLAINTEXT and SASL_SSL listeners.
+    pub sasl: SaslConfig,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             max_in_flight_requests: 16,
             max_connections: 10_000,
             tls: None,
+            sasl: SaslConfig::default(),
         }
     }
 }
@@ -77,6 +81,8 @@ pub(crate) struct ListenerInfo {
     pub(crate) bound: SocketAddr,
     /// The TLS configuration of an SSL or SASL_SSL listener.
     pub(crate) tls: Option<Arc<ServerTls>>,
+    /// SASL settings and failure counts, shared by every listener.
+    pub(crate) sasl: Arc<SaslShared>,
 }
 
 /// One or more bound listeners serving one broker.
@@ -113,6 +119,7 @@ impl Server {
             None => None,
         };
         let mut bound = Vec::with_capacity(listeners.len());
+        let sasl = Arc::new(SaslShared::new(config.sasl.clone()));
         for listener in listeners {
             if bound
                 .iter()
@@ -123,12 +130,6 @@ impl Server {
                 return Err(invalid(format!(
                     "two listeners are named {}",
                     listener.name
-                )));
-            }
-            if listener.protocol.uses_sasl() {
-                return Err(invalid(format!(
-                    "listener {listener}: SASL ({}) is not supported yet",
-                    listener.protocol
                 )));
             }
             let listener_tls = if listener.protocol.uses_tls() {
@@ -149,6 +150,7 @@ impl Server {
                 bound: socket.local_addr()?,
                 config: listener,
                 tls: listener_tls,
+                sasl: sasl.clone(),
             });
             bound.push((socket, info));
         }

@@ -4,6 +4,7 @@
 mod admin;
 mod data;
 mod groups;
+mod scram;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -228,8 +229,15 @@ async fn handle_in_order(
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
             groups::delete_groups(broker, r).await,
         )),
+        RequestKind::DescribeUserScramCredentials(r) => Some(
+            ResponseKind::DescribeUserScramCredentials(scram::describe(broker, r)),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => Some(ResponseKind::AlterUserScramCredentials(
+            scram::alter(broker, r, context).await,
+        )),
         _ => {
-            // decode_request only lets through the APIs listed in versions.rs, each handled
+            // SaslHandshake and SaslAuthenticate are answered by the connection's SASL
+            // session before this. decode_request only lets through the APIs listed in versions.rs, each handled
             // above; reaching here is a bug, answered by closing the connection.
             return Reply::Now(Err(NoAnswer::Encode(format!("no handler for {api_key:?}"))));
         }
