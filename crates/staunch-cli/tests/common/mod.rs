@@ -65,6 +65,11 @@ impl Staunch {
             .unwrap_or_else(|| panic!("no listener {name} in {:?}", self.listeners))
     }
 
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The address the broker listens on.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
