@@ -694,3 +694,33 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sasl_section_becomes_the_servers_settings() {
+        let config: ServeConfig = toml::from_str(
+            "[sasl]\nenabled_mechanisms = [\"SCRAM-SHA-512\"]\nconnections_max_reauth_ms = 60000\nfailed_authentication_delay_ms = 5\n",
+        )
+        .unwrap();
+        let sasl = config.sasl.server_config().unwrap();
+        assert_eq!(sasl.enabled_mechanisms, vec![SaslMechanism::ScramSha512]);
+        assert_eq!(sasl.connections_max_reauth, Duration::from_secs(60));
+        assert_eq!(sasl.failed_authentication_delay, Duration::from_millis(5));
+        assert_eq!(sasl.max_failures_per_address, 10);
+        let defaults = ServeConfig::default().sasl.server_config().unwrap();
+        assert_eq!(defaults.enabled_mechanisms, SaslMechanism::ALL.to_vec());
+        assert!(defaults.connections_max_reauth.is_zero());
+        for bad in [
+            "[sasl]\nenabled_mechanisms = [\"GSSAPI\"]\n",
+            "[sasl]\nenabled_mechanisms = []\n",
+            "[sasl]\nmax_failures_per_address = 0\n",
+        ] {
+            let config: ServeConfig = toml::from_str(bad).unwrap();
+            assert!(config.sasl.server_config().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<ServeConfig>("[sasl]\nunknown = 1\n").is_err());
+    }
+}

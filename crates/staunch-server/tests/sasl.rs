@@ -407,6 +407,47 @@ async fn out_of_order_oversized_and_garbage_sasl_input_is_refused() {
     running.stop().await;
 }
 
+/// The wire's bad-input battery against the SASL listener before authentication: each
+/// closes its connection, and the broker keeps serving.
+#[tokio::test]
+async fn garbage_frames_on_the_sasl_listener_close_only_their_connection() {
+    let running = start(quick()).await;
+    let mut frames: Vec<Vec<u8>> = vec![
+        // A negative size.
+        vec![0xff, 0xff, 0xff, 0xff],
+        // Shorter than a request header.
+        vec![0, 0, 0, 3, 1, 2, 3],
+        // A TLS ClientHello sent to the plain-TCP SASL listener (its "size" is ~369 MB).
+        vec![
+            0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+        ],
+    ];
+    // An unknown API key, and a SaslHandshake whose body is cut short.
+    for (key, version, body) in [(999i16, 0i16, &b""[..]), (17, 1, &b"\x00\x10PL"[..])] {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&key.to_be_bytes());
+        frame.extend_from_slice(&version.to_be_bytes());
+        frame.extend_from_slice(&7i32.to_be_bytes());
+        frame.extend_from_slice(&(-1i16).to_be_bytes());
+        frame.extend_from_slice(body);
+        let mut sized = (frame.len() as u32).to_be_bytes().to_vec();
+        sized.extend(frame);
+        frames.push(sized);
+    }
+    // Random bytes in a frame of plausible size.
+    let mut rng = fastrand::Rng::with_seed(26);
+    let mut random = 300u32.to_be_bytes().to_vec();
+    random.extend((0..300).map(|_| rng.u8(..)));
+    frames.push(random);
+    for frame in frames {
+        let mut raw = Raw::connect(running.sasl).await;
+        raw.stream.write_all(&frame).await.unwrap();
+        assert!(raw.is_closed().await, "{frame:?}");
+        serves_a_good_client(running.sasl).await;
+    }
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn a_plaintext_listener_answers_sasl_requests_illegal_sasl_state() {
     let running = start(quick()).await;
