@@ -567,7 +567,8 @@ impl SaslSession {
                 .with_session_lifetime_ms(lifetime.as_millis().try_into().unwrap_or(i64::MAX));
         }
         if reauth {
-            tracing::debug!(%peer, %principal, %mechanism, "re-authenticated");
+            // Once per session lifetime per connection, and only with KIP-152 turned on.
+            tracing::info!(%peer, %principal, %mechanism, "re-authenticated");
         } else {
             tracing::info!(%peer, %principal, %mechanism, "authenticated");
         }
