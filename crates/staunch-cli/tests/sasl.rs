@@ -412,3 +412,92 @@ fn confluent_kafka_keeps_producing_across_re_authentications() {
         "a session expired instead of re-authenticating"
     );
 }
+
+#[test]
+fn users_are_managed_offline_in_a_stopped_brokers_data_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let dir = w.join("data");
+    let dir = dir.to_str().unwrap();
+    add_offline(Path::new(dir), "admin", w);
+    let list = || {
+        let ran = run_ok(
+            "users list --data-dir",
+            cli(&["users", "list", "--data-dir", dir, "--json"], PASSWORD),
+            None,
+            w,
+        );
+        serde_json::from_str::<serde_json::Value>(&ran.stdout).unwrap()
+    };
+    let users = list();
+    assert_eq!(users[0]["user"], "admin", "{users}");
+    let mechanisms: Vec<&str> = users[0]["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mechanism"].as_str().unwrap())
+        .collect();
+    assert_eq!(mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-512"]);
+    assert_eq!(users[0]["credentials"][0]["iterations"], 8192);
+    // The file holds no password, only salted and hashed keys.
+    let file = std::fs::read_to_string(w.join("data/scram-credentials.toml")).unwrap();
+    assert!(
+        !file.contains(PASSWORD) && file.contains("stored_key"),
+        "{file}"
+    );
+    run_ok(
+        "users delete one mechanism",
+        cli(
+            &[
+                "users",
+                "delete",
+                "admin",
+                "-m",
+                "SCRAM-SHA-256",
+                "--data-dir",
+                dir,
+            ],
+            PASSWORD,
+        ),
+        None,
+        w,
+    );
+    let users = list();
+    assert_eq!(
+        users[0]["credentials"].as_array().unwrap().len(),
+        1,
+        "{users}"
+    );
+    // Refusals: an unknown user, a password from nowhere, PLAIN as a credential, too few
+    // iterations.
+    for (what, args, password) in [
+        (
+            "delete unknown",
+            vec!["users", "delete", "nobody"],
+            PASSWORD,
+        ),
+        ("no password", vec!["users", "add", "x"], ""),
+        ("PLAIN", vec!["users", "add", "x", "-m", "PLAIN"], PASSWORD),
+        (
+            "iterations",
+            vec!["users", "add", "x", "--iterations", "1000"],
+            PASSWORD,
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--data-dir", dir]);
+        let mut command = cli(&all, password);
+        if password.is_empty() {
+            command.env_remove("STAUNCH_USER_PASSWORD");
+        }
+        let ran = run(what, command, None, w);
+        assert!(!ran.status.success(), "{what}: {}", ran.transcript());
+    }
+    run_ok(
+        "users delete the rest",
+        cli(&["users", "delete", "admin", "--data-dir", dir], PASSWORD),
+        None,
+        w,
+    );
+    assert_eq!(list(), serde_json::json!([]));
+}
