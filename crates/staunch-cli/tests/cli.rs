@@ -50,8 +50,16 @@ impl ServeProcess {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // One `staunch listener NAME on ADDR` line per listener comes first (a few at most).
+        for _ in 0..16 {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            if !line.starts_with("staunch listener ") {
+                break;
+            }
+        }
         let Some(addr) = line.trim().strip_prefix("staunch listening on ") else {
             let _ = child.kill();
             let _ = child.wait();
