@@ -16,7 +16,9 @@ use staunch_client::kafka_protocol::messages::alter_user_scram_credentials_reque
 use staunch_client::kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
 };
-use staunch_protocol::sasl::{ScramCredential, ScramMechanism, check_iterations, random_bytes};
+use staunch_protocol::sasl::{
+    DEFAULT_ITERATIONS, ScramCredential, ScramMechanism, check_iterations, random_bytes,
+};
 
 use crate::client::{self, ClientArgs, call, error_text, text};
 use crate::output::{Table, print_json};
@@ -59,7 +61,7 @@ struct AddArgs {
     #[arg(long = "mechanism", short = 'm', value_name = "MECHANISM")]
     mechanisms: Vec<String>,
     /// PBKDF2 iterations (4096 to 16384).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
     iterations: i32,
     /// Read the password from the first line of standard input.
     #[arg(long)]

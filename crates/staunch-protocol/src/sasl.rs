@@ -232,6 +232,33 @@ impl ScramCredential {
     }
 }
 
+/// The iteration count `staunch users add` uses unless told otherwise, and decoy credentials
+/// have.
+pub const DEFAULT_ITERATIONS: i32 = 8192;
+
+impl ScramCredential {
+    /// A credential for a user that does not exist, derived from `secret` (random, kept by
+    /// the broker for its lifetime) and the user name: the same salt every time for the same
+    /// name, like a real user's, so an unknown user cannot be told from a known one by its
+    /// salt changing between attempts. Nothing proves it: its keys are not derived from any
+    /// password.
+    pub fn decoy(mechanism: ScramMechanism, secret: &[u8], username: &str) -> Self {
+        let derive = |label: &str| {
+            let mut out = mechanism.hmac(secret, format!("{label}\0{username}").as_bytes());
+            out.truncate(mechanism.hash_len());
+            out
+        };
+        let mut salt = derive("salt");
+        salt.truncate(32);
+        ScramCredential {
+            salt,
+            iterations: DEFAULT_ITERATIONS,
+            stored_key: derive("stored"),
+            server_key: derive("server"),
+        }
+    }
+}
+
 /// Checks `iterations` against Kafka's bounds.
 pub fn check_iterations(iterations: i32) -> Result<(), SaslError> {
     if (MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
@@ -643,6 +670,21 @@ mod tests {
                 Err(SaslError::InvalidCredentials)
             );
         }
+    }
+
+    #[test]
+    fn decoys_are_stable_per_user_and_prove_nothing() {
+        let m = ScramMechanism::Sha512;
+        let a = ScramCredential::decoy(m, b"secret", "nobody");
+        assert_eq!(a, ScramCredential::decoy(m, b"secret", "nobody"));
+        assert_ne!(a.salt, ScramCredential::decoy(m, b"secret", "nobody2").salt);
+        assert_ne!(a.salt, ScramCredential::decoy(m, b"other", "nobody").salt);
+        a.check(m).unwrap();
+        let (mut client, first) = ScramClient::start(m, "nobody", "");
+        let (server, server_first) =
+            ScramServer::start(m, ClientFirst::parse(m, &first).unwrap(), Some(a));
+        let last = client.respond(&server_first).unwrap();
+        assert_eq!(server.finish(&last), Err(SaslError::InvalidCredentials));
     }
 
     #[test]

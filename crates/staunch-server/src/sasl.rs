@@ -150,6 +150,8 @@ impl FailureLimiter {
 pub(crate) struct SaslShared {
     pub(crate) config: SaslConfig,
     pub(crate) limiter: FailureLimiter,
+    /// Random for the server's lifetime; decoy credentials of unknown users derive from it.
+    pub(crate) secret: Vec<u8>,
 }
 
 impl SaslShared {
@@ -157,6 +159,7 @@ impl SaslShared {
         SaslShared {
             limiter: FailureLimiter::new(config.max_failures_per_address, config.failure_window),
             config,
+            secret: staunch_protocol::sasl::random_bytes(32),
         }
     }
 }
@@ -518,8 +521,12 @@ impl SaslSession {
                     Err(e) => return self.fail(mechanism, None, &e, shared, peer, request),
                 };
                 let username = first.username.clone();
-                let credential = broker.credentials().get(&username, mechanism).map(to_scram);
-                let (server, server_first) = ScramServer::start(scram, first, credential);
+                let credential = broker
+                    .credentials()
+                    .get(&username, mechanism)
+                    .map(to_scram)
+                    .unwrap_or_else(|| ScramCredential::decoy(scram, &shared.secret, &username));
+                let (server, server_first) = ScramServer::start(scram, first, Some(credential));
                 self.state = State::ScramFinal {
                     mechanism,
                     server: Box::new(server),
@@ -635,8 +642,12 @@ fn verify_plain(credentials: &staunch_broker::CredentialStore, plain: &PlainToke
             return to_scram(c).verify_password(scram, &plain.password);
         }
     }
-    let dummy =
-        ScramCredential::from_salted_password(ScramMechanism::Sha512, vec![0; 32], 4096, &[0; 64]);
+    let dummy = ScramCredential::from_salted_password(
+        ScramMechanism::Sha512,
+        vec![0; 32],
+        staunch_protocol::sasl::DEFAULT_ITERATIONS,
+        &[0; 64],
+    );
     let _ = dummy.verify_password(ScramMechanism::Sha512, &plain.password);
     false
 }
