@@ -86,6 +86,17 @@ pub struct BrokerConfig {
     /// (flush `always`, `log.zero_fill_bytes` each): only recently written partitions get
     /// them, and idle ones give theirs back. 0 turns zero-filling off. Default 256 MiB.
     pub zero_fill_budget: u64,
+    /// Check every request against the ACLs (Kafka's `authorizer.class.name` set to its
+    /// standard authorizer), on every listener. Then a principal may do only what an ALLOW
+    /// ACL grants and no DENY ACL refuses (a resource without ACLs is denied:
+    /// `allow.everyone.if.no.acl.found=false`), except the [`BrokerConfig::super_users`];
+    /// ACLs are stored in the data directory's `acls.toml`. Default `false`: every request
+    /// is allowed and the ACL requests answer SECURITY_DISABLED, as in Kafka without an
+    /// authorizer.
+    pub authorizer_enabled: bool,
+    /// Principals allowed everything when the authorizer is enabled (Kafka's `super.users`),
+    /// each `User:name`. Default none.
+    pub super_users: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -113,6 +124,8 @@ impl Default for BrokerConfig {
             io_threads: 128,
             recovery_threads: 16,
             zero_fill_budget: 256 << 20,
+            authorizer_enabled: false,
+            super_users: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! durable offsets. It speaks in plain types ([`types`]); `staunch-server` puts it on the Kafka
 //! wire.
 
+pub mod acl;
 mod api;
 pub mod broker;
 mod byte_reader;
@@ -29,6 +30,7 @@ pub mod topic_config;
 pub mod topics;
 pub mod types;
 
+pub use acl::Authorizer;
 pub use broker::{Broker, OpenError, ProduceInFlight};
 pub use config::BrokerConfig;
 pub use credentials::{CredentialChange, CredentialStore, StoredCredential};

@@ -6,6 +6,7 @@
 //! submodules: `produce`, `fetch`, `admin` (topics, configs, metadata) and `offsets`
 //! (committed offsets and producer ids).
 
+mod acls;
 mod admin;
 mod fetch;
 mod offsets;
@@ -18,6 +19,7 @@ use staunch_core::ErrorCode;
 use staunch_log::{BackgroundPool, PoolConfig, read_file, replace_file};
 use tokio::sync::watch;
 
+use crate::acl::Authorizer;
 use crate::config::BrokerConfig;
 use crate::credentials::CredentialStore;
 use crate::group::{GroupConfig, GroupCoordinator};
@@ -58,6 +60,8 @@ struct Inner {
     groups: GroupCoordinator,
     /// The users' SCRAM credentials.
     credentials: CredentialStore,
+    /// Who may do what ([`BrokerConfig::authorizer_enabled`]).
+    authorizer: Authorizer,
     /// Bumped whenever a high watermark moves, waking long-polling fetches.
     data_version: watch::Sender<u64>,
     /// Fetches now waiting for data (see [`Broker::fetches_waiting`]).
@@ -178,6 +182,16 @@ impl Broker {
         let root = storage
             .files("")
             .map_err(|e| OpenError(format!("opening {}: {e}", storage.describe(""))))?;
+        let authorizer = if config.authorizer_enabled {
+            Authorizer::open(
+                root.clone(),
+                storage.describe(crate::acl::ACL_FILE),
+                &config.super_users,
+            )
+            .map_err(|e| OpenError(format!("the ACLs: {e}")))?
+        } else {
+            Authorizer::disabled()
+        };
         let producer_ids = ProducerIdAllocator::open(root).map_err(OpenError)?;
         let credentials = CredentialStore::open(&storage).map_err(OpenError)?;
         let groups = GroupCoordinator::new(GroupConfig {
@@ -205,6 +219,7 @@ impl Broker {
                 producer_ids,
                 groups,
                 credentials,
+                authorizer,
                 data_version: watch::channel(0).0,
                 fetches_waiting: AtomicUsize::new(0),
                 closing: watch::channel(false).0,
@@ -235,6 +250,11 @@ impl Broker {
     /// The consumer-group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.inner.groups
+    }
+
+    /// Who may do what: the server asks it before every request's effect.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.inner.authorizer
     }
 
     /// The configuration the broker runs with.
