@@ -177,6 +177,8 @@ error_codes! {
     ConcurrentTransactions = 51, true, "CONCURRENT_TRANSACTIONS";
     /// Not authorized to use the transactional id.
     TransactionalIdAuthorizationFailed = 53, false, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED";
+    /// Security features (ACLs) are disabled on the broker.
+    SecurityDisabled = 54, false, "SECURITY_DISABLED";
     /// SASL authentication failed.
     SaslAuthenticationFailed = 58, false, "SASL_AUTHENTICATION_FAILED";
     /// The SASL mechanism asked for is not enabled on this listener.

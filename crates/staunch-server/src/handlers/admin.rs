@@ -26,20 +26,38 @@ use staunch_protocol::kafka_protocol::messages::{
 
 use staunch_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::text;
+use super::auth::Access;
+use super::{ClientContext, text};
+use staunch_broker::acl::{AclOperation, ResourceType};
 
 /// Kafka's resource type for topics in config requests.
 const RESOURCE_TOPIC: i8 = 2;
 /// Kafka's resource type for brokers.
 const RESOURCE_BROKER: i8 = 4;
+/// Kafka's resource type for broker loggers.
+const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 pub(super) async fn create_topics(
     broker: &Broker,
     request: CreateTopicsRequest,
+    context: &ClientContext,
 ) -> CreateTopicsResponse {
+    let access = Access::new(broker, context, "CreateTopics");
+    let mut denied = Vec::new();
     let wanted: Vec<NewTopic> = request
         .topics
         .iter()
+        .filter(|t| {
+            let ok = access.allows_create_topic(t.name.0.as_str());
+            if !ok {
+                denied.push(
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(ErrorCode::TopicAuthorizationFailed.code()),
+                );
+            }
+            ok
+        })
         .map(|t| NewTopic {
             name: t.name.0.as_str().to_owned(),
             partitions: t.num_partitions,
@@ -75,6 +93,7 @@ pub(super) async fn create_topics(
             }
             result
         })
+        .chain(denied)
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
 }
@@ -83,7 +102,9 @@ pub(super) async fn delete_topics(
     broker: &Broker,
     request: DeleteTopicsRequest,
     version: i16,
+    context: &ClientContext,
 ) -> DeleteTopicsResponse {
+    let access = Access::new(broker, context, "DeleteTopics");
     let mut names: Vec<String> = request
         .topic_names
         .iter()
@@ -99,6 +120,9 @@ pub(super) async fn delete_topics(
             },
         }
     }
+    let (names, denied): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|n| access.allows(AclOperation::Delete, ResourceType::Topic, n));
     let ids: Vec<_> = names
         .iter()
         .map(|n| broker.topic_summary(n).map(|(id, _)| id))
@@ -119,6 +143,13 @@ pub(super) async fn delete_topics(
                 })
         })
         .collect();
+    for name in denied {
+        responses.push(
+            DeletableTopicResult::default()
+                .with_name(Some(TopicName(text(name))))
+                .with_error_code(ErrorCode::TopicAuthorizationFailed.code()),
+        );
+    }
     for id in unknown_ids {
         responses.push(
             DeletableTopicResult::default()
@@ -132,9 +163,14 @@ pub(super) async fn delete_topics(
 pub(super) async fn create_partitions(
     broker: &Broker,
     request: CreatePartitionsRequest,
+    context: &ClientContext,
 ) -> CreatePartitionsResponse {
-    let changes = request
+    let access = Access::new(broker, context, "CreatePartitions");
+    let (allowed, denied): (Vec<_>, Vec<_>) = request
         .topics
+        .iter()
+        .partition(|t| access.allows(AclOperation::Alter, ResourceType::Topic, t.name.0.as_str()));
+    let changes = allowed
         .iter()
         .map(|t| (t.name.0.as_str().to_owned(), t.count))
         .collect();
@@ -150,6 +186,11 @@ pub(super) async fn create_partitions(
                     .with_error_code(o.error.code())
                     .with_error_message(o.error_message.map(text))
             })
+            .chain(denied.into_iter().map(|t| {
+                CreatePartitionsTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+            }))
             .collect(),
     )
 }
@@ -157,7 +198,9 @@ pub(super) async fn create_partitions(
 pub(super) fn describe_configs(
     broker: &Broker,
     request: DescribeConfigsRequest,
+    context: &ClientContext,
 ) -> DescribeConfigsResponse {
+    let access = Access::new(broker, context, "DescribeConfigs");
     let results = request
         .resources
         .into_iter()
@@ -166,6 +209,19 @@ pub(super) fn describe_configs(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(text(name.clone()));
+            if let Some(code) = refusal(
+                &access,
+                AclOperation::DescribeConfigs,
+                resource.resource_type,
+                &name,
+            ) {
+                return result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(text(format!(
+                        "{} is not allowed",
+                        AclOperation::DescribeConfigs
+                    ))));
+            }
             if resource.resource_type == RESOURCE_BROKER {
                 // Broker configs are set in the config file, not over the wire; none listed.
                 return result;
@@ -205,16 +261,45 @@ pub(super) fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
+/// The authorization error refusing `operation` on the config resource `name` of Kafka's
+/// config resource type `resource_type` (topics: the topic; brokers and broker loggers: the
+/// cluster), or `None` if it is allowed or the type is not one with ACLs.
+fn refusal(
+    access: &Access<'_>,
+    operation: AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Option<ErrorCode> {
+    match resource_type {
+        RESOURCE_TOPIC => (!access.allows(operation, ResourceType::Topic, name))
+            .then_some(ErrorCode::TopicAuthorizationFailed),
+        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => {
+            (!access.allows_cluster(operation)).then_some(ErrorCode::ClusterAuthorizationFailed)
+        }
+        _ => None,
+    }
+}
+
 /// Applies one resource's config changes; `entries` is `Err` when the request itself was
 /// refused. Returns the error code and message both AlterConfigs versions answer with.
 async fn alter_resource(
     broker: &Broker,
+    access: &Access<'_>,
     resource_type: i8,
     name: String,
     entries: Result<Vec<(String, ConfigOp, String)>, String>,
     incremental: bool,
     validate_only: bool,
 ) -> (i16, Option<StrBytes>) {
+    if let Some(code) = refusal(access, AclOperation::AlterConfigs, resource_type, &name) {
+        return (
+            code.code(),
+            Some(text(format!(
+                "{} is not allowed",
+                AclOperation::AlterConfigs
+            ))),
+        );
+    }
     if resource_type != RESOURCE_TOPIC {
         return (
             ErrorCode::InvalidRequest.code(),
@@ -234,7 +319,9 @@ async fn alter_resource(
 pub(super) async fn alter_configs(
     broker: &Broker,
     request: AlterConfigsRequest,
+    context: &ClientContext,
 ) -> AlterConfigsResponse {
+    let access = Access::new(broker, context, "AlterConfigs");
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_owned();
@@ -253,6 +340,7 @@ pub(super) async fn alter_configs(
             .collect();
         let (code, message) = alter_resource(
             broker,
+            &access,
             resource.resource_type,
             name.clone(),
             Ok(entries),
@@ -274,7 +362,9 @@ pub(super) async fn alter_configs(
 pub(super) async fn incremental_alter_configs(
     broker: &Broker,
     request: IncrementalAlterConfigsRequest,
+    context: &ClientContext,
 ) -> IncrementalAlterConfigsResponse {
+    let access = Access::new(broker, context, "IncrementalAlterConfigs");
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_owned();
@@ -295,6 +385,7 @@ pub(super) async fn incremental_alter_configs(
             .collect();
         let (code, message) = alter_resource(
             broker,
+            &access,
             resource.resource_type,
             name.clone(),
             entries,
@@ -319,7 +410,14 @@ pub(super) async fn incremental_alter_configs(
 pub(super) fn describe_log_dirs(
     broker: &Broker,
     request: DescribeLogDirsRequest,
+    context: &ClientContext,
 ) -> DescribeLogDirsResponse {
+    let access = Access::new(broker, context, "DescribeLogDirs");
+    if !access.allows_cluster(AclOperation::Describe) {
+        // As Kafka: no directories, and (v3+) the error at the top.
+        return DescribeLogDirsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     let wanted = request.topics.map(|topics| {
         topics
             .into_iter()

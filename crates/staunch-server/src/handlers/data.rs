@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use staunch_broker::{Broker, FetchPartition, ProducePartition};
+use staunch_broker::acl::{AclOperation, ResourceType};
+use staunch_broker::{Broker, FetchPartition, ProducePartition, ProduceResult};
 use staunch_core::ErrorCode;
 use staunch_protocol::kafka_protocol::messages::describe_cluster_response::{
     DescribeClusterBroker, DescribeClusterResponse,
@@ -24,10 +25,12 @@ use staunch_protocol::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use staunch_protocol::kafka_protocol::messages::{
-    BrokerId, FetchRequest, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId, TopicName,
+    BrokerId, DescribeClusterRequest, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId,
+    TopicName,
 };
 
+use super::auth::Access;
 use super::{
     ClientContext, NO_TRANSACTIONS, NoAnswer, TRANSACTIONS_REFUSED, log_transactions_refused, text,
 };
@@ -56,9 +59,33 @@ pub(super) async fn produce(
     if let Some(id) = &request.transactional_id {
         log_transactions_refused("Produce", [id.0.as_str()], client_id, context);
     }
+    let access = Access::new(broker, context, "Produce");
     let mut partitions = Vec::new();
+    // Partitions refused before reaching the broker: not authorized to WRITE the topic, or
+    // (a topic that does not exist) to create it, as Kafka's produce never creates topics
+    // for a principal that may not.
+    let mut denied: Vec<ProduceResult> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.as_str().to_owned();
+        let refusal = if !access.allows(AclOperation::Write, ResourceType::Topic, &name) {
+            Some(ErrorCode::TopicAuthorizationFailed)
+        } else if broker.authorizer().enabled()
+            && broker.topic_summary(&name).is_none()
+            && !access.allows_create_topic(&name)
+        {
+            Some(ErrorCode::UnknownTopicOrPartition)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            denied.extend(
+                topic
+                    .partition_data
+                    .iter()
+                    .map(|p| ProduceResult::failed(name.clone(), p.index, code, None)),
+            );
+            continue;
+        }
         for p in topic.partition_data {
             partitions.push(ProducePartition {
                 topic: name.clone(),
@@ -82,15 +109,17 @@ pub(super) async fn produce(
     } else {
         Ok(broker.write_produce(acks, partitions).await)
     };
-    let refused = match &in_flight {
-        Ok(in_flight) => in_flight.refused_any(),
-        Err(refused) => !refused.is_empty(),
-    };
+    let refused = !denied.is_empty()
+        || match &in_flight {
+            Ok(in_flight) => in_flight.refused_any(),
+            Err(refused) => !refused.is_empty(),
+        };
     let answer = async move {
-        let results = match in_flight {
+        let mut results = match in_flight {
             Ok(in_flight) => in_flight.durable().await,
             Err(refused) => refused,
         };
+        results.extend(denied);
         if acks != 0 {
             return Ok(Some(produce_response(results)));
         }
@@ -146,25 +175,49 @@ fn produce_response(results: Vec<staunch_broker::ProduceResult>) -> ProduceRespo
 
 /// Fetch: long-polls for acknowledged data. Fetch sessions are not kept: the answer's session
 /// id is 0, which tells clients to send full requests.
-pub(super) async fn fetch(broker: &Broker, request: FetchRequest) -> FetchResponse {
+pub(super) async fn fetch(
+    broker: &Broker,
+    request: FetchRequest,
+    context: &ClientContext,
+) -> FetchResponse {
+    let access = Access::new(broker, context, "Fetch");
     let read_committed = request.isolation_level == 1;
-    let wanted: Vec<FetchPartition> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| FetchPartition {
-                topic: t.topic.0.as_str().to_owned(),
-                partition: p.partition,
-                fetch_offset: p.fetch_offset,
-                current_leader_epoch: p.current_leader_epoch,
-                max_bytes: p.partition_max_bytes,
-            })
-        })
-        .collect();
+    let mut wanted: Vec<FetchPartition> = Vec::new();
+    let mut denied: Vec<staunch_broker::FetchResult> = Vec::new();
+    for t in &request.topics {
+        let topic = t.topic.0.as_str();
+        let allowed = access.allows(AclOperation::Read, ResourceType::Topic, topic);
+        for p in &t.partitions {
+            if allowed {
+                wanted.push(FetchPartition {
+                    topic: topic.to_owned(),
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    current_leader_epoch: p.current_leader_epoch,
+                    max_bytes: p.partition_max_bytes,
+                });
+            } else {
+                denied.push(staunch_broker::FetchResult {
+                    topic: topic.to_owned(),
+                    partition: p.partition,
+                    error: ErrorCode::TopicAuthorizationFailed,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: Bytes::new(),
+                });
+            }
+        }
+    }
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, 60_000) as u64);
-    let results = broker
-        .fetch(max_wait, request.min_bytes, request.max_bytes, wanted)
-        .await;
+    // Nothing left to wait for: answer the refusals now, as Kafka does.
+    let mut results = if wanted.is_empty() && !denied.is_empty() {
+        Vec::new()
+    } else {
+        broker
+            .fetch(max_wait, request.min_bytes, request.max_bytes, wanted)
+            .await
+    };
+    results.extend(denied);
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for r in results {
         let partition = PartitionData::default()
@@ -195,15 +248,23 @@ pub(super) async fn list_offsets(
     broker: &Broker,
     request: ListOffsetsRequest,
     version: i16,
+    context: &ClientContext,
 ) -> ListOffsetsResponse {
+    let access = Access::new(broker, context, "ListOffsets");
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str().to_owned();
+        let allowed = access.allows(AclOperation::Describe, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let answer =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let answer = if p.current_leader_epoch > 0 {
+            let answer = if !allowed {
+                answer
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+            } else if p.current_leader_epoch > 0 {
                 answer.with_error_code(ErrorCode::UnknownLeaderEpoch.code())
             } else {
                 match broker
@@ -249,7 +310,52 @@ pub(super) async fn metadata(
     };
     // v0-3 have no flag; Kafka auto-creates for them.
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
-    let cluster = broker.metadata(names, allow_auto_create).await;
+    let access = Access::new(broker, context, "Metadata");
+    // Named topics the principal may not DESCRIBE, or that do not exist and it may not
+    // create, are answered TOPIC_AUTHORIZATION_FAILED without reaching the broker (nothing is
+    // created); a listing of every topic leaves out the ones it may not DESCRIBE.
+    let mut refused: Vec<String> = Vec::new();
+    let names = names.map(|names: Vec<String>| {
+        let auto_create = allow_auto_create && broker.config().auto_create_topics;
+        names
+            .into_iter()
+            .filter(|name| {
+                let ok = access.allows(AclOperation::Describe, ResourceType::Topic, name)
+                    && (!auto_create
+                        || !broker.authorizer().enabled()
+                        || broker.topic_summary(name).is_some()
+                        || access.allows_create_topic(name));
+                if !ok {
+                    refused.push(name.clone());
+                }
+                ok
+            })
+            .collect()
+    });
+    let listing = names.is_none();
+    let mut cluster = broker.metadata(names, allow_auto_create).await;
+    if listing && broker.authorizer().enabled() {
+        cluster.topics.retain(|t| {
+            access.allows_quietly(AclOperation::Describe, ResourceType::Topic, &t.name)
+        });
+    }
+    let refused = refused.into_iter().map(|name| {
+        MetadataResponseTopic::default()
+            .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+            .with_name(Some(TopicName(text(name))))
+    });
+    let topic_operations = |name: &str| {
+        if request.include_topic_authorized_operations {
+            access.authorized_operations(ResourceType::Topic, name)
+        } else {
+            i32::MIN
+        }
+    };
+    let cluster_operations = if request.include_cluster_authorized_operations {
+        access.authorized_operations(ResourceType::Cluster, staunch_broker::acl::CLUSTER_NAME)
+    } else {
+        i32::MIN
+    };
     let (own_host, own_port) = context.advertised(broker);
     let own_id = broker.config().node_id;
     MetadataResponse::default()
@@ -273,12 +379,14 @@ pub(super) async fn metadata(
         )
         .with_cluster_id(Some(text(cluster.cluster_id)))
         .with_controller_id(BrokerId(cluster.controller_id))
+        .with_cluster_authorized_operations(cluster_operations)
         .with_topics(
             cluster
                 .topics
                 .into_iter()
                 .map(|t| {
                     MetadataResponseTopic::default()
+                        .with_topic_authorized_operations(topic_operations(&t.name))
                         .with_error_code(t.error.code())
                         .with_name(Some(TopicName(text(t.name))))
                         .with_topic_id(t.id)
@@ -302,6 +410,7 @@ pub(super) async fn metadata(
                                 .collect(),
                         )
                 })
+                .chain(refused)
                 .collect(),
         )
 }
@@ -310,17 +419,26 @@ pub(super) async fn metadata(
 pub(super) fn offset_for_leader_epoch(
     broker: &Broker,
     request: OffsetForLeaderEpochRequest,
+    context: &ClientContext,
 ) -> OffsetForLeaderEpochResponse {
+    let access = Access::new(broker, context, "OffsetForLeaderEpoch");
     let topics = request
         .topics
         .into_iter()
         .map(|t| {
             let name = t.topic.0.as_str().to_owned();
+            let allowed = access.allows(AclOperation::Describe, ResourceType::Topic, &name);
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
                     let answer = EpochEndOffset::default().with_partition(p.partition);
+                    if !allowed {
+                        return answer
+                            .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                    }
                     match broker.epoch_end_offset(
                         &name,
                         p.partition,
@@ -360,6 +478,19 @@ pub(super) async fn init_producer_id(
             .with_producer_epoch(-1)
             .with_error_code(TRANSACTIONS_REFUSED.code());
     }
+    // Kafka 3.x: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
+    let access = Access::new(broker, context, "InitProducerId");
+    if !access.allows_quietly(
+        AclOperation::IdempotentWrite,
+        ResourceType::Cluster,
+        staunch_broker::acl::CLUSTER_NAME,
+    ) && !access.allows_any(AclOperation::Write, ResourceType::Topic)
+    {
+        return response
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     match broker.init_producer_id().await {
         Ok(id) => response
             .with_producer_id(ProducerId(id))
@@ -371,11 +502,24 @@ pub(super) async fn init_producer_id(
 /// DescribeCluster: this single node.
 pub(super) fn describe_cluster(
     broker: &Broker,
+    request: DescribeClusterRequest,
     context: &ClientContext,
 ) -> DescribeClusterResponse {
+    let access = Access::new(broker, context, "DescribeCluster");
+    if !access.allows_cluster(AclOperation::Describe) {
+        return DescribeClusterResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(text("DESCRIBE on the cluster is not allowed")));
+    }
     let (host, port) = context.advertised(broker);
     let node = broker.config().node_id;
+    let operations = if request.include_cluster_authorized_operations {
+        access.authorized_operations(ResourceType::Cluster, staunch_broker::acl::CLUSTER_NAME)
+    } else {
+        i32::MIN
+    };
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(operations)
         .with_cluster_id(text(broker.cluster_id()))
         .with_controller_id(BrokerId(node))
         .with_brokers(vec![

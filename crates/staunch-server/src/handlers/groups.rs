@@ -35,7 +35,9 @@ use staunch_protocol::kafka_protocol::messages::{
     OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
+use super::auth::Access;
 use super::{ClientContext, NO_TRANSACTIONS, TRANSACTIONS_REFUSED, log_transactions_refused, text};
+use staunch_broker::acl::{AclOperation, ResourceType};
 
 /// Kafka's key type for transactional coordinators.
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -64,34 +66,47 @@ pub(super) fn find_coordinator(
         };
         log_transactions_refused("FindCoordinator", keys, client_id, context);
     }
-    // Refused keys get no coordinator, as in Kafka's error answers.
-    let (error, message, node, host, port) = if transactional {
-        (
-            TRANSACTIONS_REFUSED,
-            Some(text(NO_TRANSACTIONS)),
-            -1,
-            String::new(),
-            -1,
-        )
-    } else {
-        (ErrorCode::None, None, node, host, port)
+    let access = Access::new(broker, context, "FindCoordinator");
+    // Refused keys get no coordinator, as in Kafka's error answers; a group needs DESCRIBE.
+    let answer = |key: &str| {
+        if transactional {
+            (
+                TRANSACTIONS_REFUSED,
+                Some(text(NO_TRANSACTIONS)),
+                -1,
+                String::new(),
+                -1,
+            )
+        } else if !access.allows(AclOperation::Describe, ResourceType::Group, key) {
+            (
+                ErrorCode::GroupAuthorizationFailed,
+                None,
+                -1,
+                String::new(),
+                -1,
+            )
+        } else {
+            (ErrorCode::None, None, node, host.clone(), port)
+        }
     };
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (error, message, node, host, port) = answer(key.as_str());
                 Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(node))
-                    .with_host(text(host.clone()))
+                    .with_host(text(host))
                     .with_port(port)
                     .with_error_code(error.code())
-                    .with_error_message(message.clone())
+                    .with_error_message(message)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (error, message, node, host, port) = answer(request.key.as_str());
     FindCoordinatorResponse::default()
         .with_error_code(error.code())
         // From v1 on (v0 has no such field).
@@ -106,7 +121,16 @@ pub(super) fn find_coordinator(
 pub(super) async fn offset_commit(
     broker: &Broker,
     request: OffsetCommitRequest,
+    context: &ClientContext,
 ) -> OffsetCommitResponse {
+    let access = Access::new(broker, context, "OffsetCommit");
+    // READ on the group, then READ on each topic, as Kafka.
+    let group_allowed = access.allows(
+        AclOperation::Read,
+        ResourceType::Group,
+        request.group_id.0.as_str(),
+    );
+    let mut denied: Vec<(String, i32, ErrorCode)> = Vec::new();
     let member = GroupMembership {
         group_id: request.group_id.0.as_str().to_owned(),
         generation_id: request.generation_id_or_member_epoch,
@@ -115,6 +139,26 @@ pub(super) async fn offset_commit(
     };
     let mut offsets = Vec::new();
     for topic in &request.topics {
+        let refusal = if !group_allowed {
+            Some(ErrorCode::GroupAuthorizationFailed)
+        } else if !access.allows(
+            AclOperation::Read,
+            ResourceType::Topic,
+            topic.name.0.as_str(),
+        ) {
+            Some(ErrorCode::TopicAuthorizationFailed)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            denied.extend(
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| (topic.name.0.as_str().to_owned(), p.partition_index, code)),
+            );
+            continue;
+        }
         for p in &topic.partitions {
             offsets.push((
                 TopicPartition::new(topic.name.0.as_str(), p.partition_index),
@@ -131,7 +175,12 @@ pub(super) async fn offset_commit(
             ));
         }
     }
-    let results = broker.commit_group_offsets(&member, offsets).await;
+    let mut results = if group_allowed {
+        broker.commit_group_offsets(&member, offsets).await
+    } else {
+        Vec::new()
+    };
+    results.extend(denied);
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
     for (topic, partition, code) in results {
         let answer = OffsetCommitResponsePartition::default()
@@ -154,7 +203,9 @@ pub(super) fn offset_fetch(
     broker: &Broker,
     request: OffsetFetchRequest,
     version: i16,
+    context: &ClientContext,
 ) -> OffsetFetchResponse {
+    let access = Access::new(broker, context, "OffsetFetch");
     if version >= 8 {
         let groups = request
             .groups
@@ -167,7 +218,8 @@ pub(super) fn offset_fetch(
                         .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
                         .collect()
                 });
-                let found = match broker.group_offsets(&group, wanted) {
+                let found = group_offsets(&access, broker, &group, wanted);
+                let (found, refused) = match found {
                     Ok(found) => found,
                     Err(code) => {
                         return OffsetFetchResponseGroup::default()
@@ -175,6 +227,21 @@ pub(super) fn offset_fetch(
                             .with_error_code(code.code());
                     }
                 };
+                let refused = refused.into_iter().map(|(topic, partitions)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(text(topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                                })
+                                .collect(),
+                        )
+                });
                 let topics = found
                     .into_iter()
                     .map(|(topic, partitions)| {
@@ -194,6 +261,7 @@ pub(super) fn offset_fetch(
                                     .collect(),
                             )
                     })
+                    .chain(refused)
                     .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(text(group)))
@@ -209,7 +277,7 @@ pub(super) fn offset_fetch(
             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
             .collect()
     });
-    let found = match broker.group_offsets(&group, wanted.clone()) {
+    let (found, refused) = match group_offsets(&access, broker, &group, wanted.clone()) {
         Ok(found) => found,
         Err(code) => {
             // v2+ carries the group's error at the top; every version per partition.
@@ -237,6 +305,21 @@ pub(super) fn offset_fetch(
                 .with_topics(topics);
         }
     };
+    let refused = refused.into_iter().map(|(topic, partitions)| {
+        OffsetFetchResponseTopic::default()
+            .with_name(TopicName(text(topic)))
+            .with_partitions(
+                partitions
+                    .into_iter()
+                    .map(|p| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    })
+                    .collect(),
+            )
+    });
     let topics = found
         .into_iter()
         .map(|(topic, partitions)| {
@@ -256,8 +339,39 @@ pub(super) fn offset_fetch(
                         .collect(),
                 )
         })
+        .chain(refused)
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// Topics asked for, each with its partitions.
+type Wanted = Vec<(String, Vec<i32>)>;
+/// Committed offsets found, by topic and partition.
+type Found = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+/// The committed offsets of `group` the principal may see: GROUP_AUTHORIZATION_FAILED
+/// without DESCRIBE on the group; topics asked for without DESCRIBE on them come back apart
+/// (answered TOPIC_AUTHORIZATION_FAILED); from a listing of every topic they are left out.
+fn group_offsets(
+    access: &Access<'_>,
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Wanted>,
+) -> Result<(Found, Wanted), ErrorCode> {
+    if !access.allows(AclOperation::Describe, ResourceType::Group, group) {
+        return Err(ErrorCode::GroupAuthorizationFailed);
+    }
+    let Some(wanted) = wanted else {
+        let mut found = broker.group_offsets(group, None)?;
+        found.retain(|(topic, _)| {
+            access.allows_quietly(AclOperation::Describe, ResourceType::Topic, topic)
+        });
+        return Ok((found, Vec::new()));
+    };
+    let (allowed, refused): (Wanted, Wanted) = wanted
+        .into_iter()
+        .partition(|(topic, _)| access.allows(AclOperation::Describe, ResourceType::Topic, topic));
+    Ok((broker.group_offsets(group, Some(allowed))?, refused))
 }
 
 fn committed_fields(committed: Option<CommittedOffset>) -> (i64, i32, String) {
@@ -281,6 +395,19 @@ pub(super) async fn join_group(
     client_id: &str,
     context: &ClientContext,
 ) -> JoinGroupResponse {
+    let access = Access::new(broker, context, "JoinGroup");
+    if !access.allows(
+        AclOperation::Read,
+        ResourceType::Group,
+        request.group_id.0.as_str(),
+    ) {
+        return JoinGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
+            .with_generation_id(-1)
+            .with_member_id(request.member_id)
+            // Before v7 the protocol name is not nullable.
+            .with_protocol_name((version < 7).then(|| text("")));
+    }
     let join = JoinGroup {
         group_id: request.group_id.0.as_str().to_owned(),
         session_timeout_ms: request.session_timeout_ms,
@@ -343,7 +470,17 @@ pub(super) async fn sync_group(
     broker: &Broker,
     request: SyncGroupRequest,
     version: i16,
+    context: &ClientContext,
 ) -> SyncGroupResponse {
+    let access = Access::new(broker, context, "SyncGroup");
+    if !access.allows(
+        AclOperation::Read,
+        ResourceType::Group,
+        request.group_id.0.as_str(),
+    ) {
+        return SyncGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let sync = SyncGroup {
         group_id: request.group_id.0.as_str().to_owned(),
         generation_id: request.generation_id,
@@ -371,7 +508,20 @@ pub(super) async fn sync_group(
 }
 
 /// Heartbeat: keeps the member's session alive and tells it when to rejoin.
-pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
+pub(super) fn heartbeat(
+    broker: &Broker,
+    request: HeartbeatRequest,
+    context: &ClientContext,
+) -> HeartbeatResponse {
+    let access = Access::new(broker, context, "Heartbeat");
+    if !access.allows(
+        AclOperation::Read,
+        ResourceType::Group,
+        request.group_id.0.as_str(),
+    ) {
+        return HeartbeatResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let code = broker.groups().heartbeat(
         request.group_id.0.as_str(),
         request.generation_id,
@@ -386,7 +536,17 @@ pub(super) fn leave_group(
     broker: &Broker,
     request: LeaveGroupRequest,
     version: i16,
+    context: &ClientContext,
 ) -> LeaveGroupResponse {
+    let access = Access::new(broker, context, "LeaveGroup");
+    if !access.allows(
+        AclOperation::Read,
+        ResourceType::Group,
+        request.group_id.0.as_str(),
+    ) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let members = if version >= 3 {
         request
             .members
@@ -428,7 +588,19 @@ pub(super) fn leave_group(
 }
 
 /// ListGroups: every group, optionally filtered by state (v4+).
-pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+/// Only groups the principal may DESCRIBE are listed (all of them with DESCRIBE on the
+/// cluster), as in Kafka.
+pub(super) fn list_groups(
+    broker: &Broker,
+    request: ListGroupsRequest,
+    context: &ClientContext,
+) -> ListGroupsResponse {
+    let access = Access::new(broker, context, "ListGroups");
+    let every_group = access.allows_quietly(
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        staunch_broker::acl::CLUSTER_NAME,
+    );
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -439,6 +611,10 @@ pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGr
         .list()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.as_str().to_ascii_lowercase()))
+        .filter(|g| {
+            every_group
+                || access.allows_quietly(AclOperation::Describe, ResourceType::Group, &g.group_id)
+        })
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(text(g.group_id)))
@@ -453,13 +629,26 @@ pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGr
 pub(super) fn describe_groups(
     broker: &Broker,
     request: DescribeGroupsRequest,
+    context: &ClientContext,
 ) -> DescribeGroupsResponse {
+    let access = Access::new(broker, context, "DescribeGroups");
     let groups = request
         .groups
         .iter()
         .map(|id| {
+            if !access.allows(AclOperation::Describe, ResourceType::Group, id.0.as_str()) {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+            }
             let d = broker.groups().describe(id.0.as_str());
+            let operations = if request.include_authorized_operations {
+                access.authorized_operations(ResourceType::Group, id.0.as_str())
+            } else {
+                i32::MIN
+            };
             DescribedGroup::default()
+                .with_authorized_operations(operations)
                 .with_error_code(d.error.code())
                 .with_group_id(GroupId(text(d.group_id)))
                 .with_group_state(text(d.state.as_str()))
@@ -488,13 +677,22 @@ pub(super) fn describe_groups(
 pub(super) async fn delete_groups(
     broker: &Broker,
     request: DeleteGroupsRequest,
+    context: &ClientContext,
 ) -> DeleteGroupsResponse {
-    let ids: Vec<String> = request
+    let access = Access::new(broker, context, "DeleteGroups");
+    let (ids, denied): (Vec<String>, Vec<String>) = request
         .groups_names
         .iter()
         .map(|g| g.0.as_str().to_owned())
-        .collect();
-    let mut results = Vec::with_capacity(ids.len());
+        .partition(|g| access.allows(AclOperation::Delete, ResourceType::Group, g));
+    let mut results = Vec::with_capacity(ids.len() + denied.len());
+    for group in denied {
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(GroupId(text(group)))
+                .with_error_code(ErrorCode::GroupAuthorizationFailed.code()),
+        );
+    }
     for (group, mut code) in broker.groups().delete(&ids) {
         if code == ErrorCode::None
             && let Err(storage) = broker.delete_group_offsets(&group).await

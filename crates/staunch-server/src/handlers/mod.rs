@@ -1,10 +1,14 @@
 //! Request handlers: each converts one Kafka request into broker calls and the results back
 //! into the response of the same version.
 
+mod acls;
 mod admin;
+mod auth;
 mod data;
 mod groups;
 mod scram;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -164,70 +168,81 @@ async fn handle_in_order(
                 Reply::Later(answer)
             };
         }
-        RequestKind::Fetch(r) => Some(ResponseKind::Fetch(data::fetch(broker, r).await)),
+        RequestKind::Fetch(r) => Some(ResponseKind::Fetch(data::fetch(broker, r, context).await)),
         RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(
-            data::list_offsets(broker, r, version).await,
+            data::list_offsets(broker, r, version, context).await,
         )),
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
             data::metadata(broker, r, version, context).await,
         )),
         RequestKind::OffsetForLeaderEpoch(r) => Some(ResponseKind::OffsetForLeaderEpoch(
-            data::offset_for_leader_epoch(broker, r),
+            data::offset_for_leader_epoch(broker, r, context),
         )),
         RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
             data::init_producer_id(broker, r, &client_id, context).await,
         )),
-        RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
-            data::describe_cluster(broker, context),
+        RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(
+            data::describe_cluster(broker, r, context),
+        )),
+        RequestKind::CreateAcls(r) => Some(ResponseKind::CreateAcls(
+            acls::create_acls(broker, r, context).await,
+        )),
+        RequestKind::DescribeAcls(r) => Some(ResponseKind::DescribeAcls(acls::describe_acls(
+            broker, r, context,
+        ))),
+        RequestKind::DeleteAcls(r) => Some(ResponseKind::DeleteAcls(
+            acls::delete_acls(broker, r, context).await,
         )),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
-            admin::create_topics(broker, r).await,
+            admin::create_topics(broker, r, context).await,
         )),
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
-            admin::delete_topics(broker, r, version).await,
+            admin::delete_topics(broker, r, version, context).await,
         )),
         RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
-            admin::create_partitions(broker, r).await,
+            admin::create_partitions(broker, r, context).await,
         )),
         RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
-            admin::describe_configs(broker, r),
+            admin::describe_configs(broker, r, context),
         )),
         RequestKind::DescribeLogDirs(r) => Some(ResponseKind::DescribeLogDirs(
-            admin::describe_log_dirs(broker, r),
+            admin::describe_log_dirs(broker, r, context),
         )),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
-            admin::alter_configs(broker, r).await,
+            admin::alter_configs(broker, r, context).await,
         )),
         RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
-            admin::incremental_alter_configs(broker, r).await,
+            admin::incremental_alter_configs(broker, r, context).await,
         )),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
             groups::find_coordinator(broker, r, version, &client_id, context),
         )),
         RequestKind::OffsetCommit(r) => Some(ResponseKind::OffsetCommit(
-            groups::offset_commit(broker, r).await,
+            groups::offset_commit(broker, r, context).await,
         )),
         RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(groups::offset_fetch(
-            broker, r, version,
+            broker, r, version, context,
         ))),
         RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
             groups::join_group(broker, r, version, &client_id, context).await,
         )),
         RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(
-            groups::sync_group(broker, r, version).await,
+            groups::sync_group(broker, r, version, context).await,
         )),
-        RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(groups::heartbeat(broker, r))),
-        RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(groups::leave_group(
-            broker, r, version,
+        RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(groups::heartbeat(
+            broker, r, context,
         ))),
-        RequestKind::ListGroups(r) => {
-            Some(ResponseKind::ListGroups(groups::list_groups(broker, r)))
-        }
+        RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(groups::leave_group(
+            broker, r, version, context,
+        ))),
+        RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(groups::list_groups(
+            broker, r, context,
+        ))),
         RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(
-            groups::describe_groups(broker, r),
+            groups::describe_groups(broker, r, context),
         )),
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
-            groups::delete_groups(broker, r).await,
+            groups::delete_groups(broker, r, context).await,
         )),
         RequestKind::DescribeUserScramCredentials(r) => Some(
             ResponseKind::DescribeUserScramCredentials(scram::describe(broker, r)),
