@@ -2,6 +2,7 @@
 //! consume, inspect consumer groups, and list, show and redrive dead letters; and check and
 //! repair a stopped broker's logs (`staunch log`).
 
+mod acls;
 mod bench;
 mod client;
 mod client_security;
@@ -41,6 +42,9 @@ enum Command {
     Groups(groups::GroupsArgs),
     /// Dead-letter topics: list them, show their records, redrive them to the source topic.
     Dlq(dlq::DlqArgs),
+    /// Access control lists (with `authorizer_enabled`): add, list and remove who may do
+    /// what, as Kafka's kafka-acls.sh.
+    Acls(acls::AclsArgs),
     /// Load generator: produce or consume as fast as the broker allows and report the numbers.
     Bench(bench::BenchArgs),
     /// Check a stopped broker's partition logs for damage, and repair them by moving the
@@ -60,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Acls(args) => acls::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Log(args) => log::run(args),
         Command::Users(args) => users::run(args),

@@ -285,6 +285,19 @@ pub(crate) struct ServeArgs {
     /// always); 0 turns zero-filling off. Default 268435456 (256 MiB).
     #[arg(long, env = "STAUNCH_ZERO_FILL_BUDGET")]
     zero_fill_budget: Option<u64>,
+    /// Check every request against the ACLs (true/false); then only super users and what
+    /// ACLs allow get through, and a resource without ACLs is denied. Default false.
+    #[arg(long, env = "STAUNCH_AUTHORIZER_ENABLED")]
+    authorizer_enabled: Option<bool>,
+    /// Principals allowed everything when the authorizer is on, separated by `;` as Kafka's
+    /// super.users (certificate names contain commas), e.g. "User:admin;User:CN=ops,O=acme".
+    #[arg(
+        long,
+        env = "STAUNCH_SUPER_USERS",
+        value_delimiter = ';',
+        value_name = "PRINCIPALS"
+    )]
+    super_users: Option<Vec<String>>,
     /// Initial rebalance delay of new consumer groups, e.g. 3s or 100ms.
     #[arg(long, env = "STAUNCH_GROUP_INITIAL_REBALANCE_DELAY", value_parser = humantime_duration)]
     group_initial_rebalance_delay: Option<Duration>,
@@ -408,6 +421,16 @@ fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if let Some(budget) = args.zero_fill_budget {
         config.broker.zero_fill_budget = budget;
+    }
+    if let Some(enabled) = args.authorizer_enabled {
+        config.broker.authorizer_enabled = enabled;
+    }
+    if let Some(users) = &args.super_users {
+        config.broker.super_users = users
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
     }
     if let Some(delay) = args.group_initial_rebalance_delay {
         config.broker.group_initial_rebalance_delay = delay;
