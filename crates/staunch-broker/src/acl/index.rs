@@ -49,9 +49,9 @@ pub(crate) struct AclIndex {
     bindings: BTreeSet<AclBinding>,
     literal: HashMap<ResourceType, HashMap<String, Vec<Entry>>>,
     prefixed: HashMap<ResourceType, HashMap<String, Vec<Entry>>>,
-    /// The longest prefix of any PREFIXED binding, in bytes: longer prefixes of a name need
-    /// no lookup.
-    longest_prefix: usize,
+    /// The lengths (in bytes, ascending, each once) of the PREFIXED bindings' names by
+    /// resource type: only prefixes of a name of these lengths need a lookup.
+    prefix_lengths: HashMap<ResourceType, Vec<usize>>,
 }
 
 /// Operations whose ALLOW also allows `op` (Kafka: READ, WRITE, DELETE and ALTER imply
@@ -81,7 +81,13 @@ impl AclIndex {
         for b in &bindings {
             let map = match b.pattern.pattern_type {
                 PatternType::Prefixed => {
-                    index.longest_prefix = index.longest_prefix.max(b.pattern.name.len());
+                    let lengths = index
+                        .prefix_lengths
+                        .entry(b.pattern.resource_type)
+                        .or_default();
+                    if let Err(at) = lengths.binary_search(&b.pattern.name.len()) {
+                        lengths.insert(at, b.pattern.name.len());
+                    }
                     &mut index.prefixed
                 }
                 _ => &mut index.literal,
@@ -116,13 +122,18 @@ impl AclIndex {
             .into_iter()
             .flatten();
         let prefixed = self.prefixed.get(&resource_type);
-        let longest = self.longest_prefix.min(name.len());
+        let lengths = self
+            .prefix_lengths
+            .get(&resource_type)
+            .map_or(&[][..], Vec::as_slice);
         let prefixes = prefixed
             .into_iter()
             .flat_map(move |m| {
-                (1..=longest)
-                    .filter(|&end| name.is_char_boundary(end))
-                    .filter_map(move |end| m.get(&name[..end]))
+                lengths
+                    .iter()
+                    .take_while(move |&&end| end <= name.len())
+                    .filter(move |&&end| name.is_char_boundary(end))
+                    .filter_map(move |&end| m.get(&name[..end]))
             })
             .flatten();
         exact.chain(wildcard).chain(prefixes)
