@@ -459,3 +459,131 @@ async fn with_the_authorizer_off_everything_is_allowed_and_acl_requests_are_refu
     assert_eq!(answer.responses[0].error_code, 0);
     broker.shutdown().await;
 }
+
+/// Every other API refuses a principal without ACLs with Kafka's code, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_without_acls_is_refused_by_every_api() {
+    use staunch_protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use staunch_protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use staunch_protocol::kafka_protocol::messages::list_offsets_request::{
+        ListOffsetsPartition, ListOffsetsTopic,
+    };
+    use staunch_protocol::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use staunch_protocol::kafka_protocol::messages::{
+        CreatePartitionsRequest, DeleteGroupsRequest, DescribeClusterRequest,
+        DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
+        FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, ListGroupsRequest,
+        ListOffsetsRequest, OffsetFetchRequest, SyncGroupRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = setup(dir.path()).await;
+    let eve = as_user("eve");
+    let group_failed = ErrorCode::GroupAuthorizationFailed.code();
+    let cluster_failed = ErrorCode::ClusterAuthorizationFailed.code();
+
+    let made = create_topics(&broker, "eve", &["c"]).await;
+    assert_eq!(made, vec![("c".to_owned(), TAF)]);
+    assert!(broker.topic_summary("c").is_none());
+    let grow = CreatePartitionsRequest::default().with_topics(vec![
+        CreatePartitionsTopic::default()
+            .with_name(TopicName(text("a")))
+            .with_count(3),
+    ]);
+    let answer = admin::create_partitions(&broker, grow, &eve).await;
+    assert_eq!(answer.results[0].error_code, TAF);
+    assert_eq!(broker.topic_summary("a").map(|(_, n)| n), Some(1));
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text("a")),
+        DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(text("1")),
+    ]);
+    let answer = admin::describe_configs(&broker, describe, &eve);
+    assert_eq!(answer.results[0].error_code, TAF);
+    assert!(answer.results[0].configs.is_empty());
+    assert_eq!(answer.results[1].error_code, cluster_failed);
+    let answer = admin::describe_log_dirs(&broker, DescribeLogDirsRequest::default(), &eve);
+    assert_eq!(answer.error_code, cluster_failed);
+    assert!(answer.results.is_empty());
+    let answer = data::describe_cluster(&broker, DescribeClusterRequest::default(), &eve);
+    assert_eq!(answer.error_code, cluster_failed);
+    let list = ListOffsetsRequest::default().with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(TopicName(text("a")))
+            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)]),
+    ]);
+    let answer = data::list_offsets(&broker, list, 7, &eve).await;
+    assert_eq!(answer.topics[0].partitions[0].error_code, TAF);
+
+    let find = FindCoordinatorRequest::default().with_key(text("g"));
+    let answer = groups::find_coordinator(&broker, find, 3, "t", &eve);
+    assert_eq!(answer.error_code, group_failed);
+    assert_eq!(answer.node_id.0, -1);
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(text("g")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(text("consumer"));
+    let answer = groups::join_group(&broker, join, 5, "t", &eve).await;
+    assert_eq!(answer.error_code, group_failed);
+    let sync = SyncGroupRequest::default().with_group_id(GroupId(text("g")));
+    let answer = groups::sync_group(&broker, sync, 3, &eve).await;
+    assert_eq!(answer.error_code, group_failed);
+    let beat = HeartbeatRequest::default().with_group_id(GroupId(text("g")));
+    assert_eq!(
+        groups::heartbeat(&broker, beat, &eve).error_code,
+        group_failed
+    );
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(text("g")))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(text("a")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let answer = groups::offset_fetch(&broker, fetch, 7, &eve);
+    assert_eq!(answer.error_code, group_failed);
+    let describe = DescribeGroupsRequest::default().with_groups(vec![GroupId(text("g"))]);
+    let answer = groups::describe_groups(&broker, describe, &eve);
+    assert_eq!(answer.groups[0].error_code, group_failed);
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(text("g"))]);
+    let answer = groups::delete_groups(&broker, delete, &eve).await;
+    assert_eq!(answer.results[0].error_code, group_failed);
+
+    // A group the super user made is listed to it, not to eve, until eve may DESCRIBE it.
+    broker.groups().ensure_group("g");
+    let names = |who: &str| -> Vec<String> {
+        groups::list_groups(&broker, ListGroupsRequest::default(), &as_user(who))
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.as_str().to_owned())
+            .collect()
+    };
+    assert_eq!(names("admin"), vec!["g".to_owned()]);
+    assert_eq!(names("eve"), Vec::<String>::new());
+    let codes = create_acls(
+        &broker,
+        "admin",
+        vec![acl(
+            ResourceType::Group,
+            "g",
+            PatternType::Literal,
+            "User:eve",
+            AclOperation::Describe,
+            AclPermission::Allow,
+        )],
+    )
+    .await;
+    assert_eq!(codes, vec![0]);
+    assert_eq!(names("eve"), vec!["g".to_owned()]);
+    // The authorized-operations bit field shows DESCRIBE (bit 8) only.
+    let describe = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(text("g"))])
+        .with_include_authorized_operations(true);
+    let answer = groups::describe_groups(&broker, describe, &eve);
+    assert_eq!(answer.groups[0].error_code, 0);
+    assert_eq!(answer.groups[0].authorized_operations, 1 << 8);
+    broker.shutdown().await;
+}
