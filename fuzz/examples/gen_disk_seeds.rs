@@ -1,6 +1,6 @@
 //! Writes the seed inputs of the targets that fuzz what Staunch reads back from disk
 //! (`offsets_replay`, `producer_ids`, `broker_metadata`, `index_recovery`, `outbox_replay`,
-//! `consumer_protocol`) into `fuzz/seeds/<target>/`, and the reproducers of the bugs they found
+//! `consumer_protocol`, `acl_file`) into `fuzz/seeds/<target>/`, and the reproducers of the bugs they found
 //! into `fuzz/regressions/<target>/`.
 //!
 //! ```text
@@ -51,6 +51,7 @@ fn main() {
         &seeds.join("consumer_protocol"),
         &regressions.join("consumer_protocol"),
     );
+    acl_file(&seeds.join("acl_file"));
     println!("seeds written under {}", seeds.display());
 }
 
@@ -451,4 +452,52 @@ fn consumer_protocol(dir: &Path, reg: &Path) {
     }
     body.extend_from_slice(&(-1i32).to_be_bytes());
     write(reg, "long_topic_many_partitions", &body);
+}
+
+/// `acls.toml` as the broker writes it (literal, prefixed, wildcard, DENY, a name with quotes
+/// and a newline), a file whose checksum does not match, one with a matching checksum over an
+/// invalid binding (resource type ANY), and no checksum at all.
+fn acl_file(dir: &Path) {
+    use staunch_broker::Authorizer;
+    use staunch_broker::acl::{
+        ACL_FILE, AccessControlEntry, AclBinding, AclOperation, AclPermission, PatternType,
+        ResourcePattern, ResourceType,
+    };
+    let binding = |rt, name: &str, pattern, principal: &str, host: &str, op, permission| {
+        AclBinding {
+            pattern: ResourcePattern {
+                resource_type: rt,
+                name: name.to_owned(),
+                pattern_type: pattern,
+            },
+            entry: AccessControlEntry {
+                principal: principal.to_owned(),
+                host: host.to_owned(),
+                operation: op,
+                permission,
+            },
+        }
+    };
+    let disk = staunch_testkit::FaultyIo::new();
+    let authorizer =
+        Authorizer::open(std::sync::Arc::new(disk.clone()), ACL_FILE.into(), &[]).unwrap();
+    let answers = authorizer.create(vec![
+        binding(ResourceType::Topic, "orders", PatternType::Literal, "User:alice", "*", AclOperation::Write, AclPermission::Allow),
+        binding(ResourceType::Topic, "logs.", PatternType::Prefixed, "User:*", "10.0.0.1", AclOperation::Read, AclPermission::Allow),
+        binding(ResourceType::Group, "*", PatternType::Literal, "User:bob", "*", AclOperation::All, AclPermission::Deny),
+        binding(ResourceType::Cluster, "kafka-cluster", PatternType::Literal, "User:ops", "*", AclOperation::Alter, AclPermission::Allow),
+        binding(ResourceType::TransactionalId, "q\"uote\nd", PatternType::Literal, "User:CN=a,O=b", "*", AclOperation::Describe, AclPermission::Allow),
+    ]);
+    assert!(answers.iter().all(Result::is_ok));
+    let bytes = staunch_log::read_file(&disk, ACL_FILE).unwrap().unwrap();
+    write(dir, "written", &bytes);
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 1;
+    write(dir, "bad_checksum", &flipped);
+    let body = "[[acl]]\nresource_type = \"ANY\"\nname = \"t\"\npattern_type = \"LITERAL\"\n\
+                principal = \"User:a\"\nhost = \"*\"\noperation = \"READ\"\npermission = \"ALLOW\"\n";
+    let invalid = format!("# crc32c={:08x}\n{body}", crc32c::crc32c(body.as_bytes()));
+    write(dir, "invalid_binding", invalid.as_bytes());
+    write(dir, "no_checksum", body.as_bytes());
 }
