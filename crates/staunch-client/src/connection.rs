@@ -15,10 +15,8 @@ use staunch_protocol::{DEFAULT_MAX_FRAME_BYTES, FrameError, frame_length};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::security::SecurityConfig;
-use crate::tls::{self, Stream};
 use crate::security::{SaslCredentials, SecurityConfig};
-use staunch_core::SecurityProtocol;
+use crate::tls::{self, Stream};
 use staunch_protocol::kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };

@@ -19,6 +19,8 @@ pub const ACTIVE_CONNECTIONS: &str = "staunch_server_active_connections";
 pub const CONNECTIONS_TOTAL: &str = "staunch_server_connections_total";
 /// Counter, label `mechanism`: failed client authentications (SASL).
 pub const AUTHENTICATION_FAILURES_TOTAL: &str = "staunch_authentication_failures_total";
+/// Counter: SASL attempts refused unheard because their address failed too often.
+pub const AUTHENTICATION_RATE_LIMITED_TOTAL: &str = "staunch_authentication_rate_limited_total";
 
 /// Registers the help text and unit of every metric above with the installed recorder.
 pub fn describe() {
@@ -47,12 +49,21 @@ pub fn describe() {
         Unit::Count,
         "Failed client authentications, by SASL mechanism"
     );
+    metrics::describe_counter!(
+        AUTHENTICATION_RATE_LIMITED_TOTAL,
+        Unit::Count,
+        "SASL attempts refused unheard: their client address failed too often"
+    );
 }
 
 /// Counts one failed authentication of `mechanism` (e.g. `PLAIN`, `SCRAM-SHA-256`).
-#[allow(dead_code)] // Called by the SASL handshake once it exists.
 pub(crate) fn authentication_failed(mechanism: &'static str) {
     metrics::counter!(AUTHENTICATION_FAILURES_TOTAL, "mechanism" => mechanism).increment(1);
+}
+
+/// Counts one SASL attempt refused by the per-address failure limit.
+pub(crate) fn authentication_rate_limited() {
+    metrics::counter!(AUTHENTICATION_RATE_LIMITED_TOTAL).increment(1);
 }
 
 /// Counts one open connection in [`ACTIVE_CONNECTIONS`] while it lives.

@@ -355,7 +355,7 @@ impl SaslSession {
                     ));
                 }
                 if !reauth && !shared.limiter.allows(peer.ip(), Instant::now()) {
-                    metrics::counter!("staunch_authentication_rate_limited_total").increment(1);
+                    crate::metrics::authentication_rate_limited();
                     return Gate::Close(
                         "too many failed authentications from this address; try again later"
                             .to_owned(),
@@ -604,8 +604,7 @@ impl SaslSession {
     ) -> Gate {
         let user = username.unwrap_or("<unknown>");
         tracing::warn!(%peer, user, %mechanism, reason = %error, "authentication failed");
-        metrics::counter!("staunch_authentication_failures_total", "mechanism" => mechanism.name())
-            .increment(1);
+        crate::metrics::authentication_failed(mechanism.name());
         shared.limiter.record_failure(peer.ip(), Instant::now());
         self.state = State::Start;
         let message = format!(

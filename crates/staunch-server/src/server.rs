@@ -16,8 +16,8 @@ use crate::budget::RequestBudget;
 use crate::connection::serve_connection;
 use crate::listener::ListenerConfig;
 use crate::metrics::ConnectionGauge;
-use crate::tls::{ServerTls, TlsSettings};
 use crate::sasl::{SaslConfig, SaslShared};
+use crate::tls::{ServerTls, TlsSettings};
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]

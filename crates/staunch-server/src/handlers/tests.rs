@@ -47,6 +47,8 @@ fn as_user(name: &str) -> ClientContext {
         listener: Arc::new(ListenerInfo {
             config: ListenerConfig::plaintext(addr),
             bound: addr,
+            tls: None,
+            sasl: Arc::new(crate::sasl::SaslShared::new(crate::SaslConfig::default())),
         }),
     }
 }
