@@ -245,7 +245,7 @@ async fn handle_in_order(
             groups::delete_groups(broker, r, context).await,
         )),
         RequestKind::DescribeUserScramCredentials(r) => Some(
-            ResponseKind::DescribeUserScramCredentials(scram::describe(broker, r)),
+            ResponseKind::DescribeUserScramCredentials(scram::describe(broker, r, context)),
         ),
         RequestKind::AlterUserScramCredentials(r) => Some(ResponseKind::AlterUserScramCredentials(
             scram::alter(broker, r, context).await,

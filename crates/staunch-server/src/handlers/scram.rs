@@ -15,14 +15,28 @@ use staunch_protocol::kafka_protocol::messages::{
 };
 use staunch_protocol::sasl::{ScramCredential, ScramMechanism, check_iterations};
 
+use staunch_broker::acl::AclOperation;
+
+use super::auth::Access;
 use super::{ClientContext, text};
 
 /// Lists the mechanisms and iteration counts of the users asked for (every user when none
 /// is named); never any key or salt.
+///
+/// Needs DESCRIBE on the cluster (as Kafka); otherwise the answer is
+/// CLUSTER_AUTHORIZATION_FAILED at the top and lists nobody.
 pub(crate) fn describe(
     broker: &Broker,
     request: DescribeUserScramCredentialsRequest,
+    context: &ClientContext,
 ) -> DescribeUserScramCredentialsResponse {
+    if !Access::new(broker, context, "DescribeUserScramCredentials")
+        .allows_cluster(AclOperation::Describe)
+    {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(text("describing users needs DESCRIBE on the cluster")));
+    }
     let all = broker.credentials().list();
     let info = |mechanisms: &[(staunch_core::SaslMechanism, i32)]| -> Vec<CredentialInfo> {
         mechanisms
@@ -88,6 +102,30 @@ pub(crate) async fn alter(
     request: AlterUserScramCredentialsRequest,
     context: &ClientContext,
 ) -> AlterUserScramCredentialsResponse {
+    if !Access::new(broker, context, "AlterUserScramCredentials")
+        .allows_cluster(AclOperation::Alter)
+    {
+        // As Kafka: every user named gets CLUSTER_AUTHORIZATION_FAILED, nothing changes.
+        let named: BTreeSet<String> = request
+            .deletions
+            .iter()
+            .map(|d| d.name.to_string())
+            .chain(request.upsertions.iter().map(|u| u.name.to_string()))
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(
+            named
+                .into_iter()
+                .map(|user| {
+                    AlterUserScramCredentialsResult::default()
+                        .with_user(text(user))
+                        .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                        .with_error_message(Some(text(
+                            "changing users needs ALTER on the cluster",
+                        )))
+                })
+                .collect(),
+        );
+    }
     // Per user: the first error, or the changes.
     let mut users: BTreeMap<String, Result<Vec<CredentialChange>, (ErrorCode, String)>> =
         BTreeMap::new();

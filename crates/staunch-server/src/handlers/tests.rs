@@ -26,7 +26,7 @@ use staunch_protocol::kafka_protocol::messages::{
     incremental_alter_configs_request,
 };
 
-use super::{ClientContext, acls, admin, data, groups, text};
+use super::{ClientContext, acls, admin, data, groups, scram, text};
 use crate::listener::ListenerConfig;
 use crate::server::ListenerInfo;
 
@@ -587,5 +587,36 @@ async fn a_principal_without_acls_is_refused_by_every_api() {
     let answer = groups::describe_groups(&broker, describe, &eve);
     assert_eq!(answer.groups[0].error_code, 0);
     assert_eq!(answer.groups[0].authorized_operations, 1 << 8);
+
+    // The users' SCRAM credentials: DESCRIBE / ALTER on the cluster, which only admin has.
+    use staunch_protocol::kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+    use staunch_protocol::kafka_protocol::messages::{
+        AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+    };
+    use staunch_protocol::sasl::ScramMechanism;
+    let m = ScramMechanism::Sha512;
+    let salt = b"0123456789abcdef".to_vec();
+    let upsert = || {
+        AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+            ScramCredentialUpsertion::default()
+                .with_name(text("mallory"))
+                .with_mechanism(m.kafka_type())
+                .with_iterations(4096)
+                .with_salt(salt.clone().into())
+                .with_salted_password(m.salted_password(b"pw", &salt, 4096).into()),
+        ])
+    };
+    let answer = scram::alter(&broker, upsert(), &eve).await;
+    assert_eq!(answer.results[0].error_code, cluster_failed);
+    let listed = scram::describe(&broker, DescribeUserScramCredentialsRequest::default(), &eve);
+    assert_eq!(listed.error_code, cluster_failed);
+    assert!(listed.results.is_empty());
+    let admin = as_user("admin");
+    let listed = scram::describe(&broker, DescribeUserScramCredentialsRequest::default(), &admin);
+    assert!(listed.results.is_empty(), "eve's upsertion created nobody");
+    let answer = scram::alter(&broker, upsert(), &admin).await;
+    assert_eq!(answer.results[0].error_code, 0);
+    let listed = scram::describe(&broker, DescribeUserScramCredentialsRequest::default(), &admin);
+    assert_eq!(listed.results.len(), 1);
     broker.shutdown().await;
 }
