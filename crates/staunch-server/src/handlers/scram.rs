@@ -119,9 +119,7 @@ pub(crate) async fn alter(
                     AlterUserScramCredentialsResult::default()
                         .with_user(text(user))
                         .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
-                        .with_error_message(Some(text(
-                            "changing users needs ALTER on the cluster",
-                        )))
+                        .with_error_message(Some(text("changing users needs ALTER on the cluster")))
                 })
                 .collect(),
         );

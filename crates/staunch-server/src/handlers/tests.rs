@@ -608,15 +608,27 @@ async fn a_principal_without_acls_is_refused_by_every_api() {
     };
     let answer = scram::alter(&broker, upsert(), &eve).await;
     assert_eq!(answer.results[0].error_code, cluster_failed);
-    let listed = scram::describe(&broker, DescribeUserScramCredentialsRequest::default(), &eve);
+    let listed = scram::describe(
+        &broker,
+        DescribeUserScramCredentialsRequest::default(),
+        &eve,
+    );
     assert_eq!(listed.error_code, cluster_failed);
     assert!(listed.results.is_empty());
     let admin = as_user("admin");
-    let listed = scram::describe(&broker, DescribeUserScramCredentialsRequest::default(), &admin);
+    let listed = scram::describe(
+        &broker,
+        DescribeUserScramCredentialsRequest::default(),
+        &admin,
+    );
     assert!(listed.results.is_empty(), "eve's upsertion created nobody");
     let answer = scram::alter(&broker, upsert(), &admin).await;
     assert_eq!(answer.results[0].error_code, 0);
-    let listed = scram::describe(&broker, DescribeUserScramCredentialsRequest::default(), &admin);
+    let listed = scram::describe(
+        &broker,
+        DescribeUserScramCredentialsRequest::default(),
+        &admin,
+    );
     assert_eq!(listed.results.len(), 1);
     broker.shutdown().await;
 }
